@@ -1,0 +1,44 @@
+# Gennai: the two commands are `make run` and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test setup lint typecheck unit e2e assets messages browser clean
+
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check uv==0.8.22
+	$(VENV)/bin/uv pip sync -q --python $(PY) requirements.lock
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m gennai.devstack run
+
+# Debian's Chromium for the Playwright browser tests (Playwright cannot download browsers here).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk >/dev/null; \
+	  else echo "install Debian's chromium (apt-get install chromium) for the browser tests"; exit 1; fi; }
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+test: $(STAMP) browser lint typecheck
+	$(PY) -m gennai.devstack env -- $(PY) -m pytest $(PYTEST_ARGS)
+
+assets:
+	bash assets/build.sh
+
+messages: $(STAMP)
+	$(PY) manage.py makemessages -l en --no-obsolete -i node_modules -i staticfiles -i .venv
+	$(PY) manage.py compilemessages -i node_modules -i .venv
+
+clean:
+	rm -rf .gennai .pytest_cache .mypy_cache .ruff_cache

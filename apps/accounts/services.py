@@ -1,0 +1,96 @@
+"""Writes for users, memberships and SSO sessions."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from django.contrib.sessions.backends.db import SessionStore
+from django.db import transaction
+
+from apps.tenancy.models import Membership, Ministry
+
+from .claims import ministry_codes_from_claims, roles_from_claims
+from .models import OIDCSession, User
+
+logger = logging.getLogger("gennai.accounts")
+
+
+@transaction.atomic
+def user_sync_from_claims(*, claims: Mapping[str, Any], user: User | None = None) -> User:
+    """Create or update the user of verified ID-token ``claims`` and their memberships.
+
+    Security: memberships are replaced by exactly what the claims grant, so a
+    user removed from a Keycloak group loses that ministry at their next login.
+    Groups naming unknown or inactive ministries grant nothing.
+    """
+    subject = str(claims["sub"])
+    if user is None:
+        user = User.objects.filter(subject=subject).first()
+    username = str(claims.get("preferred_username") or subject)[:150]
+    if user is None:
+        base, n = username, 1
+        while User.objects.filter(username=username).exists():
+            n += 1
+            username = f"{base[:140]}-{n}"
+        user = User(subject=subject, username=username)
+        user.set_unusable_password()
+    user.email = str(claims.get("email") or "")[:254]
+    user.first_name = str(claims.get("given_name") or "")[:150]
+    user.last_name = str(claims.get("family_name") or "")[:150]
+    user.display_name = str(claims.get("name") or username)[:150]
+    user.save()
+
+    roles = roles_from_claims(claims)
+    codes = ministry_codes_from_claims(claims)
+    ministries = {m.code: m for m in Ministry.objects.filter(code__in=codes, active=True)}
+    unknown = [c for c in codes if c not in ministries]
+    if unknown:
+        logger.warning("user %s: groups name unknown ministries %s", user.pk, unknown)
+    keep: list[int] = []
+    if roles:
+        for code in codes:
+            ministry = ministries.get(code)
+            if ministry is None:
+                continue
+            membership, _ = Membership.objects.update_or_create(
+                user=user, ministry=ministry, defaults={"roles": roles}
+            )
+            keep.append(membership.pk)
+    removed, _ = Membership.objects.filter(user=user).exclude(pk__in=keep).delete()
+    if removed:
+        logger.info("user %s: %d membership(s) revoked by identity provider", user.pk, removed)
+    return user
+
+
+def oidc_session_record(*, user: User, sid: str, session_key: str) -> OIDCSession:
+    """Remember which Django session came from IdP session ``sid``."""
+    record, _ = OIDCSession.objects.update_or_create(
+        session_key=session_key, defaults={"user": user, "sid": sid}
+    )
+    return record
+
+
+def sessions_end_for_logout_token(*, subject: str | None, sid: str | None) -> int:
+    """End the Django sessions named by a verified back-channel logout token.
+
+    With a ``sid``, only the sessions of that IdP session end; with only ``sub``,
+    all of the user's sessions end (OIDC Back-Channel Logout 1.0, section 2.4).
+    Returns the number of sessions ended.
+    """
+    records = OIDCSession.objects.all()
+    if sid:
+        records = records.filter(sid=sid)
+        if subject:
+            records = records.filter(user__subject=subject)
+    elif subject:
+        records = records.filter(user__subject=subject)
+    else:
+        return 0
+    ended = 0
+    for record in list(records):
+        SessionStore(session_key=record.session_key).delete()
+        record.delete()
+        ended += 1
+    return ended

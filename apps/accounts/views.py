@@ -1,0 +1,71 @@
+"""Login, logout and back-channel logout endpoints (thin: logic lives in oidc/services)."""
+
+from __future__ import annotations
+
+import logging
+
+from django.contrib import auth, messages
+from django.core.exceptions import SuspiciousOperation
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.shortcuts import redirect
+from django.utils.translation import gettext as _
+from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+from mozilla_django_oidc.views import OIDCAuthenticationCallbackView
+
+from .oidc import provider_logout_url, verify_logout_token
+from .services import oidc_session_record, sessions_end_for_logout_token
+
+logger = logging.getLogger("gennai.accounts")
+
+
+class CallbackView(OIDCAuthenticationCallbackView):  # type: ignore[misc]
+    """Finishes the code flow; records the IdP session id for back-channel logout."""
+
+    def login_success(self) -> HttpResponse:
+        response = super().login_success()
+        session = self.request.session
+        if session.session_key is None:
+            session.save()
+        oidc_session_record(
+            user=self.user, sid=str(session.get("oidc_sid", "")), session_key=str(session.session_key)
+        )
+        return response
+
+    def login_failure(self) -> HttpResponse:
+        messages.error(self.request, _("ログインに失敗しました。もう一度お試しください。"))
+        return HttpResponseRedirect(self.failure_url)
+
+
+@require_POST
+def logout_view(request: HttpRequest) -> HttpResponse:
+    """RP-initiated logout: end our session, then Keycloak's."""
+    url = provider_logout_url(request) if request.user.is_authenticated else None
+    auth.logout(request)
+    return redirect(url) if url else redirect("home")
+
+
+@csrf_exempt
+@never_cache
+@require_POST
+def backchannel_logout_view(request: HttpRequest) -> HttpResponse:
+    """Keycloak's back-channel logout: a signed logout token ends the user's sessions.
+
+    Security: authenticated only by the token's signature and claims
+    (:func:`apps.accounts.oidc.verify_logout_token`); CSRF does not apply to a
+    server-to-server POST. Answers 400 on any invalid token, as the spec asks.
+    """
+    token = request.POST.get("logout_token", "")
+    if not token:
+        return JsonResponse({"error": "invalid_request"}, status=400)
+    try:
+        claims = verify_logout_token(token)
+    except SuspiciousOperation as exc:
+        logger.warning("back-channel logout rejected: %s", exc)
+        return JsonResponse({"error": "invalid_request"}, status=400)
+    ended = sessions_end_for_logout_token(subject=claims.get("sub"), sid=claims.get("sid"))
+    logger.info("back-channel logout for sub=%s ended %d session(s)", claims.get("sub"), ended)
+    response = HttpResponse(status=200)
+    response["Cache-Control"] = "no-store"
+    return response

@@ -1,0 +1,1 @@
+"""Loopback development OpenID provider that mimics Keycloak's ``gennai`` realm."""

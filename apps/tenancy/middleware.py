@@ -1,0 +1,40 @@
+"""Enters the ministry scope of the authenticated user's membership."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.http import HttpRequest, HttpResponse
+
+from .scope import ministry_scope
+from .selectors import membership_for_user
+
+SESSION_KEY = "gennai_ministry"
+
+
+class MinistryScopeMiddleware:
+    """Run each authenticated request inside its ministry's scope.
+
+    Security: the ministry comes only from the user's memberships (which come
+    only from identity-provider claims). The session may remember *which* of the
+    user's own memberships is active; a stale or foreign code there is ignored.
+    Requests of anonymous users and users without a membership run unscoped, so
+    any TenantModel query they reach raises instead of returning data.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        request.membership = None  # type: ignore[attr-defined]
+        request.ministry = None  # type: ignore[attr-defined]
+        user = getattr(request, "user", None)
+        if user is None or not user.is_authenticated:
+            return self.get_response(request)
+        membership = membership_for_user(user=user, ministry_code=request.session.get(SESSION_KEY))
+        if membership is None:
+            return self.get_response(request)
+        request.membership = membership  # type: ignore[attr-defined]
+        request.ministry = membership.ministry  # type: ignore[attr-defined]
+        with ministry_scope(ministry_id=membership.ministry_id):
+            return self.get_response(request)

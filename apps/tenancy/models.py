@@ -1,0 +1,116 @@
+"""Ministries, memberships and the base class of all ministry-owned data."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
+from django.db import models
+from django.utils.translation import get_language
+from django.utils.translation import gettext_lazy as _
+
+from .managers import TenantManager
+from .scope import ScopeError, current_ministry_id
+
+
+class Role(models.TextChoices):
+    """Platform roles. They come from Keycloak's ``realm_access.roles``."""
+
+    STAFF = "staff", _("職員")
+    MINISTRY_ADMIN = "ministry_admin", _("府省庁管理者")
+    PROCUREMENT_OFFICER = "procurement_officer", _("調達担当")
+    PLATFORM_ADMIN = "platform_admin", _("プラットフォーム管理者")
+    AUDITOR = "auditor", _("監査担当")
+
+
+class Ministry(models.Model):
+    """A ministry or agency (府省庁): the unit of data separation.
+
+    ``code`` is what Keycloak groups use: ``/ministries/<code>``.
+    """
+
+    code = models.SlugField(max_length=32, unique=True)
+    name_ja = models.CharField(max_length=100)
+    name_en = models.CharField(max_length=200)
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        verbose_name = _("府省庁")
+
+    def __str__(self) -> str:
+        return f"{self.name_ja} ({self.code})"
+
+    @property
+    def name(self) -> str:
+        """Name in the active UI language."""
+        return self.name_en if (get_language() or "ja").startswith("en") else self.name_ja
+
+
+class Membership(models.Model):
+    """A user's roles within one ministry.
+
+    Created and removed only from identity-provider claims at login
+    (:func:`apps.accounts.services.user_sync_from_claims`): a user who loses the
+    Keycloak group loses the membership at next login. Not a TenantModel: the
+    middleware must read it *before* a ministry scope exists.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    ministry = models.ForeignKey(Ministry, on_delete=models.PROTECT, related_name="memberships")
+    roles = ArrayField(models.CharField(max_length=32, choices=Role.choices), default=list)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "ministry"], name="membership_user_ministry_uniq")
+        ]
+        # "members of ministry X" for the admin console.
+        indexes = [models.Index(fields=["ministry", "user"], name="membership_ministry_user_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id}@{self.ministry_id}:{','.join(self.roles)}"
+
+    def has_role(self, role: str) -> bool:
+        return role in self.roles
+
+    @property
+    def role_labels(self) -> list[str]:
+        labels = dict(Role.choices)
+        return [str(labels[r]) for r in self.roles if r in labels]
+
+
+class TenantModel(models.Model):
+    """Base class for every row owned by a ministry.
+
+    Invariants (checked by ``tests/test_tenancy_sweep.py`` for every subclass):
+
+    * ``ministry`` is a non-null FK and leads every index;
+    * the default manager refuses queries without an active scope and filters
+      on the scope's ministry;
+    * the table has ``ENABLE``/``FORCE ROW LEVEL SECURITY`` and the
+      ``ministry_isolation`` policy (add :class:`apps.tenancy.operations.EnableRLS`
+      to the model's migration);
+    * saving a row of another ministry than the active scope raises.
+    """
+
+    ministry = models.ForeignKey(Ministry, on_delete=models.PROTECT, related_name="+")
+
+    objects: ClassVar[TenantManager[Any]] = TenantManager()
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        scope = current_ministry_id()
+        if scope is not None:
+            if self.ministry_id is None:
+                self.ministry_id = scope
+            elif self.ministry_id != scope:
+                raise ScopeError("cannot save a row of another ministry than the active scope")
+        super().save(*args, **kwargs)

@@ -1,0 +1,37 @@
+"""Reads of ministries and memberships."""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+
+from apps.accounts.models import User
+
+from .models import Membership, Ministry
+
+
+def membership_list_for_user(*, user: User) -> QuerySet[Membership]:
+    """Active-ministry memberships of ``user``, in a stable order."""
+    return (
+        Membership.objects.filter(user=user, ministry__active=True)
+        .select_related("ministry")
+        .order_by("ministry_id")
+    )
+
+
+def membership_for_user(*, user: User, ministry_code: str | None) -> Membership | None:
+    """The membership the user acts under.
+
+    Security: the ministry is chosen only among the user's own memberships; a
+    code the user is not a member of falls back to their first membership.
+    """
+    memberships = list(membership_list_for_user(user=user))
+    if not memberships:
+        return None
+    for membership in memberships:
+        if membership.ministry.code == ministry_code:
+            return membership
+    return memberships[0]
+
+
+def ministry_get_by_code(*, code: str) -> Ministry | None:
+    return Ministry.objects.filter(code=code, active=True).first()

@@ -1,0 +1,28 @@
+"""Fixtures shared by every test: real PostgreSQL as the unprivileged app role."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+pytest_plugins = ["tests.support.fixtures"]
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_test_environment: Any, django_db_blocker: Any) -> Iterator[None]:
+    """Create and migrate the test database as the owner role, then drop to the app role.
+
+    The tests themselves run as ``gennai_app`` (no ownership, no BYPASSRLS), so
+    row-level security is in force exactly as in production.
+    """
+    from django.test.utils import setup_databases, teardown_databases
+
+    from apps.tenancy.db import owner_mode
+
+    with django_db_blocker.unblock(), owner_mode():
+        config = setup_databases(verbosity=0, interactive=False, keepdb=False)
+    yield
+    with django_db_blocker.unblock(), owner_mode():
+        teardown_databases(config, verbosity=0)

@@ -1,0 +1,210 @@
+"""`python -m gennai.devstack run|env -- CMD`.
+
+``run``  starts the whole platform for `make run`: embedded PostgreSQL and Redis
+         (unless DATABASE_URL / REDIS_URL are given), migrations, demo data, the
+         dev OIDC IdP, the ASGI web server and a Celery worker. Ctrl-C stops all.
+``env``  starts the embedded servers the test suite needs (unless URLs are given),
+         exports their URLs, runs CMD, then stops them: used by `make test`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import psycopg
+from psycopg import sql
+
+from . import postgres
+from . import redis as embedded_redis
+
+ROOT = Path(__file__).resolve().parents[2]
+PY = sys.executable
+DEMO_LOGINS = [
+    ("tanaka", "デジタル庁", "職員 / staff"),
+    ("sato", "デジタル庁", "府省庁管理者 / ministry admin"),
+    ("takahashi", "デジタル庁", "調達担当 / procurement officer"),
+    ("suzuki", "総務省", "職員 / staff"),
+    ("ito", "総務省", "府省庁管理者 / ministry admin"),
+    ("watanabe", "デジタル庁 + 総務省", "職員 / staff (ministry switcher)"),
+    ("admin", "デジタル庁", "プラットフォーム管理者 / platform admin"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def with_db(url: str, dbname: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + dbname, parts.query, parts.fragment))
+
+
+def ensure_database(admin_url: str, dbname: str, *, recreate: bool = False) -> None:
+    with psycopg.connect(with_db(admin_url, "postgres"), autocommit=True) as conn:
+        if recreate:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [dbname]).fetchone():
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+
+
+def manage(*args: str, env: dict[str, str], settings: str | None = None) -> None:
+    run_env = dict(env)
+    if settings:
+        run_env["DJANGO_SETTINGS_MODULE"] = settings
+    subprocess.run([PY, str(ROOT / "manage.py"), *args], cwd=ROOT, env=run_env, check=True)
+
+
+def start_servers(data_dir: Path, env: dict[str, str], *, pg_port: int, redis_port: int) -> list[subprocess.Popen[bytes]]:
+    """Start embedded PostgreSQL/Redis where no URL is given; fill ``env``."""
+    children: list[subprocess.Popen[bytes]] = []
+    if not env.get("DATABASE_URL"):
+        admin_url = postgres.start(data_dir=data_dir, port=pg_port)
+        env["GENNAI_PG_ADMIN_URL"] = admin_url
+        env["DATABASE_URL"] = with_db(admin_url, "gennai")
+        print(f"• embedded PostgreSQL on 127.0.0.1:{pg_port} ({data_dir}/pgdata)")
+    else:
+        env.setdefault("GENNAI_PG_ADMIN_URL", with_db(env["DATABASE_URL"], "postgres"))
+    env.setdefault("GENNAI_IDP_DATABASE_URL", with_db(env["GENNAI_PG_ADMIN_URL"], "gennai_idp"))
+    if not env.get("REDIS_URL"):
+        url, proc = embedded_redis.start(data_dir=data_dir / "redis", port=redis_port)
+        env["REDIS_URL"] = url
+        if proc:
+            children.append(proc)
+        print(f"• embedded Redis on 127.0.0.1:{redis_port}")
+    return children
+
+
+def stop_all(children: list[subprocess.Popen[bytes]], data_dir: Path, stop_pg: bool) -> None:
+    for child in reversed(children):
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.time() + 15
+    for child in children:
+        try:
+            child.wait(timeout=max(0.1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+    if stop_pg:
+        postgres.stop(data_dir=data_dir)
+
+
+def wait_http(url: str, timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    data_dir = ROOT / ".gennai" / "dev"
+    env = dict(os.environ)
+    env.setdefault("DJANGO_SETTINGS_MODULE", "gennai.settings.dev")
+    web_port, idp_port = args.port, args.idp_port
+    host = "127.0.0.1"
+    app_url, idp_url = f"http://{host}:{web_port}", f"http://{host}:{idp_port}"
+    env.setdefault("OIDC_ISSUER", f"{idp_url}/realms/gennai")
+    env.setdefault("GENNAI_IDP_URL", idp_url)
+    embedded_pg = not env.get("DATABASE_URL")
+    children = start_servers(data_dir, env, pg_port=args.pg_port, redis_port=args.redis_port)
+    try:
+        manage("db_bootstrap", env=env)
+        manage("migrate", "--no-input", "-v", "0", env=env)
+        manage("seed_demo", env=env)
+        ensure_database(env["GENNAI_PG_ADMIN_URL"], urlsplit(env["GENNAI_IDP_DATABASE_URL"]).path.lstrip("/"))
+        idp_env = {**env, "GENNAI_IDP_DEV_TOOLS": "1"}
+        manage("migrate", "--no-input", "-v", "0", env=idp_env, settings="gennai.settings.idp")
+        manage(
+            "idp_seed",
+            "--client-id", env.get("OIDC_CLIENT_ID", "gennai-web"),
+            "--client-secret", env.get("OIDC_CLIENT_SECRET", "gennai-dev-client-secret"),
+            "--redirect-uri", f"{app_url}/accounts/callback/",
+            "--redirect-uri", f"http://localhost:{web_port}/accounts/callback/",
+            "--post-logout-redirect-uri", f"{app_url}/",
+            "--post-logout-redirect-uri", f"http://localhost:{web_port}/",
+            "--backchannel-logout-uri", f"{app_url}/accounts/backchannel-logout/",
+            env=idp_env,
+            settings="gennai.settings.idp",
+        )
+        uvicorn = [PY, "-m", "uvicorn", "--host", host, "--no-access-log", "gennai.asgi:application"]
+        children.append(
+            subprocess.Popen([*uvicorn, "--port", str(idp_port)], cwd=ROOT,
+                             env={**idp_env, "DJANGO_SETTINGS_MODULE": "gennai.settings.idp"})
+        )
+        children.append(subprocess.Popen([*uvicorn, "--port", str(web_port)], cwd=ROOT, env=env))
+        children.append(
+            subprocess.Popen([PY, "-m", "celery", "-A", "gennai", "worker", "-l", "warning",
+                              "--concurrency", "2"], cwd=ROOT, env=env)
+        )
+        wait_http(f"{idp_url}/realms/gennai/.well-known/openid-configuration")
+        wait_http(f"{app_url}/healthz")
+        print("\n" + "=" * 64)
+        print(f"  源内 Gennai is running:  {app_url}/")
+        print(f"  Dev IdP (Keycloak-shaped): {idp_url}/realms/gennai")
+        print("  Demo logins (password for all: gennai-demo, or one click on the IdP page):")
+        for user, ministry, role in DEMO_LOGINS:
+            print(f"    {user:<10} {ministry:<20} {role}")
+        print("  Press Ctrl-C to stop everything.")
+        print("=" * 64 + "\n", flush=True)
+        while all(c.poll() is None for c in children):
+            time.sleep(0.5)
+        failed = [c.args for c in children if c.poll() is not None]
+        print(f"a process exited, stopping: {failed}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nstopping…")
+        return 0
+    finally:
+        stop_all(children, data_dir, stop_pg=embedded_pg)
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    data_dir = ROOT / ".gennai" / "test"
+    env = dict(os.environ)
+    embedded_pg = not env.get("DATABASE_URL")
+    idp_port = free_port()
+    env.setdefault("GENNAI_IDP_URL", f"http://127.0.0.1:{idp_port}")
+    env.setdefault("OIDC_ISSUER", f"{env['GENNAI_IDP_URL']}/realms/gennai")
+    children = start_servers(data_dir, env, pg_port=free_port(), redis_port=free_port())
+    env["GENNAI_IDP_DATABASE_URL"] = with_db(env["GENNAI_PG_ADMIN_URL"], "test_gennai_idp")
+    try:
+        manage("db_bootstrap", env=env, settings="gennai.settings.test")
+        command = args.command[1:] if args.command[:1] == ["--"] else args.command
+        return subprocess.run(command, cwd=ROOT, env=env).returncode
+    finally:
+        stop_all(children, data_dir, stop_pg=embedded_pg)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m gennai.devstack")
+    sub = parser.add_subparsers(dest="action", required=True)
+    run = sub.add_parser("run", help="start the platform (make run)")
+    run.add_argument("--port", type=int, default=int(os.environ.get("GENNAI_PORT", "8000")))
+    run.add_argument("--idp-port", type=int, default=int(os.environ.get("GENNAI_IDP_PORT", "8001")))
+    run.add_argument("--pg-port", type=int, default=int(os.environ.get("GENNAI_PG_PORT", "55432")))
+    run.add_argument("--redis-port", type=int, default=int(os.environ.get("GENNAI_REDIS_PORT", "56379")))
+    run.set_defaults(func=cmd_run)
+    env = sub.add_parser("env", help="run a command with embedded servers (make test)")
+    env.add_argument("command", nargs=argparse.REMAINDER)
+    env.set_defaults(func=cmd_env)
+    args = parser.parse_args()
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,201 @@
+"""Settings shared by every environment.
+
+Everything that differs between machines comes from the environment:
+``DATABASE_URL``, ``REDIS_URL``, ``OIDC_ISSUER`` and friends. ``gennai.devstack``
+fills these in with embedded servers for ``make run`` and ``make test``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.translation import gettext_lazy as _
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+
+
+def env(name: str, default: str | None = None) -> str:
+    """Read a required setting from the environment, with a clear error when missing."""
+    value = os.environ.get(name, default)
+    if value is None:
+        raise ImproperlyConfigured(
+            f"Environment variable {name} is not set. "
+            "Start the platform with `make run`, which provides embedded defaults."
+        )
+    return value
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    return os.environ.get(name, str(default)).lower() in {"1", "true", "yes", "on"}
+
+
+SECRET_KEY = env("GENNAI_SECRET_KEY", "dev-insecure-gennai-secret-key-change-me")
+DEBUG = env_bool("GENNAI_DEBUG", False)
+ALLOWED_HOSTS = [h for h in env("GENNAI_ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h]
+
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_htmx",
+    "rest_framework",
+    "mozilla_django_oidc",
+    "apps.tenancy",
+    "apps.accounts",
+    "apps.console",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+    # Must come after authentication: the scope comes only from the user's membership.
+    "apps.tenancy.middleware.MinistryScopeMiddleware",
+]
+
+ROOT_URLCONF = "gennai.urls"
+WSGI_APPLICATION = "gennai.wsgi.application"
+ASGI_APPLICATION = "gennai.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "gennai" / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.template.context_processors.i18n",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "apps.tenancy.context_processors.tenancy",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------
+# The app logs in with DATABASE_URL. Unless GENNAI_DB_APP_ROLE is empty, every
+# connection then runs `SET ROLE <app role>`: a role that owns nothing and has
+# no BYPASSRLS, so PostgreSQL row-level security applies to every query.
+# Migrations switch to GENNAI_DB_OWNER_ROLE (see apps.tenancy.db).
+DATABASES = {
+    "default": {
+        **dj_database_url.parse(env("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/gennai")),
+        "ENGINE": "gennai.db_backend",
+        "CONN_MAX_AGE": 0,
+        "TEST": {"NAME": os.environ.get("GENNAI_TEST_DB_NAME", "test_gennai")},
+    }
+}
+GENNAI_DB_APP_ROLE = os.environ.get("GENNAI_DB_APP_ROLE", "gennai_app")
+GENNAI_DB_OWNER_ROLE = os.environ.get("GENNAI_DB_OWNER_ROLE", "gennai_owner")
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Cache / broker -------------------------------------------------------
+REDIS_URL = env("REDIS_URL", "redis://127.0.0.1:6379/0")
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", REDIS_URL)
+CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND", REDIS_URL)
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+# --- Sessions -------------------------------------------------------------
+# The dev IdP runs on another port of the same host; cookies ignore ports, so
+# the app's session cookie must have its own name.
+SESSION_COOKIE_NAME = "gennai_sessionid"
+CSRF_COOKIE_NAME = "gennai_csrftoken"
+SESSION_ENGINE = "django.contrib.sessions.backends.db"
+SESSION_COOKIE_AGE = int(env("GENNAI_SESSION_AGE_SECONDS", str(8 * 3600)))
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+
+# --- Auth / OIDC (Keycloak) -----------------------------------------------
+AUTH_USER_MODEL = "accounts.User"
+AUTHENTICATION_BACKENDS = ["apps.accounts.oidc.KeycloakOIDCBackend"]
+LOGIN_URL = "accounts:login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "home"
+
+# Keycloak realm issuer, e.g. https://sso.example.go.jp/realms/gennai
+OIDC_ISSUER = env("OIDC_ISSUER", "http://127.0.0.1:8001/realms/gennai").rstrip("/")
+OIDC_RP_CLIENT_ID = env("OIDC_CLIENT_ID", "gennai-web")
+OIDC_RP_CLIENT_SECRET = env("OIDC_CLIENT_SECRET", "gennai-dev-client-secret")
+OIDC_RP_SIGN_ALGO = "RS256"
+OIDC_RP_SCOPES = "openid profile email"
+OIDC_USE_PKCE = True
+OIDC_PKCE_CODE_CHALLENGE_METHOD = "S256"
+OIDC_USE_NONCE = True
+OIDC_STORE_ID_TOKEN = True  # needed for RP-initiated logout (id_token_hint)
+OIDC_TIMEOUT = 10
+# Keycloak's endpoint layout under the realm issuer.
+OIDC_OP_AUTHORIZATION_ENDPOINT = f"{OIDC_ISSUER}/protocol/openid-connect/auth"
+OIDC_OP_TOKEN_ENDPOINT = f"{OIDC_ISSUER}/protocol/openid-connect/token"
+OIDC_OP_USER_ENDPOINT = f"{OIDC_ISSUER}/protocol/openid-connect/userinfo"
+OIDC_OP_JWKS_ENDPOINT = f"{OIDC_ISSUER}/protocol/openid-connect/certs"
+OIDC_OP_LOGOUT_ENDPOINT = f"{OIDC_ISSUER}/protocol/openid-connect/logout"
+OIDC_AUTHENTICATION_CALLBACK_URL = "accounts:oidc_callback"
+OIDC_OP_LOGOUT_URL_METHOD = "apps.accounts.oidc.provider_logout_url"
+# JWKS are cached this long; a key rotation is picked up on the next miss.
+GENNAI_OIDC_JWKS_CACHE_SECONDS = 300
+
+# Keycloak admin API for `manage.py sync_keycloak`.
+KEYCLOAK_URL = os.environ.get("KEYCLOAK_URL", "")
+KEYCLOAK_REALM = os.environ.get("KEYCLOAK_REALM", "gennai")
+KEYCLOAK_ADMIN_CLIENT_ID = os.environ.get("KEYCLOAK_ADMIN_CLIENT_ID", "admin-cli")
+KEYCLOAK_ADMIN_CLIENT_SECRET = os.environ.get("KEYCLOAK_ADMIN_CLIENT_SECRET", "")
+KEYCLOAK_ADMIN_USERNAME = os.environ.get("KEYCLOAK_ADMIN_USERNAME", "")
+KEYCLOAK_ADMIN_PASSWORD = os.environ.get("KEYCLOAK_ADMIN_PASSWORD", "")
+
+# --- Tenancy --------------------------------------------------------------
+# Modules allowed to query TenantModels without a ministry scope. Every use is
+# logged; RLS still applies in the database.
+GENNAI_UNSCOPED_ALLOWLIST = [
+    "apps.tenancy.tests",
+    "tests",
+]
+
+# --- i18n -----------------------------------------------------------------
+LANGUAGE_CODE = "ja"
+LANGUAGES = [("ja", _("日本語")), ("en", _("English"))]
+LOCALE_PATHS = [BASE_DIR / "gennai" / "locale"]
+TIME_ZONE = "Asia/Tokyo"
+USE_I18N = True
+USE_TZ = True
+
+# --- Static ---------------------------------------------------------------
+STATIC_URL = "/static/"
+# Served by WhiteNoise straight from the finders in dev/test; prod collects to STATIC_ROOT.
+WHITENOISE_USE_FINDERS = True
+STATICFILES_DIRS = [BASE_DIR / "gennai" / "static"]
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("GENNAI_LOG_LEVEL", "INFO")},
+    "loggers": {"mozilla_django_oidc": {"level": "WARNING"}},
+}
