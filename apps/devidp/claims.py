@@ -79,14 +79,14 @@ def resolve_sid(request: HttpRequest | None) -> str | None:
         )
         if link is None:
             return None
-        sid = link.idp_session.sid
+        sid = str(link.idp_session.sid)
         link.delete()  # single use, like the code itself
         return sid
     if grant_type == "refresh_token":
         old = Token.objects.filter(refresh_token=request.POST.get("refresh_token", "")).first()
         old_claims = (old.id_token or {}) if old is not None else {}
-        sid = old_claims.get("sid")
-        return str(sid) if sid else None
+        old_sid = old_claims.get("sid")
+        return str(old_sid) if old_sid else None
     from .services import current_sid  # local import: services imports this module
 
     return current_sid(request)

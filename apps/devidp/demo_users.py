@@ -8,6 +8,7 @@ plain Python on purpose (no Django imports) so that any process can import it.
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 # The data below is kept one entry per line on purpose (easy to diff and grep).
 # fmt: off
@@ -47,7 +48,7 @@ def demo_subject(username: str) -> str:
     return str(uuid.uuid5(DEMO_SUBJECT_NAMESPACE, username))
 
 
-def get_demo_user(username: str) -> dict[str, object] | None:
+def get_demo_user(username: str) -> dict[str, Any] | None:
     """Return the demo user entry for ``username`` or ``None``."""
     for entry in DEMO_USERS:
         if entry["username"] == username:

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -47,7 +48,7 @@ def _authorize_error(endpoint: AuthorizeEndpoint, description: str) -> Authorize
     return error
 
 
-class KeycloakAuthorizeEndpoint(AuthorizeEndpoint):
+class KeycloakAuthorizeEndpoint(AuthorizeEndpoint):  # type: ignore[misc]  # untyped library
     """Authorize endpoint that requires PKCE S256 and records the ``sid`` per code."""
 
     def validate_params(self) -> None:
@@ -74,13 +75,13 @@ class KeycloakAuthorizeEndpoint(AuthorizeEndpoint):
         return code
 
 
-class AuthorizeView(oidc_views.AuthorizeView):
+class AuthorizeView(oidc_views.AuthorizeView):  # type: ignore[misc]  # untyped library
     """``/protocol/openid-connect/auth``."""
 
     authorize_endpoint_class = KeycloakAuthorizeEndpoint
 
 
-class KeycloakTokenEndpoint(TokenEndpoint):
+class KeycloakTokenEndpoint(TokenEndpoint):  # type: ignore[misc]  # untyped library
     """Token endpoint whose responses carry Keycloak's extra fields."""
 
     def create_response_dic(self) -> dict[str, Any]:
@@ -100,17 +101,18 @@ class KeycloakTokenEndpoint(TokenEndpoint):
         return dic
 
 
-class TokenView(oidc_views.TokenView):
+class TokenView(oidc_views.TokenView):  # type: ignore[misc]  # untyped library
     """``/protocol/openid-connect/token``."""
 
     token_endpoint_class = KeycloakTokenEndpoint
 
 
-@csrf_exempt
-@require_http_methods(["GET", "POST", "OPTIONS"])
-@protected_resource_view(["openid"])
-def userinfo(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-    """``/protocol/openid-connect/userinfo``: ``sub``, Keycloak claims and ``sid``."""
+def _userinfo(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    """``/protocol/openid-connect/userinfo``: ``sub``, Keycloak claims and ``sid``.
+
+    ``kwargs["token"]`` is the access token's ``Token``, set by
+    django-oidc-provider's ``protected_resource_view`` (which answers 401 itself).
+    """
     response: HttpResponse
     if request.method == "OPTIONS":
         response = HttpResponse()
@@ -129,7 +131,12 @@ def userinfo(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
     return response
 
 
-class ProviderInfoView(oidc_views.ProviderInfoView):
+userinfo: Callable[..., HttpResponse] = csrf_exempt(
+    require_http_methods(["GET", "POST", "OPTIONS"])(protected_resource_view(["openid"])(_userinfo))
+)
+
+
+class ProviderInfoView(oidc_views.ProviderInfoView):  # type: ignore[misc]  # untyped library
     """``/.well-known/openid-configuration`` with Keycloak's metadata."""
 
     def _build_response_dict(self, request: HttpRequest) -> dict[str, Any]:

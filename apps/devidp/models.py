@@ -13,8 +13,14 @@ def _new_sid() -> str:
     return str(uuid.uuid4())
 
 
+# Managers are declared explicitly so that type checking works even where this
+# app is not in INSTALLED_APPS (the main app's settings do not install it).
+
+
 class DemoIdentity(models.Model):
     """Keycloak-style attributes of an IdP user (``sub``, groups, realm roles)."""
+
+    objects: models.Manager[DemoIdentity] = models.Manager()
 
     user = models.OneToOneField(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="demo_identity"
@@ -34,6 +40,8 @@ class DemoIdentity(models.Model):
 
 class IdpSession(models.Model):
     """One browser login session at the IdP; its ``sid`` goes into tokens."""
+
+    objects: models.Manager[IdpSession] = models.Manager()
 
     sid = models.CharField(max_length=64, unique=True, default=_new_sid)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="idp_sessions")
@@ -60,6 +68,8 @@ class AuthorizationCodeSession(models.Model):
     browser's IdP cookie), so this is how ``sid`` reaches the ID token.
     """
 
+    objects: models.Manager[AuthorizationCodeSession] = models.Manager()
+
     code = models.CharField(max_length=255, unique=True)
     idp_session = models.ForeignKey(IdpSession, on_delete=models.CASCADE)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -70,6 +80,8 @@ class AuthorizationCodeSession(models.Model):
 
 class ClientBackchannel(models.Model):
     """OIDC Back-Channel Logout URI of a registered ``oidc_provider`` client."""
+
+    objects: models.Manager[ClientBackchannel] = models.Manager()
 
     client_id = models.CharField(max_length=255, unique=True)
     uri = models.URLField(max_length=500)

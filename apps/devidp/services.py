@@ -128,7 +128,7 @@ def signing_key() -> tuple[str, Any]:
 
 def issuer() -> str:
     """Return the issuer (``{SITE_URL}/realms/gennai``), as in ID tokens."""
-    return get_issuer()
+    return str(get_issuer())
 
 
 def verify_id_token_hint(id_token_hint: str) -> dict[str, Any] | None:

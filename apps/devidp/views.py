@@ -71,7 +71,7 @@ class LoginView(View):
         demo_users = [
             {
                 **entry,
-                "ministry_names": [ministry_names.get(str(c), str(c)) for c in entry["ministries"]],  # type: ignore[attr-defined]
+                "ministry_names": [ministry_names.get(str(c), str(c)) for c in entry["ministries"]],
                 "seeded": entry["username"] in existing,
             }
             for entry in DEMO_USERS

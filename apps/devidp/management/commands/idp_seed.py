@@ -87,8 +87,8 @@ class Command(BaseCommand):
                 defaults={
                     "subject": subject,
                     "display_name": name,
-                    "groups": demo_groups(list(entry["ministries"])),  # type: ignore[call-overload]
-                    "realm_roles": list(entry["roles"]),  # type: ignore[call-overload]
+                    "groups": demo_groups(list(entry["ministries"])),
+                    "realm_roles": list(entry["roles"]),
                 },
             )
             self.stdout.write(f"{'created' if created else 'updated'} user {username} (sub {subject})")
