@@ -51,7 +51,9 @@ def test_full_code_pkce_flow_creates_user_and_membership(dev_idp: DevIdP, minist
 
 def test_token_exchange_without_verifier_fails(dev_idp: DevIdP, client: Client) -> None:
     """The IdP enforces PKCE: a stolen code is useless without the verifier."""
-    callback = idp_authorize(client.get("/accounts/login/")["Location"], "tanaka", stop_prefix="http://testserver/")
+    callback = idp_authorize(
+        client.get("/accounts/login/")["Location"], "tanaka", stop_prefix="http://testserver/"
+    )
     code = parse_qs(urlsplit(callback).query)["code"][0]
     response = httpx.post(
         settings.OIDC_OP_TOKEN_ENDPOINT,
@@ -68,7 +70,9 @@ def test_token_exchange_without_verifier_fails(dev_idp: DevIdP, client: Client) 
 
 def test_tampered_state_is_refused(dev_idp: DevIdP, ministries: Any) -> None:
     client = Client()
-    callback = idp_authorize(client.get("/accounts/login/")["Location"], "tanaka", stop_prefix="http://testserver/")
+    callback = idp_authorize(
+        client.get("/accounts/login/")["Location"], "tanaka", stop_prefix="http://testserver/"
+    )
     parts = urlsplit(callback)
     query = parse_qs(parts.query)
     response = client.get(parts.path, {"code": query["code"][0], "state": "forged"})
@@ -92,7 +96,9 @@ def test_group_removal_revokes_membership_at_next_login(dev_idp: DevIdP, ministr
         )
     try:
         login_with_test_client(Client(), "watanabe")
-        assert list(Membership.objects.filter(user=user).values_list("ministry__code", flat=True)) == ["digital"]
+        assert list(Membership.objects.filter(user=user).values_list("ministry__code", flat=True)) == [
+            "digital"
+        ]
     finally:
         with psycopg.connect(dev_idp.env["GENNAI_IDP_DATABASE_URL"], autocommit=True) as conn:
             conn.execute(
@@ -114,7 +120,7 @@ def test_real_id_token_tampered_is_rejected(dev_idp: DevIdP, ministries: Any) ->
     assert decode_provider_token(token, require=["iss", "aud", "exp", "iat", "sub"])["groups"] == [
         "/ministries/soumu"
     ]
-    header, payload, signature = token.split(".")
+    header, _payload, signature = token.split(".")
     claims = jwt.decode(token, options={"verify_signature": False})
     claims["groups"] = ["/ministries/digital"]
     forged = jwt.utils.base64url_encode(jwt.api_jws.json.dumps(claims).encode()).decode()

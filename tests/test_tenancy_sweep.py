@@ -85,7 +85,9 @@ def test_other_ministry_cannot_read_update_delete(
 
 def _raw_count(table: str, pk: int, ministry_id: int | None) -> int:
     with connection.cursor() as cursor:
-        cursor.execute("SELECT set_config(%s, %s, true)", [GUC_NAME, "" if ministry_id is None else str(ministry_id)])
+        cursor.execute(
+            "SELECT set_config(%s, %s, true)", [GUC_NAME, "" if ministry_id is None else str(ministry_id)]
+        )
         cursor.execute(f'SELECT count(*) FROM "{table}" WHERE id = %s', [pk])
         return int(cursor.fetchone()[0])
 
@@ -148,7 +150,9 @@ def test_app_role_cannot_bypass_rls() -> None:
         )
         user, is_super, bypass = cursor.fetchone()
         assert (is_super, bypass) == (False, False)
-        cursor.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tableowner = %s", [user])
+        cursor.execute(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tableowner = %s", [user]
+        )
         assert cursor.fetchone()[0] == 0
         with pytest.raises(DatabaseError), transaction.atomic():
             cursor.execute("ALTER TABLE console_announcement DISABLE ROW LEVEL SECURITY")

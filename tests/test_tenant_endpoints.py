@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
-
-import re
 
 import pytest
 from django.test import Client
 
 from apps.console.models import Announcement
 from apps.tenancy.scope import ministry_scope
+
 
 def _without_csrf(html: bytes) -> bytes:
     """CSRF tokens are masked differently on every response; ignore them."""
@@ -28,7 +28,9 @@ ENDPOINTS: list[tuple[str, Callable[[Any], str]]] = [
 
 
 @pytest.mark.parametrize(("name", "factory"), ENDPOINTS, ids=[e[0] for e in ENDPOINTS])
-def test_other_ministry_gets_404(name: str, factory: Callable[[Any], str], staff_a: Any, staff_b: Any) -> None:
+def test_other_ministry_gets_404(
+    name: str, factory: Callable[[Any], str], staff_a: Any, staff_b: Any
+) -> None:
     with ministry_scope(ministry_id=staff_a.ministry.pk):
         url = factory(staff_a.ministry)
     owner, outsider = Client(), Client()

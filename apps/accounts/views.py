@@ -24,7 +24,7 @@ class CallbackView(OIDCAuthenticationCallbackView):  # type: ignore[misc]
     """Finishes the code flow; records the IdP session id for back-channel logout."""
 
     def login_success(self) -> HttpResponse:
-        response = super().login_success()
+        response: HttpResponse = super().login_success()
         session = self.request.session
         if session.session_key is None:
             session.save()

@@ -23,9 +23,7 @@ class Announcement(TenantModel):
     class Meta:
         ordering = ["-created_at", "-id"]
         # Home page: "latest announcements of my ministry".
-        indexes = [
-            models.Index(fields=["ministry", "-created_at"], name="announcement_ministry_new_idx")
-        ]
+        indexes = [models.Index(fields=["ministry", "-created_at"], name="announcement_ministry_new_idx")]
 
     def __str__(self) -> str:
         return self.title

@@ -21,7 +21,7 @@ def get_announcement_for_actor(*, actor: User, announcement_id: int) -> Announce
     The scoped manager already limits the query to the actor's ministry and RLS
     limits it again in the database.
     """
-    announcement = Announcement.objects.filter(pk=announcement_id).first()
+    announcement: Announcement | None = Announcement.objects.filter(pk=announcement_id).first()
     if announcement is None or not actor.is_authenticated:
         raise Http404
     return announcement

@@ -34,6 +34,4 @@ def grant_app_role_privileges(*, using: str = "default", **_: Any) -> None:
             f"ALTER DEFAULT PRIVILEGES FOR ROLE {q(owner_role)} IN SCHEMA public "
             f"GRANT USAGE, SELECT ON SEQUENCES TO {q(app_role)}"
         )
-        cursor.execute(
-            f"REVOKE INSERT, UPDATE, DELETE ON django_migrations FROM {q(app_role)}"
-        )
+        cursor.execute(f"REVOKE INSERT, UPDATE, DELETE ON django_migrations FROM {q(app_role)}")

@@ -28,7 +28,7 @@ class TenantManager(models.Manager[M]):
 
     def get_queryset(self) -> models.QuerySet[M]:
         ministry_id = current_ministry_id()
-        qs = TenantQuerySet(self.model, using=self._db)
+        qs: TenantQuerySet[M] = TenantQuerySet(self.model, using=self._db)
         if ministry_id is not None:
             return qs.filter(ministry_id=ministry_id)
         if is_unscoped():

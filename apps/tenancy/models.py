@@ -58,9 +58,7 @@ class Membership(models.Model):
     middleware must read it *before* a ministry scope exists.
     """
 
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
-    )
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
     ministry = models.ForeignKey(Ministry, on_delete=models.PROTECT, related_name="memberships")
     roles = ArrayField(models.CharField(max_length=32, choices=Role.choices), default=list)
     created_at = models.DateTimeField(auto_now_add=True)

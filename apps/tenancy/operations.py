@@ -6,7 +6,7 @@ from typing import Any
 
 from django.db import migrations
 from django.db.backends.base.schema import BaseDatabaseSchemaEditor
-from django.db.migrations.state import StateApps, ProjectState
+from django.db.migrations.state import ProjectState, StateApps
 
 from .scope import GUC_NAME
 

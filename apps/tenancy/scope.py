@@ -48,9 +48,7 @@ def is_unscoped() -> bool:
 
 def _set_guc(value: int | None) -> None:
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT set_config(%s, %s, true)", [GUC_NAME, "" if value is None else str(value)]
-        )
+        cursor.execute("SELECT set_config(%s, %s, true)", [GUC_NAME, "" if value is None else str(value)])
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ from celery import Task
 from .scope import ScopeError, ministry_scope
 
 
-class TenantTask(Task):  # type: ignore[misc]
+class TenantTask(Task):  # type: ignore[type-arg]
     """Base for tasks that touch tenant data.
 
     Tasks take plain ids, including ``ministry_id`` as a keyword argument, which

@@ -18,7 +18,7 @@ from .selectors import membership_for_user
 
 
 def home(request: HttpRequest) -> HttpResponse:
-    context = {"announcements": []}
+    context: dict[str, object] = {"announcements": []}
     if getattr(request, "membership", None) is not None:
         context["announcements"] = list(announcement_list(limit=10))
     elif request.user.is_authenticated:
@@ -56,4 +56,6 @@ def readyz(request: HttpRequest) -> HttpResponse:
     """Readiness: every dependency the platform needs answers."""
     checks = health.run_checks()
     ok = all(c["ok"] for c in checks.values())
-    return JsonResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503)
+    return JsonResponse(
+        {"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503
+    )

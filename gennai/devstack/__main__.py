@@ -65,7 +65,9 @@ def manage(*args: str, env: dict[str, str], settings: str | None = None) -> None
     subprocess.run([PY, str(ROOT / "manage.py"), *args], cwd=ROOT, env=run_env, check=True)
 
 
-def start_servers(data_dir: Path, env: dict[str, str], *, pg_port: int, redis_port: int) -> list[subprocess.Popen[bytes]]:
+def start_servers(
+    data_dir: Path, env: dict[str, str], *, pg_port: int, redis_port: int
+) -> list[subprocess.Popen[bytes]]:
     """Start embedded PostgreSQL/Redis where no URL is given; fill ``env``."""
     children: list[subprocess.Popen[bytes]] = []
     if not env.get("DATABASE_URL"):
@@ -131,25 +133,38 @@ def cmd_run(args: argparse.Namespace) -> int:
         manage("migrate", "--no-input", "-v", "0", env=idp_env, settings="gennai.settings.idp")
         manage(
             "idp_seed",
-            "--client-id", env.get("OIDC_CLIENT_ID", "gennai-web"),
-            "--client-secret", env.get("OIDC_CLIENT_SECRET", "gennai-dev-client-secret"),
-            "--redirect-uri", f"{app_url}/accounts/callback/",
-            "--redirect-uri", f"http://localhost:{web_port}/accounts/callback/",
-            "--post-logout-redirect-uri", f"{app_url}/",
-            "--post-logout-redirect-uri", f"http://localhost:{web_port}/",
-            "--backchannel-logout-uri", f"{app_url}/accounts/backchannel-logout/",
+            "--client-id",
+            env.get("OIDC_CLIENT_ID", "gennai-web"),
+            "--client-secret",
+            env.get("OIDC_CLIENT_SECRET", "gennai-dev-client-secret"),
+            "--redirect-uri",
+            f"{app_url}/accounts/callback/",
+            "--redirect-uri",
+            f"http://localhost:{web_port}/accounts/callback/",
+            "--post-logout-redirect-uri",
+            f"{app_url}/",
+            "--post-logout-redirect-uri",
+            f"http://localhost:{web_port}/",
+            "--backchannel-logout-uri",
+            f"{app_url}/accounts/backchannel-logout/",
             env=idp_env,
             settings="gennai.settings.idp",
         )
         uvicorn = [PY, "-m", "uvicorn", "--host", host, "--no-access-log", "gennai.asgi:application"]
         children.append(
-            subprocess.Popen([*uvicorn, "--port", str(idp_port)], cwd=ROOT,
-                             env={**idp_env, "DJANGO_SETTINGS_MODULE": "gennai.settings.idp"})
+            subprocess.Popen(
+                [*uvicorn, "--port", str(idp_port)],
+                cwd=ROOT,
+                env={**idp_env, "DJANGO_SETTINGS_MODULE": "gennai.settings.idp"},
+            )
         )
         children.append(subprocess.Popen([*uvicorn, "--port", str(web_port)], cwd=ROOT, env=env))
         children.append(
-            subprocess.Popen([PY, "-m", "celery", "-A", "gennai", "worker", "-l", "warning",
-                              "--concurrency", "2"], cwd=ROOT, env=env)
+            subprocess.Popen(
+                [PY, "-m", "celery", "-A", "gennai", "worker", "-l", "warning", "--concurrency", "2"],
+                cwd=ROOT,
+                env=env,
+            )
         )
         wait_http(f"{idp_url}/realms/gennai/.well-known/openid-configuration")
         wait_http(f"{app_url}/healthz")

@@ -1,4 +1,4 @@
-"""Browser flow: SSO login through the dev IdP, Japanese home, English switch, logout, 404 across ministries."""
+"""Browser flow: SSO login via the dev IdP, Japanese home, English switch, logout, cross-ministry 404."""
 
 from __future__ import annotations
 

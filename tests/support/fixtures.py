@@ -31,9 +31,12 @@ def ministries(db: None) -> tuple[Any, Any]:
     """デジタル庁 (A) and 総務省 (B)."""
     from apps.tenancy.models import Ministry
 
-    a, _ = Ministry.objects.get_or_create(code="digital", defaults={"name_ja": "デジタル庁", "name_en": "Digital Agency"})
+    a, _ = Ministry.objects.get_or_create(
+        code="digital", defaults={"name_ja": "デジタル庁", "name_en": "Digital Agency"}
+    )
     b, _ = Ministry.objects.get_or_create(
-        code="soumu", defaults={"name_ja": "総務省", "name_en": "Ministry of Internal Affairs and Communications"}
+        code="soumu",
+        defaults={"name_ja": "総務省", "name_en": "Ministry of Internal Affairs and Communications"},
     )
     return a, b
 

@@ -39,7 +39,11 @@ class DevIdP:
     def manage(self, *args: str) -> str:
         result = subprocess.run(
             [sys.executable, str(ROOT / "manage.py"), *args],
-            cwd=ROOT, env=self.env, check=True, capture_output=True, text=True,
+            cwd=ROOT,
+            env=self.env,
+            check=True,
+            capture_output=True,
+            text=True,
         )
         return result.stdout
 
@@ -55,9 +59,15 @@ class DevIdP:
         self.manage(*args)
 
     def backchannel_logout(self, username: str) -> list[dict[str, object]]:
-        response = httpx.post(f"{self.issuer}/dev/backchannel-logout", data={"username": username}, timeout=30)
+        response = httpx.post(
+            f"{self.issuer}/dev/backchannel-logout", data={"username": username}, timeout=30
+        )
         response.raise_for_status()
-        return list(response.json()["deliveries"]) if isinstance(response.json(), dict) else list(response.json())
+        return (
+            list(response.json()["deliveries"])
+            if isinstance(response.json(), dict)
+            else list(response.json())
+        )
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
@@ -90,9 +100,21 @@ def start_dev_idp() -> DevIdP:
     port = urlsplit(issuer).port or 80
     with log_path.open("wb") as log:
         idp.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port),
-             "--no-access-log", "gennai.asgi:application"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-access-log",
+                "gennai.asgi:application",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     idp.log_path = log_path
     deadline = time.time() + 60

@@ -27,8 +27,12 @@ def idp_authorize(auth_url: str, username: str, *, stop_prefix: str) -> str:
                 next_url = parse_qs(urlsplit(str(response.url)).query).get("next", [""])[0]
                 response = browser.post(
                     str(response.url),
-                    data={"username": username, "password": DEMO_PASSWORD, "next": next_url,
-                          "csrfmiddlewaretoken": csrf},
+                    data={
+                        "username": username,
+                        "password": DEMO_PASSWORD,
+                        "next": next_url,
+                        "csrfmiddlewaretoken": csrf,
+                    },
                     headers={"Referer": str(response.url)},
                 )
                 continue

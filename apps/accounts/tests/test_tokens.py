@@ -60,7 +60,7 @@ def test_valid_token_accepted(key: Any) -> None:
 
 
 def test_tampered_payload_rejected(key: Any) -> None:
-    header, payload, signature = sign(key, id_claims()).split(".")
+    header, _payload, signature = sign(key, id_claims()).split(".")
     forged = jwt.utils.base64url_encode(json.dumps(id_claims(sub="admin")).encode()).decode()
     with pytest.raises(SuspiciousOperation):
         decode_provider_token(f"{header}.{forged}.{signature}", require=REQUIRED)

@@ -5,10 +5,9 @@ from __future__ import annotations
 from argparse import ArgumentParser
 from typing import Any
 
+from apps.console.services import announcement_create
 from apps.tenancy.commands import TenantCommand
 from apps.tenancy.models import Ministry
-
-from ...services import announcement_create
 
 
 class Command(TenantCommand):

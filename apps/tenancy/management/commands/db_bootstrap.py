@@ -30,9 +30,7 @@ def bootstrap_database(*, conninfo: str, dbname: str, owner_role: str, app_role:
                 )
                 done.append(f"created role {role}")
             # The login role may SET ROLE to either (dev/test only).
-            conn.execute(
-                sql.SQL("GRANT {} TO {}").format(sql.Identifier(role), sql.Identifier(login))
-            )
+            conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(role), sql.Identifier(login)))
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [dbname]).fetchone()
         if not exists:
             conn.execute(
@@ -50,14 +48,14 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         db = settings.DATABASES["default"]
         conninfo = psycopg.conninfo.make_conninfo(
-            host=db.get("HOST") or None,
+            host=str(db.get("HOST") or "") or None,
             port=str(db.get("PORT") or "") or None,
-            user=db.get("USER") or None,
-            password=db.get("PASSWORD") or None,
+            user=str(db.get("USER") or "") or None,
+            password=str(db.get("PASSWORD") or "") or None,
         )
         done = bootstrap_database(
             conninfo=conninfo,
-            dbname=db["NAME"],
+            dbname=str(db["NAME"]),
             owner_role=settings.GENNAI_DB_OWNER_ROLE,
             app_role=settings.GENNAI_DB_APP_ROLE,
         )
