@@ -175,12 +175,9 @@ def keycloak_admin_from_settings() -> KeycloakAdmin:
 
 
 def role_description(role: Role) -> str:
-    """Realm-role description: the Japanese label plus the English one."""
+    """Realm-role description: the role's Japanese label (independent of the UI language)."""
     with translation.override("ja"):
-        ja = str(role.label)
-    with translation.override("en"):
-        en = str(role.label)
-    return ja if ja == en else f"{ja} / {en}"
+        return str(role.label)
 
 
 def _ministry_attributes(ministry: Ministry) -> dict[str, list[str]]:
@@ -198,12 +195,27 @@ def _keycloak_detail(exc: KeycloakError) -> str:
     except ValueError:
         body = None
     if isinstance(body, dict):
-        parts = [str(body[k]) for k in ("error", "error_description", "errorMessage", "message") if body.get(k)]
+        keys = ("error", "error_description", "errorMessage", "message")
+        parts = [str(body[k]) for k in keys if body.get(k)]
         if parts:
             return ": ".join(parts)
+    if text.startswith("<"):
+        text = "HTML page, not a Keycloak API response"
     if exc.__cause__ is not None and isinstance(exc, KeycloakConnectionError):
         text = f"{text} ({type(exc.__cause__).__name__})"
-    return text[:300]
+    return " ".join(text.split())[:300]
+
+
+def unexpected_response_error(exc: Exception, *, step: str) -> KeycloakSyncError:
+    """python-keycloak got an answer it could not parse: usually KEYCLOAK_URL is not Keycloak."""
+    return KeycloakSyncError(
+        message_ja=f"Keycloak から想定外の応答がありました({step})。KEYCLOAK_URL を確認してください。",
+        message_en=(
+            f"Unexpected response from Keycloak ({step}): is KEYCLOAK_URL a Keycloak server? "
+            f"({type(exc).__name__})"
+        ),
+        step=step,
+    )
 
 
 def explain_keycloak_error(exc: KeycloakError, *, step: str, realm: str) -> KeycloakSyncError:
@@ -226,12 +238,12 @@ def explain_keycloak_error(exc: KeycloakError, *, step: str, realm: str) -> Keyc
         en = f"Keycloak refused to issue an admin token ({detail}): check the admin client's settings."
     elif code == HTTP_FORBIDDEN:
         ja = (
-            f"レルム {realm} を管理する権限がありません。"
-            "realm-management の manage-realm / view-realm ロールを付与してください。"
+            f"レルム {realm} を管理する権限がありません。realm-management の "
+            "manage-realm / view-realm / manage-users ロールを付与してください。"
         )
         en = (
             f"The admin account may not manage realm {realm}: grant it realm-management's "
-            f"manage-realm and view-realm roles ({detail})."
+            f"manage-realm, view-realm and manage-users roles ({detail})."
         )
     elif code == HTTP_NOT_FOUND and step == "list realm roles":
         ja = f"レルム {realm} が見つかりません(または KEYCLOAK_URL が Keycloak ではありません)。"
@@ -255,6 +267,9 @@ class _Sync:
             return func(*args, **kwargs)
         except KeycloakError as exc:
             raise explain_keycloak_error(exc, step=step, realm=self.report.realm) from exc
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            # python-keycloak raises these when the body is not the JSON it expects.
+            raise unexpected_response_error(exc, step=step) from exc
 
     def roles(self) -> None:
         report = self.report
@@ -281,11 +296,13 @@ class _Sync:
     def top_group(self) -> str | None:
         """Id of ``/ministries``, created if missing (``None`` in a dry run that would create it)."""
         path = f"/{MINISTRIES_GROUP}"
+        group: dict[str, Any] | None
         try:
-            group = self.admin.get_group_by_path(path)
-        except KeycloakError as exc:
-            if exc.response_code != HTTP_NOT_FOUND:
-                raise explain_keycloak_error(exc, step=f"find group {path}", realm=self.report.realm) from exc
+            group = self.call(f"find group {path}", self.admin.get_group_by_path, path)
+        except KeycloakSyncError as exc:
+            cause = exc.__cause__
+            if not (isinstance(cause, KeycloakError) and cause.response_code == HTTP_NOT_FOUND):
+                raise
             group = None
         if group is not None:
             self.report.existing_groups.append(path)
@@ -356,7 +373,9 @@ def keycloak_sync(
     users lose that ministry at their next login.
 
     Raises :class:`KeycloakSyncError` (Japanese + English message) when a
-    Keycloak call fails: bad URL, credentials, permissions or realm.
+    Keycloak call fails: bad URL, credentials, permissions or realm. Needs the
+    realm-management roles ``manage-realm`` (realm roles) and ``manage-users``
+    (groups: Keycloak files group administration under users), plus ``view-realm``.
     """
     realm = str(admin.get_current_realm() or "")
     report = SyncReport(realm=realm, dry_run=dry_run, prune=prune)

@@ -113,7 +113,15 @@ def wait_http(url: str, timeout: float = 60) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    # Ctrl-C (SIGINT) and SIGTERM both mean "stop everything cleanly", even when
+    # started from a shell that ignores SIGINT for background jobs.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     data_dir = ROOT / ".gennai" / "dev"
     env = dict(os.environ)
     env.setdefault("DJANGO_SETTINGS_MODULE", "gennai.settings.dev")
@@ -150,20 +158,26 @@ def cmd_run(args: argparse.Namespace) -> int:
             env=idp_env,
             settings="gennai.settings.idp",
         )
+        # Own sessions: Ctrl-C reaches only this supervisor, which then stops the
+        # children in order (web and IdP first, databases last).
         uvicorn = [PY, "-m", "uvicorn", "--host", host, "--no-access-log", "gennai.asgi:application"]
         children.append(
             subprocess.Popen(
                 [*uvicorn, "--port", str(idp_port)],
                 cwd=ROOT,
                 env={**idp_env, "DJANGO_SETTINGS_MODULE": "gennai.settings.idp"},
+                start_new_session=True,
             )
         )
-        children.append(subprocess.Popen([*uvicorn, "--port", str(web_port)], cwd=ROOT, env=env))
+        children.append(
+            subprocess.Popen([*uvicorn, "--port", str(web_port)], cwd=ROOT, env=env, start_new_session=True)
+        )
         children.append(
             subprocess.Popen(
                 [PY, "-m", "celery", "-A", "gennai", "worker", "-l", "warning", "--concurrency", "2"],
                 cwd=ROOT,
                 env=env,
+                start_new_session=True,
             )
         )
         wait_http(f"{idp_url}/realms/gennai/.well-known/openid-configuration")

@@ -47,6 +47,7 @@ def start(*, data_dir: Path, port: int) -> tuple[str, subprocess.Popen[bytes] | 
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,  # stopped by the supervisor, not by the terminal's Ctrl-C
     )
     for _ in range(100):
         if is_ready(url):

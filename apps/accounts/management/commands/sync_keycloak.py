@@ -9,9 +9,8 @@ from urllib.parse import urlparse
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from apps.accounts.keycloak_sync import KeycloakSyncError, keycloak_admin_from_settings, keycloak_sync
 from apps.tenancy.models import Ministry
-
-from ...keycloak_sync import KeycloakSyncError, keycloak_admin_from_settings, keycloak_sync
 
 
 class Command(BaseCommand):
@@ -64,7 +63,7 @@ class Command(BaseCommand):
         if not report.changed:
             summary = "変更なし / no changes"
         elif report.dry_run:
-            summary = "ドライラン: 上記の変更は書き込んでいません / dry run: the changes above were not written"
+            summary = "ドライラン: 上記の変更は書き込んでいません / dry run: nothing was written"
         else:
             summary = "同期しました / synced"
         self.stdout.write(self.style.SUCCESS(summary))
