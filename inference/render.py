@@ -19,6 +19,8 @@ from inference.profiles import TEMPLATES_DIR, Profile
 
 PORT = 8000
 LISTEN_HOST = "0.0.0.0"  # noqa: S104 - the server listens on the pod/host network by design
+SHM_DIR = "/dev/shm"  # noqa: S108 - a path inside the container, backed by a Memory emptyDir
+CACHE_DIR = "/tmp"  # noqa: S108 - a path inside the container, backed by its own emptyDir
 TEMPLATE_MOUNT = "/etc/vllm/templates"
 """Where chat templates from ``inference/templates/`` are mounted (k8s) or copied (bare metal)."""
 
@@ -51,7 +53,10 @@ def resolve_tp(profile: Profile, gpu: GpuType) -> Rendered:
     if row is None or not row.fits:
         return Rendered(
             fixed,
-            (f"tensor_parallel_size={fixed} is fixed by the profile but the planner says it does not fit on {gpu.key}",),
+            (
+                f"tensor_parallel_size={fixed} is fixed by the profile "
+                f"but the planner says it does not fit on {gpu.key}",
+            ),
         )
     return Rendered(fixed, ())
 
@@ -125,7 +130,9 @@ def render_command(profile: Profile, gpu: GpuType, *, replicas: int = 1) -> tupl
             continue
         devices = ",".join(str(d) for d in range(i * tp, (i + 1) * tp))
         lines.append(
-            _format_command(["vllm", *vllm_args(profile, tp, port=PORT + i)], prefix=f"CUDA_VISIBLE_DEVICES={devices} ")
+            _format_command(
+                ["vllm", *vllm_args(profile, tp, port=PORT + i)], prefix=f"CUDA_VISIBLE_DEVICES={devices} "
+            )
         )
     return "\n\n".join(lines) + "\n", resolved
 
@@ -147,7 +154,9 @@ def _memory_request_gib(profile: Profile) -> int:
     return math.ceil(profile.architecture.params_total * bpp / GIB) + 16
 
 
-def k8s_objects(profile: Profile, gpu: GpuType, *, replicas: int, image: str | None = None) -> tuple[list[Any], Rendered]:
+def k8s_objects(
+    profile: Profile, gpu: GpuType, *, replicas: int, image: str | None = None
+) -> tuple[list[Any], Rendered]:
     """Deployment, Service and (when the profile has a chat template) ConfigMap, as plain dicts."""
     resolved = resolve_tp(profile, gpu)
     tp = resolved.tensor_parallel_size
@@ -159,11 +168,14 @@ def k8s_objects(profile: Profile, gpu: GpuType, *, replicas: int, image: str | N
     probe = {"httpGet": {"path": "/health", "port": "http"}}
     volume_mounts: list[dict[str, Any]] = [
         {"name": "models", "mountPath": "/models", "readOnly": True},
-        {"name": "dshm", "mountPath": "/dev/shm"},
-        {"name": "cache", "mountPath": "/tmp"},
+        {"name": "dshm", "mountPath": SHM_DIR},
+        {"name": "cache", "mountPath": CACHE_DIR},
     ]
     volumes: list[dict[str, Any]] = [
-        {"name": "models", "persistentVolumeClaim": {"claimName": profile.deploy.models_pvc, "readOnly": True}},
+        {
+            "name": "models",
+            "persistentVolumeClaim": {"claimName": profile.deploy.models_pvc, "readOnly": True},
+        },
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{profile.deploy.shm_size_gib}Gi"}},
         {"name": "cache", "emptyDir": {"sizeLimit": "20Gi"}},
     ]
@@ -184,10 +196,10 @@ def k8s_objects(profile: Profile, gpu: GpuType, *, replicas: int, image: str | N
     env = [
         # The image may have no passwd entry for uid 1000: give libraries a user name and a home.
         {"name": "USER", "value": "vllm"},
-        {"name": "HOME", "value": "/tmp"},
-        {"name": "XDG_CACHE_HOME", "value": "/tmp/.cache"},
-        {"name": "HF_HOME", "value": "/tmp/.cache/huggingface"},
-        {"name": "VLLM_CACHE_ROOT", "value": "/tmp/.cache/vllm"},
+        {"name": "HOME", "value": CACHE_DIR},
+        {"name": "XDG_CACHE_HOME", "value": f"{CACHE_DIR}/.cache"},
+        {"name": "HF_HOME", "value": f"{CACHE_DIR}/.cache/huggingface"},
+        {"name": "VLLM_CACHE_ROOT", "value": f"{CACHE_DIR}/.cache/vllm"},
         {"name": "HF_HUB_OFFLINE", "value": "1"},
         {"name": "TRANSFORMERS_OFFLINE", "value": "1"},
         {"name": "VLLM_NO_USAGE_STATS", "value": "1"},
@@ -221,9 +233,9 @@ def k8s_objects(profile: Profile, gpu: GpuType, *, replicas: int, image: str | N
             "name": name,
             "labels": labels,
             "annotations": {
-                "gennai.go.jp/served-model-name": profile.vllm.served_model_name,
-                "gennai.go.jp/hf-repo": profile.hf_repo,
-                "gennai.go.jp/license": profile.license,
+                "gennai.example.go.jp/served-model-name": profile.vllm.served_model_name,
+                "gennai.example.go.jp/hf-repo": profile.hf_repo,
+                "gennai.example.go.jp/license": profile.license,
             },
         },
         "spec": {
@@ -289,13 +301,16 @@ def _str_presenter(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
 _Dumper.add_representer(str, _str_presenter)
 
 
-def render_k8s(profile: Profile, gpu: GpuType, *, replicas: int = 1, image: str | None = None) -> tuple[str, Rendered]:
+def render_k8s(
+    profile: Profile, gpu: GpuType, *, replicas: int = 1, image: str | None = None
+) -> tuple[str, Rendered]:
     """The manifest as a multi-document YAML string."""
     if replicas < 1:
         raise RenderError("replicas must be >= 1")
     objects, resolved = k8s_objects(profile, gpu, replicas=replicas, image=image)
     header = (
-        f"# Generated by `python -m inference render {profile.name} --gpu {gpu.key} --replicas {replicas} --k8s`.\n"
+        f"# Generated by `python -m inference render {profile.name} --gpu {gpu.key} "
+        f"--replicas {replicas} --k8s`.\n"
         f"# {profile.display_name} ({profile.hf_repo}), licence: {profile.license}.\n"
     )
     body = yaml.dump_all(

@@ -16,6 +16,7 @@ from django.db import connection, transaction
 from django.db.utils import DatabaseError
 
 from apps.console.models import Announcement
+from apps.registry.models import Alias, AliasGrant
 from apps.tenancy.managers import TenantManager
 from apps.tenancy.models import TenantModel
 from apps.tenancy.operations import POLICY_NAME
@@ -23,6 +24,12 @@ from apps.tenancy.scope import GUC_NAME, ScopeError, ministry_scope
 
 FACTORIES: dict[type[TenantModel], Callable[[Any], TenantModel]] = {
     Announcement: lambda ministry: Announcement(ministry=ministry, title="内部連絡", body="A only"),
+    AliasGrant: lambda ministry: AliasGrant(
+        ministry=ministry,
+        alias=Alias.objects.get_or_create(
+            name="sweep-alias", defaults={"display_name_ja": "検証", "display_name_en": "Sweep"}
+        )[0],
+    ),
 }
 
 

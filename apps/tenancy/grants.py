@@ -35,3 +35,7 @@ def grant_app_role_privileges(*, using: str = "default", **_: Any) -> None:
             f"GRANT USAGE, SELECT ON SEQUENCES TO {q(app_role)}"
         )
         cursor.execute(f"REVOKE INSERT, UPDATE, DELETE ON django_migrations FROM {q(app_role)}")
+        # The audit log is append-only for the application.
+        cursor.execute("SELECT to_regclass('audit_auditevent') IS NOT NULL")
+        if cursor.fetchone()[0]:
+            cursor.execute(f"REVOKE UPDATE, DELETE ON audit_auditevent FROM {q(app_role)}")

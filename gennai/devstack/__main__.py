@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -203,7 +204,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_env(args: argparse.Namespace) -> int:
-    data_dir = ROOT / ".gennai" / "test"
+    # A throw-away data dir per run, so concurrent runs never share a server.
+    data_dir = ROOT / ".gennai" / "test" / f"run-{os.getpid()}"
     env = dict(os.environ)
     embedded_pg = not env.get("DATABASE_URL")
     idp_port = free_port()
@@ -217,6 +219,7 @@ def cmd_env(args: argparse.Namespace) -> int:
         return subprocess.run(command, cwd=ROOT, env=env).returncode
     finally:
         stop_all(children, data_dir, stop_pg=embedded_pg)
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def main() -> int:

@@ -48,6 +48,8 @@ INSTALLED_APPS = [
     "apps.tenancy",
     "apps.accounts",
     "apps.console",
+    "apps.audit",
+    "apps.registry",
 ]
 
 MIDDLEWARE = [

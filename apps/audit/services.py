@@ -1,0 +1,70 @@
+"""Writing and verifying the audit chain."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from django.db import connection, transaction
+
+from .models import AuditEvent
+
+GENESIS = "0" * 64
+_LOCK_KEY = 0x6A75_6469  # pg_advisory_xact_lock key serialising chain appends
+
+
+def _digest(prev_hash: str, payload: dict[str, Any]) -> str:
+    canonical = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    return hashlib.sha256((prev_hash + canonical).encode()).hexdigest()
+
+
+def _payload(event: AuditEvent) -> dict[str, Any]:
+    return {
+        "actor_id": event.actor_id,
+        "actor_label": event.actor_label,
+        "ministry_id": event.ministry_id,
+        "action": event.action,
+        "target_type": event.target_type,
+        "target_id": event.target_id,
+        "data": event.data,
+    }
+
+
+@transaction.atomic
+def audit_record(
+    *,
+    actor: Any,
+    action: str,
+    target_type: str,
+    target_id: str | int = "",
+    ministry_id: int | None = None,
+    data: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """Append one event to the chain (serialised by a transaction-level advisory lock)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_KEY])
+    last = AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first()
+    event = AuditEvent(
+        actor=actor if getattr(actor, "pk", None) else None,
+        actor_label=str(getattr(actor, "username", "") or "system")[:150],
+        ministry_id=ministry_id,
+        action=action,
+        target_type=target_type,
+        target_id=str(target_id),
+        data=json.loads(json.dumps(data or {}, default=str)),
+        prev_hash=last or GENESIS,
+    )
+    event.hash = _digest(event.prev_hash, _payload(event))
+    event.save()
+    return event
+
+
+def audit_verify_chain() -> tuple[bool, int | None]:
+    """Walk the chain; return (intact, id of the first bad event or None)."""
+    prev = GENESIS
+    for event in AuditEvent.objects.order_by("id").iterator():
+        if event.prev_hash != prev or event.hash != _digest(prev, _payload(event)):
+            return False, event.pk
+        prev = event.hash
+    return True, None

@@ -1,0 +1,203 @@
+"""The model registry: vendors, models, deployments, aliases and their history.
+
+Registry data is platform-wide (procurement manages it for every ministry), so
+these are not TenantModels; which ministry may use which alias is the tenant
+data (:class:`AliasGrant`).
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils.translation import get_language
+from django.utils.translation import gettext_lazy as _
+
+from apps.tenancy.models import TenantModel
+
+
+class Clearance(models.IntegerChoices):
+    """機密性 levels (government information classification)."""
+
+    LEVEL_1 = 1, _("機密性1")
+    LEVEL_2 = 2, _("機密性2")
+    LEVEL_3 = 3, _("機密性3")
+
+
+class ModelKind(models.TextChoices):
+    CHAT = "chat", _("チャット")
+    EMBEDDING = "embedding", _("埋め込み")
+    RERANK = "rerank", _("リランク")
+
+
+class ModelStatus(models.TextChoices):
+    CANDIDATE = "candidate", _("候補")
+    ACTIVE = "active", _("利用中")
+    DEPRECATED = "deprecated", _("非推奨")
+    RETIRED = "retired", _("廃止")
+
+
+class HealthState(models.TextChoices):
+    UNKNOWN = "unknown", _("不明")
+    HEALTHY = "healthy", _("正常")
+    DEGRADED = "degraded", _("低下")
+    DOWN = "down", _("停止")
+
+
+class Vendor(models.Model):
+    """A company or organisation that supplies models (e.g. NTT, PFN, ELYZA, NII)."""
+
+    name = models.CharField(_("名称"), max_length=200, unique=True)
+    website = models.URLField(_("ウェブサイト"), blank=True)
+    contact = models.CharField(_("連絡先"), max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Model(models.Model):
+    """A model version as procured: facts, licence, price and the highest 機密性 it may receive."""
+
+    vendor = models.ForeignKey(Vendor, on_delete=models.PROTECT, related_name="models")
+    name = models.SlugField(_("識別名"), max_length=100, unique=True)
+    family = models.CharField(_("ファミリー"), max_length=100)
+    version = models.CharField(_("バージョン"), max_length=50)
+    license = models.CharField(_("ライセンス"), max_length=200)
+    parameter_count = models.BigIntegerField(_("パラメータ数"), null=True, blank=True)
+    context_window = models.PositiveIntegerField(_("コンテキスト長"))
+    kind = models.CharField(_("種別"), max_length=16, choices=ModelKind.choices, default=ModelKind.CHAT)
+    clearance = models.PositiveSmallIntegerField(_("取扱可能な機密性"), choices=Clearance.choices)
+    price_input_per_1k = models.DecimalField(
+        _("入力1kトークン単価"), max_digits=10, decimal_places=4, default=0
+    )
+    price_output_per_1k = models.DecimalField(
+        _("出力1kトークン単価"), max_digits=10, decimal_places=4, default=0
+    )
+    status = models.CharField(
+        _("状態"), max_length=16, choices=ModelStatus.choices, default=ModelStatus.CANDIDATE
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["family", "version"]
+
+    def __str__(self) -> str:
+        return f"{self.family} {self.version}"
+
+
+class Deployment(models.Model):
+    """Where a model is served: a provider plugin, an endpoint and its hosting zone's clearance.
+
+    ``secret_ref`` names where the API key lives (``env:VAR_NAME``); the key itself
+    is never stored in the database.
+    """
+
+    model = models.ForeignKey(Model, on_delete=models.PROTECT, related_name="deployments")
+    name = models.SlugField(_("識別名"), max_length=100, unique=True)
+    provider = models.CharField(_("プロバイダ"), max_length=64, default="openai_compatible")
+    base_url = models.URLField(_("ベースURL"), max_length=500)
+    served_model_name = models.CharField(_("提供モデル名"), max_length=200)
+    secret_ref = models.CharField(_("シークレット参照"), max_length=200, blank=True)
+    max_concurrency = models.PositiveIntegerField(_("最大同時実行数"), default=16)
+    clearance = models.PositiveSmallIntegerField(_("ゾーンの機密性"), choices=Clearance.choices)
+    enabled = models.BooleanField(_("有効"), default=True)
+    health = models.CharField(max_length=16, choices=HealthState.choices, default=HealthState.UNKNOWN)
+    health_checked_at = models.DateTimeField(null=True, blank=True)
+    health_detail = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def effective_clearance(self) -> int:
+        """A deployment may not receive more than both its zone and its model allow."""
+        return min(int(self.clearance), int(self.model.clearance))
+
+
+class Alias(models.Model):
+    """A stable name staff and API clients use (``standard-chat``), routed to deployments."""
+
+    name = models.SlugField(_("エイリアス名"), max_length=100, unique=True)
+    display_name_ja = models.CharField(_("表示名（日本語）"), max_length=100)
+    display_name_en = models.CharField(_("表示名（英語）"), max_length=100)
+    kind = models.CharField(_("種別"), max_length=16, choices=ModelKind.choices, default=ModelKind.CHAT)
+    description = models.TextField(_("説明"), blank=True)
+    current_revision = models.ForeignKey(
+        "AliasRevision", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def display_name(self) -> str:
+        return self.display_name_en if (get_language() or "ja").startswith("en") else self.display_name_ja
+
+
+class AliasRevision(models.Model):
+    """One version of an alias's routes: who changed it, when and why. Never edited."""
+
+    alias = models.ForeignKey(Alias, on_delete=models.CASCADE, related_name="revisions")
+    number = models.PositiveIntegerField()
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    reason = models.CharField(_("変更理由"), max_length=500)
+    rollback_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["alias", "-number"]
+        constraints = [models.UniqueConstraint(fields=["alias", "number"], name="aliasrevision_number_uniq")]
+
+    def __str__(self) -> str:
+        return f"{self.alias_id}#{self.number}"
+
+
+class AliasRoute(models.Model):
+    """A weighted route of one revision; weights are relative (e.g. 90/10 for a canary)."""
+
+    revision = models.ForeignKey(AliasRevision, on_delete=models.CASCADE, related_name="routes")
+    deployment = models.ForeignKey(Deployment, on_delete=models.PROTECT, related_name="routes")
+    weight = models.PositiveIntegerField()
+
+    class Meta:
+        ordering = ["-weight", "deployment_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["revision", "deployment"], name="aliasroute_deployment_uniq")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.deployment_id}:{self.weight}"
+
+
+class AliasGrant(TenantModel):
+    """A ministry's allowlist entry: its staff and API keys may use this alias."""
+
+    alias = models.ForeignKey(Alias, on_delete=models.CASCADE, related_name="+")
+    granted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        # Unique index led by ministry_id serves the router's "may ministry M use alias A".
+        constraints = [models.UniqueConstraint(fields=["ministry", "alias"], name="aliasgrant_uniq")]
+
+    def __str__(self) -> str:
+        return f"{self.ministry_id}:{self.alias_id}"

@@ -1,0 +1,187 @@
+"""Routing an alias to a deployment: allowlist, classification gate, weights, health, failover.
+
+``plan_route`` is synchronous and must run inside the ministry's scope (it reads
+the ministry's allowlist). ``stream_chat`` is async and tries the plan's
+candidates in order, failing over only before the first token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from django.utils.translation import gettext as _
+
+from apps.tenancy.scope import current_ministry_id
+
+from .breaker import breaker
+from .models import AliasGrant
+from .providers.base import ChatChunk, ChatRequest, ProviderTarget, UpstreamUnavailable
+from .providers.registry import get_provider_factory
+from .snapshot import AliasInfo, DeploymentInfo, get_snapshot
+
+
+class RouteRefused(Exception):
+    """The request may not be routed; ``message`` is shown to the user as is."""
+
+    def __init__(self, code: str, message: str, *, status: int = 403) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+class AllUpstreamsFailed(Exception):
+    """Every candidate failed before its first token."""
+
+
+@dataclass(frozen=True)
+class RoutePlan:
+    alias: AliasInfo
+    candidates: tuple[DeploymentInfo, ...]
+    level: int
+
+
+def _allowed_alias_ids(ministry_id: int) -> set[int]:
+    return set(AliasGrant.objects.filter(ministry_id=ministry_id).values_list("alias_id", flat=True))
+
+
+def allowed_aliases(*, level: int | None = None) -> list[AliasInfo]:
+    """Aliases the active ministry may use, optionally only those able to take ``level``."""
+    ministry_id = current_ministry_id()
+    if ministry_id is None:
+        return []
+    snapshot = get_snapshot()
+    allowed = _allowed_alias_ids(ministry_id)
+    result = []
+    for alias in snapshot.aliases.values():
+        if alias.id not in allowed:
+            continue
+        if level is not None and _max_clearance(alias, snapshot.deployments) < level:
+            continue
+        result.append(alias)
+    return sorted(result, key=lambda a: a.name)
+
+
+def _max_clearance(alias: AliasInfo, deployments: dict[int, DeploymentInfo]) -> int:
+    levels = [
+        deployments[r.deployment_id].clearance
+        for r in alias.routes
+        if r.weight > 0 and r.deployment_id in deployments and deployments[r.deployment_id].enabled
+    ]
+    return max(levels, default=0)
+
+
+def _pick(routes: list[tuple[DeploymentInfo, int]], sticky_key: str | None, alias: str) -> int:
+    """Index of the weighted choice; a sticky key always maps to the same point."""
+    total = sum(weight for _, weight in routes)
+    if sticky_key:
+        digest = hashlib.sha256(f"{alias}:{sticky_key}".encode()).digest()
+        point = int.from_bytes(digest[:8], "big") / 2**64 * total
+    else:
+        point = random.random() * total  # noqa: S311 - load balancing, not security
+    for index, (_, weight) in enumerate(routes):
+        if point < weight:
+            return index
+        point -= weight
+    return len(routes) - 1
+
+
+def plan_route(*, alias_name: str, level: int, sticky_key: str | None = None) -> RoutePlan:
+    """Choose the deployments to try for ``alias_name`` at confidentiality ``level``.
+
+    Security: the active ministry must hold an :class:`AliasGrant` for the alias
+    (allowlist), and no deployment cleared below ``level`` is ever a candidate
+    (classification gate). Both refusals explain themselves to the user.
+    """
+    ministry_id = current_ministry_id()
+    if ministry_id is None:
+        raise RouteRefused("no_scope", _("府省庁が選択されていません。"))
+    snapshot = get_snapshot()
+    alias = snapshot.aliases.get(alias_name)
+    if alias is None or alias.id not in _allowed_alias_ids(ministry_id):
+        # Unknown and not-allowed look the same: ministries cannot probe others' aliases.
+        raise RouteRefused(
+            "model_not_found",
+            _("モデル「%(name)s」は存在しないか、所属府省庁で利用が許可されていません。")
+            % {"name": alias_name},
+            status=404,
+        )
+    weighted = [
+        (snapshot.deployments[r.deployment_id], r.weight)
+        for r in alias.routes
+        if r.weight > 0
+        and r.deployment_id in snapshot.deployments
+        and snapshot.deployments[r.deployment_id].enabled
+    ]
+    if not weighted:
+        raise RouteRefused("no_deployment", _("このモデルは現在利用できません。"), status=503)
+    cleared = [(d, w) for d, w in weighted if d.clearance >= level]
+    if not cleared:
+        highest = max(d.clearance for d, _ in weighted)
+        raise RouteRefused(
+            "classification",
+            _(
+                "機密性%(level)sの情報は「%(name)s」に送信できません（このモデルは機密性%(max)sまで）。"
+                "機密性の区分を見直すか、機密性%(level)sに対応したモデルを選んでください。"
+            )
+            % {"level": level, "name": alias.display_name_ja, "max": highest},
+        )
+    usable = [(d, w) for d, w in cleared if d.healthy and not breaker.is_open(d.id)] or cleared
+    primary = usable[_pick(usable, sticky_key, alias.name)][0]
+    rest = sorted((d for d, _ in cleared if d.id != primary.id), key=lambda d: breaker.is_open(d.id))
+    return RoutePlan(alias=alias, candidates=(primary, *rest), level=level)
+
+
+def provider_target(deployment: DeploymentInfo) -> ProviderTarget:
+    api_key = ""
+    if deployment.secret_ref.startswith("env:"):
+        api_key = os.environ.get(deployment.secret_ref[4:], "")
+    return ProviderTarget(
+        deployment_id=deployment.id,
+        name=deployment.name,
+        base_url=deployment.base_url,
+        served_model_name=deployment.served_model_name,
+        api_key=api_key,
+        max_concurrency=deployment.max_concurrency,
+    )
+
+
+async def stream_chat(
+    plan: RoutePlan, request: ChatRequest
+) -> AsyncIterator[tuple[DeploymentInfo, ChatChunk]]:
+    """Stream from the first candidate that produces a token.
+
+    Fails over on :class:`UpstreamUnavailable` (connect error, 5xx/429, timeout to
+    first token). After the first token, errors propagate: the answer is partial
+    and the caller records it as interrupted.
+    """
+    errors: list[str] = []
+    for deployment in plan.candidates:
+        if not breaker.allow(deployment.id) and len(plan.candidates) > 1:
+            errors.append(f"{deployment.name}: circuit open")
+            continue
+        provider = get_provider_factory(deployment.provider)(provider_target(deployment))
+        stream = provider.chat(request).__aiter__()
+        try:
+            first = await stream.__anext__()
+        except UpstreamUnavailable as exc:
+            breaker.failure(deployment.id)
+            errors.append(str(exc))
+            continue
+        except StopAsyncIteration:
+            breaker.failure(deployment.id)
+            errors.append(f"{deployment.name}: empty stream")
+            continue
+        breaker.success(deployment.id)
+        try:
+            yield deployment, first
+            async for chunk in stream:
+                yield deployment, chunk
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+        return
+    raise AllUpstreamsFailed("; ".join(errors) or "no candidate")

@@ -1,0 +1,143 @@
+"""An immutable in-process copy of the registry, refreshed when its version changes.
+
+The hot path (every chat request) must not query the registry tables: it reads
+this snapshot. Services bump ``VERSION_KEY`` in the shared cache after commit;
+each process re-checks the version at most every ``CHECK_SECONDS``, so an alias
+swap reaches every web process within that time, without a restart.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from django.core.cache import cache
+from django.db.models import F
+
+from .models import Alias, AliasRoute, Deployment, HealthState
+
+VERSION_KEY = "gennai:registry:version"
+CHECK_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class DeploymentInfo:
+    id: int
+    name: str
+    provider: str
+    base_url: str
+    served_model_name: str
+    secret_ref: str
+    max_concurrency: int
+    clearance: int  # effective: min(zone, model)
+    enabled: bool
+    healthy: bool
+    model_name: str
+    context_window: int
+
+
+@dataclass(frozen=True)
+class RouteInfo:
+    deployment_id: int
+    weight: int
+
+
+@dataclass(frozen=True)
+class AliasInfo:
+    id: int
+    name: str
+    display_name_ja: str
+    display_name_en: str
+    kind: str
+    revision_id: int | None
+    revision_number: int
+    routes: tuple[RouteInfo, ...]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    version: int
+    aliases: dict[str, AliasInfo]
+    deployments: dict[int, DeploymentInfo]
+
+
+def _build(version: int) -> Snapshot:
+    deployments = {
+        d.pk: DeploymentInfo(
+            id=d.pk,
+            name=d.name,
+            provider=d.provider,
+            base_url=d.base_url,
+            served_model_name=d.served_model_name,
+            secret_ref=d.secret_ref,
+            max_concurrency=d.max_concurrency,
+            clearance=d.effective_clearance,
+            enabled=d.enabled,
+            healthy=d.health != HealthState.DOWN,
+            model_name=d.model.name,
+            context_window=d.model.context_window,
+        )
+        for d in Deployment.objects.select_related("model")
+    }
+    routes: dict[int, list[RouteInfo]] = {}
+    for route in AliasRoute.objects.filter(revision__alias__current_revision=F("revision")):
+        routes.setdefault(route.revision_id, []).append(RouteInfo(route.deployment_id, route.weight))
+    aliases = {}
+    for alias in Alias.objects.select_related("current_revision"):
+        revision = alias.current_revision
+        aliases[alias.name] = AliasInfo(
+            id=alias.pk,
+            name=alias.name,
+            display_name_ja=alias.display_name_ja,
+            display_name_en=alias.display_name_en,
+            kind=alias.kind,
+            revision_id=revision.pk if revision else None,
+            revision_number=revision.number if revision else 0,
+            routes=tuple(sorted(routes.get(revision.pk, []), key=lambda r: r.deployment_id))
+            if revision
+            else (),
+        )
+    return Snapshot(version=version, aliases=aliases, deployments=deployments)
+
+
+class _Holder:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.snapshot: Snapshot | None = None
+        self.checked_at = 0.0
+
+
+_holder = _Holder()
+
+
+def current_version() -> int:
+    return int(cache.get(VERSION_KEY) or 0)
+
+
+def get_snapshot() -> Snapshot:
+    """The current registry snapshot (rebuilt only when the version moved)."""
+    now = time.monotonic()
+    snap = _holder.snapshot
+    if snap is not None and now - _holder.checked_at < CHECK_SECONDS:
+        return snap
+    version = current_version()
+    with _holder.lock:
+        _holder.checked_at = now
+        if _holder.snapshot is None or _holder.snapshot.version != version:
+            _holder.snapshot = _build(version)
+        return _holder.snapshot
+
+
+def bump_version() -> None:
+    """Invalidate every process's snapshot (call after commit)."""
+    try:
+        cache.incr(VERSION_KEY)
+    except ValueError:
+        cache.set(VERSION_KEY, 1, timeout=None)
+    _holder.snapshot = None
+
+
+def reset_for_tests() -> None:
+    _holder.snapshot = None
+    _holder.checked_at = 0.0
