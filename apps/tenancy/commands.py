@@ -19,9 +19,9 @@ class TenantCommand(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         code = options.pop("ministry")
-        ministry = Ministry.objects.filter(code=code).first()
+        ministry = Ministry.objects.filter(code=code, active=True).first()
         if ministry is None:
-            raise CommandError(f"unknown ministry code: {code!r}")
+            raise CommandError(f"unknown or inactive ministry code: {code!r}")
         with ministry_scope(ministry_id=ministry.pk):
             self.handle_in_scope(ministry, *args, **options)
 

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Iterator
 
 from django.conf import settings
-from django.db import connections
+from django.db import DatabaseError, connections
 
 _state = threading.local()
 
@@ -38,11 +38,18 @@ def _set_role_on_open_connections(role: str) -> None:
     for conn in connections.all(initialized_only=True):
         if conn.vendor != "postgresql" or conn.connection is None:
             continue
-        with conn.cursor() as cursor:
-            if role:
-                cursor.execute(f"SET ROLE {conn.ops.quote_name(role)}")
-            else:
-                cursor.execute("RESET ROLE")
+        try:
+            with conn.cursor() as cursor:
+                if role:
+                    cursor.execute(f"SET ROLE {conn.ops.quote_name(role)}")
+                else:
+                    cursor.execute("RESET ROLE")
+        except DatabaseError:
+            # E.g. a production migration login that may act as the owner but not
+            # as the app role: drop the connection; a new one sets its role anew.
+            if conn.in_atomic_block:
+                raise
+            conn.close()
 
 
 @contextlib.contextmanager

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 
 from .scope import ministry_scope
@@ -37,4 +38,9 @@ class MinistryScopeMiddleware:
         request.membership = membership  # type: ignore[attr-defined]
         request.ministry = membership.ministry  # type: ignore[attr-defined]
         with ministry_scope(ministry_id=membership.ministry_id):
-            return self.get_response(request)
+            response = self.get_response(request)
+            if response.status_code >= 500:
+                # The view failed (Django already turned the exception into a
+                # response): nothing it wrote may be committed.
+                transaction.set_rollback(True)
+            return response

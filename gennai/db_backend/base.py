@@ -11,9 +11,6 @@ In production the app may log in directly as the application role; set
 
 from __future__ import annotations
 
-from typing import Any
-
-from django.conf import settings
 from django.db.backends.postgresql.base import DatabaseWrapper as PostgresDatabaseWrapper
 
 from apps.tenancy import db as tenancy_db
@@ -28,8 +25,3 @@ class DatabaseWrapper(PostgresDatabaseWrapper):
                 cursor.execute(f"SET ROLE {self.ops.quote_name(role)}")
             if not self.get_autocommit():
                 self.connection.commit()
-
-    def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
-        # Imported lazily so settings are read at connect time, not import time.
-        _ = settings.GENNAI_DB_APP_ROLE
-        return super().get_new_connection(conn_params)

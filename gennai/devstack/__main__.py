@@ -24,20 +24,13 @@ import httpx
 import psycopg
 from psycopg import sql
 
+from apps.devidp.demo_users import DEMO_USERS, MINISTRIES
+
 from . import postgres
 from . import redis as embedded_redis
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
-DEMO_LOGINS = [
-    ("tanaka", "デジタル庁", "職員 / staff"),
-    ("sato", "デジタル庁", "府省庁管理者 / ministry admin"),
-    ("takahashi", "デジタル庁", "調達担当 / procurement officer"),
-    ("suzuki", "総務省", "職員 / staff"),
-    ("ito", "総務省", "府省庁管理者 / ministry admin"),
-    ("watanabe", "デジタル庁 + 総務省", "職員 / staff (ministry switcher)"),
-    ("admin", "デジタル庁", "プラットフォーム管理者 / platform admin"),
-]
 
 
 def free_port() -> int:
@@ -78,7 +71,6 @@ def start_servers(
         print(f"• embedded PostgreSQL on 127.0.0.1:{pg_port} ({data_dir}/pgdata)")
     else:
         env.setdefault("GENNAI_PG_ADMIN_URL", with_db(env["DATABASE_URL"], "postgres"))
-    env.setdefault("GENNAI_IDP_DATABASE_URL", with_db(env["GENNAI_PG_ADMIN_URL"], "gennai_idp"))
     if not env.get("REDIS_URL"):
         url, proc = embedded_redis.start(data_dir=data_dir / "redis", port=redis_port)
         env["REDIS_URL"] = url
@@ -133,6 +125,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     env.setdefault("GENNAI_IDP_URL", idp_url)
     embedded_pg = not env.get("DATABASE_URL")
     children = start_servers(data_dir, env, pg_port=args.pg_port, redis_port=args.redis_port)
+    env.setdefault("GENNAI_IDP_DATABASE_URL", with_db(env["GENNAI_PG_ADMIN_URL"], "gennai_idp"))
     try:
         manage("db_bootstrap", env=env)
         manage("migrate", "--no-input", "-v", "0", env=env)
@@ -173,9 +166,37 @@ def cmd_run(args: argparse.Namespace) -> int:
         children.append(
             subprocess.Popen([*uvicorn, "--port", str(web_port)], cwd=ROOT, env=env, start_new_session=True)
         )
+        model_url = env.get("GENNAI_LOCAL_MODEL_URL", "")
+        if not model_url:
+            model_url = f"http://{host}:{args.model_port}"
+            children.append(
+                subprocess.Popen(
+                    [PY, "-m", "inference", "serve-dev", "--port", str(args.model_port)],
+                    cwd=ROOT,
+                    env=env,
+                    start_new_session=True,
+                )
+            )
+        wait_http(f"{model_url}/v1/models", timeout=120)
+        manage("registry_register_local", "--base-url", model_url, env=env)
         children.append(
             subprocess.Popen(
-                [PY, "-m", "celery", "-A", "gennai", "worker", "-l", "warning", "--concurrency", "2"],
+                # -B: the beat scheduler runs in the worker (deployment health checks).
+                [
+                    PY,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "gennai",
+                    "worker",
+                    "-B",
+                    "-l",
+                    "warning",
+                    "--concurrency",
+                    "2",
+                    "--schedule",
+                    str(data_dir / "celerybeat-schedule"),
+                ],
                 cwd=ROOT,
                 env=env,
                 start_new_session=True,
@@ -186,9 +207,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("\n" + "=" * 64)
         print(f"  源内 Gennai is running:  {app_url}/")
         print(f"  Dev IdP (Keycloak-shaped): {idp_url}/realms/gennai")
+        print(f"  Local model (llama.cpp, SmolLM2-135M) behind 'standard-chat': {model_url}")
+        print(
+            f"  OpenAI-compatible API: {app_url}/v1  (API key: manage.py api_key_create --ministry digital)"
+        )
         print("  Demo logins (password for all: gennai-demo, or one click on the IdP page):")
-        for user, ministry, role in DEMO_LOGINS:
-            print(f"    {user:<10} {ministry:<20} {role}")
+        names = {m["code"]: m["name_ja"] for m in MINISTRIES}
+        for demo in DEMO_USERS:
+            ministries = " + ".join(names[c] for c in demo["ministries"])
+            print(f"    {demo['username']:<10} {ministries:<16} {', '.join(demo['roles'])}")
         print("  Press Ctrl-C to stop everything.")
         print("=" * 64 + "\n", flush=True)
         while all(c.poll() is None for c in children):
@@ -212,7 +239,7 @@ def cmd_env(args: argparse.Namespace) -> int:
     env.setdefault("GENNAI_IDP_URL", f"http://127.0.0.1:{idp_port}")
     env.setdefault("OIDC_ISSUER", f"{env['GENNAI_IDP_URL']}/realms/gennai")
     children = start_servers(data_dir, env, pg_port=free_port(), redis_port=free_port())
-    env["GENNAI_IDP_DATABASE_URL"] = with_db(env["GENNAI_PG_ADMIN_URL"], "test_gennai_idp")
+    env.setdefault("GENNAI_IDP_DATABASE_URL", with_db(env["GENNAI_PG_ADMIN_URL"], "test_gennai_idp"))
     try:
         manage("db_bootstrap", env=env, settings="gennai.settings.test")
         command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -228,6 +255,7 @@ def main() -> int:
     run = sub.add_parser("run", help="start the platform (make run)")
     run.add_argument("--port", type=int, default=int(os.environ.get("GENNAI_PORT", "8000")))
     run.add_argument("--idp-port", type=int, default=int(os.environ.get("GENNAI_IDP_PORT", "8001")))
+    run.add_argument("--model-port", type=int, default=int(os.environ.get("GENNAI_MODEL_PORT", "8081")))
     run.add_argument("--pg-port", type=int, default=int(os.environ.get("GENNAI_PG_PORT", "55432")))
     run.add_argument("--redis-port", type=int, default=int(os.environ.get("GENNAI_REDIS_PORT", "56379")))
     run.set_defaults(func=cmd_run)
