@@ -10,7 +10,7 @@ The model is for plumbing (streaming, routing, quotas, bench), not for quality: 
 from __future__ import annotations
 
 import importlib.util
-import subprocess
+import os
 import sys
 from pathlib import Path
 
@@ -120,14 +120,6 @@ def prepare(*, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> list[str]:
 
 
 def run(command: list[str]) -> int:
-    """Run the server in the foreground until it exits or Ctrl-C; return its exit status."""
-    proc = subprocess.Popen(command)  # noqa: S603 - argv built above from sys.executable and fixed flags
-    try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        proc.terminate()
-        try:
-            return proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            return proc.wait()
+    """Replace this process with the server, so signals (Ctrl-C, SIGTERM from a supervisor) reach it."""
+    os.execv(command[0], command)  # noqa: S606 - argv built above from sys.executable and fixed flags
+    return 0  # pragma: no cover - execv does not return

@@ -1,8 +1,7 @@
 """Production: every secret and endpoint must come from the environment."""
 
 from .base import *  # noqa: F403
-from .base import DATABASES
-from .base import BASE_DIR, env
+from .base import BASE_DIR, DATABASES, env
 
 DEBUG = False
 STATIC_ROOT = BASE_DIR / "staticfiles"

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from .idp import DevIdP, start_dev_idp
+from .local_model import LocalModel, start_local_model
 
 
 @dataclass
@@ -59,3 +60,13 @@ def dev_idp() -> Iterator[DevIdP]:
         yield idp
     finally:
         idp.stop()
+
+
+@pytest.fixture(scope="session")
+def local_model() -> Iterator[LocalModel]:
+    """The real llama.cpp server with SmolLM2 (started once per session, ~2 s)."""
+    model = start_local_model()
+    try:
+        yield model
+    finally:
+        model.stop()

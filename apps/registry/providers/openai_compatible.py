@@ -94,6 +94,8 @@ class OpenAICompatibleProvider:
                 )
             lines = response.aiter_lines()
             started = finished = False
+            content_chunks = 0
+            usage_seen = False
             while True:
                 try:
                     if started:
@@ -106,7 +108,7 @@ class OpenAICompatibleProvider:
                         raise UpstreamUnavailable(f"{self.target.name}: empty response") from None
                     if not finished:  # closed without [DONE] or a finish_reason: a dropped stream
                         raise UpstreamInterrupted(f"{self.target.name}: stream ended early") from None
-                    return
+                    break
                 except (httpx.TransportError, TimeoutError) as exc:
                     error = UpstreamInterrupted if started else UpstreamUnavailable
                     raise error(f"{self.target.name}: {type(exc).__name__}") from exc
@@ -114,7 +116,7 @@ class OpenAICompatibleProvider:
                     continue
                 data = line[5:].strip()
                 if data == "[DONE]":
-                    return
+                    break
                 try:
                     chunk = _parse_chunk(data.encode())
                 except (ValueError, TypeError) as exc:
@@ -122,7 +124,15 @@ class OpenAICompatibleProvider:
                     raise error(f"{self.target.name}: malformed chunk") from exc
                 started = True
                 finished = finished or chunk.finish_reason is not None
+                content_chunks += 1 if (chunk.delta or chunk.reasoning_delta) else 0
+                usage_seen = usage_seen or chunk.usage is not None
                 yield chunk
+            if not usage_seen:
+                # Servers that ignore stream_options (llama.cpp) send no usage: count
+                # content chunks (one token each on llama.cpp and vLLM) and say so.
+                yield ChatChunk(
+                    usage={"prompt_tokens": 0, "completion_tokens": content_chunks, "estimated": 1}
+                )
         finally:
             await response.aclose()
 
