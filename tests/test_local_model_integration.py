@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import pytest
-
 from apps.registry import services
 from apps.registry.breaker import breaker
 from apps.registry.models import Vendor

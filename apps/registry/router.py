@@ -77,13 +77,13 @@ def _max_clearance(alias: AliasInfo, deployments: dict[int, DeploymentInfo]) -> 
 
 def _pick(routes: list[tuple[DeploymentInfo, int]], sticky_key: str | None, alias: str) -> int:
     """Index of the weighted choice; a sticky key always maps to the same point."""
-    total = sum(weight for _, weight in routes)
+    total = sum(weight for _deployment, weight in routes)
     if sticky_key:
         digest = hashlib.sha256(f"{alias}:{sticky_key}".encode()).digest()
         point = int.from_bytes(digest[:8], "big") / 2**64 * total
     else:
         point = random.random() * total  # noqa: S311 - load balancing, not security
-    for index, (_, weight) in enumerate(routes):
+    for index, (_deployment, weight) in enumerate(routes):
         if point < weight:
             return index
         point -= weight
@@ -121,7 +121,7 @@ def plan_route(*, alias_name: str, level: int, sticky_key: str | None = None) ->
         raise RouteRefused("no_deployment", _("このモデルは現在利用できません。"), status=503)
     cleared = [(d, w) for d, w in weighted if d.clearance >= level]
     if not cleared:
-        highest = max(d.clearance for d, _ in weighted)
+        highest = max(d.clearance for d, _w in weighted)
         raise RouteRefused(
             "classification",
             _(
@@ -132,7 +132,7 @@ def plan_route(*, alias_name: str, level: int, sticky_key: str | None = None) ->
         )
     usable = [(d, w) for d, w in cleared if d.healthy and not breaker.is_open(d.id)] or cleared
     primary = usable[_pick(usable, sticky_key, alias.name)][0]
-    rest = sorted((d for d, _ in cleared if d.id != primary.id), key=lambda d: breaker.is_open(d.id))
+    rest = sorted((d for d, _w in cleared if d.id != primary.id), key=lambda d: breaker.is_open(d.id))
     return RoutePlan(alias=alias, candidates=(primary, *rest), level=level)
 
 

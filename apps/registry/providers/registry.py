@@ -34,7 +34,7 @@ def load_providers() -> MappingProxyType[str, ProviderFactory]:
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
             found[ep.name] = ep.load()
-        except Exception:  # noqa: BLE001 - a broken plugin must not take the platform down
+        except Exception:
             logger.exception("provider plugin %s failed to load", ep.name)
     _providers = MappingProxyType(found)
     logger.info("provider plugins: %s", ", ".join(sorted(found)))
