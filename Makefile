@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test setup lint typecheck assets messages browser clean
+.PHONY: run test test-vllm setup lint typecheck assets messages browser clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ typecheck: $(STAMP)
 
 test: $(STAMP) browser lint typecheck
 	$(PY) -m gennai.devstack env -- $(PY) -m pytest $(PYTEST_ARGS)
+
+# Optional heavy tier (not part of `make test`): the same integration tests against a real
+# vLLM on CPU (≈3.5 GB venv in .venv-vllm, ≈2 minutes to start).
+test-vllm: $(STAMP)
+	bash inference/vllm_cpu/run_tests.sh
 
 assets:
 	bash assets/build.sh

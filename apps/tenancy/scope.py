@@ -61,6 +61,9 @@ def ministry_scope(*, ministry_id: int) -> Iterator[None]:
     if not isinstance(ministry_id, int) or ministry_id <= 0:
         raise ScopeError(f"invalid ministry id: {ministry_id!r}")
     outer = _ministry_id.get()
+    # SET LOCAL ends with the transaction: only a scope nested in an outer
+    # transaction has to restore the outer setting (one round trip saved per request).
+    nested = connection.in_atomic_block
     token = _ministry_id.set(ministry_id)
     try:
         with transaction.atomic():
@@ -68,9 +71,7 @@ def ministry_scope(*, ministry_id: int) -> Iterator[None]:
             try:
                 yield
             finally:
-                if connection.needs_rollback or not connection.is_usable():
-                    pass  # the transaction is being rolled back: the setting dies with it
-                else:
+                if nested and not connection.needs_rollback and connection.is_usable():
                     _set_guc(outer)
     finally:
         _ministry_id.reset(token)

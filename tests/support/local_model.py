@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -18,10 +19,10 @@ ROOT = Path(__file__).resolve().parents[2]
 class LocalModel:
     url: str
     served_model_name: str
-    process: subprocess.Popen[bytes]
+    process: subprocess.Popen[bytes] | None
 
     def stop(self) -> None:
-        if self.process.poll() is None:
+        if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
                 self.process.wait(15)
@@ -30,7 +31,14 @@ class LocalModel:
 
 
 def start_local_model(timeout: float = 120) -> LocalModel:
+    """Start llama.cpp with SmolLM2, or use the server at ``GENNAI_TEST_MODEL_URL``
+    (``make test-vllm`` points it at a real vLLM on CPU)."""
     from inference.devserver import SERVED_MODEL_NAME
+
+    external = os.environ.get("GENNAI_TEST_MODEL_URL")
+    if external:
+        name = os.environ.get("GENNAI_TEST_MODEL_NAME", SERVED_MODEL_NAME)
+        return LocalModel(url=external.rstrip("/"), served_model_name=name, process=None)
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
