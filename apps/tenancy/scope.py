@@ -84,14 +84,23 @@ def unscoped(*, reason: str) -> Iterator[None]:
     Security: only modules named in ``settings.GENNAI_UNSCOPED_ALLOWLIST`` may do
     this, and every use is logged with its reason. Row-level security still
     applies in the database, so the application role still sees at most the
-    ministry set in ``gennai.ministry_id``; this exists for owner-mode tooling
-    (migrations, seeding) and for tests that must prove the database layer alone.
+    ministry set in ``gennai.ministry_id``. Every use is written to the audit log.
+    Today only tests that must prove the database layer alone use it.
     """
     caller = inspect.stack()[2].frame.f_globals.get("__name__", "")
     allowed = settings.GENNAI_UNSCOPED_ALLOWLIST
     if not any(caller == mod or caller.startswith(mod + ".") for mod in allowed):
         raise ScopeError(f"module {caller!r} is not allowed unscoped tenant access")
     logger.warning("unscoped tenant access by %s: %s", caller, reason)
+    from apps.audit.services import audit_record  # late import: audit depends on tenancy
+
+    audit_record(
+        actor=None,
+        action="tenancy.unscoped",
+        target_type="module",
+        target_id=caller[:100],
+        data={"reason": reason},
+    )
     token = _unscoped.set(True)
     try:
         yield

@@ -118,3 +118,13 @@ def test_tenant_command_needs_known_ministry(ministries: Any) -> None:
         assert Announcement.objects.filter(title="件名").count() == 1
     with ministry_scope(ministry_id=ministries[1].pk):
         assert Announcement.objects.filter(title="件名").count() == 0
+
+
+def test_unscoped_use_is_audited(ministries: Any) -> None:
+    from apps.audit.models import AuditEvent
+
+    with unscoped(reason="audit me"):
+        pass
+    event = AuditEvent.objects.filter(action="tenancy.unscoped").last()
+    assert event is not None and event.data == {"reason": "audit me"}
+    assert event.target_id == __name__
