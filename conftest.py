@@ -26,3 +26,9 @@ def django_db_setup(django_test_environment: Any, django_db_blocker: Any) -> Ite
     yield
     with django_db_blocker.unblock(), owner_mode():
         teardown_databases(config, verbosity=0)
+
+
+def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
+    """Browser tests last: Playwright's sync API keeps an event loop running in the
+    main thread while a browser is open, which breaks ``asyncio.run`` in other tests."""
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)

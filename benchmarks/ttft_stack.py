@@ -68,7 +68,7 @@ def main() -> int:
     parser.add_argument("--direct-model", default="smollm2-135m-instruct")
     parser.add_argument("-n", type=int, default=20)
     parser.add_argument("--max-tokens", type=int, default=16)
-    parser.add_argument("--prompt", default="日本の首都はどこですか。")
+    parser.add_argument("--prompt", default="Write two sentences about the sea.")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     samples = asyncio.run(measure(args))

@@ -1,4 +1,5 @@
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView
 
 from apps.tenancy import views as tenancy_views
 
@@ -10,4 +11,9 @@ urlpatterns = [
     path("accounts/", include("apps.accounts.urls")),
     path("ministry/", include("apps.tenancy.urls")),
     path("console/", include("apps.console.urls")),
+    path("registry/", include("apps.registry.urls")),
+    path("v1/", include("apps.gateway.urls")),
+    path("gateway/", include("apps.gateway.console_urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("chat/", include("apps.chat.urls")),
 ]

@@ -99,6 +99,10 @@ def build_command(
         # A stable model id in /v1/models instead of this machine's path to the GGUF.
         "--model_alias",
         SERVED_MODEL_NAME,
+        # Queue concurrent requests instead of cancelling the running stream
+        # (llama-cpp-python's default), so several users and `bench` work.
+        "--interrupt_requests",
+        "False",
     ]
 
 

@@ -15,7 +15,10 @@ from django.apps import apps
 from django.db import connection, transaction
 from django.db.utils import DatabaseError
 
+from apps.chat.models import Conversation, Message
+from apps.chat.tests.factories import sweep_conversation, sweep_message
 from apps.console.models import Announcement
+from apps.quotas.models import UsageRecord
 from apps.registry.models import Alias, AliasGrant
 from apps.tenancy.managers import TenantManager
 from apps.tenancy.models import TenantModel
@@ -30,6 +33,11 @@ FACTORIES: dict[type[TenantModel], Callable[[Any], TenantModel]] = {
             name="sweep-alias", defaults={"display_name_ja": "検証", "display_name_en": "Sweep"}
         )[0],
     ),
+    UsageRecord: lambda ministry: UsageRecord(
+        ministry=ministry, alias_name="sweep-alias", status="ok", prompt_tokens=3, completion_tokens=5
+    ),
+    Conversation: sweep_conversation,
+    Message: sweep_message,
 }
 
 

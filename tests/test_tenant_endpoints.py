@@ -9,6 +9,11 @@ from typing import Any
 import pytest
 from django.test import Client
 
+from apps.chat.tests.factories import (
+    conversation_url_of_staff_a,
+    delete_confirm_url_of_staff_a,
+    message_url_of_staff_a,
+)
 from apps.console.models import Announcement
 from apps.tenancy.scope import ministry_scope
 
@@ -24,6 +29,9 @@ ENDPOINTS: list[tuple[str, Callable[[Any], str]]] = [
         "announcement_detail",
         lambda a: Announcement.objects.create(ministry=a, title="A の連絡", body="本文").get_absolute_url(),
     ),
+    ("chat_conversation", conversation_url_of_staff_a),
+    ("chat_message", message_url_of_staff_a),
+    ("chat_delete_confirm", delete_confirm_url_of_staff_a),
 ]
 
 

@@ -7,7 +7,10 @@ data (:class:`AliasGrant`).
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils.translation import get_language
 from django.utils.translation import gettext_lazy as _
@@ -41,6 +44,14 @@ class HealthState(models.TextChoices):
     HEALTHY = "healthy", _("正常")
     DEGRADED = "degraded", _("低下")
     DOWN = "down", _("停止")
+
+
+def validate_upstream_url(value: str) -> None:
+    """http(s) URL with a host. Unlike URLField, single-label hosts (Kubernetes
+    service names such as ``http://vllm-llmjp:8000``) are valid upstreams."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ValidationError(_("http:// または https:// で始まるURLを入力してください。"))
 
 
 class Vendor(models.Model):
@@ -99,7 +110,7 @@ class Deployment(models.Model):
     model = models.ForeignKey(Model, on_delete=models.PROTECT, related_name="deployments")
     name = models.SlugField(_("識別名"), max_length=100, unique=True)
     provider = models.CharField(_("プロバイダ"), max_length=64, default="openai_compatible")
-    base_url = models.URLField(_("ベースURL"), max_length=500)
+    base_url = models.CharField(_("ベースURL"), max_length=500, validators=[validate_upstream_url])
     served_model_name = models.CharField(_("提供モデル名"), max_length=200)
     secret_ref = models.CharField(_("シークレット参照"), max_length=200, blank=True)
     max_concurrency = models.PositiveIntegerField(_("最大同時実行数"), default=16)

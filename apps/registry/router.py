@@ -13,6 +13,7 @@ import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.utils.translation import gettext as _
 
 from apps.tenancy.scope import current_ministry_id
@@ -147,6 +148,9 @@ def provider_target(deployment: DeploymentInfo) -> ProviderTarget:
         served_model_name=deployment.served_model_name,
         api_key=api_key,
         max_concurrency=deployment.max_concurrency,
+        connect_timeout=settings.GENNAI_UPSTREAM_CONNECT_TIMEOUT,
+        first_token_timeout=settings.GENNAI_UPSTREAM_FIRST_TOKEN_TIMEOUT,
+        read_timeout=settings.GENNAI_UPSTREAM_READ_TIMEOUT,
     )
 
 

@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import contextlib
+import os
+import re
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from apps.audit.services import audit_record
 from apps.tenancy.models import Ministry
 from apps.tenancy.scope import ministry_scope
 
-from .models import Alias, AliasGrant, AliasRevision, AliasRoute, Deployment, Model, Vendor
+from .models import Alias, AliasGrant, AliasRevision, AliasRoute, Deployment, HealthState, Model, Vendor
+from .providers.base import HealthResult, ProviderTarget
+from .providers.registry import get_provider_factory
 from .snapshot import bump_version
 
 MAX_ROUTES = 10
+SECRET_REF_RE = re.compile(r"env:[A-Z_][A-Z0-9_]{0,127}")
 
 
 def _after_commit_invalidate() -> None:
@@ -49,9 +59,27 @@ def model_save(*, actor: Any, model: Model | None = None, **fields: Any) -> Mode
     return _save(model or Model(), actor=actor, action=action, fields=fields)  # type: ignore[no-any-return]
 
 
+def validate_secret_ref(value: str) -> None:
+    """A deployment names *where* its API key lives (``env:VAR_NAME``), never the key itself.
+
+    Security: anything else (a pasted key, a URL with credentials) is refused, so
+    no secret can end up in the database, the audit log or a page.
+    """
+    if value and not SECRET_REF_RE.fullmatch(value):
+        raise ValidationError(
+            {
+                "secret_ref": _(
+                    "シークレット参照は「env:環境変数名」の形式で指定してください（例: env:VENDOR_API_KEY）。"
+                    "APIキーそのものは入力しないでください。"
+                )
+            }
+        )
+
+
 @transaction.atomic
 def deployment_save(*, actor: Any, deployment: Deployment | None = None, **fields: Any) -> Deployment:
     """Create (``deployment=None``) or update a deployment."""
+    validate_secret_ref(fields.get("secret_ref", "") or "")
     action = "registry.deployment.update" if deployment else "registry.deployment.create"
     return _save(deployment or Deployment(), actor=actor, action=action, fields=fields)  # type: ignore[no-any-return]
 
@@ -180,6 +208,7 @@ def alias_grant(*, actor: Any, ministry: Ministry, alias: Alias) -> AliasGrant:
             data={"ministry": ministry.code},
         )
         _after_commit_invalidate()
+    assert isinstance(grant, AliasGrant)
     return grant
 
 
@@ -198,3 +227,119 @@ def alias_revoke(*, actor: Any, ministry: Ministry, alias: Alias) -> bool:
         )
         _after_commit_invalidate()
     return bool(deleted)
+
+
+# --- Health --------------------------------------------------------------------------------
+# Probing is a machine observation, not a human change: it is not audited, and only a change
+# of state (which the router reads) invalidates the routing snapshot.
+
+HEALTH_TIMEOUT_SECONDS = 8.0  # providers must return within their own timeout; this is a backstop
+DEGRADED_LATENCY_MS = 2000.0  # answered, but slowly
+HEALTH_CONCURRENCY = 16
+
+
+def deployment_record_health(
+    *, deployment: Deployment, health: str, detail: str = "", checked_at: datetime | None = None
+) -> bool:
+    """Store the outcome of a health probe; return whether the state changed.
+
+    Not audited. The check time and detail are stored on every probe (with a
+    queryset update, so ``updated_at`` keeps meaning "configuration changed");
+    the snapshot is bumped after commit only when the state itself changed, so
+    a probe every 30 s does not make every process rebuild its snapshot.
+    """
+    if health not in HealthState.values:
+        raise ValueError(f"unknown health state {health!r}")
+    checked_at = checked_at or timezone.now()
+    detail = detail[:500]
+    with transaction.atomic():
+        previous = (
+            Deployment.objects.select_for_update()
+            .filter(pk=deployment.pk)
+            .values_list("health", flat=True)
+            .first()
+        )
+        if previous is None:  # deleted meanwhile
+            return False
+        Deployment.objects.filter(pk=deployment.pk).update(
+            health=health, health_checked_at=checked_at, health_detail=detail
+        )
+        changed = previous != health
+        if changed:
+            _after_commit_invalidate()
+    deployment.health, deployment.health_checked_at, deployment.health_detail = health, checked_at, detail
+    return changed
+
+
+def _provider_target(deployment: Deployment) -> ProviderTarget:
+    api_key = ""
+    if deployment.secret_ref.startswith("env:"):
+        api_key = os.environ.get(deployment.secret_ref[4:], "")
+    return ProviderTarget(
+        deployment_id=deployment.pk,
+        name=deployment.name,
+        base_url=deployment.base_url,
+        served_model_name=deployment.served_model_name,
+        api_key=api_key,
+        max_concurrency=deployment.max_concurrency,
+    )
+
+
+def _outcome(result: HealthResult) -> tuple[str, str]:
+    latency = f"{result.latency_ms:.0f} ms"
+    if not result.ok:
+        return HealthState.DOWN, f"{result.detail or 'unhealthy'} ({latency})"
+    if result.latency_ms > DEGRADED_LATENCY_MS:
+        return HealthState.DEGRADED, f"slow: {latency}"
+    return HealthState.HEALTHY, latency
+
+
+async def _probe_all(deployments: list[Deployment]) -> list[tuple[str, str]]:
+    semaphore = asyncio.Semaphore(HEALTH_CONCURRENCY)
+    providers: list[Any] = []
+
+    async def probe(deployment: Deployment) -> tuple[str, str]:
+        try:
+            factory = get_provider_factory(deployment.provider)
+        except KeyError:
+            return HealthState.DOWN, f"provider {deployment.provider!r} is not installed"
+        async with semaphore:
+            try:
+                provider = factory(_provider_target(deployment))
+                providers.append(provider)
+                result = await asyncio.wait_for(provider.health(), timeout=HEALTH_TIMEOUT_SECONDS)
+            except Exception as exc:  # noqa: BLE001 - health() must not raise; a broken plugin is "down"
+                return HealthState.DOWN, type(exc).__name__
+        return _outcome(result)
+
+    try:
+        return list(await asyncio.gather(*(probe(d) for d in deployments)))
+    finally:
+        # Close only after every probe finished: deployments on one server share a pooled client.
+        for provider in providers:
+            with contextlib.suppress(Exception):
+                await provider.aclose()
+
+
+def deployment_health_check(*, deployments: Iterable[Deployment]) -> dict[int, str]:
+    """Run each deployment's provider ``health()`` (concurrently) and record the outcomes.
+
+    Synchronous (a view, a task); from a thread with a running event loop it
+    probes on a fresh loop in a helper thread.
+    Returns ``{deployment_id: health state}``.
+    """
+    targets = list(deployments)
+    if not targets:
+        return {}
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # the usual case: a sync view or a Celery task
+        outcomes = asyncio.run(_probe_all(targets))
+    else:  # called from a thread that already runs a loop: probe on a fresh loop in another thread
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            outcomes = pool.submit(asyncio.run, _probe_all(targets)).result()
+    states: dict[int, str] = {}
+    for deployment, (state, detail) in zip(targets, outcomes, strict=True):
+        deployment_record_health(deployment=deployment, health=state, detail=detail)
+        states[deployment.pk] = str(state)
+    return states

@@ -10,7 +10,8 @@ import redis
 from django.conf import settings
 from django.db import connection
 
-Check = Callable[[], None]
+# A check raises when not ready; it may return a short detail string to report.
+Check = Callable[[], str | None]
 
 
 def _database() -> None:
@@ -26,7 +27,19 @@ def _broker() -> None:
         client.close()
 
 
-CHECKS: dict[str, Check] = {"database": _database, "broker": _broker}
+def _inference() -> str:
+    """At least one enabled model deployment is not down ("none registered" is ready too)."""
+    from apps.registry.selectors import inference_readiness
+
+    return inference_readiness()
+
+
+CHECKS: dict[str, Check] = {"database": _database, "broker": _broker, "inference": _inference}
+# Checks whose failure makes the pod unready. With every model upstream down the
+# web tier still serves history, documents and admin screens (chat shows a clear
+# error), so inference only marks the platform "degraded" instead of pulling
+# every web pod out of the load balancer.
+CRITICAL = frozenset({"database", "broker"})
 
 
 def run_checks() -> dict[str, dict[str, Any]]:
@@ -34,8 +47,8 @@ def run_checks() -> dict[str, dict[str, Any]]:
     for name, check in CHECKS.items():
         start = time.perf_counter()
         try:
-            check()
-            results[name] = {"ok": True}
+            detail = check()
+            results[name] = {"ok": True} if detail is None else {"ok": True, "detail": detail}
         except Exception as exc:  # noqa: BLE001 - report any failure as "not ready"
             results[name] = {"ok": False, "error": type(exc).__name__}
         results[name]["ms"] = round((time.perf_counter() - start) * 1000, 1)

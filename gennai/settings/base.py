@@ -44,12 +44,16 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "rest_framework",
+    "drf_spectacular",
     "mozilla_django_oidc",
     "apps.tenancy",
     "apps.accounts",
     "apps.console",
     "apps.audit",
     "apps.registry",
+    "apps.gateway",
+    "apps.quotas",
+    "apps.chat",
 ]
 
 MIDDLEWARE = [
@@ -116,6 +120,15 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Periodic tasks, run by `celery beat` (or a worker started with -B). A probe that
+# waited longer than its interval is dropped: the next one is already due.
+CELERY_BEAT_SCHEDULE = {
+    "registry-deployment-health": {
+        "task": "registry.deployment_health_check_all",
+        "schedule": 30.0,
+        "options": {"expires": 25},
+    },
+}
 
 # --- Sessions -------------------------------------------------------------
 # The dev IdP runs on another port of the same host; cookies ignore ports, so
@@ -172,6 +185,18 @@ GENNAI_UNSCOPED_ALLOWLIST = [
     "tests",
 ]
 
+# --- Chat -----------------------------------------------------------------
+# 機密性 level new conversations start at (1–3), until ministries can set their
+# own; read it through apps.chat.conf.default_confidentiality().
+GENNAI_DEFAULT_CONFIDENTIALITY = int(os.environ.get("GENNAI_DEFAULT_CONFIDENTIALITY", "2"))
+
+# --- Inference upstreams (seconds) -----------------------------------------
+# Failover happens only before the first token, so the first-token timeout
+# bounds how long a user waits for a dead deployment before the next is tried.
+GENNAI_UPSTREAM_CONNECT_TIMEOUT = float(os.environ.get("GENNAI_UPSTREAM_CONNECT_TIMEOUT", "5"))
+GENNAI_UPSTREAM_FIRST_TOKEN_TIMEOUT = float(os.environ.get("GENNAI_UPSTREAM_FIRST_TOKEN_TIMEOUT", "60"))
+GENNAI_UPSTREAM_READ_TIMEOUT = float(os.environ.get("GENNAI_UPSTREAM_READ_TIMEOUT", "120"))
+
 # --- i18n -----------------------------------------------------------------
 LANGUAGE_CODE = "ja"
 LANGUAGES = [("ja", _("日本語")), ("en", _("English"))]
@@ -191,6 +216,15 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+# OpenAPI schema of the management API at /api/schema/ (the /v1 API follows OpenAI's spec: docs/api.md).
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Gennai management API",
+    "DESCRIPTION": "API key management. The OpenAI-compatible /v1 API is described in docs/api.md.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
 }
 
 LOGGING = {

@@ -44,6 +44,7 @@ def bootstrap_database(*, conninfo: str, dbname: str, owner_role: str, app_role:
 
 class Command(BaseCommand):
     help = "Create the owner/application database roles and the database if missing."
+    requires_system_checks: list[str] = []  # runs before the database exists
 
     def handle(self, *args: Any, **options: Any) -> None:
         db = settings.DATABASES["default"]

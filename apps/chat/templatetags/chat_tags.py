@@ -1,0 +1,24 @@
+"""Template filters of the chat app."""
+
+from __future__ import annotations
+
+from django import template
+from django.utils.safestring import SafeString, mark_safe
+
+from apps.chat.markdown import render_markdown
+
+register = template.Library()
+
+
+@register.filter(name="chat_markdown")
+def chat_markdown(text: str) -> SafeString:
+    """Model output as sanitised HTML (see :mod:`apps.chat.markdown`)."""
+    return mark_safe(render_markdown(text or ""))  # noqa: S308 - sanitised by nh3 with an allowlist
+
+
+@register.filter(name="seconds")
+def seconds(milliseconds: int | None) -> str:
+    """``1234`` → ``"1.23"`` (for "合計 1.23 秒")."""
+    if milliseconds is None:
+        return ""
+    return f"{milliseconds / 1000:.2f}"

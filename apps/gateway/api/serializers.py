@@ -1,0 +1,48 @@
+"""Serializers of the API key management API."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from apps.gateway.models import ApiKey
+from apps.registry.models import Clearance
+
+
+class ApiKeySerializer(serializers.ModelSerializer[ApiKey]):
+    prefix = serializers.CharField(source="display_prefix", read_only=True)
+    active = serializers.BooleanField(source="is_active", read_only=True)
+
+    class Meta:
+        model = ApiKey
+        fields = [
+            "id",
+            "name",
+            "prefix",
+            "allowed_aliases",
+            "max_level",
+            "created_at",
+            "last_used_at",
+            "expires_at",
+            "revoked_at",
+            "active",
+        ]
+        read_only_fields = fields
+
+
+class ApiKeyCreateSerializer(serializers.Serializer[None]):
+    name = serializers.CharField(max_length=100)
+    allowed_aliases = serializers.ListField(
+        child=serializers.SlugField(max_length=100), required=False, default=list, max_length=100
+    )
+    max_level = serializers.ChoiceField(choices=Clearance.choices, default=Clearance.LEVEL_1)
+    expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+
+
+class ApiKeyCreatedSerializer(ApiKeySerializer):
+    """The created key, with its plaintext: returned once, never again."""
+
+    key = serializers.CharField(read_only=True, help_text="gn-… (shown only in this response)")
+
+    class Meta(ApiKeySerializer.Meta):
+        fields = [*ApiKeySerializer.Meta.fields, "key"]
+        read_only_fields = fields

@@ -1,0 +1,75 @@
+"""API keys of the OpenAI-compatible ``/v1`` API."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
+from django.db import models
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from apps.registry.models import Clearance
+from apps.tenancy.models import Ministry
+
+KEY_PREFIX = "gn-"
+PREFIX_LENGTH = 8
+
+
+class ApiKey(models.Model):
+    """A ministry system's credential for ``/v1`` (``Authorization: Bearer gn-…``).
+
+    Not a :class:`~apps.tenancy.models.TenantModel`, for the same reason as
+    :class:`~apps.tenancy.models.Membership`: authentication must find the key
+    *before* any ministry scope exists (the key is what tells us the ministry).
+    Every read outside authentication therefore filters on ``ministry``
+    explicitly (:mod:`apps.gateway.selectors`), and the ``/v1`` request runs in
+    ``ministry_scope(ministry_id=key.ministry_id)`` for all its tenant data.
+
+    Security:
+
+    * only ``sha256(full key)`` is stored; the plaintext is shown once at creation.
+      A fast hash is enough because the secret has 256 bits of entropy (no
+      dictionary to grind through), and it keeps the hot path cheap;
+    * ``prefix`` (the first 8 characters after ``gn-``) finds the row; the hash is
+      then compared in constant time;
+    * ``allowed_aliases`` narrows the ministry's allowlist (empty = everything the
+      ministry may use); it can never widen it;
+    * ``max_level`` is the highest 機密性 the calling system may declare. A request
+      without ``X-Gennai-Confidentiality`` is treated as ``max_level`` (fail-safe:
+      data is never routed to a deployment cleared below what the system handles);
+      the header may set any level from 1 to ``max_level`` and is refused above it.
+    """
+
+    ministry = models.ForeignKey(Ministry, on_delete=models.PROTECT, related_name="api_keys")
+    name = models.CharField(_("名称"), max_length=100)
+    prefix = models.CharField(max_length=PREFIX_LENGTH, unique=True)  # unique → indexed
+    key_hash = models.CharField(max_length=64)
+    allowed_aliases = ArrayField(models.SlugField(max_length=100), default=list, blank=True)
+    max_level = models.PositiveSmallIntegerField(
+        _("取扱可能な機密性"), choices=Clearance.choices, default=Clearance.LEVEL_1
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(_("有効期限"), null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        # Console: "keys of my ministry, newest first".
+        indexes = [models.Index(fields=["ministry", "-created_at"], name="apikey_ministry_new_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({KEY_PREFIX}{self.prefix}…)"
+
+    @property
+    def display_prefix(self) -> str:
+        return f"{KEY_PREFIX}{self.prefix}"
+
+    @property
+    def is_active(self) -> bool:
+        if self.revoked_at is not None:
+            return False
+        return self.expires_at is None or self.expires_at > timezone.now()

@@ -1,0 +1,191 @@
+"""The relay and the aggregation, without a server or a database."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from apps.gateway import views
+from apps.registry.providers.base import ChatChunk, UpstreamInterrupted
+from apps.registry.router import RoutePlan
+from apps.registry.snapshot import AliasInfo, DeploymentInfo
+
+DEPLOYMENT = DeploymentInfo(
+    id=1,
+    name="dep",
+    provider="openai_compatible",
+    base_url="http://x",
+    served_model_name="org/served-7b",
+    secret_ref="",
+    max_concurrency=1,
+    clearance=2,
+    enabled=True,
+    healthy=True,
+    model_name="m",
+    context_window=4096,
+)
+ALIAS = AliasInfo(
+    id=1,
+    name="standard-chat",
+    display_name_ja="標準",
+    display_name_en="Standard",
+    kind="chat",
+    revision_id=1,
+    revision_number=3,
+    routes=(),
+)
+
+
+def chunk(payload: dict[str, Any], **fields: Any) -> ChatChunk:
+    return ChatChunk(raw=json.dumps(payload, separators=(",", ":")).encode(), **fields)
+
+
+def content(text: str, finish: str | None = None) -> ChatChunk:
+    return chunk(
+        {
+            "id": "c1",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "org/served-7b",
+            "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": finish}],
+        },
+        delta=text,
+        finish_reason=finish,
+    )
+
+
+USAGE_ONLY = chunk(
+    {
+        "id": "c1",
+        "model": "org/served-7b",
+        "choices": [],
+        "usage": {"prompt_tokens": 4, "completion_tokens": 2},
+    },
+    usage={"prompt_tokens": 4, "completion_tokens": 2},
+)
+
+
+def make_usage() -> tuple[views._Usage, list[str]]:
+    caller = views.Caller(
+        ministry_id=1, api_key_id=1, user_id=None, allowed_aliases=frozenset(), max_level=2, default_level=2
+    )
+    usage = views._Usage(
+        caller=caller,
+        plan=RoutePlan(alias=ALIAS, candidates=(DEPLOYMENT,), level=2),
+        level=2,
+        endpoint="chat",
+        started=0.0,
+    )
+    usage.deployment = DEPLOYMENT
+    finished: list[str] = []
+
+    async def finish(status: str) -> None:
+        finished.append(status)
+
+    usage.finish = finish  # type: ignore[method-assign]
+    return usage, finished
+
+
+async def upstream(*chunks: ChatChunk | Exception) -> AsyncIterator[tuple[DeploymentInfo, ChatChunk]]:
+    for item in chunks:
+        if isinstance(item, Exception):
+            raise item
+        yield DEPLOYMENT, item
+
+
+async def collect(agen: AsyncIterator[bytes]) -> list[bytes]:
+    return [frame async for frame in agen]
+
+
+@pytest.mark.parametrize("include_usage", [False, True])
+def test_relay_passes_bytes_renames_model_and_filters_usage(include_usage: bool) -> None:
+    usage, finished = make_usage()
+    first = content("こん")
+    frames = asyncio.run(
+        collect(
+            views._relay(
+                upstream(content("にちは", "stop"), USAGE_ONLY),
+                first,
+                usage,
+                include_usage=include_usage,
+            )
+        )
+    )
+    assert frames[0] == b"data: " + first.raw.replace(b'"org/served-7b"', b'"standard-chat"') + b"\n\n"
+    assert frames[-1] == b"data: [DONE]\n\n"
+    assert all(b"served-7b" not in f for f in frames)
+    assert len(frames) == (4 if include_usage else 3)
+    assert finished == ["ok"] and (usage.prompt_tokens, usage.completion_tokens) == (4, 2)
+
+
+def test_relay_leaves_text_equal_to_served_name_alone() -> None:
+    usage, _ = make_usage()
+    tricky = content('"org/served-7b"')  # the model name as text: escaped quotes, not replaced
+    [frame, _done] = asyncio.run(collect(views._relay(upstream(), tricky, usage, include_usage=False)))
+    payload = json.loads(frame.removeprefix(b"data: "))
+    assert payload["model"] == "standard-chat"
+    assert payload["choices"][0]["delta"]["content"] == '"org/served-7b"'
+
+
+def test_relay_ends_with_error_event_after_first_token() -> None:
+    usage, finished = make_usage()
+    frames = asyncio.run(
+        collect(
+            views._relay(upstream(UpstreamInterrupted("dep: cut")), content("a"), usage, include_usage=False)
+        )
+    )
+    error = json.loads(frames[-1].removeprefix(b"data: "))["error"]
+    assert error["code"] == "upstream_interrupted" and b"[DONE]" not in b"".join(frames)
+    assert finished == ["interrupted"] and usage.completion_tokens == 1
+
+
+def test_relay_synthesizes_chunks_for_providers_without_raw() -> None:
+    usage, _ = make_usage()
+    frames = asyncio.run(
+        collect(
+            views._relay(
+                upstream(ChatChunk(finish_reason="stop")), ChatChunk(delta="x"), usage, include_usage=False
+            )
+        )
+    )
+    first = json.loads(frames[0].removeprefix(b"data: "))
+    assert first["model"] == "standard-chat" and first["choices"][0]["delta"] == {"content": "x"}
+    assert json.loads(frames[1].removeprefix(b"data: "))["choices"][0]["finish_reason"] == "stop"
+
+
+def test_aggregate_joins_content_and_tool_calls() -> None:
+    usage, _ = make_usage()
+
+    def tool_delta(index: int, **fn: str) -> ChatChunk:
+        call: dict[str, Any] = {"index": index, "function": fn}
+        if "name" in fn:
+            call.update(id=f"call_{index}", type="function")
+        return chunk({"id": "c9", "created": 5, "choices": [{"index": 0, "delta": {"tool_calls": [call]}}]})
+
+    result = asyncio.run(
+        views._aggregate(
+            upstream(
+                tool_delta(0, arguments='{"city": '),
+                tool_delta(0, arguments='"東京"}'),
+                chunk(
+                    {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+                    finish_reason="tool_calls",
+                ),
+                USAGE_ONLY,
+            ),
+            tool_delta(0, name="weather", arguments=""),
+            usage,
+        )
+    )
+    message = result["choices"][0]["message"]
+    assert message["content"] is None
+    assert message["tool_calls"] == [
+        {"id": "call_0", "type": "function", "function": {"name": "weather", "arguments": '{"city": "東京"}'}}
+    ]
+    assert result["choices"][0]["finish_reason"] == "tool_calls"
+    assert (result["id"], result["created"], result["model"]) == ("c9", 5, "standard-chat")
+    assert result["usage"] == {"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6}

@@ -1,0 +1,53 @@
+"""Usage records of model calls (one row per request, written once at its end)."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+from apps.tenancy.models import TenantModel
+
+
+class UsageStatus(models.TextChoices):
+    OK = "ok", _("完了")
+    INTERRUPTED = "interrupted", _("中断")
+    ERROR = "error", _("エラー")
+    REFUSED = "refused", _("拒否")
+
+
+class UsageRecord(TenantModel):
+    """One model call: who (API key or user), which alias/deployment, tokens and timings.
+
+    Written exactly once per request, after the response ended (never per chunk),
+    by :func:`apps.quotas.services.usage_record_create`.
+    """
+
+    api_key = models.ForeignKey(
+        "gateway.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    alias_name = models.CharField(max_length=100)
+    deployment = models.ForeignKey(
+        "registry.Deployment", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    revision = models.PositiveIntegerField(null=True, blank=True)  # alias revision number
+    endpoint = models.CharField(max_length=32, default="chat")
+    level = models.PositiveSmallIntegerField(default=1)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    ttft_ms = models.PositiveIntegerField(null=True, blank=True)
+    latency_ms = models.PositiveIntegerField(default=0)
+    status = models.CharField(max_length=16, choices=UsageStatus.choices)
+    detail = models.CharField(max_length=200, blank=True)  # refusal/error code
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        # Dashboards and quota checks: "usage of my ministry, newest first".
+        indexes = [models.Index(fields=["ministry", "-created_at"], name="usage_ministry_new_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.alias_name}:{self.status}:{self.prompt_tokens}+{self.completion_tokens}"
