@@ -11,8 +11,6 @@ sending a token every 0.15 s.
 from __future__ import annotations
 
 import os
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +21,7 @@ from django.core.management import call_command
 
 from apps.chat.tests.factories import Registered, Upstream, register_alias
 from apps.tenancy.models import Ministry
+from tests.support.asgi import AsgiServer
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.idp import DevIdP
 
@@ -36,29 +35,12 @@ QUESTION = "こんにちは、要約してください"
 
 @pytest.fixture
 def asgi_server(transactional_db: None) -> Iterator[str]:
-    """The Django ASGI application under uvicorn, on a free loopback port."""
-    import uvicorn
-    from django.core.asgi import get_asgi_application
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = uvicorn.Config(
-        get_asgi_application(), host="127.0.0.1", port=port, lifespan="off", ws="none", log_level="warning"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="uvicorn-e2e", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.05)
+    """The Django ASGI application under uvicorn (see tests/support/asgi.py)."""
+    server = AsgiServer().start()
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield server.url
     finally:
-        server.should_exit = True
-        thread.join(10)
+        server.stop()
 
 
 @pytest.fixture

@@ -9,15 +9,14 @@ relayed chunk by chunk, client disconnects, mid-stream failures).
 
 from __future__ import annotations
 
-import socket
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
+from tests.support.asgi import AsgiServer
 from tests.support.fake_upstream import FakeUpstream
 
 
@@ -202,38 +201,6 @@ def make_key(world: World) -> Any:
         )
 
     return make
-
-
-class AsgiServer:
-    """uvicorn serving Django's ASGI handler on a loopback port, in a thread."""
-
-    def __init__(self) -> None:
-        import uvicorn
-        from django.core.handlers.asgi import ASGIHandler
-
-        self._sock = socket.socket()
-        self._sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
-        config = uvicorn.Config(
-            ASGIHandler(), loop="asyncio", http="httptools", lifespan="off", log_level="warning"
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
-        )
-
-    def start(self) -> None:
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.01)
-
-    def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
-        self._sock.close()
 
 
 @pytest.fixture(scope="module")
