@@ -103,6 +103,9 @@ def build_command(
         # (llama-cpp-python's default), so several users and `bench` work.
         "--interrupt_requests",
         "False",
+        # No per-request llama.cpp timing dumps in the `make run` console.
+        "--verbose",
+        "False",
     ]
 
 

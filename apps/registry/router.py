@@ -19,7 +19,6 @@ from django.utils.translation import gettext as _
 from apps.tenancy.scope import current_ministry_id
 
 from .breaker import breaker
-from .models import AliasGrant
 from .providers.base import ChatChunk, ChatRequest, ProviderTarget, UpstreamUnavailable
 from .providers.registry import get_provider_factory
 from .snapshot import AliasInfo, DeploymentInfo, get_snapshot
@@ -46,17 +45,13 @@ class RoutePlan:
     level: int
 
 
-def _allowed_alias_ids(ministry_id: int) -> set[int]:
-    return set(AliasGrant.objects.filter(ministry_id=ministry_id).values_list("alias_id", flat=True))
-
-
 def allowed_aliases(*, level: int | None = None) -> list[AliasInfo]:
     """Aliases the active ministry may use, optionally only those able to take ``level``."""
     ministry_id = current_ministry_id()
     if ministry_id is None:
         return []
     snapshot = get_snapshot()
-    allowed = _allowed_alias_ids(ministry_id)
+    allowed = snapshot.granted_alias_ids(ministry_id)
     result = []
     for alias in snapshot.aliases.values():
         if alias.id not in allowed:
@@ -103,7 +98,7 @@ def plan_route(*, alias_name: str, level: int, sticky_key: str | None = None) ->
         raise RouteRefused("no_scope", _("府省庁が選択されていません。"))
     snapshot = get_snapshot()
     alias = snapshot.aliases.get(alias_name)
-    if alias is None or alias.id not in _allowed_alias_ids(ministry_id):
+    if alias is None or alias.id not in snapshot.granted_alias_ids(ministry_id):
         # Unknown and not-allowed look the same: ministries cannot probe others' aliases.
         raise RouteRefused(
             "model_not_found",

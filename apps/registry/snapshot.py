@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.core.cache import cache
 from django.db.models import F
@@ -60,6 +60,21 @@ class Snapshot:
     version: int
     aliases: dict[str, AliasInfo]
     deployments: dict[int, DeploymentInfo]
+    # Per-ministry allowlists, filled lazily inside each ministry's own scope
+    # (AliasGrant is under RLS, so one ministry's request can only load its own).
+    grants: dict[int, frozenset[int]] = field(default_factory=dict)
+
+    def granted_alias_ids(self, ministry_id: int) -> frozenset[int]:
+        """Alias ids ``ministry_id`` may use; must be called inside that ministry's scope."""
+        cached = self.grants.get(ministry_id)
+        if cached is None:
+            from .models import AliasGrant
+
+            cached = frozenset(
+                AliasGrant.objects.filter(ministry_id=ministry_id).values_list("alias_id", flat=True)
+            )
+            self.grants[ministry_id] = cached
+        return cached
 
 
 def _build(version: int) -> Snapshot:

@@ -278,12 +278,17 @@ def test_allowlist_refusal_keeps_user_message_and_explains(staff_a: Actor, clien
     assert answer.status == Status.ERROR and "許可されていません" in answer.error
 
 
-def test_refusal_at_stream_time_is_saved_and_shown(staff_a: Actor) -> None:
+def test_refusal_at_stream_time_is_saved_and_shown(
+    staff_a: Actor, django_capture_on_commit_callbacks: Any
+) -> None:
     """The grant is revoked between the send and the stream: the stream view re-plans."""
     with FakeUpstream() as fake:
         reg = register_alias(upstreams=[Upstream(fake.url)], ministries=[staff_a.ministry])
         _, answer, url = _start(staff_a, reg.alias.name)
-        alias_revoke(actor=None, ministry=staff_a.ministry, alias=reg.alias)
+        with django_capture_on_commit_callbacks(
+            execute=True
+        ):  # the revoke commits → routing snapshot refreshes
+            alias_revoke(actor=None, ministry=staff_a.ministry, alias=reg.alias)
         result = run_stream(staff_a.user, url)
         assert fake.requests == 0
     assert [e.event for e in result.events] == ["done"]
