@@ -105,6 +105,16 @@ DATABASES = {
         "TEST": {"NAME": os.environ.get("GENNAI_TEST_DB_NAME", "test_gennai")},
     }
 }
+# Under ASGI every request runs in its own thread, so without a pool each request
+# opens a new PostgreSQL connection (~3 ms here). The pool keeps them warm; every
+# checkout still runs SET ROLE (apps.tenancy.db), and the ministry setting is
+# transaction-local, so nothing leaks between requests. Off in tests (gennai.settings.test: test
+# databases are created and dropped under the pool's feet).
+if env_bool("GENNAI_DB_POOL", True):
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["OPTIONS"] = {
+        "pool": {"min_size": 2, "max_size": int(os.environ.get("GENNAI_DB_POOL_MAX", "20"))}
+    }
 GENNAI_DB_APP_ROLE = os.environ.get("GENNAI_DB_APP_ROLE", "gennai_app")
 GENNAI_DB_OWNER_ROLE = os.environ.get("GENNAI_DB_OWNER_ROLE", "gennai_owner")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
