@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from django.core.cache import cache
 from django.db.models import F
 
+from apps.tenancy.scope import ScopeError, current_ministry_id
+
 from .models import Alias, AliasRoute, Deployment, HealthState
 
 VERSION_KEY = "gennai:registry:version"
@@ -68,6 +70,10 @@ class Snapshot:
         """Alias ids ``ministry_id`` may use; must be called inside that ministry's scope."""
         cached = self.grants.get(ministry_id)
         if cached is None:
+            # Security: RLS would show another ministry's grants as none; refuse to
+            # cache such a wrong (empty) answer under that ministry's id.
+            if current_ministry_id() != ministry_id:
+                raise ScopeError("grants must be loaded inside the ministry's own scope")
             from .models import AliasGrant
 
             cached = frozenset(

@@ -208,9 +208,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"  源内 Gennai is running:  {app_url}/")
         print(f"  Dev IdP (Keycloak-shaped): {idp_url}/realms/gennai")
         print(f"  Local model (llama.cpp, SmolLM2-135M) behind 'standard-chat': {model_url}")
-        print(
-            f"  OpenAI-compatible API: {app_url}/v1  (API key: manage.py api_key_create --ministry digital)"
-        )
+        print(f"  OpenAI-compatible API: {app_url}/v1")
+        print("    API key: .venv/bin/python manage.py api_key_create --ministry digital --name my-system")
         print("  Demo logins (password for all: gennai-demo, or one click on the IdP page):")
         names = {m["code"]: m["name_ja"] for m in MINISTRIES}
         for demo in DEMO_USERS:

@@ -106,7 +106,8 @@ def test_cli_print(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert main(["serve-dev", "--port", "8099", "--print"], out=out) == 0
     assert out.getvalue() == (
         f"{sys.executable} -m llama_cpp.server --model {gguf} --host 127.0.0.1 --port 8099 --n_ctx 2048 "
-        "--chat_format chatml --model_alias smollm2-135m-instruct --interrupt_requests False --verbose False\n"
+        "--chat_format chatml --model_alias smollm2-135m-instruct "
+        "--interrupt_requests False --verbose False\n"
     )
 
 
