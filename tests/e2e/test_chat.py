@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 
-from apps.chat.tests.factories import Registered, Upstream, register_alias
 from apps.tenancy.models import Ministry
 from tests.support.asgi import AsgiServer
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.idp import DevIdP
+from tests.support.registry import Registered, Upstream, register_alias
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

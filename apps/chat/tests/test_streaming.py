@@ -20,15 +20,7 @@ from django.test.utils import CaptureQueriesContext
 from apps.chat import services
 from apps.chat.models import Message, Role, Status
 from apps.chat.streaming import relay
-from apps.chat.tests.factories import (
-    SSEEvent,
-    Upstream,
-    make_conversation,
-    make_message,
-    register_alias,
-    run_stream,
-    stream_url,
-)
+from apps.chat.tests.factories import SSEEvent, make_conversation, make_message, run_stream, stream_url
 from apps.registry.providers.base import ChatChunk
 from apps.registry.providers.openai_compatible import OpenAICompatibleProvider
 from apps.registry.providers.registry import reset_providers_for_tests
@@ -36,6 +28,7 @@ from apps.registry.services import alias_revoke
 from apps.tenancy.scope import ministry_scope
 from tests.support.fake_upstream import FakeUpstream, closed_port_url
 from tests.support.fixtures import Actor
+from tests.support.registry import Upstream, register_alias
 
 SSE_URL = re.compile(r'sse-connect="(/chat/\d+/messages/\d+/stream)"')
 

@@ -11,9 +11,10 @@ from django.test import Client
 from apps.audit.models import AuditEvent
 from apps.chat import services
 from apps.chat.models import Conversation, Message, Role, Status
-from apps.chat.tests.factories import Upstream, make_conversation, make_message, register_alias
+from apps.chat.tests.factories import make_conversation, make_message
 from apps.tenancy.scope import ministry_scope
 from tests.support.fixtures import Actor
+from tests.support.registry import Upstream, register_alias
 
 LOCAL = "http://127.0.0.1:9"  # never contacted by these tests
 

@@ -11,12 +11,12 @@ import pytest
 
 from apps.registry import services
 from apps.registry.breaker import CircuitBreaker, breaker
-from apps.registry.models import Alias, Deployment
 from apps.registry.providers.base import ChatRequest, UpstreamInterrupted
 from apps.registry.router import AllUpstreamsFailed, RouteRefused, allowed_aliases, plan_route, stream_chat
 from apps.registry.snapshot import reset_for_tests
 from apps.tenancy.scope import ministry_scope
 from tests.support.fake_upstream import FakeUpstream, closed_port_url
+from tests.support.registry import Registered, Upstream, register_alias
 
 
 @pytest.fixture(autouse=True)
@@ -28,35 +28,10 @@ def clean_router_state() -> Iterator[None]:
     breaker.reset()
 
 
-def make_deployment(name: str, url: str, *, clearance: int = 2, model_clearance: int = 3) -> Deployment:
-    vendor = services.vendor_save(actor=None, name=f"vendor-{name}")
-    model = services.model_save(
-        actor=None,
-        vendor=vendor,
-        name=f"model-{name}",
-        family="F",
-        version=name,
-        license="x",
-        context_window=4096,
-        kind="chat",
-        clearance=model_clearance,
+def make_alias(upstreams: list[Upstream], *, grant: list[Any], model_clearance: int = 3) -> Registered:
+    return register_alias(
+        upstreams=upstreams, ministries=grant, name="standard-chat", model_clearance=model_clearance
     )
-    return services.deployment_save(
-        actor=None, model=model, name=name, base_url=url, served_model_name="m", clearance=clearance
-    )
-
-
-def make_alias(
-    routes: list[tuple[Deployment, int]], *, grant: list[Any], name: str = "standard-chat"
-) -> Alias:
-    alias = services.alias_create(
-        actor=None, name=name, display_name_ja="標準チャット", display_name_en="Std"
-    )
-    services.alias_set_routes(actor=None, alias=alias, routes=routes, reason="initial")
-    for ministry in grant:
-        services.alias_grant(actor=None, ministry=ministry, alias=alias)
-    reset_for_tests()
-    return alias
 
 
 def plan(ministry: Any, *, level: int = 1, sticky: str | None = None, alias: str = "standard-chat") -> Any:
@@ -66,7 +41,7 @@ def plan(ministry: Any, *, level: int = 1, sticky: str | None = None, alias: str
 
 def test_allowlist_refuses_other_ministry_like_unknown(ministries: Any) -> None:
     a, b = ministries
-    make_alias([(make_deployment("d1", "http://x"), 1)], grant=[a])
+    make_alias([Upstream("http://x", name="d1", weight=1)], grant=[a])
     assert plan(a).candidates[0].name == "d1"
     with pytest.raises(RouteRefused) as not_allowed:
         plan(b)
@@ -82,9 +57,10 @@ def test_allowlist_refuses_other_ministry_like_unknown(ministries: Any) -> None:
 
 def test_classification_gate_never_routes_above_clearance(ministries: Any) -> None:
     a, _ = ministries
-    low = make_deployment("cloud", "http://cloud", clearance=1)
-    high = make_deployment("onprem", "http://onprem", clearance=3, model_clearance=2)  # model caps it at 2
-    make_alias([(low, 50), (high, 50)], grant=[a])
+    # The zone of "onprem" is cleared 3 but its model only 2: effective clearance 2.
+    low = Upstream("http://cloud", name="cloud", clearance=1, weight=50)
+    high = Upstream("http://onprem", name="onprem", clearance=3, weight=50)
+    make_alias([low, high], grant=[a], model_clearance=2)
     for _i in range(50):
         assert {d.name for d in plan(a, level=2).candidates} == {"onprem"}
     with pytest.raises(RouteRefused) as refused:
@@ -98,8 +74,8 @@ def test_classification_gate_never_routes_above_clearance(ministries: Any) -> No
 
 def test_canary_ten_percent_within_statistical_bounds(ministries: Any) -> None:
     a, _ = ministries
-    stable, canary = make_deployment("stable", "http://s"), make_deployment("canary", "http://c")
-    make_alias([(stable, 90), (canary, 10)], grant=[a])
+    stable = Upstream("http://s", name="stable", weight=90)
+    make_alias([stable, Upstream("http://c", name="canary", weight=10)], grant=[a])
     n = 2000
     with ministry_scope(ministry_id=a.pk):
         counts = Counter(plan_route(alias_name="standard-chat", level=1).candidates[0].name for _ in range(n))
@@ -116,7 +92,7 @@ def test_canary_ten_percent_within_statistical_bounds(ministries: Any) -> None:
 def test_sticky_conversation_keeps_its_deployment(ministries: Any) -> None:
     a, _ = ministries
     make_alias(
-        [(make_deployment("one", "http://1"), 50), (make_deployment("two", "http://2"), 50)], grant=[a]
+        [Upstream("http://1", name="one", weight=50), Upstream("http://2", name="two", weight=50)], grant=[a]
     )
     for conv in range(20):
         names = {plan(a, sticky=f"conv:{conv}").candidates[0].name for _ in range(10)}
@@ -127,8 +103,10 @@ def test_swap_and_rollback_take_effect_without_restart(
     ministries: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
     a, _ = ministries
-    old, new = make_deployment("old", "http://old"), make_deployment("new", "http://new")
-    alias = make_alias([(old, 100)], grant=[a])
+    registered = make_alias(
+        [Upstream("http://old", name="old"), Upstream("http://new", name="new", weight=0)], grant=[a]
+    )
+    alias, (old, new) = registered.alias, registered.deployments
     assert plan(a).candidates[0].name == "old"
     with django_capture_on_commit_callbacks(execute=True):
         services.alias_set_routes(actor=None, alias=alias, routes=[(old, 0), (new, 100)], reason="promote")
@@ -141,8 +119,9 @@ def test_swap_and_rollback_take_effect_without_restart(
 
 def test_open_circuit_is_skipped_but_kept_as_last_resort(ministries: Any) -> None:
     a, _ = ministries
-    d1, d2 = make_deployment("d1", "http://1"), make_deployment("d2", "http://2")
-    make_alias([(d1, 100), (d2, 1)], grant=[a])
+    d1, _d2 = make_alias(
+        [Upstream("http://1", name="d1", weight=100), Upstream("http://2", name="d2", weight=1)], grant=[a]
+    ).deployments
     for _i in range(3):
         breaker.failure(d1.pk)
     candidates = [d.name for d in plan(a).candidates]
@@ -186,8 +165,8 @@ def test_failover_before_first_token(ministries: Any, failure: str, settings: An
         FakeUpstream(mode="status" if failure == "500" else "slow_first", status=500, first_delay=3) as bad,
     ):
         bad_url = closed_port_url() if failure == "refused" else bad.url
-        primary, backup = make_deployment("primary", bad_url), make_deployment("backup", good.url)
-        make_alias([(primary, 1000), (backup, 1)], grant=[a])
+        primary = Upstream(bad_url, name="primary", weight=1000)
+        make_alias([primary, Upstream(good.url, name="backup", weight=1)], grant=[a])
         p = plan(a)
         assert p.candidates[0].name == "primary"
         chunks = _stream(p)
@@ -199,7 +178,8 @@ def test_drop_mid_stream_is_not_failed_over(ministries: Any) -> None:
     a, _ = ministries
     with FakeUpstream(mode="drop", drop_after=2) as dropping, FakeUpstream(mode="ok") as good:
         make_alias(
-            [(make_deployment("drop", dropping.url), 1000), (make_deployment("ok", good.url), 1)], grant=[a]
+            [Upstream(dropping.url, name="drop", weight=1000), Upstream(good.url, name="ok", weight=1)],
+            grant=[a],
         )
         with pytest.raises(UpstreamInterrupted):
             _stream(plan(a))
@@ -210,7 +190,8 @@ def test_all_down_fails_fast(ministries: Any) -> None:
     a, _ = ministries
     with FakeUpstream(mode="status", status=503) as down:
         make_alias(
-            [(make_deployment("x", closed_port_url()), 1), (make_deployment("y", down.url), 1)], grant=[a]
+            [Upstream(closed_port_url(), name="x", weight=1), Upstream(down.url, name="y", weight=1)],
+            grant=[a],
         )
         with pytest.raises(AllUpstreamsFailed):
             _stream(plan(a))
