@@ -32,6 +32,8 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
+	@# Tenancy is the security core: it must also pass mypy's strict mode.
+	$(VENV)/bin/mypy --strict apps/tenancy
 
 test: $(STAMP) browser lint typecheck
 	$(PY) -m gennai.devstack env -- $(PY) -m pytest $(PYTEST_ARGS)
