@@ -4,13 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from asgiref.sync import iscoroutinefunction
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
+from django.urls import Resolver404, resolve
 
 from .scope import ministry_scope
 from .selectors import membership_for_user
 
 SESSION_KEY = "gennai_ministry"
+
+
+def _is_async_view(request: HttpRequest) -> bool:
+    try:
+        match = resolve(request.path_info, urlconf=getattr(request, "urlconf", None))
+    except Resolver404:
+        return False
+    return iscoroutinefunction(match.func)
 
 
 class MinistryScopeMiddleware:
@@ -37,6 +47,12 @@ class MinistryScopeMiddleware:
             return self.get_response(request)
         request.membership = membership  # type: ignore[attr-defined]
         request.ministry = membership.ministry  # type: ignore[attr-defined]
+        if _is_async_view(request):
+            # Async views (SSE streams, /v1) wait on model servers for seconds: a
+            # transaction held open here would pin a pooled connection for all
+            # that time. They enter ministry_scope around each database call
+            # instead; any query they forget to scope raises ScopeError.
+            return self.get_response(request)
         with ministry_scope(ministry_id=membership.ministry_id):
             response = self.get_response(request)
             if response.status_code >= 500:

@@ -128,3 +128,29 @@ def test_unscoped_use_is_audited(ministries: Any) -> None:
     event = AuditEvent.objects.filter(action="tenancy.unscoped").last()
     assert event is not None and event.data == {"reason": "audit me"}
     assert event.target_id == __name__
+
+
+def test_middleware_scopes_sync_views_but_leaves_async_views_to_scope_themselves(staff_a: Any) -> None:
+    """Sync views run inside the scope's transaction; async views (streams, /v1) get the
+    membership but no open transaction, and must enter ministry_scope per DB call."""
+    from django.contrib.sessions.backends.db import SessionStore
+    from django.http import HttpResponse
+    from django.test import RequestFactory
+
+    from apps.tenancy.middleware import MinistryScopeMiddleware
+
+    seen: dict[str, Any] = {}
+
+    def get_response(request: Any) -> HttpResponse:
+        seen["scope"] = current_ministry_id()
+        seen["membership"] = request.membership
+        return HttpResponse()
+
+    middleware = MinistryScopeMiddleware(get_response)
+    for path, expect_scope in (("/", True), ("/v1/models", False)):
+        request = RequestFactory().get(path)
+        request.user = staff_a.user
+        request.session = SessionStore()
+        middleware(request)
+        assert seen["membership"].ministry_id == staff_a.ministry.pk
+        assert seen["scope"] == (staff_a.ministry.pk if expect_scope else None), path
