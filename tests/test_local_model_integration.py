@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from apps.registry import services
 from apps.registry.breaker import breaker
 from apps.registry.models import Vendor
 from apps.registry.providers.base import ChatRequest, ProviderTarget
@@ -18,6 +17,7 @@ from apps.registry.snapshot import reset_for_tests
 from apps.tenancy.scope import ministry_scope
 from tests.support.asgi import AsgiServer
 from tests.support.local_model import LocalModel
+from tests.support.registry import Upstream, register_alias
 
 
 def _collect(provider_stream: Any) -> list[Any]:
@@ -58,35 +58,12 @@ def test_provider_streams_from_real_llama_cpp(local_model: LocalModel) -> None:
 
 def test_router_streams_alias_to_real_model(local_model: LocalModel, ministries: Any) -> None:
     digital, _ = ministries
-    reset_for_tests()
     breaker.reset()
-    vendor = services.vendor_save(actor=None, name="HF")
-    model = services.model_save(
-        actor=None,
-        vendor=vendor,
-        name="smollm2",
-        family="SmolLM2",
-        version="135M",
-        license="Apache-2.0",
-        context_window=2048,
-        kind="chat",
-        clearance=2,
-        status="active",
+    register_alias(
+        upstreams=[Upstream(local_model.url, name="local", served_model_name=local_model.served_model_name)],
+        ministries=[digital],
+        name="standard-chat",
     )
-    deployment = services.deployment_save(
-        actor=None,
-        model=model,
-        name="local",
-        base_url=local_model.url,
-        served_model_name=local_model.served_model_name,
-        clearance=2,
-    )
-    alias = services.alias_create(
-        actor=None, name="standard-chat", display_name_ja="標準", display_name_en="Std"
-    )
-    services.alias_set_routes(actor=None, alias=alias, routes=[(deployment, 100)], reason="test")
-    services.alias_grant(actor=None, ministry=digital, alias=alias)
-    reset_for_tests()
     with ministry_scope(ministry_id=digital.pk):
         plan = plan_route(alias_name="standard-chat", level=2, sticky_key="conv:1")
     assert [d.name for d in plan.candidates] == ["local"]

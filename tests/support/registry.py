@@ -31,6 +31,7 @@ class Upstream:
     health: str = "unknown"
     provider: str = "openai_compatible"
     name: str | None = None
+    served_model_name: str = "fake-model"
 
 
 @dataclass
@@ -70,7 +71,7 @@ def register_alias(
             name=up.name or f"test-dep-{n}-{i}",
             provider=up.provider,
             base_url=up.url,
-            served_model_name="fake-model",
+            served_model_name=up.served_model_name,
             clearance=up.clearance,
             health=up.health,
         )
