@@ -44,7 +44,7 @@ test-vllm: $(STAMP)
 	bash inference/vllm_cpu/run_tests.sh
 
 assets:
-	bash assets/build.sh
+	bash gennai/frontend/build.sh
 
 messages: $(STAMP)
 	$(PY) manage.py makemessages -l en --no-obsolete -i node_modules -i staticfiles -i .venv

@@ -1,4 +1,9 @@
-"""Fixtures shared by every test: real PostgreSQL as the unprivileged app role."""
+"""Root conftest: real PostgreSQL as the unprivileged app role for every test, the
+shared fixtures, and browser tests ordered last.
+
+It must be the root conftest (not a ``-p`` plugin): only a conftest overrides
+pytest-django's own ``django_db_setup``.
+"""
 
 from __future__ import annotations
 

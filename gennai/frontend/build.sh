@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build Gennai's front-end assets (run via `make assets`).
+# Build Gennai's front-end assets (run via `make assets`); npm works in this folder (gennai/frontend).
 #
 #   1. npm ci  — installs the exact versions pinned in package-lock.json
 #   2. Tailwind CSS v4 (+ Digital Agency theme) → gennai/static/gennai/css/app.css (minified)
@@ -9,10 +9,11 @@
 # Set GENNAI_SKIP_NPM_CI=1 to reuse an existing node_modules/.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
+FRONTEND="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$FRONTEND/../.." && pwd)"
+cd "$FRONTEND"
 
-STATIC="gennai/static/gennai"
+STATIC="$ROOT/gennai/static/gennai"
 CSS_OUT="$STATIC/css/app.css"
 JS_DIR="$STATIC/js"
 
@@ -28,7 +29,7 @@ fi
 mkdir -p "$STATIC/css" "$JS_DIR"
 
 echo "assets: tailwind → $CSS_OUT"
-./node_modules/.bin/tailwindcss --input assets/css/app.css --output "$CSS_OUT" --minify
+./node_modules/.bin/tailwindcss --input css/app.css --output "$CSS_OUT" --minify
 
 echo "assets: vendoring htmx → $JS_DIR"
 cp node_modules/htmx.org/dist/htmx.min.js "$JS_DIR/htmx.min.js"
