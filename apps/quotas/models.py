@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from apps.tenancy.models import TenantModel
@@ -19,9 +20,13 @@ class UsageStatus(models.TextChoices):
 class UsageRecord(TenantModel):
     """One model call: who (API key or user), which alias/deployment, tokens and timings.
 
-    Written exactly once per request, after the response ended (never per chunk),
-    by :func:`apps.quotas.services.usage_record_create`.
+    Written exactly once per request, after the response ended (never per chunk):
+    by :func:`apps.quotas.services.usage_record_create`, or for ``/v1`` in bulk
+    from the usage journal (:mod:`apps.quotas.journal`), keyed by ``request_id``
+    so a re-drain never duplicates a row.
     """
+
+    request_id = models.UUIDField(null=True, blank=True, editable=False)
 
     api_key = models.ForeignKey(
         "gateway.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -37,17 +42,25 @@ class UsageRecord(TenantModel):
     endpoint = models.CharField(max_length=32, default="chat")
     level = models.PositiveSmallIntegerField(default=1)
     prompt_tokens = models.PositiveIntegerField(default=0)
+    # True when the upstream reported no prompt count and the platform estimated it
+    # (apps.quotas.tokens); False when the upstream or a real tokenizer counted.
+    prompt_tokens_estimated = models.BooleanField(default=False)
     completion_tokens = models.PositiveIntegerField(default=0)
     ttft_ms = models.PositiveIntegerField(null=True, blank=True)
     latency_ms = models.PositiveIntegerField(default=0)
     status = models.CharField(max_length=16, choices=UsageStatus.choices)
     detail = models.CharField(max_length=200, blank=True)  # refusal/error code
-    created_at = models.DateTimeField(auto_now_add=True)
+    # When the request began (journaled rows are written later, in bulk).
+    created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         ordering = ["-created_at", "-id"]
         # Dashboards and quota checks: "usage of my ministry, newest first".
         indexes = [models.Index(fields=["ministry", "-created_at"], name="usage_ministry_new_idx")]
+        constraints = [
+            # One row per request: the journal drainer upserts on this (idempotent re-drain).
+            models.UniqueConstraint(fields=["ministry", "request_id"], name="usage_ministry_request_uniq")
+        ]
 
     def __str__(self) -> str:
         return f"{self.alias_name}:{self.status}:{self.prompt_tokens}+{self.completion_tokens}"
