@@ -1,4 +1,10 @@
-"""ASGI entry point (uvicorn)."""
+"""ASGI entry point (uvicorn).
+
+``/v1`` requests that carry an API key are served by the lean application of
+:mod:`apps.gateway.asgi` in front of Django's handler (no middleware stack on
+the hot path); everything else, browser sessions on ``/v1`` included, goes to
+Django.
+"""
 
 import os
 
@@ -6,4 +12,8 @@ from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gennai.settings.dev")
 
-application = get_asgi_application()
+django_application = get_asgi_application()
+
+from apps.gateway.asgi import V1Application  # noqa: E402 - needs Django set up first
+
+application = V1Application(django_application)

@@ -48,14 +48,18 @@ def error_body(message: str, *, status: int, code: str | None, param: str | None
     }
 
 
-def error_response(exc: ApiError) -> HttpResponse:
+def error_parts(exc: ApiError) -> tuple[int, dict[str, str], bytes]:
+    """``(status, extra headers, JSON body)`` of an error, for any HTTP front end."""
     body = json.dumps(
         error_body(exc.message, status=exc.status, code=exc.code, param=exc.param), ensure_ascii=False
-    )
-    response = HttpResponse(body, status=exc.status, content_type="application/json")
-    if exc.status == 401:
-        response["WWW-Authenticate"] = 'Bearer realm="gennai"'
-    return response
+    ).encode()
+    headers = {"WWW-Authenticate": 'Bearer realm="gennai"'} if exc.status == 401 else {}
+    return exc.status, headers, body
+
+
+def error_response(exc: ApiError) -> HttpResponse:
+    status, headers, body = error_parts(exc)
+    return HttpResponse(body, status=status, content_type="application/json", headers=headers)
 
 
 def sse_error_event(message: str, *, code: str) -> bytes:
@@ -117,6 +121,64 @@ def invalid_param(param: str, ja: str, en: str, *, code: str = "invalid_value") 
 def method_not_allowed(allowed: str) -> ApiError:
     return ApiError(
         405, f"{allowed} のみ利用できます。", f"Only {allowed} is allowed.", code="method_not_allowed"
+    )
+
+
+def internal_error() -> ApiError:
+    return ApiError(
+        500,
+        "内部エラーが発生しました。しばらくしてからもう一度お試しください。",
+        "An internal error occurred. Please try again later.",
+        code="internal_error",
+    )
+
+
+def invalid_level(header: str) -> ApiError:
+    return ApiError(
+        400,
+        f"{header} ヘッダーは 1、2、3 のいずれかで指定してください。",
+        f"The {header} header must be 1, 2 or 3.",
+        code="invalid_confidentiality",
+    )
+
+
+def csrf_failed() -> ApiError:
+    return ApiError(
+        403,
+        "CSRF検証に失敗しました。ブラウザのセッションで利用する場合は X-CSRFToken ヘッダーが必要です。",
+        "CSRF verification failed. Session-authenticated requests need the X-CSRFToken header.",
+        code="csrf_failed",
+    )
+
+
+def upstream_failed(status: int | None, *, rejected: bool) -> ApiError:
+    """Our own text for an upstream failure, built from its HTTP status only.
+
+    Security: the upstream's body is never shown to the caller (it may hold
+    internal host names, deployment names or echoed secrets); it goes to the log.
+    """
+    if rejected:
+        what = f" (HTTP {status})" if status else ""
+        return ApiError(
+            400,
+            f"モデルサーバーがリクエストを受け付けませんでした{what}。",
+            f"The model server rejected the request{what}.",
+            code="upstream_rejected",
+        )
+    return ApiError(
+        503,
+        "モデルサーバーに接続できませんでした。しばらくしてからもう一度お試しください。",
+        "The model server is unavailable. Please try again later.",
+        code="upstream_unavailable",
+    )
+
+
+def upstream_interrupted() -> ApiError:
+    return ApiError(
+        502,
+        "モデルサーバーとの接続が途中で切れました。",
+        "The model server connection was lost before the answer was complete.",
+        code="upstream_interrupted",
     )
 
 

@@ -1,4 +1,5 @@
-"""Django's ASGI application under uvicorn, in a thread of the test process.
+"""The project's ASGI application (gennai.asgi: the lean /v1 front, then Django) under
+uvicorn, in a thread of the test process.
 
 pytest-django's ``live_server`` is WSGI: Django collects an async streaming
 response into a list there, which hides chunk-by-chunk relaying, mid-stream
@@ -14,17 +15,18 @@ import time
 
 
 class AsgiServer:
-    """uvicorn serving Django's ASGI handler on a free loopback port."""
+    """uvicorn serving ``gennai.asgi.application`` on a free loopback port."""
 
     def __init__(self) -> None:
         import uvicorn
-        from django.core.handlers.asgi import ASGIHandler
+
+        from gennai.asgi import application
 
         self._sock = socket.socket()
         self._sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
         config = uvicorn.Config(
-            ASGIHandler(), loop="asyncio", http="httptools", ws="none", lifespan="off", log_level="warning"
+            application, loop="asyncio", http="httptools", ws="none", lifespan="off", log_level="warning"
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(

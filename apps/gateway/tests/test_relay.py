@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from apps.gateway import views
+from apps.gateway.auth import Caller
+from apps.gateway.relay import aggregate, relay
+from apps.gateway.usage import UsageMeter
 from apps.registry.providers.base import ChatChunk, UpstreamInterrupted
-from apps.registry.router import RoutePlan
 from apps.registry.snapshot import AliasInfo, DeploymentInfo
 
 DEPLOYMENT = DeploymentInfo(
@@ -69,17 +70,11 @@ USAGE_ONLY = chunk(
 )
 
 
-def make_usage() -> tuple[views._Usage, list[str]]:
-    caller = views.Caller(
+def make_usage() -> tuple[UsageMeter, list[str]]:
+    caller = Caller(
         ministry_id=1, api_key_id=1, user_id=None, allowed_aliases=frozenset(), max_level=2, default_level=2
     )
-    usage = views._Usage(
-        caller=caller,
-        plan=RoutePlan(alias=ALIAS, candidates=(DEPLOYMENT,), level=2),
-        level=2,
-        endpoint="chat",
-        started=0.0,
-    )
+    usage = UsageMeter(caller=caller, alias_name=ALIAS.name, level=2, endpoint="chat", started=0.0)
     usage.deployment = DEPLOYMENT
     finished: list[str] = []
 
@@ -107,7 +102,7 @@ def test_relay_passes_bytes_renames_model_and_filters_usage(include_usage: bool)
     first = content("こん")
     frames = asyncio.run(
         collect(
-            views._relay(
+            relay(
                 upstream(content("にちは", "stop"), USAGE_ONLY),
                 first,
                 usage,
@@ -125,7 +120,7 @@ def test_relay_passes_bytes_renames_model_and_filters_usage(include_usage: bool)
 def test_relay_leaves_text_equal_to_served_name_alone() -> None:
     usage, _ = make_usage()
     tricky = content('"org/served-7b"')  # the model name as text: escaped quotes, not replaced
-    [frame, _done] = asyncio.run(collect(views._relay(upstream(), tricky, usage, include_usage=False)))
+    [frame, _done] = asyncio.run(collect(relay(upstream(), tricky, usage, include_usage=False)))
     payload = json.loads(frame.removeprefix(b"data: "))
     assert payload["model"] == "standard-chat"
     assert payload["choices"][0]["delta"]["content"] == '"org/served-7b"'
@@ -134,9 +129,7 @@ def test_relay_leaves_text_equal_to_served_name_alone() -> None:
 def test_relay_ends_with_error_event_after_first_token() -> None:
     usage, finished = make_usage()
     frames = asyncio.run(
-        collect(
-            views._relay(upstream(UpstreamInterrupted("dep: cut")), content("a"), usage, include_usage=False)
-        )
+        collect(relay(upstream(UpstreamInterrupted("dep: cut")), content("a"), usage, include_usage=False))
     )
     error = json.loads(frames[-1].removeprefix(b"data: "))["error"]
     assert error["code"] == "upstream_interrupted" and b"[DONE]" not in b"".join(frames)
@@ -147,9 +140,7 @@ def test_relay_synthesizes_chunks_for_providers_without_raw() -> None:
     usage, _ = make_usage()
     frames = asyncio.run(
         collect(
-            views._relay(
-                upstream(ChatChunk(finish_reason="stop")), ChatChunk(delta="x"), usage, include_usage=False
-            )
+            relay(upstream(ChatChunk(finish_reason="stop")), ChatChunk(delta="x"), usage, include_usage=False)
         )
     )
     first = json.loads(frames[0].removeprefix(b"data: "))
@@ -167,7 +158,7 @@ def test_aggregate_joins_content_and_tool_calls() -> None:
         return chunk({"id": "c9", "created": 5, "choices": [{"index": 0, "delta": {"tool_calls": [call]}}]})
 
     result = asyncio.run(
-        views._aggregate(
+        aggregate(
             upstream(
                 tool_delta(0, arguments='{"city": '),
                 tool_delta(0, arguments='"東京"}'),

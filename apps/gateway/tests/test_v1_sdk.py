@@ -9,6 +9,7 @@ import httpx
 import openai
 import pytest
 
+from apps.quotas.journal import usage_journal_drain
 from apps.quotas.models import UsageRecord
 from apps.tenancy.scope import ministry_scope
 
@@ -20,6 +21,8 @@ def client(server: AsgiServer, key: str, **kw: Any) -> openai.OpenAI:
 
 
 def usage_rows(ministry: Any) -> list[UsageRecord]:
+    """The ministry's usage rows, after draining the usage journal (as the worker does)."""
+    usage_journal_drain()
     with ministry_scope(ministry_id=ministry.pk):
         return list(UsageRecord.objects.order_by("id"))
 
@@ -355,10 +358,16 @@ def test_browser_session_can_stream(asgi_server: AsgiServer, world: World) -> No
     }
     body = {"model": "standard-chat", "messages": [{"role": "user", "content": "x"}], "stream": True}
     url = asgi_server.url + "/v1/chat/completions"
+    level1 = {"X-Gennai-Confidentiality": "1"}
     with httpx.Client(cookies=cookies) as browser:
-        assert browser.post(url, json=body).json()["error"]["code"] == "csrf_failed"
-        response = browser.post(url, json=body, headers={"X-CSRFToken": secret})
+        assert browser.post(url, json=body, headers=level1).json()["error"]["code"] == "csrf_failed"
+        # Fail closed: undeclared, a session's request is 機密性3 (standard-chat is cleared for 2).
+        undeclared = browser.post(url, json=body, headers={"X-CSRFToken": secret})
+        assert undeclared.status_code == 403
+        assert undeclared.json()["error"]["code"] == "classification"
+        response = browser.post(url, json=body, headers={"X-CSRFToken": secret, **level1})
     assert response.status_code == 200
     assert response.text.endswith("data: [DONE]\n\n")
-    [row] = usage_rows(world.ministry_a)
+    refused, row = usage_rows(world.ministry_a)
+    assert (refused.status, refused.level, refused.detail) == ("refused", 3, "classification")
     assert (row.user_id, row.api_key_id, row.status, row.level) == (user.pk, None, "ok", 1)

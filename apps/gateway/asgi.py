@@ -1,0 +1,207 @@
+"""The lean ASGI application that serves ``/v1`` for API keys, in front of Django.
+
+Why: Django's ASGI handler and middleware stack (sessions, authentication,
+CSRF, tenancy, locale, messages…) cost several milliseconds of CPU per request
+and run their synchronous parts in a thread; an API client with a key needs
+none of them. So :class:`V1Application` looks at each HTTP request first:
+
+* ``/v1/…`` **with** an ``Authorization`` header → served here: body read with
+  a hard limit, key checked from the in-process cache, the endpoint from
+  :mod:`apps.gateway.endpoints`, the response sent straight to the server
+  (SSE frames as they come, no buffering);
+* ``/v1/…`` **without** one (a browser session) → Django, after the body limit
+  was enforced here, so sessions get Django's session, CSRF and tenancy
+  middleware exactly as before;
+* everything else → Django, untouched.
+
+The body limit holds however the body arrives (``Content-Length`` or chunked):
+reading stops as soon as more than :data:`validation.MAX_BODY_BYTES` arrived,
+and the answer is 413.
+
+A client that disconnects cancels the request task: the upstream response is
+closed and the usage is recorded as ``interrupted`` (see :mod:`.usage`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from . import endpoints, errors, validation
+from .auth import caller_from_bearer
+from .endpoints import Reply, error_reply
+from .errors import ApiError
+
+logger = logging.getLogger("gennai.gateway")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+PREFIX = "/v1/"
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request body was complete."""
+
+
+async def read_body(receive: Receive, *, limit: int, declared: int | None) -> bytes:
+    """The request body, refusing (413) as soon as it exceeds ``limit`` bytes.
+
+    A declared ``Content-Length`` over the limit is refused before anything is
+    read; a chunked body is counted as it arrives and reading stops at the limit.
+    """
+    if declared is not None and declared > limit:
+        raise errors.too_large(limit)
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise errors.too_large(limit)
+            parts.append(chunk)
+        if not message.get("more_body", False):
+            return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that yields the already-read body once, then the real channel."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+def _declared_length(headers: dict[str, str]) -> int | None:
+    value = headers.get("content-length")
+    return int(value) if value is not None and value.isdigit() else None
+
+
+async def send_reply(reply: Reply, send: Send) -> None:
+    """Send a whole reply, or stream its SSE frames as they come."""
+    head = [(b"content-type", reply.content_type.encode())]
+    head += [(name.lower().encode(), value.encode()) for name, value in reply.headers.items()]
+    if reply.stream is None:
+        head.append((b"content-length", str(len(reply.body)).encode()))
+        await send({"type": "http.response.start", "status": reply.status, "headers": head})
+        await send({"type": "http.response.body", "body": reply.body})
+        return
+    stream = reply.stream
+    try:
+        await send({"type": "http.response.start", "status": reply.status, "headers": head})
+        async for frame in stream:
+            await send({"type": "http.response.body", "body": frame, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+    finally:
+        # On a disconnect this runs the relay's own cleanup (upstream closed, usage recorded).
+        await stream.aclose()  # type: ignore[attr-defined]
+
+
+async def _route(method: str, path: str, headers: dict[str, str], body: bytes, started: float) -> Reply:
+    """The endpoint for ``path`` (below ``/v1/``), with its method checked."""
+    if path in ("chat/completions", "embeddings"):
+        if method != "POST":
+            raise errors.method_not_allowed("POST")
+        caller = await caller_from_bearer(headers["authorization"])
+        handler = endpoints.chat_completions if path == "chat/completions" else endpoints.embeddings
+        return await handler(caller=caller, headers=headers, body=body, started=started)
+    if path == "models" or path.startswith("models/"):
+        if method != "GET":
+            raise errors.method_not_allowed("GET")
+        caller = await caller_from_bearer(headers["authorization"])
+        model = path.removeprefix("models").removeprefix("/") or None
+        return await endpoints.models(caller=caller, model=model)
+    raise ApiError(404, "このAPIは存在しません。", "Unknown API endpoint.", code="not_found")
+
+
+class V1Application:
+    """ASGI application: ``/v1`` with API keys served here, everything else by ``django``."""
+
+    def __init__(self, django: ASGIApp) -> None:
+        self.django = django
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(PREFIX):
+            await self.django(scope, receive, send)
+            return
+        started = endpoints.now()
+        headers = {
+            name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]
+        }
+        try:
+            body = await read_body(
+                receive, limit=validation.MAX_BODY_BYTES, declared=_declared_length(headers)
+            )
+        except ClientGone:
+            return
+        except ApiError as exc:
+            await send_reply(error_reply(exc), send)
+            return
+        if "authorization" not in headers:
+            # Browser sessions: Django's session, CSRF and tenancy middleware decide.
+            await self.django(scope, _replay(body, receive), send)
+            return
+        await self._serve(scope, headers, body, started, receive, send)
+
+    async def _serve(
+        self, scope: Scope, headers: dict[str, str], body: bytes, started: float, receive: Receive, send: Send
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        gone = complete = False
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal complete
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                complete = True
+            await send(message)
+
+        async def watch() -> None:
+            """Cancel the request when the client disconnects before the response is complete."""
+            nonlocal gone
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            if not complete:
+                gone = True
+                task.cancel()
+
+        watcher = asyncio.create_task(watch())
+        try:
+            try:
+                reply = await _route(scope["method"], scope["path"][len(PREFIX) :], headers, body, started)
+            except ApiError as exc:
+                reply = error_reply(exc)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("/v1 request failed")
+                reply = error_reply(errors.internal_error())
+            await send_reply(reply, tracked_send)
+        except asyncio.CancelledError:
+            if not gone:
+                raise
+            task.uncancel()  # our own cancellation: the client left, nothing to report
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+
+def wrap(django: ASGIApp) -> V1Application:
+    return V1Application(django)

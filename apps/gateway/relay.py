@@ -1,0 +1,195 @@
+"""The byte relay (streamed answers) and the aggregation (non-streamed answers) of ``/v1``.
+
+Per *chunk* the relay does no ORM work and no JSON: each upstream chunk's raw
+JSON bytes go out as ``data: <raw>\\n\\n`` with the served model name swapped
+for the alias the client asked for by one ``bytes.replace`` (see :func:`relay`).
+Non-streamed requests are streamed from the upstream too and joined here into
+one ``chat.completion`` (:func:`aggregate`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from apps.quotas.models import UsageStatus
+from apps.registry.providers.base import ChatChunk, UpstreamError
+from apps.registry.snapshot import DeploymentInfo
+
+from . import errors
+from .usage import UsageMeter
+
+logger = logging.getLogger("gennai.gateway")
+
+DONE = b"data: [DONE]\n\n"
+
+
+def _empty_choices(raw: bytes) -> bool:
+    return b'"choices":[]' in raw or b'"choices": []' in raw
+
+
+def _synthesized(chunk: ChatChunk, alias: str) -> bytes:
+    """OpenAI chunk JSON for a provider plugin that leaves ``raw`` empty (allowed by its contract)."""
+    delta: dict[str, str] = {}
+    if chunk.delta:
+        delta["content"] = chunk.delta
+    if chunk.reasoning_delta:
+        delta["reasoning_content"] = chunk.reasoning_delta
+    payload: dict[str, Any] = {
+        "id": "chatcmpl-gennai",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": alias,
+        "choices": []
+        if chunk.usage and not delta and chunk.finish_reason is None
+        else [{"index": 0, "delta": delta, "finish_reason": chunk.finish_reason}],
+    }
+    if chunk.usage:
+        payload["usage"] = chunk.usage
+    return json.dumps(payload, ensure_ascii=False).encode()
+
+
+async def relay(
+    stream: AsyncIterator[tuple[DeploymentInfo, ChatChunk]],
+    first: ChatChunk,
+    usage: UsageMeter,
+    *,
+    include_usage: bool,
+) -> AsyncIterator[bytes]:
+    """SSE frames from upstream chunks: raw JSON bytes passed through, model renamed.
+
+    The rename is ``raw.replace(b'"<served>"', b'"<alias>"', 1)``: the first
+    JSON string exactly equal to the served model name is the ``model`` field in
+    every OpenAI-compatible chunk (``id``/``object``/``created`` come before it
+    and are never that string; text inside strings has its quotes escaped). If a
+    server names the model differently, the chunk is relayed unchanged.
+    """
+    assert usage.deployment is not None
+    needle = json.dumps(usage.deployment.served_model_name, ensure_ascii=False).encode()
+    alias = json.dumps(usage.alias_name, ensure_ascii=False).encode()
+    status = UsageStatus.INTERRUPTED
+    content_chunks = 0
+    final = DONE
+    try:
+        chunk = first
+        while True:
+            if not chunk.raw:
+                chunk.raw = _synthesized(chunk, usage.alias_name)
+            if chunk.usage is None:
+                if chunk.delta:
+                    content_chunks += 1
+                yield b"data: " + chunk.raw.replace(needle, alias, 1) + b"\n\n"
+            else:
+                usage.take_usage(chunk.usage)
+                # The provider always asks the upstream for usage; forward the
+                # usage-only chunk (no choices) only if the client asked for it.
+                if include_usage or chunk.delta or chunk.finish_reason or not _empty_choices(chunk.raw):
+                    yield b"data: " + chunk.raw.replace(needle, alias, 1) + b"\n\n"
+            try:
+                chunk = (await stream.__anext__())[1]
+            except StopAsyncIteration:
+                break
+        status = UsageStatus.OK
+    except UpstreamError as exc:
+        logger.warning("stream interrupted after first token: %s", exc)
+        usage.detail = "upstream_interrupted"
+        final = errors.sse_error_event(
+            "モデルサーバーとの接続が途中で切れたため、回答が途中で終わりました。"
+            " / The model server connection was lost; the answer is incomplete.",
+            code="upstream_interrupted",
+        )
+    except Exception:
+        logger.exception("stream relay failed")
+        status = UsageStatus.ERROR
+        usage.detail = "relay_error"
+        final = errors.sse_error_event(
+            "内部エラーにより回答が途中で終わりました。 / An internal error ended the answer early.",
+            code="internal_error",
+        )
+    finally:
+        # Normal end, upstream failure, or client gone (GeneratorExit/CancelledError,
+        # which then propagates past the last yield): close the upstream response,
+        # then write the usage row once.
+        await stream.aclose()  # type: ignore[attr-defined]
+        if not usage.completion_tokens:
+            usage.completion_tokens = content_chunks
+        await usage.finish(status)
+    # After the write: once a client has seen the end, its usage is on the books.
+    yield final
+
+
+def _merge_tool_calls(calls: dict[int, dict[str, Any]], deltas: list[dict[str, Any]]) -> None:
+    for delta in deltas:
+        call = calls.setdefault(
+            int(delta.get("index", len(calls))),
+            {"id": "", "type": "function", "function": {"name": "", "arguments": ""}},
+        )
+        if delta.get("id"):
+            call["id"] = delta["id"]
+        if delta.get("type"):
+            call["type"] = delta["type"]
+        function = delta.get("function") or {}
+        call["function"]["name"] += function.get("name") or ""
+        call["function"]["arguments"] += function.get("arguments") or ""
+
+
+async def aggregate(
+    stream: AsyncIterator[tuple[DeploymentInfo, ChatChunk]], first: ChatChunk, usage: UsageMeter
+) -> dict[str, Any]:
+    """One ``chat.completion`` from the streamed chunks (non-stream requests)."""
+    content: list[str] = []
+    reasoning: list[str] = []
+    calls: dict[int, dict[str, Any]] = {}
+    finish_reason: str | None = None
+    meta: dict[str, Any] = {}
+    chunk: ChatChunk | None = first
+    while chunk is not None:
+        payload = json.loads(chunk.raw or _synthesized(chunk, usage.alias_name))
+        for key in ("id", "created", "system_fingerprint"):
+            if payload.get(key) is not None:
+                meta.setdefault(key, payload[key])
+        for choice in payload.get("choices") or []:
+            delta = choice.get("delta") or {}
+            if delta.get("content"):
+                content.append(delta["content"])
+            if chunk.reasoning_delta:
+                reasoning.append(chunk.reasoning_delta)
+            if delta.get("tool_calls"):
+                _merge_tool_calls(calls, delta["tool_calls"])
+            finish_reason = choice.get("finish_reason") or finish_reason
+        usage.take_usage(chunk.usage)
+        try:
+            chunk = (await stream.__anext__())[1]
+        except StopAsyncIteration:
+            chunk = None
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": "".join(content) if content or not calls else None,
+    }
+    if calls:
+        message["tool_calls"] = [calls[i] for i in sorted(calls)]
+    if reasoning:
+        message["reasoning_content"] = "".join(reasoning)
+    if not usage.completion_tokens:
+        usage.completion_tokens = len(content)
+    result: dict[str, Any] = {
+        "id": meta.get("id") or f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(meta.get("created") or time.time()),
+        "model": usage.alias_name,
+        "choices": [
+            {"index": 0, "message": message, "finish_reason": finish_reason or "stop", "logprobs": None}
+        ],
+        "usage": {
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+        },
+    }
+    if meta.get("system_fingerprint"):
+        result["system_fingerprint"] = meta["system_fingerprint"]
+    return result

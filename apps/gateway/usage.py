@@ -1,0 +1,112 @@
+"""Usage accounting of one ``/v1`` request: a meter filled in as the response goes.
+
+Per request the meter journals two entries (:mod:`apps.quotas.journal`): one
+``started`` before the upstream is called (:meth:`UsageMeter.start`) and one
+``finished`` when the request ends (:meth:`UsageMeter.finish`, exactly once,
+even while the request task is being cancelled by a client disconnect). No
+ORM work happens on the hot path; the journal is drained into ``UsageRecord``
+in bulk by a worker. A refused request journals only its ``finished`` entry.
+
+Prompt tokens: when the upstream reports none (llama.cpp, servers that ignore
+``stream_options``), the meter counts the prompt itself
+(:func:`apps.quotas.tokens.count_prompt_tokens`) and flags the row as estimated
+unless a real tokenizer is registered for the model. A non-empty prompt is never
+recorded as 0 tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from apps.quotas.journal import UsageEntry, journal_finished, journal_started, new_request_id
+from apps.quotas.tokens import count_input_tokens, count_prompt_tokens
+from apps.registry.snapshot import DeploymentInfo
+
+from .auth import Caller
+
+logger = logging.getLogger("gennai.gateway")
+
+
+@dataclass
+class UsageMeter:
+    """What the request's usage record needs; journaled at start and once at the end."""
+
+    caller: Caller
+    alias_name: str
+    level: int
+    endpoint: str
+    started: float  # time.perf_counter() when the request arrived
+    revision: int | None = None
+    messages: list[dict[str, Any]] | None = None  # chat prompt, for counting when unreported
+    inputs: list[str] | None = None  # embedding inputs, likewise
+    model_name: str | None = None  # the registry model (for its tokenizer), once routed
+    deployment: DeploymentInfo | None = None
+    ttft_ms: int | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    detail: str = ""
+    request_id: str = field(default_factory=new_request_id)
+    created_at: float = field(default_factory=time.time)
+    done: bool = False
+
+    def first_token(self, deployment: DeploymentInfo) -> None:
+        self.deployment = deployment
+        self.model_name = deployment.model_name
+        self.ttft_ms = int((time.perf_counter() - self.started) * 1000)
+
+    def take_usage(self, usage: dict[str, int] | None) -> None:
+        if usage:
+            self.prompt_tokens = usage.get("prompt_tokens", self.prompt_tokens)
+            self.completion_tokens = usage.get("completion_tokens", self.completion_tokens)
+
+    def _prompt(self) -> tuple[int, bool]:
+        """The reported prompt tokens, else our own count (flagged if estimated)."""
+        if self.prompt_tokens > 0:
+            return self.prompt_tokens, False
+        if self.messages:
+            return count_prompt_tokens(messages=self.messages, model_name=self.model_name)
+        if self.inputs:
+            return count_input_tokens(inputs=self.inputs, model_name=self.model_name)
+        return 0, False
+
+    def entry(self, status: str) -> UsageEntry:
+        prompt_tokens, estimated = self._prompt()
+        return UsageEntry(
+            request_id=self.request_id,
+            ministry_id=self.caller.ministry_id,
+            api_key_id=self.caller.api_key_id,
+            user_id=self.caller.user_id,
+            alias_name=self.alias_name,
+            deployment_id=self.deployment.id if self.deployment else None,
+            revision=self.revision,
+            endpoint=self.endpoint,
+            level=self.level,
+            prompt_tokens=prompt_tokens,
+            prompt_tokens_estimated=estimated,
+            completion_tokens=self.completion_tokens,
+            ttft_ms=self.ttft_ms,
+            latency_ms=int((time.perf_counter() - self.started) * 1000),
+            status=status,
+            detail=self.detail,
+            created_at=self.created_at,
+        )
+
+    async def start(self) -> None:
+        """Journal the ``started`` entry: from here on the request cannot go unrecorded."""
+        await journal_started(self.entry(""))
+
+    async def finish(self, status: str) -> None:
+        """Journal the ``finished`` entry once, even if the request task is being cancelled."""
+        if self.done:
+            return
+        self.done = True
+        try:
+            await asyncio.shield(journal_finished(self.entry(status)))
+        except asyncio.CancelledError:  # the shielded write still completes
+            raise
+        except Exception:
+            logger.exception("usage record failed (request %s)", self.request_id)
