@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -81,6 +82,7 @@ def test_router_streams_alias_to_real_model(local_model: LocalModel, ministries:
 def platform(local_model: LocalModel, transactional_db: None) -> Iterator[tuple[str, str]]:
     """The platform under uvicorn with the real model behind ``standard-chat`` and an API key."""
     from django.core.management import call_command
+    from django.utils import timezone
 
     from apps.gateway.services import api_key_create
     from apps.tenancy.models import Ministry
@@ -97,7 +99,12 @@ def platform(local_model: LocalModel, transactional_db: None) -> Iterator[tuple[
         verbosity=0,
     )
     _key, plaintext = api_key_create(
-        actor=None, ministry=Ministry.objects.get(code="digital"), name="it", aliases=(), max_level=2
+        actor=None,
+        ministry=Ministry.objects.get(code="digital"),
+        name="it",
+        aliases=(),
+        max_level=2,
+        expires_at=timezone.now() + timedelta(days=1),
     )
     server = AsgiServer().start()
     try:

@@ -7,3 +7,8 @@ class GatewayConfig(AppConfig):
     name = "apps.gateway"
     label = "gateway"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import signals
+
+        signals.connect()  # API keys follow their creator's role and their ministry (apps/gateway/signals.py)

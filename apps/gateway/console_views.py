@@ -16,7 +16,7 @@ from apps.tenancy.permissions import require_role
 
 from .forms import ApiKeyCreateForm
 from .selectors import api_key_list, get_api_key_for_actor
-from .services import api_key_create, api_key_revoke
+from .services import api_key_create, api_key_revoke, max_lifetime
 
 
 @login_required
@@ -29,7 +29,7 @@ def key_list(request: HttpRequest) -> HttpResponse:
     created_key = plaintext = None
     status = 200
     if request.method == "POST":
-        form = ApiKeyCreateForm(request.POST, alias_names=alias_names)
+        form = ApiKeyCreateForm(request.POST, alias_names=alias_names, max_lifetime=max_lifetime())
         if form.is_valid():
             try:
                 created_key, plaintext = api_key_create(
@@ -40,14 +40,14 @@ def key_list(request: HttpRequest) -> HttpResponse:
                     max_level=form.cleaned_data["max_level"],
                     expires_at=form.cleaned_data["expires_at"],
                 )
-                form = ApiKeyCreateForm(alias_names=alias_names)
+                form = ApiKeyCreateForm(alias_names=alias_names, max_lifetime=max_lifetime())
             except ValidationError as exc:
                 form.add_error(None, exc)
                 status = 400
         else:
             status = 400
     else:
-        form = ApiKeyCreateForm(alias_names=alias_names)
+        form = ApiKeyCreateForm(alias_names=alias_names, max_lifetime=max_lifetime())
     response = render(
         request,
         "gateway/keys.html",

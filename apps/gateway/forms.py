@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from django import forms
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from apps.registry.models import Clearance
@@ -20,12 +22,17 @@ class ApiKeyCreateForm(forms.Form):
     max_level = forms.TypedChoiceField(
         label=_("取り扱う情報の機密性（上限）"), choices=Clearance.choices, coerce=int, initial=1
     )
+    # Required: every key expires (at most GENNAI_API_KEY_MAX_LIFETIME_DAYS ahead;
+    # the service enforces the cap, the form offers the maximum as the default).
     expires_at = forms.DateTimeField(
-        label=_("有効期限（任意）"),
-        required=False,
-        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+        label=_("有効期限"),
+        required=True,
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
     )
 
-    def __init__(self, *args: Any, alias_names: list[str], **kwargs: Any) -> None:
+    def __init__(self, *args: Any, alias_names: list[str], max_lifetime: timedelta, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["aliases"].choices = [(name, name) for name in alias_names]  # type: ignore[attr-defined]
+        latest = timezone.localtime() + max_lifetime
+        self.fields["expires_at"].initial = latest.replace(second=0, microsecond=0) - timedelta(minutes=1)
+        self.fields["expires_at"].help_text = _("最長%(days)d日後まで") % {"days": max_lifetime.days}

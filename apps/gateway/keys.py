@@ -5,12 +5,22 @@ Key format: ``gn-<prefix><secret>`` where ``prefix + secret`` is
 first 8 characters. Only ``sha256(full key)`` is stored.
 
 Authentication must not cost a database round trip per request (DESIGN.md §4),
-so verified key facts are cached per process, like the registry snapshot: an
-entry is trusted while the shared version (``VERSION_KEY``, bumped on every
-revoke) is unchanged, re-checked at most every ``CHECK_SECONDS``. A revoked key
-therefore stops working in every process within about a second. The hash is
-still compared (in constant time) on every request, so a cached prefix never
-lets a wrong secret in.
+so verified key facts are cached per process, like the registry snapshot. The
+cache cannot outlive a revocation (invariant 11, docs/adr/0005):
+
+* every change a key's facts derive from — a revoke (also a retried one), a
+  ministry deactivated, the creator's membership losing the ministry-admin role
+  or removed — bumps the ``gateway.api_keys`` version in PostgreSQL
+  (:mod:`apps.tenancy.versions`) *in the transaction of the change*;
+* :func:`lookup_key` re-reads that version at most every ``check_seconds()``
+  (1 s) and drops every entry when it moved, so a revocation is seen by every
+  process within about a second, whatever happened to Redis;
+* an entry older than ``max_age_seconds()`` is reloaded regardless;
+* :func:`cached_key` answers only from entries that are still within both
+  bounds, without any I/O, so it is safe on the event loop.
+
+The hash is still compared (in constant time) on every request, so a cached
+prefix never lets a wrong secret in.
 """
 
 from __future__ import annotations
@@ -23,14 +33,16 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.core.cache import cache
+from django.db import transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
+
+from apps.tenancy import versions
+from apps.tenancy.models import Membership, Role
 
 from .models import KEY_PREFIX, PREFIX_LENGTH, ApiKey
 
-VERSION_KEY = "gennai:gateway:apikeys:version"
-CHECK_SECONDS = 1.0
-ENTRY_TTL_SECONDS = 300.0
+VERSION_NAME = versions.API_KEYS
 _MAX_KEY_LENGTH = 128
 
 
@@ -65,6 +77,9 @@ class KeyInfo:
     max_level: int
     revoked: bool
     expires_at: datetime | None
+    # The creator still holds the ministry-admin role in the key's ministry
+    # (always true for a key issued by a platform operator from the command line).
+    creator_is_admin: bool
 
     def matches(self, plaintext: str) -> bool:
         return hmac.compare_digest(hash_key(plaintext), self.key_hash)
@@ -89,7 +104,20 @@ _cache = _Cache()
 
 
 def _load(prefix: str) -> KeyInfo | None:
-    row = ApiKey.objects.select_related("ministry").filter(prefix=prefix).first()
+    creator_is_admin = Exists(
+        Membership.objects.filter(
+            user_id=OuterRef("created_by_id"),
+            ministry_id=OuterRef("ministry_id"),
+            user__is_active=True,
+            roles__contains=[Role.MINISTRY_ADMIN],
+        )
+    )
+    row = (
+        ApiKey.objects.select_related("ministry")
+        .annotate(creator_is_admin=creator_is_admin)
+        .filter(prefix=prefix)
+        .first()
+    )
     if row is None:
         return None
     return KeyInfo(
@@ -102,38 +130,48 @@ def _load(prefix: str) -> KeyInfo | None:
         max_level=int(row.max_level),
         revoked=row.revoked_at is not None,
         expires_at=row.expires_at,
+        creator_is_admin=row.platform_issued or bool(row.creator_is_admin),
     )
 
 
 def cached_key(plaintext: str) -> KeyInfo | None:
-    """The cached facts of this key's prefix if they are fresh, without any I/O (event-loop safe)."""
+    """The cached facts of this key's prefix if they are fresh, without any I/O (event-loop safe).
+
+    ``None`` means "ask :func:`lookup_key`": the version was not checked within
+    ``check_seconds()``, or the entry is missing or older than ``max_age_seconds()``.
+    """
     prefix = parse_prefix(plaintext)
     if prefix is None:
         return None
     now = time.monotonic()
-    if now - _cache.checked_at >= CHECK_SECONDS:
+    if now - _cache.checked_at >= versions.check_seconds():
         return None
     entry = _cache.entries.get(prefix)
-    if entry is None or now - entry[1] >= ENTRY_TTL_SECONDS:
+    if entry is None or now - entry[1] >= versions.max_age_seconds():
         return None
     return entry[0]
 
 
 def lookup_key(plaintext: str) -> KeyInfo | None:
-    """The facts of this key's prefix, from the cache or the database (sync: may do I/O)."""
+    """The facts of this key's prefix, from the cache or the database (sync: may do I/O).
+
+    Security: re-reads the ``gateway.api_keys`` version from PostgreSQL when the
+    last check is older than ``check_seconds()`` and forgets every entry if it
+    moved; that is what bounds how long a revoked key keeps working.
+    """
     prefix = parse_prefix(plaintext)
     if prefix is None:
         return None
     now = time.monotonic()
-    if now - _cache.checked_at >= CHECK_SECONDS:
-        version = int(cache.get(VERSION_KEY) or 0)
+    if now - _cache.checked_at >= versions.check_seconds():
+        version = versions.read_version(VERSION_NAME)
         with _cache.lock:
             if _cache.version != version:
                 _cache.entries.clear()
                 _cache.version = version
             _cache.checked_at = now
     entry = _cache.entries.get(prefix)
-    if entry is not None and now - entry[1] < ENTRY_TTL_SECONDS:
+    if entry is not None and now - entry[1] < versions.max_age_seconds():
         return entry[0]
     info = _load(prefix)
     if info is not None:
@@ -143,25 +181,37 @@ def lookup_key(plaintext: str) -> KeyInfo | None:
 
 
 def check_key(info: KeyInfo | None, plaintext: str) -> str:
-    """Whether ``plaintext`` is a usable key given its cached facts (a :class:`KeyState`)."""
+    """Whether ``plaintext`` is a usable key given its cached facts (a :class:`KeyState`).
+
+    Security, in this order: unknown prefix, wrong secret or a deactivated
+    ministry → ``INVALID`` (nothing is revealed about the key); revoked, or its
+    creator no longer a ministry admin there → ``REVOKED``; past (or without) an
+    expiry → ``EXPIRED``.
+    """
     if info is None or not info.matches(plaintext) or not info.ministry_active:
         return KeyState.INVALID
-    if info.revoked:
+    if info.revoked or not info.creator_is_admin:
         return KeyState.REVOKED
-    if info.expires_at is not None and info.expires_at <= timezone.now():
+    if info.expires_at is None or info.expires_at <= timezone.now():
         return KeyState.EXPIRED
     return KeyState.VALID
 
 
-def invalidate() -> None:
-    """Make every process re-read keys (call after a revoke commits)."""
-    try:
-        cache.incr(VERSION_KEY)
-    except ValueError:
-        cache.set(VERSION_KEY, 1, timeout=None)
+def _drop_local() -> None:
     with _cache.lock:
         _cache.entries.clear()
         _cache.checked_at = 0.0
+
+
+def invalidate() -> None:
+    """Make every process re-read key facts: call *inside* the transaction of the change.
+
+    The version bump commits with the change (PostgreSQL, not Redis); this
+    process also forgets its entries right after commit. Calling it again for
+    the same change (a retried revoke) invalidates again.
+    """
+    versions.bump_version(VERSION_NAME)
+    transaction.on_commit(_drop_local)
 
 
 def reset_for_tests() -> None:

@@ -15,6 +15,11 @@ KEY_PREFIX = "gn-"
 PREFIX_LENGTH = 8
 
 
+class RevokeReason(models.TextChoices):
+    ADMIN = "admin", _("管理者が失効")
+    CREATOR_NOT_ADMIN = "creator_not_admin", _("作成者が管理者でなくなったため失効")
+
+
 class ApiKey(models.Model):
     """A ministry system's credential for ``/v1`` (``Authorization: Bearer gn-…``).
 
@@ -37,7 +42,15 @@ class ApiKey(models.Model):
     * ``max_level`` is the highest 機密性 the calling system may declare. A request
       without ``X-Gennai-Confidentiality`` is treated as ``max_level`` (fail-safe:
       data is never routed to a deployment cleared below what the system handles);
-      the header may set any level from 1 to ``max_level`` and is refused above it.
+      the header may set any level from 1 to ``max_level`` and is refused above it;
+    * every key expires (``expires_at`` is required, at most
+      ``GENNAI_API_KEY_MAX_LIFETIME_DAYS`` after creation);
+    * a key is its creator's delegated authority: when the creator stops being a
+      ministry admin of ``ministry`` (role removed or membership gone) the key is
+      revoked (``revoked_reason=creator_not_admin``), because the creator has seen
+      its plaintext; handing it to another admin would leave it in a former
+      admin's hands. Keys issued from the command line by a platform operator
+      (``platform_issued``) have no ministry-admin creator.
     """
 
     ministry = models.ForeignKey(Ministry, on_delete=models.PROTECT, related_name="api_keys")
@@ -53,8 +66,11 @@ class ApiKey(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
-    expires_at = models.DateTimeField(_("有効期限"), null=True, blank=True)
+    expires_at = models.DateTimeField(_("有効期限"))
     revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_reason = models.CharField(max_length=32, choices=RevokeReason.choices, blank=True)
+    # Issued by a platform operator (management command), not by a ministry admin.
+    platform_issued = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -72,4 +88,4 @@ class ApiKey(models.Model):
     def is_active(self) -> bool:
         if self.revoked_at is not None:
             return False
-        return self.expires_at is None or self.expires_at > timezone.now()
+        return self.expires_at > timezone.now()

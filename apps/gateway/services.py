@@ -1,11 +1,17 @@
-"""Writes of API keys (audited) and the end-of-request bookkeeping of ``/v1``."""
+"""Writes of API keys (audited) and the end-of-request bookkeeping of ``/v1``.
+
+Every write that changes what a key may do bumps the ``gateway.api_keys``
+version inside its transaction (:func:`apps.gateway.keys.invalidate`), so every
+process stops honouring the old facts within ``check_seconds()`` (1 s).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -13,22 +19,53 @@ from django.utils.translation import gettext as _
 
 from apps.audit.services import audit_record
 from apps.quotas.services import usage_record_create
-from apps.registry.snapshot import get_snapshot
-from apps.tenancy.models import Ministry
+from apps.registry.router import allowed_aliases
+from apps.tenancy.models import Membership, Ministry, Role
 from apps.tenancy.scope import ministry_scope
 
 from . import keys
-from .models import ApiKey
+from .models import ApiKey, RevokeReason
 
 MAX_KEYS_PER_MINISTRY = 200
 
 
-def _clean_aliases(aliases: Sequence[str]) -> list[str]:
+def max_lifetime() -> timedelta:
+    """The longest lifetime a new key may have (``GENNAI_API_KEY_MAX_LIFETIME_DAYS``, default 90 days)."""
+    return timedelta(days=int(getattr(settings, "GENNAI_API_KEY_MAX_LIFETIME_DAYS", 90)))
+
+
+def _clean_aliases(*, ministry: Ministry, aliases: Sequence[str]) -> list[str]:
+    """The requested aliases, each of which ``ministry`` is granted.
+
+    Security: checked against the ministry's own grants only. An alias that
+    exists but is not granted gets exactly the same answer as one that does not
+    exist, so key creation is no oracle for other ministries' models.
+    """
     names = sorted({a.strip() for a in aliases if a and a.strip()})
-    unknown = [n for n in names if n not in get_snapshot().aliases]
+    if not names:
+        return names
+    with ministry_scope(ministry_id=ministry.pk):  # grants are read under the ministry's RLS
+        granted = {alias.name for alias in allowed_aliases()}
+    unknown = [n for n in names if n not in granted]
     if unknown:
-        raise ValidationError(_("存在しないモデル名です: %(names)s") % {"names": ", ".join(unknown)})
+        raise ValidationError(
+            _("この府省庁で利用できないモデル名です: %(names)s") % {"names": ", ".join(unknown)}
+        )
     return names
+
+
+def _clean_expiry(expires_at: datetime | None) -> datetime:
+    """Security: every key expires, in the future and within the maximum lifetime."""
+    if expires_at is None:
+        raise ValidationError(_("有効期限を指定してください。"))
+    now = timezone.now()
+    if expires_at <= now:
+        raise ValidationError(_("有効期限は未来の日時を指定してください。"))
+    if expires_at > now + max_lifetime():
+        raise ValidationError(
+            _("有効期限は作成から%(days)d日以内で指定してください。") % {"days": max_lifetime().days}
+        )
+    return expires_at
 
 
 @transaction.atomic
@@ -37,25 +74,28 @@ def api_key_create(
     actor: Any,
     ministry: Ministry,
     name: str,
+    expires_at: datetime | None,
     aliases: Sequence[str] = (),
     max_level: int = 1,
-    expires_at: datetime | None = None,
 ) -> tuple[ApiKey, str]:
     """Create a key for ``ministry``; returns ``(key, plaintext)``. Show the plaintext once.
 
-    ``aliases`` narrows what the key may use (empty = all the ministry allows);
-    ``max_level`` (1–3) caps the 機密性 its requests may declare.
+    ``expires_at`` is required (at most :func:`max_lifetime` ahead); ``aliases``
+    narrows what the key may use (empty = all the ministry allows) and must all
+    be granted to the ministry; ``max_level`` (1–3) caps the 機密性 its requests
+    may declare. ``actor=None`` means a platform operator at the command line:
+    the key is ``platform_issued`` and has no ministry-admin creator to outlive.
     """
     name = name.strip()
     if not name:
         raise ValidationError(_("名称を入力してください。"))
     if int(max_level) not in (1, 2, 3):
         raise ValidationError(_("機密性は1〜3で指定してください。"))
-    if expires_at is not None and expires_at <= timezone.now():
-        raise ValidationError(_("有効期限は未来の日時を指定してください。"))
+    expires_at = _clean_expiry(expires_at)
     if ApiKey.objects.filter(ministry=ministry, revoked_at__isnull=True).count() >= MAX_KEYS_PER_MINISTRY:
         raise ValidationError(_("有効なAPIキーが上限に達しています。"))
-    alias_names = _clean_aliases(aliases)
+    alias_names = _clean_aliases(ministry=ministry, aliases=aliases)
+    creator = actor if getattr(actor, "pk", None) else None
     for _attempt in range(3):
         plaintext, prefix = keys.generate_key()
         try:
@@ -68,7 +108,8 @@ def api_key_create(
                     allowed_aliases=alias_names,
                     max_level=int(max_level),
                     expires_at=expires_at,
-                    created_by=actor if getattr(actor, "pk", None) else None,
+                    created_by=creator,
+                    platform_issued=creator is None,
                 )
             break
         except IntegrityError:  # prefix collision (≈ 1 in 2**48): draw again
@@ -87,6 +128,7 @@ def api_key_create(
             "aliases": alias_names,
             "max_level": key.max_level,
             "expires_at": expires_at,
+            "platform_issued": key.platform_issued,
         },
     )
     return key, plaintext
@@ -94,22 +136,80 @@ def api_key_create(
 
 @transaction.atomic
 def api_key_revoke(*, actor: Any, key: ApiKey) -> ApiKey:
-    """Revoke ``key`` (idempotent); every process stops accepting it within about a second."""
+    """Revoke ``key``; every process stops accepting it within ``check_seconds()`` (1 s).
+
+    Idempotent for the record (one audit event), but a retry invalidates every
+    process's cache again: a revoke that was lost anywhere is repaired by retrying it.
+    """
     key = ApiKey.objects.select_for_update().get(pk=key.pk)
-    if key.revoked_at is not None:
-        return key
-    key.revoked_at = timezone.now()
-    key.save(update_fields=["revoked_at"])
-    audit_record(
-        actor=actor,
-        action="gateway.api_key.revoke",
-        target_type="api_key",
-        target_id=key.pk,
-        ministry_id=key.ministry_id,
-        data={"name": key.name, "prefix": key.display_prefix},
-    )
-    transaction.on_commit(keys.invalidate)
+    if key.revoked_at is None:
+        key.revoked_at = timezone.now()
+        key.revoked_reason = RevokeReason.ADMIN
+        key.save(update_fields=["revoked_at", "revoked_reason"])
+        audit_record(
+            actor=actor,
+            action="gateway.api_key.revoke",
+            target_type="api_key",
+            target_id=key.pk,
+            ministry_id=key.ministry_id,
+            data={"name": key.name, "prefix": key.display_prefix},
+        )
+    keys.invalidate()
     return key
+
+
+@transaction.atomic
+def api_keys_revoke_for_lost_admin(*, user_id: int, ministry_id: int) -> list[ApiKey]:
+    """Revoke the keys ``user_id`` created in ``ministry_id`` unless they are still its admin there.
+
+    Called whenever a membership is saved or deleted (:mod:`apps.gateway.signals`),
+    i.e. in the transaction that removes the role. Security: the creator has seen
+    the plaintext, so a key must not outlive its creator's authority; it is
+    revoked (not handed to another admin), audited with the reason, and every
+    process forgets it within ``check_seconds()``. The key check also refuses a
+    key whose creator is no longer admin (:func:`apps.gateway.keys.check_key`),
+    so even a role change that bypassed this hook is bounded by ``max_age_seconds()``.
+    """
+    still_admin = Membership.objects.filter(
+        user_id=user_id,
+        ministry_id=ministry_id,
+        user__is_active=True,
+        roles__contains=[Role.MINISTRY_ADMIN],
+    ).exists()
+    if still_admin:
+        return []
+    return api_keys_revoke_for_creator(user_id=user_id, ministry_id=ministry_id)
+
+
+@transaction.atomic
+def api_keys_revoke_for_creator(*, user_id: int, ministry_id: int | None = None) -> list[ApiKey]:
+    """Revoke every active key ``user_id`` created (in ``ministry_id``, or everywhere); audited."""
+    active = ApiKey.objects.select_for_update().filter(created_by_id=user_id, revoked_at__isnull=True)
+    if ministry_id is not None:
+        active = active.filter(ministry_id=ministry_id)
+    revoked = list(active)
+    if not revoked:
+        return []
+    now = timezone.now()
+    for key in revoked:
+        key.revoked_at = now
+        key.revoked_reason = RevokeReason.CREATOR_NOT_ADMIN
+        key.save(update_fields=["revoked_at", "revoked_reason"])
+        audit_record(
+            actor=None,
+            action="gateway.api_key.revoke_creator_not_admin",
+            target_type="api_key",
+            target_id=key.pk,
+            ministry_id=key.ministry_id,
+            data={"name": key.name, "prefix": key.display_prefix, "creator_id": user_id},
+        )
+    keys.invalidate()
+    return revoked
+
+
+def ministry_keys_invalidate() -> None:
+    """A ministry was activated or deactivated: every process re-reads key facts (in its transaction)."""
+    keys.invalidate()
 
 
 def request_finish(*, ministry_id: int, api_key_id: int | None, **usage: Any) -> None:

@@ -30,7 +30,9 @@ SECRET_REF_RE = re.compile(r"env:[A-Z_][A-Z0-9_]{0,127}")
 
 
 def _after_commit_invalidate() -> None:
-    transaction.on_commit(bump_version)
+    # Despite the name: bumps the snapshot version *inside* the caller's transaction
+    # (it commits with the change, in PostgreSQL; see apps/registry/snapshot.py).
+    bump_version()
 
 
 def _save(obj: Any, *, actor: Any, action: str, fields: dict[str, Any]) -> Any:
@@ -225,7 +227,7 @@ def alias_revoke(*, actor: Any, ministry: Ministry, alias: Alias) -> bool:
             ministry_id=ministry.pk,
             data={"ministry": ministry.code},
         )
-        _after_commit_invalidate()
+    _after_commit_invalidate()  # also on a retry: a revocation always re-invalidates every process
     return bool(deleted)
 
 

@@ -1,9 +1,13 @@
 """An immutable in-process copy of the registry, refreshed when its version changes.
 
 The hot path (every chat request) must not query the registry tables: it reads
-this snapshot. Services bump ``VERSION_KEY`` in the shared cache after commit;
-each process re-checks the version at most every ``CHECK_SECONDS``, so an alias
-swap reaches every web process within that time, without a restart.
+this snapshot. Every registry service calls :func:`bump_version` inside its
+transaction, which moves the ``registry`` version in PostgreSQL
+(:mod:`apps.tenancy.versions`); each process re-reads that version at most every
+``check_seconds()`` (1 s) and rebuilds when it moved, so an alias swap, a lowered
+clearance or a revoked grant reaches every web process within a second, without
+a restart, and a Redis flush or failover cannot lose it. A snapshot older than
+``max_age_seconds()`` is rebuilt regardless.
 """
 
 from __future__ import annotations
@@ -12,15 +16,15 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from django.core.cache import cache
+from django.db import transaction
 from django.db.models import F
 
+from apps.tenancy import versions
 from apps.tenancy.scope import ScopeError, current_ministry_id
 
 from .models import Alias, AliasRoute, Deployment, HealthState
 
-VERSION_KEY = "gennai:registry:version"
-CHECK_SECONDS = 1.0
+VERSION_NAME = versions.REGISTRY
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,7 @@ class AliasInfo:
 
 @dataclass(frozen=True)
 class Snapshot:
-    version: int
+    version: int  # the ``registry`` version, read before the tables (never newer than the data)
     aliases: dict[str, AliasInfo]
     deployments: dict[int, DeploymentInfo]
     # Per-ministry allowlists, filled lazily inside each ministry's own scope
@@ -127,38 +131,64 @@ class _Holder:
         self.lock = threading.Lock()
         self.snapshot: Snapshot | None = None
         self.checked_at = 0.0
+        self.built_at = 0.0
 
 
 _holder = _Holder()
 
 
 def current_version() -> int:
-    return int(cache.get(VERSION_KEY) or 0)
+    """The committed ``registry`` version (a database read)."""
+    return versions.read_version(VERSION_NAME)
 
 
 def get_snapshot() -> Snapshot:
-    """The current registry snapshot (rebuilt only when the version moved)."""
+    """The current registry snapshot (synchronous: may read the version and rebuild).
+
+    Rebuilt when the version in PostgreSQL moved (checked at most every
+    ``check_seconds()``) or when it is older than ``max_age_seconds()``.
+    """
     now = time.monotonic()
     snap = _holder.snapshot
-    if snap is not None and now - _holder.checked_at < CHECK_SECONDS:
+    if (
+        snap is not None
+        and now - _holder.checked_at < versions.check_seconds()
+        and now - _holder.built_at < versions.max_age_seconds()
+    ):
         return snap
+    # Read the version before the tables: a snapshot is never tagged newer than its data.
     version = current_version()
     with _holder.lock:
+        current = _holder.snapshot
+        if (
+            current is None
+            or current.version != version
+            or now - _holder.built_at >= versions.max_age_seconds()
+        ):
+            current = _build(version)
+            _holder.snapshot = current
+            _holder.built_at = now
         _holder.checked_at = now
-        if _holder.snapshot is None or _holder.snapshot.version != version:
-            _holder.snapshot = _build(version)
-        return _holder.snapshot
+        return current
+
+
+def _drop_local() -> None:
+    _holder.snapshot = None
 
 
 def bump_version() -> None:
-    """Invalidate every process's snapshot (call after commit)."""
-    try:
-        cache.incr(VERSION_KEY)
-    except ValueError:
-        cache.set(VERSION_KEY, 1, timeout=None)
-    _holder.snapshot = None
+    """Invalidate every process's snapshot: call inside the transaction that changes the registry.
+
+    The new version commits with the change (so it survives a Redis flush and
+    cannot be lost between commit and announcement); this process also drops its
+    own snapshot after commit, so it reads its own writes at once. Safe to call
+    again for the same change (a retry invalidates again).
+    """
+    versions.bump_version(VERSION_NAME)
+    transaction.on_commit(_drop_local)
 
 
 def reset_for_tests() -> None:
     _holder.snapshot = None
     _holder.checked_at = 0.0
+    _holder.built_at = 0.0

@@ -112,3 +112,20 @@ class TenantModel(models.Model):
             elif self.ministry_id != scope:
                 raise ScopeError("cannot save a row of another ministry than the active scope")
         super().save(*args, **kwargs)
+
+
+class CacheVersion(models.Model):
+    """The invalidation version of one process-local cache (platform level, no ministry).
+
+    Written only by :func:`apps.tenancy.versions.bump_version`, in the same
+    transaction as the change it announces; read by each process at most once a
+    second (see :mod:`apps.tenancy.versions` and docs/adr/0005). It lives in
+    PostgreSQL, not Redis, so a cache flush or failover cannot roll it back.
+    """
+
+    name = models.CharField(max_length=64, primary_key=True)
+    version = models.BigIntegerField()
+    changed_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.name}={self.version}"

@@ -200,6 +200,15 @@ GENNAI_UNSCOPED_ALLOWLIST = [
 # own; read it through apps.chat.conf.default_confidentiality().
 GENNAI_DEFAULT_CONFIDENTIALITY = int(os.environ.get("GENNAI_DEFAULT_CONFIDENTIALITY", "2"))
 
+# --- Process-local caches and API keys (docs/adr/0005) ---------------------
+# Registry snapshot and API-key facts: each process re-reads the invalidation
+# version in PostgreSQL at most every CHECK seconds (the bound on a revocation),
+# and reloads after MAX_AGE seconds regardless.
+GENNAI_CACHE_CHECK_SECONDS = min(float(os.environ.get("GENNAI_CACHE_CHECK_SECONDS", "1")), 1.0)
+GENNAI_CACHE_MAX_AGE_SECONDS = float(os.environ.get("GENNAI_CACHE_MAX_AGE_SECONDS", "60"))
+# Every API key expires; this is the longest lifetime a key may be given.
+GENNAI_API_KEY_MAX_LIFETIME_DAYS = int(os.environ.get("GENNAI_API_KEY_MAX_LIFETIME_DAYS", "90"))
+
 # --- Inference upstreams (seconds) -----------------------------------------
 # Failover happens only before the first token, so the first-token timeout
 # bounds how long a user waits for a dead deployment before the next is tried.

@@ -24,6 +24,8 @@ class ApiKeySerializer(serializers.ModelSerializer[ApiKey]):
             "last_used_at",
             "expires_at",
             "revoked_at",
+            "revoked_reason",
+            "platform_issued",
             "active",
         ]
         read_only_fields = fields
@@ -31,11 +33,16 @@ class ApiKeySerializer(serializers.ModelSerializer[ApiKey]):
 
 class ApiKeyCreateSerializer(serializers.Serializer[None]):
     name = serializers.CharField(max_length=100)
+    # Checked against the ministry's own grants: a model it is not granted and one that does not
+    # exist are refused with the same message.
     allowed_aliases = serializers.ListField(
         child=serializers.SlugField(max_length=100), required=False, default=list, max_length=100
     )
     max_level = serializers.ChoiceField(choices=Clearance.choices, default=Clearance.LEVEL_1)
-    expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    # Required: every key expires (the service enforces GENNAI_API_KEY_MAX_LIFETIME_DAYS).
+    expires_at = serializers.DateTimeField(
+        help_text="Required. At most GENNAI_API_KEY_MAX_LIFETIME_DAYS (default 90) days ahead."
+    )
 
 
 class ApiKeyCreatedSerializer(ApiKeySerializer):

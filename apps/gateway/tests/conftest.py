@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -188,6 +189,8 @@ def world(ministries: tuple[Any, Any], upstreams: dict[str, FakeUpstream]) -> Wo
 
 @pytest.fixture
 def make_key(world: World) -> Any:
+    from django.utils import timezone
+
     from apps.gateway.services import api_key_create
 
     def make(ministry: Any = None, *, aliases: tuple[str, ...] = (), max_level: int = 2, **kw: Any) -> Any:
@@ -197,6 +200,7 @@ def make_key(world: World) -> Any:
             name=kw.pop("name", "test system"),
             aliases=aliases,
             max_level=max_level,
+            expires_at=kw.pop("expires_at", timezone.now() + timedelta(days=30)),
             **kw,
         )
 

@@ -6,7 +6,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.core.cache import cache
 from django.core.exceptions import ValidationError
 
 from apps.audit.models import AuditEvent
@@ -15,7 +14,7 @@ from apps.registry import services
 from apps.registry.breaker import breaker
 from apps.registry.models import Alias, AliasGrant, Deployment, HealthState
 from apps.registry.router import RouteRefused, plan_route
-from apps.registry.snapshot import VERSION_KEY, get_snapshot, reset_for_tests
+from apps.registry.snapshot import current_version, get_snapshot, reset_for_tests
 from apps.tenancy.scope import ministry_scope
 from tests.support.fixtures import make_user
 
@@ -138,18 +137,19 @@ def test_record_health_bumps_snapshot_only_when_state_changes(
     deployment = make_deployment("d1")
     updated_at = Deployment.objects.get(pk=deployment.pk).updated_at
     audit_count = AuditEvent.objects.count()
-    version = int(cache.get(VERSION_KEY) or 0)
+    version = current_version()
 
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         assert services.deployment_record_health(deployment=deployment, health=HealthState.DOWN, detail="x")
-    assert len(callbacks) == 1 and int(cache.get(VERSION_KEY)) == version + 1
+    after_change = current_version()
+    assert len(callbacks) == 1 and after_change != version
     assert get_snapshot().deployments[deployment.pk].healthy is False
 
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         assert not services.deployment_record_health(
             deployment=deployment, health=HealthState.DOWN, detail="y"
         )
-    assert callbacks == [] and int(cache.get(VERSION_KEY)) == version + 1
+    assert callbacks == [] and current_version() == after_change
 
     row = Deployment.objects.get(pk=deployment.pk)
     assert (row.health, row.health_detail) == ("down", "y") and row.health_checked_at is not None

@@ -1,6 +1,11 @@
 """Create an API key and print it once.
 
-``manage.py api_key_create --ministry digital --name 人事システム [--alias standard-chat] [--max-level 2]``
+``manage.py api_key_create --ministry digital --name 人事システム [--alias standard-chat] [--max-level 2]
+[--expires-days 30]``
+
+Every key expires: without ``--expires-days`` the key gets the maximum lifetime
+(``GENNAI_API_KEY_MAX_LIFETIME_DAYS``, default 90). A key made here is
+*platform-issued*: it belongs to no ministry admin, so no admin's role change revokes it.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError
 from django.utils import timezone
 
-from apps.gateway.services import api_key_create
+from apps.gateway.services import api_key_create, max_lifetime
 from apps.tenancy.commands import TenantCommand
 from apps.tenancy.models import Ministry
 
@@ -28,10 +33,17 @@ class Command(TenantCommand):
             "--alias", action="append", default=[], help="restrict to this model alias (repeatable)"
         )
         parser.add_argument("--max-level", type=int, choices=[1, 2, 3], default=1, help="highest 機密性")
-        parser.add_argument("--expires-days", type=int, default=None, help="expire after N days")
+        parser.add_argument(
+            "--expires-days",
+            type=int,
+            default=None,
+            help="expire after N days (default and maximum: GENNAI_API_KEY_MAX_LIFETIME_DAYS)",
+        )
 
     def handle_in_scope(self, ministry: Ministry, *args: Any, **options: Any) -> None:
         days = options["expires_days"]
+        if days is None:
+            days = max_lifetime().days
         try:
             key, plaintext = api_key_create(
                 actor=None,
@@ -39,7 +51,7 @@ class Command(TenantCommand):
                 name=options["name"],
                 aliases=options["alias"],
                 max_level=options["max_level"],
-                expires_at=timezone.now() + timedelta(days=days) if days else None,
+                expires_at=timezone.now() + timedelta(days=days),
             )
         except ValidationError as exc:
             raise CommandError("; ".join(exc.messages)) from exc

@@ -1,0 +1,262 @@
+"""Caches that cannot outlive a revocation (DESIGN.md invariant 11, docs/adr/0005).
+
+The cross-process tests run a second Django process (:mod:`apps.gateway.tests.cache_probe`)
+with its own registry snapshot and key cache, change something here, wipe Redis
+(``FLUSHALL``, as after a failover), and measure how long the other process
+keeps the old answer. The bound is the check interval (1 s) plus one reload;
+the assertion allows 0.5 s of slack for a loaded two-core machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from apps.gateway import keys
+from apps.gateway.models import ApiKey
+from apps.gateway.services import api_key_create, api_key_revoke
+from apps.registry import snapshot
+from apps.registry.models import Deployment
+from apps.registry.services import alias_revoke, deployment_save
+from apps.tenancy import versions
+from tests.support.fixtures import make_user
+from tests.support.registry import Upstream, register_alias
+
+REVOCATION_BOUND = 1.0  # seconds: GENNAI_CACHE_CHECK_SECONDS
+SLACK = 0.5
+
+
+def flush_redis() -> None:
+    import redis
+
+    redis.Redis.from_url(settings.REDIS_URL).flushall()
+
+
+def soon() -> Any:
+    return timezone.now() + timedelta(days=30)
+
+
+class Probe:
+    """The other process, speaking one JSON line per command."""
+
+    def __init__(self, db_name: str) -> None:
+        env = {
+            **os.environ,
+            "GENNAI_PROBE_DB_NAME": db_name,
+            "DJANGO_SETTINGS_MODULE": "gennai.settings.test",
+            "GENNAI_CACHE_CHECK_SECONDS": str(REVOCATION_BOUND),
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "apps.gateway.tests.cache_probe"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            text=True,
+            cwd=settings.BASE_DIR,
+        )
+        ready = self._read()
+        assert ready == {"ready": True}, ready
+
+    def _read(self) -> Any:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError("the probe process died")
+        return json.loads(line)
+
+    def ask(self, **command: Any) -> Any:
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(command) + "\n")
+        self.process.stdin.flush()
+        reply = self._read()
+        assert "error" not in reply, reply["error"]
+        return reply["result"]
+
+    def close(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        self.process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def probe(django_db_setup: None) -> Iterator[Probe]:
+    from django.db import connection
+
+    process = Probe(connection.settings_dict["NAME"])
+    try:
+        yield process
+    finally:
+        process.close()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_local_caches() -> Iterator[None]:
+    keys.reset_for_tests()
+    snapshot.reset_for_tests()
+    yield
+    keys.reset_for_tests()
+    snapshot.reset_for_tests()
+
+
+# --- Versions -------------------------------------------------------------------------------
+
+
+def test_bump_is_transactional_and_never_reuses_a_value(db: None) -> None:
+    before = versions.read_version("test.cache")
+    with pytest.raises(RuntimeError), transaction.atomic():
+        rolled_back = versions.bump_version("test.cache")
+        assert versions.read_version("test.cache") == rolled_back  # visible to its own transaction
+        raise RuntimeError("roll back")
+    assert versions.read_version("test.cache") == before  # the change and its version go together
+    committed = versions.bump_version("test.cache")
+    # A value seen in a rolled-back transaction never comes back: nothing built from rolled-back
+    # data can ever look current.
+    assert committed not in (before, rolled_back)
+    assert versions.bump_version("test.cache") != committed
+
+
+# --- Across processes, with Redis wiped between the change and the next request -------------
+
+
+def test_key_revoke_reaches_another_process_after_redis_flush(
+    transactional_db: None, probe: Probe, ministries: tuple[Any, Any]
+) -> None:
+    admin = make_user("admin-x", ministries[0], ["ministry_admin"])
+    key, plaintext = api_key_create(actor=admin, ministry=ministries[0], name="x", expires_at=soon())
+    flush_redis()  # whatever Redis held before, both sides start from nothing
+    probe.ask(op="reset")
+    assert probe.ask(op="key", plaintext=plaintext) == keys.KeyState.VALID  # cached over there now
+
+    api_key_revoke(actor=admin, key=key)  # committed
+    flush_redis()  # a failover / FLUSHALL right after the revoke
+    seen = probe.ask(
+        op="watch",
+        question={"op": "key", "plaintext": plaintext},
+        until_not=keys.KeyState.VALID,
+    )
+    print(f"key revoke seen by the other process after {seen['seconds']:.3f} s")
+    assert seen["answer"] == keys.KeyState.REVOKED
+    assert seen["seconds"] <= REVOCATION_BOUND + SLACK
+
+
+def test_alias_grant_revoke_reaches_another_process_after_redis_flush(
+    transactional_db: None, probe: Probe, ministries: tuple[Any, Any]
+) -> None:
+    registered = register_alias(upstreams=[Upstream(url="http://127.0.0.1:9/v1")], ministries=ministries)
+    question = {"op": "route", "ministry_id": ministries[0].pk, "alias": registered.alias.name, "level": 1}
+    flush_redis()
+    probe.ask(op="reset")
+    allowed = probe.ask(**question)
+    assert allowed.startswith("ok:")
+
+    alias_revoke(actor=None, ministry=ministries[0], alias=registered.alias)
+    flush_redis()
+    seen = probe.ask(op="watch", question=question, until_not=allowed)
+    print(f"grant revoke seen by the other process after {seen['seconds']:.3f} s")
+    assert seen["answer"] == "refused:model_not_found"
+    assert seen["seconds"] <= REVOCATION_BOUND + SLACK
+    # The other ministry's grant is untouched.
+    assert probe.ask(**{**question, "ministry_id": ministries[1].pk}).startswith("ok:")
+
+
+def test_lowered_clearance_reaches_another_process_after_redis_flush(
+    transactional_db: None, probe: Probe, ministries: tuple[Any, Any]
+) -> None:
+    registered = register_alias(
+        upstreams=[Upstream(url="http://127.0.0.1:9/v1", clearance=2)], ministries=ministries[:1]
+    )
+    question = {"op": "route", "ministry_id": ministries[0].pk, "alias": registered.alias.name, "level": 2}
+    flush_redis()
+    probe.ask(op="reset")
+    allowed = probe.ask(**question)
+    assert allowed.startswith("ok:")
+
+    deployment_save(actor=None, deployment=registered.deployments[0], clearance=1)
+    flush_redis()
+    seen = probe.ask(op="watch", question=question, until_not=allowed)
+    print(f"lowered clearance seen by the other process after {seen['seconds']:.3f} s")
+    assert seen["answer"].startswith("refused:")
+    assert seen["seconds"] <= REVOCATION_BOUND + SLACK
+
+
+# --- Retries and the maximum age ------------------------------------------------------------
+
+
+def test_retried_key_revoke_bumps_again(db: None, ministries: tuple[Any, Any]) -> None:
+    admin = make_user("admin-r", ministries[0], ["ministry_admin"])
+    key, _plaintext = api_key_create(actor=admin, ministry=ministries[0], name="r", expires_at=soon())
+    api_key_revoke(actor=admin, key=key)
+    first = versions.read_version(keys.VERSION_NAME)
+    api_key_revoke(actor=admin, key=key)  # e.g. the admin clicks again after a timeout
+    assert versions.read_version(keys.VERSION_NAME) != first
+
+
+def test_retried_grant_revoke_bumps_again(db: None, ministries: tuple[Any, Any]) -> None:
+    registered = register_alias(upstreams=[Upstream(url="http://127.0.0.1:9/v1")], ministries=ministries)
+    assert alias_revoke(actor=None, ministry=ministries[0], alias=registered.alias)
+    first = snapshot.current_version()
+    assert not alias_revoke(actor=None, ministry=ministries[0], alias=registered.alias)
+    assert snapshot.current_version() != first
+
+
+def test_snapshot_reloads_after_max_age_even_without_a_version_change(
+    db: None, ministries: tuple[Any, Any], settings: Any
+) -> None:
+    settings.GENNAI_CACHE_CHECK_SECONDS = 1.0
+    settings.GENNAI_CACHE_MAX_AGE_SECONDS = 0.2
+    registered = register_alias(upstreams=[Upstream(url="http://127.0.0.1:9/v1", clearance=2)])
+    deployment = registered.deployments[0]
+    assert snapshot.get_snapshot().deployments[deployment.pk].clearance == 2
+    # A change that bypasses the services (and so the version): only the maximum age catches it.
+    Deployment.objects.filter(pk=deployment.pk).update(clearance=1)
+    assert snapshot.get_snapshot().deployments[deployment.pk].clearance == 2
+    time.sleep(0.25)
+    assert snapshot.get_snapshot().deployments[deployment.pk].clearance == 1
+
+
+def test_key_facts_reload_after_max_age_even_without_a_version_change(
+    db: None, ministries: tuple[Any, Any], settings: Any
+) -> None:
+    settings.GENNAI_CACHE_CHECK_SECONDS = 1.0
+    settings.GENNAI_CACHE_MAX_AGE_SECONDS = 0.2
+    admin = make_user("admin-m", ministries[0], ["ministry_admin"])
+    key, plaintext = api_key_create(actor=admin, ministry=ministries[0], name="m", expires_at=soon())
+    assert keys.check_key(keys.lookup_key(plaintext), plaintext) == keys.KeyState.VALID
+    ApiKey.objects.filter(pk=key.pk).update(revoked_at=timezone.now())  # bypasses the version
+    assert keys.check_key(keys.lookup_key(plaintext), plaintext) == keys.KeyState.VALID
+    assert keys.cached_key(plaintext) is not None
+    time.sleep(0.25)
+    assert keys.cached_key(plaintext) is None  # too old to answer without a reload
+    assert keys.check_key(keys.lookup_key(plaintext), plaintext) == keys.KeyState.REVOKED
+
+
+def test_version_check_is_throttled(db: None, ministries: tuple[Any, Any], settings: Any) -> None:
+    """Within the check interval the cache answers without I/O; after it, one version read."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    settings.GENNAI_CACHE_CHECK_SECONDS = 0.2
+    admin = make_user("admin-t", ministries[0], ["ministry_admin"])
+    _key, plaintext = api_key_create(actor=admin, ministry=ministries[0], name="t", expires_at=soon())
+    keys.lookup_key(plaintext)
+    with CaptureQueriesContext(connection) as queries:
+        for _ in range(50):
+            assert keys.cached_key(plaintext) is not None
+            keys.lookup_key(plaintext)
+    assert len(queries) == 0
+    time.sleep(0.25)
+    assert keys.cached_key(plaintext) is None
+    with CaptureQueriesContext(connection) as queries:
+        keys.lookup_key(plaintext)
+    assert len(queries) == 1 and "tenancy_cacheversion" in queries[0]["sql"]
