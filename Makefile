@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-vllm setup lint typecheck assets messages browser clean
+.PHONY: run api-key test test-vllm setup lint typecheck assets messages browser clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,16 @@ setup: $(STAMP)
 
 run: $(STAMP)
 	$(PY) -m gennai.devstack run
+
+# An API key for /v1, from any terminal while `make run` runs: development settings read
+# the embedded servers' URLs from .gennai/dev/env (written by `make run`).
+# make api-key MINISTRY=digital NAME=my-system [ARGS="--alias standard-chat --max-level 2"]
+# manage.py itself defaults to production settings; DEV_SETTINGS selects development.
+DEV_SETTINGS := DJANGO_SETTINGS_MODULE=gennai.settings.dev
+api-key: | $(STAMP)
+	@test -n "$(MINISTRY)" && test -n "$(NAME)" || { echo "usage: make api-key MINISTRY=<code> NAME=<system name> [ARGS=...]" >&2; exit 2; }
+	@test -f .gennai/dev/env || test -n "$$DATABASE_URL$$GENNAI_DEV_ENV_FILE" || { echo "no .gennai/dev/env: start the platform with \`make run\` first (or set DATABASE_URL)" >&2; exit 1; }
+	@$(DEV_SETTINGS) $(PY) manage.py api_key_create --ministry "$(MINISTRY)" --name "$(NAME)" $(ARGS)
 
 # Debian's Chromium for the Playwright browser tests (Playwright cannot download browsers here).
 browser:
@@ -47,8 +57,8 @@ assets:
 	bash gennai/frontend/build.sh
 
 messages: $(STAMP)
-	$(PY) manage.py makemessages -l en --no-obsolete -i node_modules -i staticfiles -i .venv
-	$(PY) manage.py compilemessages -i node_modules -i .venv
+	$(DEV_SETTINGS) $(PY) manage.py makemessages -l en --no-obsolete -i node_modules -i staticfiles -i .venv
+	$(DEV_SETTINGS) $(PY) manage.py compilemessages -i node_modules -i .venv
 
 clean:
 	rm -rf .gennai .pytest_cache .mypy_cache .ruff_cache

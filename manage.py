@@ -7,7 +7,7 @@ import sys
 
 def main() -> None:
     """Run administrative tasks."""
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gennai.settings.dev")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gennai.settings.prod")
     from django.core.management import execute_from_command_line
 
     execute_from_command_line(sys.argv)

@@ -10,7 +10,7 @@ import os
 
 from django.core.asgi import get_asgi_application
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gennai.settings.dev")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gennai.settings.prod")
 
 django_application = get_asgi_application()
 

@@ -4,7 +4,7 @@ import os
 
 from celery import Celery
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gennai.settings.dev")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gennai.settings.prod")
 
 app = Celery("gennai")
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -86,6 +86,10 @@ class Message(TenantModel):
     alias_revision = models.PositiveIntegerField(null=True, blank=True)
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    # True when the upstream reported no count and the platform counted itself
+    # (apps.chat.services.answer_usage): an estimate unless a real tokenizer is registered.
+    prompt_tokens_estimated = models.BooleanField(default=False)
+    completion_tokens_estimated = models.BooleanField(default=False)
     ttft_ms = models.PositiveIntegerField(null=True, blank=True)
     latency_ms = models.PositiveIntegerField(null=True, blank=True)
     stream_started_at = models.DateTimeField(null=True, blank=True)

@@ -14,6 +14,7 @@ starts — and enter :func:`~apps.tenancy.scope.ministry_scope` themselves.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -27,6 +28,7 @@ from django.utils.text import Truncator
 from django.utils.translation import gettext as _
 
 from apps.audit.services import audit_record
+from apps.quotas.tokens import count_prompt_tokens
 from apps.registry.providers.base import ChatRequest
 from apps.registry.router import RoutePlan, RouteRefused, allowed_aliases, plan_route
 from apps.tenancy.scope import ministry_scope
@@ -331,6 +333,39 @@ def stream_open(
         )
 
 
+def answer_usage(
+    *, job: StreamJob, deployment_id: int | None, usage: Mapping[str, int], content_chunks: int
+) -> dict[str, Any]:
+    """Token counts of a finished answer, for :func:`message_stream_update`.
+
+    The upstream's own counts win. Some upstreams report none (llama.cpp ignores
+    ``stream_options.include_usage``; the provider then reports ``prompt_tokens=0``
+    and a completion count of its content chunks, flagged ``estimated``), and a
+    stream cut off early has no usage at all. Then the prompt is counted here, with
+    the model's tokenizer where one is registered, else an estimate, and flagged
+    (:func:`apps.quotas.tokens.count_prompt_tokens`): a prompt that reached a model
+    is never recorded as 0 tokens. Nothing is counted when no upstream answered.
+    """
+    if deployment_id is None:
+        return {}
+    fields: dict[str, Any] = {}
+    reported_prompt = int(usage.get("prompt_tokens") or 0)
+    if reported_prompt > 0:
+        fields.update(prompt_tokens=reported_prompt, prompt_tokens_estimated=False)
+    else:
+        model_name = next((d.model_name for d in job.plan.candidates if d.id == deployment_id), None)
+        count, estimated = count_prompt_tokens(messages=job.request.messages, model_name=model_name)
+        fields.update(prompt_tokens=count, prompt_tokens_estimated=estimated)
+    if usage.get("completion_tokens") is not None:
+        fields.update(
+            completion_tokens=int(usage["completion_tokens"]),
+            completion_tokens_estimated=bool(usage.get("estimated")),
+        )
+    else:  # cut off before the upstream's usage: one token per content chunk, flagged
+        fields.update(completion_tokens=content_chunks, completion_tokens_estimated=True)
+    return fields
+
+
 def message_stream_update(
     *,
     ministry_id: int,
@@ -341,6 +376,8 @@ def message_stream_update(
     deployment_id: int | None = None,
     prompt_tokens: int | None = None,
     completion_tokens: int | None = None,
+    prompt_tokens_estimated: bool | None = None,
+    completion_tokens_estimated: bool | None = None,
     ttft_ms: int | None = None,
     latency_ms: int | None = None,
 ) -> Message | None:
@@ -355,6 +392,8 @@ def message_stream_update(
         "deployment_id": deployment_id,
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
+        "prompt_tokens_estimated": prompt_tokens_estimated,
+        "completion_tokens_estimated": completion_tokens_estimated,
         "ttft_ms": ttft_ms,
         "latency_ms": latency_ms,
     }

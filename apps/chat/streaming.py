@@ -33,7 +33,7 @@ from apps.registry.providers.base import UpstreamError, UpstreamInterrupted, Ups
 from apps.registry.router import AllUpstreamsFailed, stream_chat
 
 from .models import Message, Status
-from .services import StreamJob, message_stream_update, stop_requested
+from .services import StreamJob, answer_usage, message_stream_update, stop_requested
 
 logger = logging.getLogger("gennai.chat")
 
@@ -104,8 +104,11 @@ async def relay(job: StreamJob, *, started: float, language: str | None = None) 
             status=final_status,
             error=error if final_status else None,
             deployment_id=deployment_id,
-            prompt_tokens=usage.get("prompt_tokens") if final_status else None,
-            completion_tokens=usage.get("completion_tokens") if final_status else None,
+            **(
+                answer_usage(job=job, deployment_id=deployment_id, usage=usage, content_chunks=len(parts))
+                if final_status
+                else {}
+            ),
             ttft_ms=ttft_ms if final_status else None,
             latency_ms=int((time.monotonic() - started) * 1000) if final_status else None,
         )

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -26,11 +27,12 @@ from psycopg import sql
 
 from apps.devidp.demo_users import DEMO_USERS, MINISTRIES
 
-from . import postgres
+from . import envfile, postgres
 from . import redis as embedded_redis
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
+PY_REL = os.path.relpath(PY, ROOT) if PY.startswith(str(ROOT)) else PY
 
 
 def free_port() -> int:
@@ -53,10 +55,31 @@ def ensure_database(admin_url: str, dbname: str, *, recreate: bool = False) -> N
 
 
 def manage(*args: str, env: dict[str, str], settings: str | None = None) -> None:
+    """Run ``manage.py`` with ``settings`` (else the env's DJANGO_SETTINGS_MODULE; never the
+    production default by accident: manage.py defaults to gennai.settings.prod)."""
     run_env = dict(env)
     if settings:
         run_env["DJANGO_SETTINGS_MODULE"] = settings
+    if not run_env.get("DJANGO_SETTINGS_MODULE"):
+        raise RuntimeError("devstack.manage() needs explicit settings")
     subprocess.run([PY, str(ROOT / "manage.py"), *args], cwd=ROOT, env=run_env, check=True)
+
+
+def api_key_command(ministry: str) -> str:
+    """The API key command the banner prints; it works from any terminal while `make run` runs
+    (gennai.settings.dev reads the servers' URLs from .gennai/dev/env)."""
+    return f"make api-key MINISTRY={ministry} NAME=my-system"
+
+
+def demo_user_line(demo: dict[str, Any], ministry_names: dict[str, str]) -> str:
+    """One banner line per entry of DEMO_USERS; roles may be a list or a mapping per ministry."""
+    ministries = " + ".join(ministry_names.get(c, c) for c in demo.get("ministries", []))
+    roles = demo.get("roles", [])
+    if isinstance(roles, dict):
+        role_text = "; ".join(f"{ministry_names.get(k, k)}: {', '.join(v)}" for k, v in roles.items())
+    else:
+        role_text = ", ".join(str(r) for r in roles)
+    return f"{demo['username']:<10} {ministries:<16} {role_text}"
 
 
 def start_servers(
@@ -117,16 +140,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     data_dir = ROOT / ".gennai" / "dev"
     env = dict(os.environ)
-    env.setdefault("DJANGO_SETTINGS_MODULE", "gennai.settings.dev")
+    # Development settings, always (see cmd_env: os.environ already holds the
+    # production default that gennai/celery.py set when this package was imported).
+    env["DJANGO_SETTINGS_MODULE"] = "gennai.settings.dev"
     web_port, idp_port = args.port, args.idp_port
     host = "127.0.0.1"
     app_url, idp_url = f"http://{host}:{web_port}", f"http://{host}:{idp_port}"
     env.setdefault("OIDC_ISSUER", f"{idp_url}/realms/gennai")
     env.setdefault("GENNAI_IDP_URL", idp_url)
     embedded_pg = not env.get("DATABASE_URL")
+    env_path = envfile.dev_env_path()
+    env_text: str | None = None
     children = start_servers(data_dir, env, pg_port=args.pg_port, redis_port=args.redis_port)
     env.setdefault("GENNAI_IDP_DATABASE_URL", with_db(env["GENNAI_PG_ADMIN_URL"], "gennai_idp"))
     try:
+        # Other terminals (make api-key, manage.py with gennai.settings.dev) read the URLs here.
+        env_text = envfile.write(env_path, env)
         manage("db_bootstrap", env=env)
         manage("migrate", "--no-input", "-v", "0", env=env)
         manage("seed_demo", env=env)
@@ -209,12 +238,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"  Dev IdP (Keycloak-shaped): {idp_url}/realms/gennai")
         print(f"  Local model (llama.cpp, SmolLM2-135M) behind 'standard-chat': {model_url}")
         print(f"  OpenAI-compatible API: {app_url}/v1")
-        print("    API key: .venv/bin/python manage.py api_key_create --ministry digital --name my-system")
+        print(f"    API key (from another terminal): {api_key_command(MINISTRIES[0]['code'])}")
+        print(f"    Other commands: DJANGO_SETTINGS_MODULE=gennai.settings.dev {PY_REL} manage.py …")
         print("  Demo logins (password for all: gennai-demo, or one click on the IdP page):")
         names = {m["code"]: m["name_ja"] for m in MINISTRIES}
         for demo in DEMO_USERS:
-            ministries = " + ".join(names[c] for c in demo["ministries"])
-            print(f"    {demo['username']:<10} {ministries:<16} {', '.join(demo['roles'])}")
+            print(f"    {demo_user_line(demo, names)}")
         print("  Press Ctrl-C to stop everything.")
         print("=" * 64 + "\n", flush=True)
         while all(c.poll() is None for c in children):
@@ -227,12 +256,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     finally:
         stop_all(children, data_dir, stop_pg=embedded_pg)
+        if env_text is not None:
+            envfile.remove_if_unchanged(env_path, env_text)
 
 
 def cmd_env(args: argparse.Namespace) -> int:
     # A throw-away data dir per run, so concurrent runs never share a server.
     data_dir = ROOT / ".gennai" / "test" / f"run-{os.getpid()}"
     env = dict(os.environ)
+    # Test settings, always: importing this package ran gennai/celery.py, whose
+    # setdefault already put the production default into os.environ.
+    env["DJANGO_SETTINGS_MODULE"] = "gennai.settings.test"
     embedded_pg = not env.get("DATABASE_URL")
     idp_port = free_port()
     env.setdefault("GENNAI_IDP_URL", f"http://127.0.0.1:{idp_port}")

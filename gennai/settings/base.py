@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
+from csp.constants import NONCE, NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
 
@@ -43,6 +45,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_htmx",
+    "csp",
     "rest_framework",
     "drf_spectacular",
     "mozilla_django_oidc",
@@ -58,6 +61,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Content-Security-Policy header on every response (policy: CONTENT_SECURITY_POLICY below).
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
@@ -87,6 +92,8 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "apps.tenancy.context_processors.tenancy",
+                # {{ CSP_NONCE }} for an inline <script nonce=…> (none today: all scripts are files).
+                "csp.context_processors.nonce",
             ],
         },
     },
@@ -189,11 +196,10 @@ KEYCLOAK_ADMIN_PASSWORD = os.environ.get("KEYCLOAK_ADMIN_PASSWORD", "")
 
 # --- Tenancy --------------------------------------------------------------
 # Modules allowed to query TenantModels without a ministry scope. Every use is
-# logged; RLS still applies in the database.
-GENNAI_UNSCOPED_ALLOWLIST = [
-    "apps.tenancy.tests",
-    "tests",
-]
+# logged and audited; RLS still applies in the database. Empty outside tests:
+# gennai.settings.test adds the test modules that prove the database layer alone,
+# and a test asserts that production's list names no test module.
+GENNAI_UNSCOPED_ALLOWLIST: list[str] = []
 
 # --- Chat -----------------------------------------------------------------
 # 機密性 level new conversations start at (1–3), until ministries can set their
@@ -215,6 +221,27 @@ GENNAI_API_KEY_MAX_LIFETIME_DAYS = int(os.environ.get("GENNAI_API_KEY_MAX_LIFETI
 GENNAI_UPSTREAM_CONNECT_TIMEOUT = float(os.environ.get("GENNAI_UPSTREAM_CONNECT_TIMEOUT", "5"))
 GENNAI_UPSTREAM_FIRST_TOKEN_TIMEOUT = float(os.environ.get("GENNAI_UPSTREAM_FIRST_TOKEN_TIMEOUT", "60"))
 GENNAI_UPSTREAM_READ_TIMEOUT = float(os.environ.get("GENNAI_UPSTREAM_READ_TIMEOUT", "120"))
+
+# --- Content-Security-Policy (django-csp 4) -----------------------------------
+# Scripts, styles, images and connections only from our own origin: no inline
+# <script> (a nonce where one is unavoidable: {{ CSP_NONCE }}), no inline style=""
+# attributes, no eval (htmx runs with allowEval=false, see base.html). Forms may post
+# to us and to the IdP: login and RP-initiated logout redirect there after a POST,
+# and Chrome checks form-action on every redirect of a form submission.
+_idp = urlsplit(OIDC_ISSUER)
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "frame-ancestors": [NONE],
+        "form-action": [SELF, f"{_idp.scheme}://{_idp.netloc}"],
+        "base-uri": [NONE],
+    },
+}
 
 # --- i18n -----------------------------------------------------------------
 LANGUAGE_CODE = "ja"

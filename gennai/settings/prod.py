@@ -1,22 +1,76 @@
-"""Production: every secret and endpoint must come from the environment."""
+"""Production: every secret and endpoint must come from the environment.
+
+This is the default of ``manage.py``, ``gennai/asgi.py``, ``gennai/wsgi.py`` and
+``gennai/celery.py``: a process started without ``DJANGO_SETTINGS_MODULE`` runs
+with these settings and refuses to start without its secrets. Development and
+tests select ``gennai.settings.dev`` / ``gennai.settings.test`` explicitly
+(``make run``, ``make test``, ``make api-key``; see docs/development.md).
+"""
+
+import os
+
+from django.core.exceptions import ImproperlyConfigured
 
 from .base import *  # noqa: F403
-from .base import BASE_DIR, DATABASES, env
+from .base import BASE_DIR, DATABASES, env_bool
+
+REQUIRED = (
+    "GENNAI_SECRET_KEY",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "OIDC_ISSUER",
+    "OIDC_CLIENT_ID",
+    "OIDC_CLIENT_SECRET",
+)
+
+
+def _required(name: str) -> str:
+    """A production setting that has no default: missing or empty refuses to start."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        raise ImproperlyConfigured(
+            f"{name} is not set. gennai.settings.prod (the default of manage.py, asgi.py, wsgi.py "
+            f"and celery.py) needs {', '.join(REQUIRED)} from the environment. For development use "
+            "`make run`, or set DJANGO_SETTINGS_MODULE=gennai.settings.dev explicitly."
+        )
+    return value
+
+
+# No development fallbacks in production: each of these must be set explicitly
+# (base.py's defaults point at loopback servers and a public dev secret).
+for _name in REQUIRED:
+    _required(_name)
+SECRET_KEY = _required("GENNAI_SECRET_KEY")
 
 DEBUG = False
 STATIC_ROOT = BASE_DIR / "staticfiles"
 WHITENOISE_USE_FINDERS = False
-SECRET_KEY = env("GENNAI_SECRET_KEY")
-# No development fallbacks in production: each of these must be set explicitly.
-for _name in ("DATABASE_URL", "REDIS_URL", "OIDC_ISSUER", "OIDC_CLIENT_ID", "OIDC_CLIENT_SECRET"):
-    env(_name)
 # pgbouncer in transaction mode cannot keep server-side cursors across statements.
 DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
-SESSION_COOKIE_SECURE = True
-CSRF_COOKIE_SECURE = True
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-SECURE_HSTS_SECONDS = 31536000
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
+
+# --- HTTPS ------------------------------------------------------------------
+# Plain HTTP is redirected to HTTPS. Kubernetes probes reach the pod over plain
+# HTTP without the proxy's header, so the health endpoints are exempt.
+SECURE_SSL_REDIRECT = env_bool("GENNAI_SECURE_SSL_REDIRECT", True)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+# Behind the TLS-terminating reverse proxy (ingress) Django sees plain HTTP; it
+# trusts X-Forwarded-Proto only when told it runs behind such a proxy, which must
+# overwrite (never pass through) that header. Without a proxy, set it to 0.
+if env_bool("GENNAI_BEHIND_TLS_PROXY", True):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_HSTS_SECONDS = int(os.environ.get("GENNAI_HSTS_SECONDS", "31536000"))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("GENNAI_HSTS_INCLUDE_SUBDOMAINS", True)
+# Preloading commits the whole registrable domain in browsers' built-in lists: the
+# domain's owner decides (GENNAI_HSTS_PRELOAD=1), so the check that asks for it is
+# silenced only while it is off. `manage.py check --deploy` passes otherwise (tested).
+SECURE_HSTS_PRELOAD = env_bool("GENNAI_HSTS_PRELOAD", False)
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
+SESSION_COOKIE_SECURE = True
+CSRF_COOKIE_SECURE = True
+# Production allows no module unscoped tenant access (base.py); stated again here
+# so that no later edit of base.py can widen it for production by accident.
+GENNAI_UNSCOPED_ALLOWLIST = []

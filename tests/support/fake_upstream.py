@@ -8,7 +8,9 @@ Runs in a thread on a loopback port. Behaviour is chosen per instance
 * ``slow_first``  wait ``first_delay`` seconds before the first byte
 * ``drop``        send ``drop_after`` chunks, then cut the connection mid-body
 
-``requests`` counts requests received; ``last_body`` is the last JSON body.
+``usage=False`` leaves out the usage chunk, as llama.cpp does (it ignores
+``stream_options.include_usage``). ``requests`` counts requests received;
+``last_body`` is the last JSON body.
 """
 
 from __future__ import annotations
@@ -129,6 +131,11 @@ class _Handler(BaseHTTPRequestHandler):
                 "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
             }
             self._chunk(b"data: " + json.dumps(final).encode() + b"\n\n")
+            if not fake.usage:
+                self._chunk(b"data: [DONE]\n\n")
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
+                return
             usage = {
                 "id": "chatcmpl-fake",
                 "object": "chat.completion.chunk",
@@ -166,9 +173,11 @@ class FakeUpstream:
         drop_after: int = 2,
         model: str = "fake-model",
         word: str = "tok",
+        usage: bool = True,
     ) -> None:
         self.mode, self.tokens, self.delay, self.status = mode, tokens, delay, status
         self.first_delay, self.drop_after, self.model, self.word = first_delay, drop_after, model, word
+        self.usage = usage
         self.requests = 0
         self.last_body: dict[str, Any] = {}
         self.lock = threading.Lock()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django import template
 from django.utils.safestring import SafeString, mark_safe
+from django.utils.translation import gettext as _
 
 from apps.chat.markdown import render_markdown
 
@@ -22,3 +23,9 @@ def seconds(milliseconds: int | None) -> str:
     if milliseconds is None:
         return ""
     return f"{milliseconds / 1000:.2f}"
+
+
+@register.filter(name="estimated_mark")
+def estimated_mark(estimated: bool) -> str:
+    """``"（推定）"`` after a token count the platform estimated (the upstream sent none)."""
+    return _("（推定）") if estimated else ""

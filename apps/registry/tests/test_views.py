@@ -454,7 +454,7 @@ def test_dashboard_shows_weights_health_and_circuit(users: dict[str, Any], regis
     client = login(users["procurement"])
     html = client.get(reverse("registry:dashboard")).content.decode()
     assert 'data-testid="dash-alias-standard-chat"' in html and 'data-weight="100"' in html
-    assert 'style="width: 100.0%"' in html
+    assert 'data-gn-width="100.0"' in html
     new_row = html[html.index('data-testid="dash-deployment-new-model"') :]
     assert 'data-state="open"' in new_row.split("</tr>")[0]
     old_row = html[html.index('data-testid="dash-deployment-current-model"') :]

@@ -29,8 +29,27 @@
     }
   }
 
+  // Bar widths come from data-gn-width="<percent>": the Content-Security-Policy
+  // (style-src 'self') refuses inline style="" attributes, but not styles set here.
+  function applyWidths(root) {
+    if (!root || !root.querySelectorAll) {
+      return;
+    }
+    var bars = root.querySelectorAll("[data-gn-width]");
+    for (var i = 0; i < bars.length; i++) {
+      var percent = parseFloat(bars[i].getAttribute("data-gn-width"));
+      if (!isNaN(percent)) {
+        bars[i].style.width = Math.max(0, Math.min(100, percent)) + "%";
+      }
+    }
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     var body = document.body;
+    applyWidths(document);
+    body.addEventListener("htmx:load", function (event) {
+      applyWidths(event.detail && event.detail.elt);
+    });
 
     body.addEventListener("htmx:sendError", function () {
       showError(body.dataset.gnErrorNetwork);
