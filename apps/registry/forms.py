@@ -60,10 +60,15 @@ class StyledModelForm(forms.ModelForm):  # type: ignore[type-arg]
         _mark_errors(self)
 
     def changed_fields(self) -> dict[str, Any]:
-        """Cleaned values of the fields the user changed (what the service and audit get)."""
+        """Cleaned values of the model fields the user changed (what the service and audit get)."""
+        model_fields = set(self._meta.fields or ())
         if self.instance.pk is None:
-            return {name: self.cleaned_data[name] for name in self.fields}
-        return {name: self.cleaned_data[name] for name in self.changed_data}
+            return {name: self.cleaned_data[name] for name in self.fields if name in model_fields}
+        return {name: self.cleaned_data[name] for name in self.changed_data if name in model_fields}
+
+    def service_kwargs(self) -> dict[str, Any]:
+        """Extra keyword arguments for the save service (the approval reason, where the form has one)."""
+        return {"reason": self.cleaned_data.get("reason", "")} if "reason" in self.fields else {}
 
     def add_service_error(self, exc: ValidationError) -> None:
         """Show a service's ValidationError on the matching fields (others on the form)."""
@@ -81,7 +86,22 @@ class VendorForm(StyledModelForm):
         formfield_callback = _formfield
 
 
+def _reason_field() -> forms.CharField:
+    return forms.CharField(
+        label=_("変更理由（承認が必要な変更のとき）"),
+        max_length=500,
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text=_(
+            "機密性2・3への引き上げは、別の調達担当またはプラットフォーム管理者の承認後に反映されます。"
+            "その場合は承認者向けの理由が必要です。"
+        ),
+    )
+
+
 class ModelEntryForm(StyledModelForm):
+    reason = _reason_field()
+
     class Meta:
         model = Model
         fields = [
@@ -109,6 +129,7 @@ class ModelEntryForm(StyledModelForm):
 
 class DeploymentForm(StyledModelForm):
     provider = forms.ChoiceField(label=_("プロバイダ"))
+    reason = _reason_field()
 
     class Meta:
         model = Deployment
@@ -120,16 +141,22 @@ class DeploymentForm(StyledModelForm):
             "base_url",
             "served_model_name",
             "secret_ref",
+            "zone",
             "clearance",
             "max_concurrency",
             "enabled",
         ]
         help_texts = {
-            "base_url": _("OpenAI互換APIのベースURL（/v1 の手前まで。例: http://vllm-llmjp.gpu.svc:8000）。"),
+            "base_url": _(
+                "OpenAI互換APIのベースURL（/v1 の手前まで。例: http://vllm-llmjp.gpu.svc:8000）。"
+                "接続先は許可リスト（GENNAI_UPSTREAM_ALLOWED_HOSTS）にあるホストに限られます。"
+            ),
             "served_model_name": _("上流サーバーが受け付けるモデル名（vLLM の --served-model-name）。"),
             "secret_ref": _(
-                "APIキーの保管場所。「env:環境変数名」の形式で指定します。キーそのものは入力しないでください。"
+                "APIキーの保管場所。「env:GENNAI_UPSTREAM_名前」（環境変数）か「file:ファイル名」"
+                "（GENNAI_UPSTREAM_SECRETS_DIR 内）で指定します。キーそのものは入力しないでください。"
             ),
+            "zone": _("オンプレミス以外のデプロイメントへの経路変更は、別の担当者の承認後に反映されます。"),
             "clearance": _(
                 "配置先ゾーンが扱える最高の機密性。実効値はモデルの機密性との小さい方です。"
                 "外部クラウドのAPIは機密性1のみ。"

@@ -39,6 +39,14 @@ class ModelStatus(models.TextChoices):
     RETIRED = "retired", _("廃止")
 
 
+class DeploymentZone(models.TextChoices):
+    """Where a deployment runs. Only on-prem may be routed to without a second approval."""
+
+    ON_PREM = "on_prem", _("オンプレミス（政府管理）")
+    GOV_CLOUD = "gov_cloud", _("ガバメントクラウド")
+    EXTERNAL = "external", _("外部API・商用クラウド")
+
+
 class HealthState(models.TextChoices):
     UNKNOWN = "unknown", _("不明")
     HEALTHY = "healthy", _("正常")
@@ -48,10 +56,32 @@ class HealthState(models.TextChoices):
 
 def validate_upstream_url(value: str) -> None:
     """http(s) URL with a host. Unlike URLField, single-label hosts (Kubernetes
-    service names such as ``http://vllm-llmjp:8000``) are valid upstreams."""
+    service names such as ``http://vllm-llmjp:8000``) are valid upstreams.
+
+    Security: the host must also pass the egress allowlist (``apps.registry.egress``):
+    no link-local or metadata address, nothing outside ``GENNAI_UPSTREAM_ALLOWED_HOSTS``.
+    The same check runs again on the resolved address at connect time.
+    """
+    from .egress import EgressRefused, current_policy
+
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
         raise ValidationError(_("http:// または https:// で始まるURLを入力してください。"))
+    try:
+        current_policy().check_url(value)
+    except EgressRefused as exc:
+        if exc.code == "forbidden":
+            message = _("リンクローカル・クラウドのメタデータ等のアドレスには接続できません。")
+        elif exc.code == "not_allowed":
+            message = _(
+                "この接続先は許可リスト（GENNAI_UPSTREAM_ALLOWED_HOSTS）にありません。"
+                "プラットフォーム管理者に追加を依頼してください。"
+            )
+        else:
+            message = _(
+                "http:// または https:// で始まるURLを入力してください（認証情報は含めないでください）。"
+            )
+        raise ValidationError(message, code=f"egress_{exc.code}") from None
 
 
 class Vendor(models.Model):
@@ -101,10 +131,13 @@ class Model(models.Model):
 
 
 class Deployment(models.Model):
-    """Where a model is served: a provider plugin, an endpoint and its hosting zone's clearance.
+    """Where a model is served: a provider plugin, an endpoint, its zone and the zone's clearance.
 
-    ``secret_ref`` names where the API key lives (``env:VAR_NAME``); the key itself
-    is never stored in the database.
+    ``secret_ref`` names where the API key lives (``env:GENNAI_UPSTREAM_<NAME>`` or
+    ``file:<name>``, see :mod:`apps.registry.secrets`); the key itself is never
+    stored in the database. Routing an alias to a zone other than on-prem, and
+    raising ``clearance`` to 機密性2/3, need a second person's approval
+    (:class:`ChangeRequest`).
     """
 
     model = models.ForeignKey(Model, on_delete=models.PROTECT, related_name="deployments")
@@ -115,6 +148,9 @@ class Deployment(models.Model):
     secret_ref = models.CharField(_("シークレット参照"), max_length=200, blank=True)
     max_concurrency = models.PositiveIntegerField(_("最大同時実行数"), default=16)
     clearance = models.PositiveSmallIntegerField(_("ゾーンの機密性"), choices=Clearance.choices)
+    zone = models.CharField(
+        _("配置ゾーン"), max_length=16, choices=DeploymentZone.choices, default=DeploymentZone.ON_PREM
+    )
     enabled = models.BooleanField(_("有効"), default=True)
     health = models.CharField(max_length=16, choices=HealthState.choices, default=HealthState.UNKNOWN)
     health_checked_at = models.DateTimeField(null=True, blank=True)
@@ -132,6 +168,13 @@ class Deployment(models.Model):
     def effective_clearance(self) -> int:
         """A deployment may not receive more than both its zone and its model allow."""
         return min(int(self.clearance), int(self.model.clearance))
+
+    def clean(self) -> None:
+        """Invariant 5: an external API or commercial cloud may receive 機密性1 only."""
+        if self.zone == DeploymentZone.EXTERNAL and self.clearance and int(self.clearance) > 1:
+            raise ValidationError(
+                {"clearance": _("外部API・商用クラウドのデプロイメントは機密性1までしか扱えません。")}
+            )
 
 
 class Alias(models.Model):
@@ -212,3 +255,93 @@ class AliasGrant(TenantModel):
 
     def __str__(self) -> str:
         return f"{self.ministry_id}:{self.alias_id}"
+
+
+class ChangeKind(models.TextChoices):
+    MODEL_CLEARANCE = "model_clearance", _("モデルの機密性の引き上げ")
+    DEPLOYMENT_CLEARANCE = "deployment_clearance", _("デプロイメントの機密性の引き上げ")
+    ALIAS_ROUTES = "alias_routes", _("オンプレミス外への経路変更")
+
+
+class ChangeStatus(models.TextChoices):
+    PENDING = "pending", _("承認待ち")
+    APPLIED = "applied", _("承認・適用済み")
+    REJECTED = "rejected", _("却下")
+
+
+class ChangeRequest(models.Model):
+    """A registry change that needs a second person (four-eyes): proposed, then approved or rejected.
+
+    Raising a model's or deployment's clearance to 機密性2/3, and routing an alias
+    to a deployment outside the on-prem zone, are not applied when proposed: a
+    different procurement officer or platform admin approves, and the change is
+    applied in the same transaction (so there is no "approved but not applied"
+    state). ``payload`` holds what to apply and what it was based on, so a
+    request that went stale is refused instead of applied. Both steps are audited.
+    """
+
+    kind = models.CharField(_("種別"), max_length=32, choices=ChangeKind.choices)
+    status = models.CharField(
+        _("状態"), max_length=16, choices=ChangeStatus.choices, default=ChangeStatus.PENDING
+    )
+    # Exactly one target is set (constraint below).
+    model = models.ForeignKey(Model, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    deployment = models.ForeignKey(
+        Deployment, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    alias = models.ForeignKey(Alias, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    payload = models.JSONField(default=dict)
+    reason = models.CharField(_("変更理由"), max_length=500)
+    proposed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_note = models.CharField(_("コメント"), max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            # Serves the pending list and the nav badge: WHERE status = 'pending' ORDER BY created_at.
+            models.Index(fields=["status", "created_at"], name="changerequest_status_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=(
+                    models.Q(model__isnull=False, deployment__isnull=True, alias__isnull=True)
+                    | models.Q(model__isnull=True, deployment__isnull=False, alias__isnull=True)
+                    | models.Q(model__isnull=True, deployment__isnull=True, alias__isnull=False)
+                ),
+                name="changerequest_one_target",
+            ),
+            # Four-eyes in the database too: an applied request was decided by someone else.
+            models.CheckConstraint(
+                condition=~models.Q(status="applied")
+                | (models.Q(decided_by__isnull=False) & ~models.Q(decided_by=models.F("proposed_by"))),
+                name="changerequest_four_eyes",
+            ),
+            # One open request per target, so approvers never see two competing versions.
+            models.UniqueConstraint(
+                fields=["model"], condition=models.Q(status="pending"), name="changerequest_pending_model"
+            ),
+            models.UniqueConstraint(
+                fields=["deployment"],
+                condition=models.Q(status="pending"),
+                name="changerequest_pending_deployment",
+            ),
+            models.UniqueConstraint(
+                fields=["alias"], condition=models.Q(status="pending"), name="changerequest_pending_alias"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.kind}"
+
+    @property
+    def target(self) -> Model | Deployment | Alias:
+        target = self.model or self.deployment or self.alias
+        assert target is not None
+        return target

@@ -8,10 +8,10 @@ candidates in order, failing over only before the first token.
 from __future__ import annotations
 
 import hashlib
-import os
 import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Protocol
 
 from django.conf import settings
 from django.utils.translation import gettext as _
@@ -62,23 +62,37 @@ def allowed_aliases(*, level: int | None = None) -> list[AliasInfo]:
     return sorted(result, key=lambda a: a.name)
 
 
+def routable(deployment: DeploymentInfo) -> bool:
+    """May traffic go to ``deployment`` at all? Enabled, and its model not retired."""
+    return deployment.enabled and deployment.model_status != "retired"
+
+
 def _max_clearance(alias: AliasInfo, deployments: dict[int, DeploymentInfo]) -> int:
     levels = [
         deployments[r.deployment_id].clearance
         for r in alias.routes
-        if r.weight > 0 and r.deployment_id in deployments and deployments[r.deployment_id].enabled
+        if r.weight > 0 and r.deployment_id in deployments and routable(deployments[r.deployment_id])
     ]
     return max(levels, default=0)
 
 
-def _pick(routes: list[tuple[DeploymentInfo, int]], sticky_key: str | None, alias: str) -> int:
+# Load balancing, not security: the module's generator unless a caller (a test) injects one.
+_rng = random.Random()  # noqa: S311
+
+
+def _pick(
+    routes: list[tuple[DeploymentInfo, int]],
+    sticky_key: str | None,
+    alias: str,
+    rng: random.Random | None = None,
+) -> int:
     """Index of the weighted choice; a sticky key always maps to the same point."""
     total = sum(weight for _deployment, weight in routes)
     if sticky_key:
         digest = hashlib.sha256(f"{alias}:{sticky_key}".encode()).digest()
         point = int.from_bytes(digest[:8], "big") / 2**64 * total
     else:
-        point = random.random() * total  # noqa: S311 - load balancing, not security
+        point = (rng or _rng).random() * total
     for index, (_deployment, weight) in enumerate(routes):
         if point < weight:
             return index
@@ -86,12 +100,16 @@ def _pick(routes: list[tuple[DeploymentInfo, int]], sticky_key: str | None, alia
     return len(routes) - 1
 
 
-def plan_route(*, alias_name: str, level: int, sticky_key: str | None = None) -> RoutePlan:
+def plan_route(
+    *, alias_name: str, level: int, sticky_key: str | None = None, rng: random.Random | None = None
+) -> RoutePlan:
     """Choose the deployments to try for ``alias_name`` at confidentiality ``level``.
 
     Security: the active ministry must hold an :class:`AliasGrant` for the alias
     (allowlist), and no deployment cleared below ``level`` is ever a candidate
     (classification gate). Both refusals explain themselves to the user.
+    Deployments that are disabled or whose model is retired are never
+    candidates. ``rng`` makes the weighted pick reproducible (tests).
     """
     ministry_id = current_ministry_id()
     if ministry_id is None:
@@ -111,7 +129,7 @@ def plan_route(*, alias_name: str, level: int, sticky_key: str | None = None) ->
         for r in alias.routes
         if r.weight > 0
         and r.deployment_id in snapshot.deployments
-        and snapshot.deployments[r.deployment_id].enabled
+        and routable(snapshot.deployments[r.deployment_id])
     ]
     if not weighted:
         raise RouteRefused("no_deployment", _("このモデルは現在利用できません。"), status=503)
@@ -127,21 +145,34 @@ def plan_route(*, alias_name: str, level: int, sticky_key: str | None = None) ->
             % {"level": level, "name": alias.display_name_ja, "max": highest},
         )
     usable = [(d, w) for d, w in cleared if d.healthy and not breaker.is_open(d.id)] or cleared
-    primary = usable[_pick(usable, sticky_key, alias.name)][0]
+    primary = usable[_pick(usable, sticky_key, alias.name, rng)][0]
     rest = sorted((d for d, _w in cleared if d.id != primary.id), key=lambda d: breaker.is_open(d.id))
     return RoutePlan(alias=alias, candidates=(primary, *rest), level=level)
 
 
-def provider_target(deployment: DeploymentInfo) -> ProviderTarget:
-    api_key = ""
-    if deployment.secret_ref.startswith("env:"):
-        api_key = os.environ.get(deployment.secret_ref[4:], "")
+class _Upstream(Protocol):
+    """What a target is built from: a snapshot's DeploymentInfo or a Deployment row."""
+
+    id: int
+    name: str
+    base_url: str
+    served_model_name: str
+    secret_ref: str
+    max_concurrency: int
+
+
+def provider_target(deployment: _Upstream) -> ProviderTarget:
+    """The one place a provider target is built (chat, embeddings and the health probe).
+
+    Security: only the *reference* is passed; the provider resolves it at call
+    time through :mod:`apps.registry.secrets`, after its egress check.
+    """
     return ProviderTarget(
         deployment_id=deployment.id,
         name=deployment.name,
         base_url=deployment.base_url,
         served_model_name=deployment.served_model_name,
-        api_key=api_key,
+        secret_ref=deployment.secret_ref,
         max_concurrency=deployment.max_concurrency,
         connect_timeout=settings.GENNAI_UPSTREAM_CONNECT_TIMEOUT,
         first_token_timeout=settings.GENNAI_UPSTREAM_FIRST_TOKEN_TIMEOUT,

@@ -19,7 +19,18 @@ from apps.tenancy.models import Ministry
 from apps.tenancy.scope import ministry_scope
 
 from .breaker import breaker
-from .models import Alias, AliasGrant, AliasRevision, AliasRoute, Deployment, HealthState, Model, Vendor
+from .models import (
+    Alias,
+    AliasGrant,
+    AliasRevision,
+    AliasRoute,
+    ChangeRequest,
+    ChangeStatus,
+    Deployment,
+    HealthState,
+    Model,
+    Vendor,
+)
 from .permissions import access_for_user
 
 
@@ -215,3 +226,74 @@ def inference_readiness() -> str:
     if not counts["usable"]:
         raise NoUsableDeployment(f"0 of {counts['total']} deployments enabled and up")
     return f"{counts['usable']} of {counts['total']} deployments usable"
+
+
+# --- Four-eyes change requests ---------------------------------------------------------------
+
+
+def change_requests_pending() -> QuerySet[ChangeRequest]:
+    """Open requests, oldest first (the approvers' queue)."""
+    return (
+        ChangeRequest.objects.filter(status=ChangeStatus.PENDING)
+        .select_related("model", "deployment__model", "alias", "proposed_by")
+        .order_by("created_at", "id")
+    )
+
+
+def change_requests_decided(*, limit: int = 50) -> list[ChangeRequest]:
+    """The most recent approvals and rejections, newest first."""
+    return list(
+        ChangeRequest.objects.exclude(status=ChangeStatus.PENDING)
+        .select_related("model", "deployment", "alias", "proposed_by", "decided_by")
+        .order_by("-decided_at", "-id")[:limit]
+    )
+
+
+def change_request_pending_count() -> int:
+    return ChangeRequest.objects.filter(status=ChangeStatus.PENDING).count()
+
+
+def get_change_request_for_actor(*, actor: Any, change_request_id: int) -> ChangeRequest:
+    _check_actor(actor)
+    request = (
+        ChangeRequest.objects.select_related("model", "deployment", "alias", "proposed_by", "decided_by")
+        .filter(pk=change_request_id)
+        .first()
+    )
+    if request is None:
+        raise Http404
+    return request
+
+
+def pending_change_for(target: Any) -> ChangeRequest | None:
+    """The open request on ``target`` (at most one: a database constraint), for its page's banner."""
+    field = {Model: "model", Deployment: "deployment", Alias: "alias"}.get(type(target))
+    if field is None or target.pk is None:
+        return None
+    return (
+        ChangeRequest.objects.filter(status=ChangeStatus.PENDING, **{field: target})
+        .select_related("proposed_by")
+        .first()
+    )
+
+
+@dataclass(frozen=True)
+class PendingTargets:
+    """Ids with an open request, for the "approval pending" badges on list pages."""
+
+    models: frozenset[int]
+    deployments: frozenset[int]
+    aliases: frozenset[int]
+
+
+def pending_targets() -> PendingTargets:
+    rows = list(
+        ChangeRequest.objects.filter(status=ChangeStatus.PENDING).values_list(
+            "model_id", "deployment_id", "alias_id"
+        )
+    )
+    return PendingTargets(
+        models=frozenset(m for m, _d, _a in rows if m),
+        deployments=frozenset(d for _m, d, _a in rows if d),
+        aliases=frozenset(a for _m, _d, a in rows if a),
+    )

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import re
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import models, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -20,13 +18,29 @@ from apps.audit.services import audit_record
 from apps.tenancy.models import Ministry
 from apps.tenancy.scope import ministry_scope
 
-from .models import Alias, AliasGrant, AliasRevision, AliasRoute, Deployment, HealthState, Model, Vendor
-from .providers.base import HealthResult, ProviderTarget
+from . import approvals
+from .egress import EgressRefused, current_policy
+from .models import (
+    Alias,
+    AliasGrant,
+    AliasRevision,
+    AliasRoute,
+    ChangeKind,
+    ChangeRequest,
+    Deployment,
+    DeploymentZone,
+    HealthState,
+    Model,
+    ModelStatus,
+    Vendor,
+)
+from .providers.base import HealthResult
 from .providers.registry import get_provider_factory
+from .router import provider_target
+from .secrets import SecretRefError, parse_secret_ref
 from .snapshot import bump_version
 
 MAX_ROUTES = 10
-SECRET_REF_RE = re.compile(r"env:[A-Z_][A-Z0-9_]{0,127}")
 
 
 def _after_commit_invalidate() -> None:
@@ -54,36 +68,126 @@ def vendor_save(*, actor: Any, vendor: Vendor | None = None, **fields: Any) -> V
     return _save(vendor or Vendor(), actor=actor, action=action, fields=fields)  # type: ignore[no-any-return]
 
 
+def _hold_clearance_raise(
+    *, actor: Any, current: int | None, fields: dict[str, Any], reason: str
+) -> int | None:
+    """Four-eyes: take a clearance raise out of ``fields`` and return it (or None if none is held).
+
+    Security: a person raising a clearance to 機密性2/3 saves everything else,
+    keeps the current clearance (a new entry gets 機密性1) and gets a pending
+    :class:`ChangeRequest` instead; see :mod:`.approvals`.
+    """
+    if "clearance" not in fields or fields["clearance"] in (None, "") or not approvals.is_human(actor):
+        return None
+    new = int(fields["clearance"])
+    if not approvals.clearance_raise_needs_approval(current=current, new=new):
+        return None
+    if not reason.strip():
+        raise ValidationError(
+            {"reason": _("機密性の引き上げには承認が必要です。承認者向けに変更理由を入力してください。")}
+        )
+    fields["clearance"] = current or 1
+    return new
+
+
+def apply_approved_save(*, actor: Any, obj: Model | Deployment, action: str, fields: dict[str, Any]) -> Any:
+    """Apply an approved change (called by :mod:`.approvals` inside its transaction)."""
+    return _save(obj, actor=actor, action=action, fields=fields)
+
+
 @transaction.atomic
-def model_save(*, actor: Any, model: Model | None = None, **fields: Any) -> Model:
-    """Create (``model=None``) or update a model entry."""
+def model_save(*, actor: Any, model: Model | None = None, reason: str = "", **fields: Any) -> Model:
+    """Create (``model=None``) or update a model entry.
+
+    A raise of the clearance to 機密性2/3 by a person is not applied but proposed
+    (four-eyes, :mod:`.approvals`); ``reason`` is then required.
+    """
+    held = _hold_clearance_raise(
+        actor=actor, current=int(model.clearance) if model else None, fields=fields, reason=reason
+    )
     action = "registry.model.update" if model else "registry.model.create"
-    return _save(model or Model(), actor=actor, action=action, fields=fields)  # type: ignore[no-any-return]
+    obj: Model = _save(model or Model(), actor=actor, action=action, fields=fields)
+    if held is not None:
+        approvals.change_request_propose(
+            actor=actor,
+            kind=ChangeKind.MODEL_CLEARANCE,
+            target=obj,
+            payload={"from": int(obj.clearance), "to": held},
+            reason=reason,
+        )
+    return obj
 
 
 def validate_secret_ref(value: str) -> None:
-    """A deployment names *where* its API key lives (``env:VAR_NAME``), never the key itself.
+    """A deployment names *where* its API key lives, never the key itself (service layer).
 
-    Security: anything else (a pasted key, a URL with credentials) is refused, so
-    no secret can end up in the database, the audit log or a page.
+    Security: only ``env:GENNAI_UPSTREAM_<NAME>`` or ``file:<name>`` under the
+    secrets directory (:mod:`.secrets`); anything else — another environment
+    variable such as ``DATABASE_URL``, a path, a pasted key — is refused, so no
+    platform credential can be reached and no key ends up in the database.
     """
-    if value and not SECRET_REF_RE.fullmatch(value):
-        raise ValidationError(
-            {
-                "secret_ref": _(
-                    "シークレット参照は「env:環境変数名」の形式で指定してください（例: env:VENDOR_API_KEY）。"
-                    "APIキーそのものは入力しないでください。"
-                )
-            }
-        )
+    try:
+        if value:
+            parse_secret_ref(value)
+    except SecretRefError as exc:
+        raise ValidationError({"secret_ref": exc.message}, code=f"secret_ref_{exc.code}") from None
+
+
+def _is_routed(deployment: Deployment) -> bool:
+    """Does ``deployment`` carry traffic in some alias's current revision?"""
+    return AliasRoute.objects.filter(
+        deployment=deployment, weight__gt=0, revision__alias__current_revision=models.F("revision")
+    ).exists()
 
 
 @transaction.atomic
-def deployment_save(*, actor: Any, deployment: Deployment | None = None, **fields: Any) -> Deployment:
-    """Create (``deployment=None``) or update a deployment."""
+def deployment_save(
+    *, actor: Any, deployment: Deployment | None = None, reason: str = "", **fields: Any
+) -> Deployment:
+    """Create (``deployment=None``) or update a deployment.
+
+    Security: the secret reference and the URL are validated here as well as in
+    the form (the URL by the model's validator, against the egress allowlist);
+    a person's clearance raise to 機密性2/3 is proposed, not applied; and a
+    deployment that carries traffic cannot be moved out of the on-prem zone
+    (that would route an alias off-prem without the approval routing needs).
+    """
     validate_secret_ref(fields.get("secret_ref", "") or "")
+    zone = fields.get("zone", deployment.zone if deployment else DeploymentZone.ON_PREM)
+    clearance = fields.get("clearance", deployment.clearance if deployment else None)
+    if zone == DeploymentZone.EXTERNAL and clearance not in (None, "") and int(clearance) > 1:
+        # Checked before a raise is held back, so nobody is asked to approve the impossible.
+        raise ValidationError(
+            {"clearance": _("外部API・商用クラウドのデプロイメントは機密性1までしか扱えません。")}
+        )
+    if (
+        deployment is not None
+        and fields.get("zone", deployment.zone) != DeploymentZone.ON_PREM
+        and deployment.zone == DeploymentZone.ON_PREM
+        and _is_routed(deployment)
+    ):
+        raise ValidationError(
+            {
+                "zone": _(
+                    "経路で使われているデプロイメントはオンプレミス外へ移せません。"
+                    "経路から外すか、新しいデプロイメントとして登録してください。"
+                )
+            }
+        )
+    held = _hold_clearance_raise(
+        actor=actor, current=int(deployment.clearance) if deployment else None, fields=fields, reason=reason
+    )
     action = "registry.deployment.update" if deployment else "registry.deployment.create"
-    return _save(deployment or Deployment(), actor=actor, action=action, fields=fields)  # type: ignore[no-any-return]
+    obj: Deployment = _save(deployment or Deployment(), actor=actor, action=action, fields=fields)
+    if held is not None:
+        approvals.change_request_propose(
+            actor=actor,
+            kind=ChangeKind.DEPLOYMENT_CLEARANCE,
+            target=obj,
+            payload={"from": int(obj.clearance), "to": held},
+            reason=reason,
+        )
+    return obj
 
 
 @transaction.atomic
@@ -123,12 +227,70 @@ def _validate_routes(alias: Alias, routes: Sequence[tuple[Deployment, int]]) -> 
         raise ValidationError(_("同じデプロイメントが重複しています。"))
     if any(w < 0 or w > 1000 for _d, w in routes) or sum(w for _d, w in routes) <= 0:
         raise ValidationError(_("重みは0〜1000で、合計が正になるよう指定してください。"))
-    for deployment, _w in routes:
+    for deployment, weight in routes:
         if deployment.model.kind != alias.kind:
             raise ValidationError(
                 _("%(dep)s はこのエイリアスの種別（%(kind)s）と異なるモデルです。")
                 % {"dep": deployment.name, "kind": alias.kind}
             )
+        if weight > 0 and deployment.model.status == ModelStatus.RETIRED:
+            raise ValidationError(
+                _("%(dep)s のモデルは廃止されているため、経路に重みを付けられません。")
+                % {"dep": deployment.name}
+            )
+
+
+def _offprem_gaining_traffic(alias: Alias, routes: Sequence[tuple[Deployment, int]]) -> list[Deployment]:
+    """Deployments outside the on-prem zone that get traffic they do not have in the current revision."""
+    current: dict[int, int] = {}
+    if alias.current_revision is not None:
+        current = dict(alias.current_revision.routes.values_list("deployment_id", "weight"))
+    return [d for d, w in routes if w > 0 and d.zone != DeploymentZone.ON_PREM and current.get(d.pk, 0) <= 0]
+
+
+def publish_routes(
+    *,
+    actor: Any,
+    alias: Alias,
+    routes: Sequence[tuple[Deployment, int]],
+    reason: str,
+    author: Any = None,
+    rollback_of_id: int | None = None,
+    change_request: int | None = None,
+) -> AliasRevision:
+    """Write the revision (alias row already locked by the caller); audited, snapshot bumped.
+
+    ``author`` is who proposed the routes when ``actor`` approves them for someone else.
+    """
+    _validate_routes(alias, routes)
+    author = author if author is not None else actor
+    last = alias.revisions.order_by("-number").first()
+    revision = AliasRevision.objects.create(
+        alias=alias,
+        number=(last.number + 1 if last else 1),
+        created_by=author if getattr(author, "pk", None) else None,
+        reason=reason.strip()[:500],
+        rollback_of_id=rollback_of_id,
+    )
+    AliasRoute.objects.bulk_create([AliasRoute(revision=revision, deployment=d, weight=w) for d, w in routes])
+    alias.current_revision = revision
+    alias.save(update_fields=["current_revision"])
+    data: dict[str, Any] = {
+        "revision": revision.number,
+        "routes": {d.name: w for d, w in routes},
+        "reason": reason,
+    }
+    if change_request is not None:
+        data["change_request"] = change_request
+    audit_record(
+        actor=actor,
+        action="registry.alias.rollback" if rollback_of_id else "registry.alias.routes",
+        target_type="alias",
+        target_id=alias.pk,
+        data=data,
+    )
+    _after_commit_invalidate()
+    return revision
 
 
 @transaction.atomic
@@ -139,41 +301,52 @@ def alias_set_routes(
     routes: Sequence[tuple[Deployment, int]],
     reason: str,
     rollback_of: AliasRevision | None = None,
-) -> AliasRevision:
+) -> AliasRevision | ChangeRequest:
     """Publish a new revision of ``alias`` (e.g. 90/10 canary, then 0/100 full).
 
     Takes effect in every process within the snapshot check interval, without a
     restart; in-flight streams finish on the deployment they started on.
+
+    Security (four-eyes): when a person gives traffic to a deployment outside
+    the on-prem zone that has none in the current revision, nothing is
+    published; a pending :class:`ChangeRequest` is returned instead, to be
+    approved by someone else (:mod:`.approvals`).
     """
     if not reason.strip():
         raise ValidationError(_("変更理由を入力してください。"))
     alias = Alias.objects.select_for_update().get(pk=alias.pk)
     _validate_routes(alias, routes)
-    last = alias.revisions.order_by("-number").first()
-    revision = AliasRevision.objects.create(
-        alias=alias,
-        number=(last.number + 1 if last else 1),
-        created_by=actor if getattr(actor, "pk", None) else None,
-        reason=reason.strip()[:500],
-        rollback_of=rollback_of,
-    )
-    AliasRoute.objects.bulk_create([AliasRoute(revision=revision, deployment=d, weight=w) for d, w in routes])
-    alias.current_revision = revision
-    alias.save(update_fields=["current_revision"])
-    audit_record(
+    offprem = _offprem_gaining_traffic(alias, routes)
+    if offprem and approvals.is_human(actor):
+        return approvals.change_request_propose(
+            actor=actor,
+            kind=ChangeKind.ALIAS_ROUTES,
+            target=alias,
+            payload={
+                "base_revision": alias.current_revision.number if alias.current_revision else 0,
+                "routes": [[d.pk, w] for d, w in routes],
+                "summary": ", ".join(f"{d.name} {w}" for d, w in routes),
+                "offprem": [d.name for d in offprem],
+                "rollback_of": rollback_of.pk if rollback_of else None,
+            },
+            reason=reason,
+        )
+    return publish_routes(
         actor=actor,
-        action="registry.alias.rollback" if rollback_of else "registry.alias.routes",
-        target_type="alias",
-        target_id=alias.pk,
-        data={"revision": revision.number, "routes": {d.name: w for d, w in routes}, "reason": reason},
+        alias=alias,
+        routes=routes,
+        reason=reason,
+        rollback_of_id=rollback_of.pk if rollback_of else None,
     )
-    _after_commit_invalidate()
-    return revision
 
 
 @transaction.atomic
-def alias_rollback(*, actor: Any, alias: Alias, reason: str = "") -> AliasRevision:
-    """One-step rollback: republish the routes of the revision before the current one."""
+def alias_rollback(*, actor: Any, alias: Alias, reason: str = "") -> AliasRevision | ChangeRequest:
+    """One-step rollback: republish the routes of the revision before the current one.
+
+    Goes through the same four-eyes rule as any route change (a rollback that
+    brings back an off-prem route needs approval).
+    """
     alias = Alias.objects.select_for_update().get(pk=alias.pk)
     current = alias.current_revision
     if current is None:
@@ -273,18 +446,24 @@ def deployment_record_health(
     return changed
 
 
-def _provider_target(deployment: Deployment) -> ProviderTarget:
-    api_key = ""
-    if deployment.secret_ref.startswith("env:"):
-        api_key = os.environ.get(deployment.secret_ref[4:], "")
-    return ProviderTarget(
-        deployment_id=deployment.pk,
-        name=deployment.name,
-        base_url=deployment.base_url,
-        served_model_name=deployment.served_model_name,
-        api_key=api_key,
-        max_concurrency=deployment.max_concurrency,
-    )
+def _refusal(deployment: Deployment) -> str:
+    """Why the probe must not even start (egress or secret reference refused), or "".
+
+    Security: checked before a provider is built, so a deployment row that
+    bypassed the service (written before these rules, or in the database) makes
+    the Celery probe neither connect nor resolve a key. The provider and its
+    transport check again (connect time, resolved address).
+    """
+    try:
+        current_policy().check_url(deployment.base_url)
+    except EgressRefused as exc:
+        return f"upstream host refused ({exc.code})"
+    try:
+        if deployment.secret_ref:
+            parse_secret_ref(deployment.secret_ref)
+    except SecretRefError as exc:
+        return f"secret reference refused ({exc.code})"
+    return ""
 
 
 def _outcome(result: HealthResult) -> tuple[str, str]:
@@ -301,13 +480,16 @@ async def _probe_all(deployments: list[Deployment]) -> list[tuple[str, str]]:
     providers: list[Any] = []
 
     async def probe(deployment: Deployment) -> tuple[str, str]:
+        refused = _refusal(deployment)
+        if refused:
+            return HealthState.DOWN, refused
         try:
             factory = get_provider_factory(deployment.provider)
         except KeyError:
             return HealthState.DOWN, f"provider {deployment.provider!r} is not installed"
         async with semaphore:
             try:
-                provider = factory(_provider_target(deployment))
+                provider = factory(provider_target(deployment))
                 providers.append(provider)
                 result = await asyncio.wait_for(provider.health(), timeout=HEALTH_TIMEOUT_SECONDS)
             except Exception as exc:  # noqa: BLE001 - health() must not raise; a broken plugin is "down"

@@ -41,6 +41,7 @@ class DeploymentInfo:
     healthy: bool
     model_name: str
     context_window: int
+    model_status: str = "active"  # a retired model's deployments are never routed (router.routable)
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,7 @@ def _build(version: int) -> Snapshot:
             healthy=d.health != HealthState.DOWN,
             model_name=d.model.name,
             context_window=d.model.context_window,
+            model_status=d.model.status,
         )
         for d in Deployment.objects.select_related("model")
     }

@@ -22,4 +22,7 @@ urlpatterns = [
     path("aliases/<int:alias_id>/routes/", views.alias_routes, name="alias_routes"),
     path("aliases/<int:alias_id>/rollback/", views.alias_rollback, name="alias_rollback"),
     path("aliases/<int:alias_id>/grants/", views.alias_grants, name="alias_grants"),
+    path("changes/", views.change_list, name="change_list"),
+    path("changes/<int:change_request_id>/approve/", views.change_approve, name="change_approve"),
+    path("changes/<int:change_request_id>/reject/", views.change_reject, name="change_reject"),
 ]

@@ -20,7 +20,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from . import selectors, services
+from . import approvals, selectors, services
 from .forms import (
     AliasForm,
     AliasGrantForm,
@@ -31,7 +31,7 @@ from .forms import (
     StyledModelForm,
     VendorForm,
 )
-from .models import Alias
+from .models import Alias, ChangeRequest
 from .permissions import registry_access, registry_required
 
 PAGE_SIZE = 25
@@ -51,7 +51,12 @@ def _htmx(request: HttpRequest) -> bool:
 
 
 def _ctx(request: HttpRequest, section: str, **extra: Any) -> dict[str, Any]:
-    return {"section": section, "can_edit": registry_access(request).can_edit, **extra}
+    return {
+        "section": section,
+        "can_edit": registry_access(request).can_edit,
+        "pending_change_count": selectors.change_request_pending_count(),
+        **extra,
+    }
 
 
 # --- Dashboard ------------------------------------------------------------------------------
@@ -96,7 +101,7 @@ def _edit_page(
                 messages.info(request, _("変更はありません。"))
                 return HttpResponseRedirect(list_url)
             try:
-                obj = save(actor=request.user, **{instance_kw: instance}, **fields)
+                obj = save(actor=request.user, **{instance_kw: instance}, **fields, **form.service_kwargs())
             except ValidationError as exc:
                 form.add_service_error(exc)
             else:
@@ -104,9 +109,26 @@ def _edit_page(
                     messages.success(request, _("「%(name)s」を登録しました。") % {"name": obj})
                 else:
                     messages.success(request, _("「%(name)s」を更新しました。") % {"name": obj})
+                if "clearance" in fields and int(fields["clearance"]) != int(obj.clearance):
+                    messages.info(
+                        request,
+                        _(
+                            "機密性%(level)sへの引き上げは承認待ちです。別の調達担当または"
+                            "プラットフォーム管理者が承認すると反映されます。"
+                        )
+                        % {"level": fields["clearance"]},
+                    )
                 return HttpResponseRedirect(list_url)
         status = 400
-    context = _ctx(request, section, form=form, title=title, object=instance, cancel_url=list_url)
+    context = _ctx(
+        request,
+        section,
+        form=form,
+        title=title,
+        object=instance,
+        cancel_url=list_url,
+        pending_change=selectors.pending_change_for(instance),
+    )
     return render(request, "registry/form.html", context, status=status)
 
 
@@ -157,7 +179,12 @@ def model_list(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "registry/model_list.html",
-        _ctx(request, "models", page=_page(request, selectors.model_list())),
+        _ctx(
+            request,
+            "models",
+            page=_page(request, selectors.model_list()),
+            pending=selectors.pending_targets(),
+        ),
     )
 
 
@@ -201,6 +228,7 @@ def deployment_list(request: HttpRequest) -> HttpResponse:
         "deployments",
         page=page,
         health_rows=selectors.deployment_health_rows(list(page.object_list)),
+        pending=selectors.pending_targets(),
     )
     return render(request, "registry/deployment_list.html", context)
 
@@ -264,7 +292,8 @@ def deployment_check(request: HttpRequest, deployment_id: int) -> HttpResponse:
 def alias_list(request: HttpRequest) -> HttpResponse:
     page = _page(request, selectors.alias_list())
     rows = [(alias, selectors.alias_current_routes(alias)) for alias in page.object_list]
-    return render(request, "registry/alias_list.html", _ctx(request, "aliases", page=page, rows=rows))
+    context = _ctx(request, "aliases", page=page, rows=rows, pending=selectors.pending_targets())
+    return render(request, "registry/alias_list.html", context)
 
 
 @require_http_methods(["GET", "POST"])
@@ -320,6 +349,7 @@ def _alias_context(
         revisions=revisions,
         grant_rows=selectors.alias_grant_rows(alias),
         audit_page=_page(request, selectors.alias_audit_events(alias), param="audit_page"),
+        pending_change=selectors.pending_change_for(alias),
         notice=notice,
         notice_level=notice_level,
     )
@@ -353,6 +383,13 @@ def alias_detail(request: HttpRequest, alias_id: int) -> HttpResponse:
     return render(request, template, _alias_context(request, alias))
 
 
+def _proposed_message(change: ChangeRequest) -> str:
+    return _(
+        "オンプレミス外のデプロイメント（%(names)s）への経路変更は、承認待ちの変更依頼 #%(id)d になりました。"
+        "別の調達担当またはプラットフォーム管理者が承認すると公開されます。"
+    ) % {"names": ", ".join(change.payload.get("offprem", [])), "id": change.pk}
+
+
 @require_POST
 @registry_required(edit=True)
 def alias_routes(request: HttpRequest, alias_id: int) -> HttpResponse:
@@ -371,6 +408,8 @@ def alias_routes(request: HttpRequest, alias_id: int) -> HttpResponse:
         except ValidationError as exc:
             form.add_error(None, exc)
         else:
+            if isinstance(revision, ChangeRequest):
+                return _alias_response(request, alias, ok_message=_proposed_message(revision))
             return _alias_response(
                 request,
                 alias,
@@ -396,6 +435,8 @@ def alias_rollback(request: HttpRequest, alias_id: int) -> HttpResponse:
                 request, alias, notice=" ".join(exc.messages), notice_level="error", status=400
             )
         else:
+            if isinstance(revision, ChangeRequest):
+                return _alias_response(request, alias, ok_message=_proposed_message(revision))
             assert revision.rollback_of is not None
             return _alias_response(
                 request,
@@ -424,3 +465,58 @@ def alias_grants(request: HttpRequest, alias_id: int) -> HttpResponse:
         services.alias_revoke(actor=request.user, ministry=ministry, alias=alias)
         message = _("%(ministry)sの利用許可を取り消しました。") % {"ministry": ministry.name}
     return _alias_response(request, alias, ok_message=message)
+
+
+# --- Four-eyes change requests -------------------------------------------------------------
+
+
+@require_GET
+@registry_required()
+def change_list(request: HttpRequest) -> HttpResponse:
+    """The approvers' queue (pending, oldest first) and the recent decisions."""
+    context = _ctx(
+        request,
+        "changes",
+        pending_requests=list(selectors.change_requests_pending()),
+        decided_requests=selectors.change_requests_decided(),
+    )
+    return render(request, "registry/change_list.html", context)
+
+
+def _decide(request: HttpRequest, change_request_id: int, *, approve: bool) -> HttpResponse:
+    change = selectors.get_change_request_for_actor(actor=request.user, change_request_id=change_request_id)
+    note = request.POST.get("note", "")
+    notice, level = "", "success"
+    try:
+        if approve:
+            change = approvals.change_request_approve(actor=request.user, change_request=change, note=note)
+            notice = _("変更依頼 #%(id)d を承認し、適用しました。") % {"id": change.pk}
+        else:
+            change = approvals.change_request_reject(actor=request.user, change_request=change, note=note)
+            notice = _("変更依頼 #%(id)d を却下しました。") % {"id": change.pk}
+    except ValidationError as exc:
+        notice, level = " ".join(exc.messages), "error"
+        change = selectors.get_change_request_for_actor(actor=request.user, change_request_id=change.pk)
+    if _htmx(request):
+        # htmx swaps only 2xx responses: a refusal is shown in the row itself.
+        context = _ctx(request, "changes", change=change, notice=notice, notice_level=level)
+        return render(request, "registry/_change_row.html", context)
+    if level == "error":
+        messages.error(request, notice)
+    else:
+        messages.success(request, notice)
+    return HttpResponseRedirect(reverse("registry:change_list"))
+
+
+@require_POST
+@registry_required(edit=True)
+def change_approve(request: HttpRequest, change_request_id: int) -> HttpResponse:
+    """Approve and apply (four-eyes: refused for the proposer, 403)."""
+    return _decide(request, change_request_id, approve=True)
+
+
+@require_POST
+@registry_required(edit=True)
+def change_reject(request: HttpRequest, change_request_id: int) -> HttpResponse:
+    """Reject (the proposer may withdraw their own request this way)."""
+    return _decide(request, change_request_id, approve=False)

@@ -17,6 +17,12 @@ Contract (checked for every registered provider by the conformance tests):
 * ``embed(inputs)`` MUST return one vector per input, in order.
 * ``health()`` MUST return within its timeout and MUST NOT raise.
 * ``aclose()`` releases pooled connections.
+* It MUST reach the upstream only through a client from
+  :func:`apps.registry.egress.guarded_client` (allowlist, connect-time address
+  check, no redirects), and MUST take the key from
+  :meth:`ProviderTarget.resolve_api_key` at call time, never from elsewhere.
+* Exceptions MUST NOT carry upstream response bodies: ``str(exc)`` and every
+  public attribute are shown to API callers. Log the body (truncated) instead.
 """
 
 from __future__ import annotations
@@ -34,11 +40,25 @@ class ProviderTarget:
     name: str
     base_url: str
     served_model_name: str
-    api_key: str = ""
+    api_key: str = ""  # an explicit key (tests, bench); the registry passes ``secret_ref`` instead
     max_concurrency: int = 16
     connect_timeout: float = 5.0
     first_token_timeout: float = 60.0
     read_timeout: float = 120.0
+    secret_ref: str = ""  # ``env:GENNAI_UPSTREAM_…`` or ``file:…`` (apps/registry/secrets.py)
+
+    def resolve_api_key(self) -> str:
+        """The key to send, resolved now (raises ``SecretRefError`` for a refused reference).
+
+        Security: a reference is re-validated at every call (defence in depth),
+        so a row that bypassed the form and service still cannot reach a
+        platform credential.
+        """
+        if self.secret_ref:
+            from apps.registry.secrets import resolve_secret_ref
+
+            return resolve_secret_ref(self.secret_ref)
+        return self.api_key
 
 
 @dataclass
@@ -72,11 +92,25 @@ class HealthResult:
 
 
 class UpstreamError(Exception):
-    """Base of provider errors; ``status`` is the upstream HTTP status if any."""
+    """Base of provider errors; ``status`` is the upstream HTTP status if any.
+
+    Security: ``message`` is our own text (deployment name, HTTP status, the
+    kind of failure) and never contains the upstream's response body, which
+    may reflect internal details or attacker-chosen text; ``str(exc)``,
+    ``message``, ``status`` and ``public_message`` are all safe to show.
+    """
 
     def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
+        self.message = message
         self.status = status
+
+    @property
+    def public_message(self) -> str:
+        """A generic English text for API callers (no deployment name, no upstream text)."""
+        if self.status is not None:
+            return f"The model server answered HTTP {self.status}."
+        return "The model server could not be reached."
 
 
 class UpstreamUnavailable(UpstreamError):

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+
+from apps.registry.egress import EgressPolicy, EgressRefused, current_policy, guarded_client
+from apps.registry.secrets import SecretRefError
 
 from .base import (
     ChatChunk,
@@ -21,21 +25,38 @@ from .base import (
     UpstreamUnavailable,
 )
 
-# One pooled client per (event loop, base URL): httpx async clients are loop-bound.
-_clients: dict[tuple[int, str], httpx.AsyncClient] = {}
+logger = logging.getLogger("gennai.registry.upstream")
+LOGGED_BODY_CHARS = 500
+
+# One pooled client per (event loop, base URL, egress policy): httpx async clients are
+# loop-bound, and a changed allowlist must never reuse a client built under the old one.
+_clients: dict[tuple[int, str, EgressPolicy], httpx.AsyncClient] = {}
 
 
 def _client(target: ProviderTarget) -> httpx.AsyncClient:
-    key = (id(asyncio.get_running_loop()), target.base_url)
+    """The pooled, egress-guarded client for ``target`` (raises EgressRefused for a refused URL)."""
+    policy = current_policy()
+    key = (id(asyncio.get_running_loop()), target.base_url, policy)
     client = _clients.get(key)
     if client is None or client.is_closed:
-        client = httpx.AsyncClient(
-            base_url=target.base_url.rstrip("/") + "/",
+        client = guarded_client(
+            base_url=target.base_url,
+            policy=policy,
             timeout=httpx.Timeout(target.read_timeout, connect=target.connect_timeout),
             limits=httpx.Limits(max_connections=max(target.max_concurrency, 1) * 2),
         )
         _clients[key] = client
     return client
+
+
+def _log_body(target: ProviderTarget, status: int, body: bytes) -> None:
+    """Upstream error bodies go to the log only (truncated), never into an exception."""
+    logger.warning(
+        "upstream %s answered HTTP %s: %s",
+        target.name,
+        status,
+        body[:LOGGED_BODY_CHARS].decode(errors="replace"),
+    )
 
 
 def _parse_chunk(data: bytes) -> ChatChunk:
@@ -62,8 +83,26 @@ class OpenAICompatibleProvider:
     def __init__(self, target: ProviderTarget) -> None:
         self.target = target
 
-    def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.target.api_key}"} if self.target.api_key else {}
+    def _prepare(self) -> tuple[httpx.AsyncClient, dict[str, str]]:
+        """Client and headers for one call; refusals become :class:`UpstreamUnavailable`.
+
+        Security: the URL is checked (and the client built) before the key is
+        resolved, and the key is resolved from its reference at every call.
+        """
+        try:
+            client = _client(self.target)
+            api_key = self.target.resolve_api_key()
+        except EgressRefused as exc:
+            logger.warning("upstream %s refused by egress policy: %s", self.target.name, exc.detail)
+            raise UpstreamUnavailable(f"{self.target.name}: upstream host refused ({exc.code})") from None
+        except SecretRefError as exc:
+            logger.warning("upstream %s: secret reference refused: %s", self.target.name, exc.code)
+            raise UpstreamUnavailable(f"{self.target.name}: secret reference refused ({exc.code})") from None
+        return client, ({"Authorization": f"Bearer {api_key}"} if api_key else {})
+
+    def _refused(self, exc: EgressRefused) -> UpstreamUnavailable:
+        logger.warning("upstream %s refused at connect time: %s", self.target.name, exc.detail)
+        return UpstreamUnavailable(f"{self.target.name}: upstream address refused ({exc.code})")
 
     async def chat(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
         body = {
@@ -73,24 +112,30 @@ class OpenAICompatibleProvider:
             "stream": True,
             "stream_options": {"include_usage": True},
         }
-        client = _client(self.target)
+        client, headers = self._prepare()
         try:
             async with asyncio.timeout(self.target.first_token_timeout):
                 response = await client.send(
-                    client.build_request("POST", "v1/chat/completions", json=body, headers=self._headers()),
+                    client.build_request("POST", "v1/chat/completions", json=body, headers=headers),
                     stream=True,
                 )
+        except EgressRefused as exc:
+            raise self._refused(exc) from None
         except (httpx.TransportError, TimeoutError) as exc:
             raise UpstreamUnavailable(f"{self.target.name}: {type(exc).__name__}") from exc
         try:
-            if response.status_code >= 500 or response.status_code == 429:
-                raise UpstreamUnavailable(
-                    f"{self.target.name}: HTTP {response.status_code}", status=response.status_code
-                )
             if response.status_code >= 400:
-                detail = (await response.aread())[:500].decode(errors="replace")
-                raise UpstreamRejected(
-                    f"{self.target.name}: HTTP {response.status_code}: {detail}", status=response.status_code
+                _log_body(self.target, response.status_code, await response.aread())
+                error = (
+                    UpstreamUnavailable
+                    if response.status_code >= 500 or response.status_code == 429
+                    else UpstreamRejected
+                )
+                raise error(f"{self.target.name}: HTTP {response.status_code}", status=response.status_code)
+            if response.is_redirect:  # never followed: a redirect could lead around the allowlist
+                raise UpstreamUnavailable(
+                    f"{self.target.name}: HTTP {response.status_code} (redirects are not followed)",
+                    status=response.status_code,
                 )
             lines = response.aiter_lines()
             started = finished = False
@@ -137,22 +182,25 @@ class OpenAICompatibleProvider:
             await response.aclose()
 
     async def embed(self, inputs: list[str]) -> EmbedResult:
-        client = _client(self.target)
+        client, headers = self._prepare()
         try:
             response = await client.post(
                 "v1/embeddings",
                 json={"model": self.target.served_model_name, "input": inputs},
-                headers=self._headers(),
+                headers=headers,
             )
+        except EgressRefused as exc:
+            raise self._refused(exc) from None
         except httpx.TransportError as exc:
             raise UpstreamUnavailable(f"{self.target.name}: {type(exc).__name__}") from exc
-        if response.status_code >= 500:
-            raise UpstreamUnavailable(
-                f"{self.target.name}: HTTP {response.status_code}", status=response.status_code
-            )
         if response.status_code >= 400:
-            raise UpstreamRejected(
-                f"{self.target.name}: HTTP {response.status_code}", status=response.status_code
+            _log_body(self.target, response.status_code, response.content)
+            error = UpstreamUnavailable if response.status_code >= 500 else UpstreamRejected
+            raise error(f"{self.target.name}: HTTP {response.status_code}", status=response.status_code)
+        if response.is_redirect:
+            raise UpstreamUnavailable(
+                f"{self.target.name}: HTTP {response.status_code} (redirects are not followed)",
+                status=response.status_code,
             )
         payload = response.json()
         rows = sorted(payload.get("data", []), key=lambda row: row.get("index", 0))
@@ -163,18 +211,25 @@ class OpenAICompatibleProvider:
 
     async def health(self) -> HealthResult:
         start = time.perf_counter()
-        client = _client(self.target)
         try:
+            client, headers = self._prepare()
             async with asyncio.timeout(5):
-                response = await client.get("v1/models", headers=self._headers())
+                response = await client.get("v1/models", headers=headers)
             ok = response.status_code == 200
             detail = "" if ok else f"HTTP {response.status_code}"
+        except UpstreamUnavailable as exc:
+            ok, detail = False, str(exc).partition(": ")[2]
+        except EgressRefused as exc:
+            # Security: refused before any byte (and so before the key) was sent.
+            logger.warning("health probe of %s refused at connect time: %s", self.target.name, exc.detail)
+            ok, detail = False, f"upstream address refused ({exc.code})"
         except (httpx.HTTPError, TimeoutError) as exc:
             ok, detail = False, type(exc).__name__
         return HealthResult(ok=ok, detail=detail, latency_ms=(time.perf_counter() - start) * 1000)
 
     async def aclose(self) -> None:
-        key = (id(asyncio.get_running_loop()), self.target.base_url)
-        client = _clients.pop(key, None)
-        if client is not None:
-            await client.aclose()
+        loop_id = id(asyncio.get_running_loop())
+        for key in [k for k in _clients if k[0] == loop_id and k[1] == self.target.base_url]:
+            client = _clients.pop(key, None)
+            if client is not None:
+                await client.aclose()

@@ -11,7 +11,7 @@ from django.urls import reverse
 
 from apps.audit.models import AuditEvent
 from apps.audit.services import audit_verify_chain
-from apps.registry.models import Alias, AliasGrant, Deployment, HealthState, Model, Vendor
+from apps.registry.models import Alias, AliasGrant, ChangeRequest, Deployment, HealthState, Model, Vendor
 from apps.registry.tests.test_services import (  # the autouse fixture resets snapshot and breaker
     chosen,
     clean_registry_state,  # noqa: F401
@@ -65,6 +65,7 @@ def read_urls(r: dict[str, Any]) -> list[str]:
         reverse("registry:deployment_list"),
         reverse("registry:alias_list"),
         reverse("registry:alias_detail", args=[r["alias"].pk]),
+        reverse("registry:change_list"),
     ]
 
 
@@ -163,7 +164,8 @@ def test_unknown_ids_are_404(users: dict[str, Any]) -> None:
 # --- Create / edit flows -------------------------------------------------------------------------
 
 
-def test_register_vendor_model_deployment_and_alias(users: dict[str, Any]) -> None:
+def test_register_vendor_model_deployment_and_alias(users: dict[str, Any], settings: Any) -> None:
+    settings.GENNAI_UPSTREAM_ALLOWED_HOSTS = [*settings.GENNAI_UPSTREAM_ALLOWED_HOSTS, "vllm-llmjp"]
     user = users["procurement"]
     client = login(user)
     response = client.post(
@@ -188,11 +190,15 @@ def test_register_vendor_model_deployment_and_alias(users: dict[str, Any]) -> No
             "parameter_count": "8000000000",
             "price_input_per_1k": "0.01",
             "price_output_per_1k": "0.03",
+            "reason": "国産モデル、オンプレミス運用のため機密性2",
         },
     )
     assert response.status_code == 302, response.content.decode()
     model = Model.objects.get(name="llm-jp-4-8b")
-    assert (model.clearance, model.status, model.parameter_count) == (2, "candidate", 8_000_000_000)
+    # Four-eyes: registered at 機密性1; the raise to 2 waits for a second person.
+    assert (model.clearance, model.status, model.parameter_count) == (1, "candidate", 8_000_000_000)
+    change = ChangeRequest.objects.get(model=model, status="pending")
+    assert change.payload == {"from": 1, "to": 2} and change.proposed_by == user
     assert "8B" in client.get(reverse("registry:model_list")).content.decode()
 
     response = client.post(
@@ -203,15 +209,16 @@ def test_register_vendor_model_deployment_and_alias(users: dict[str, Any]) -> No
             "provider": "openai_compatible",
             "base_url": "http://vllm-llmjp:8000",
             "served_model_name": "llm-jp-4-8b",
-            "secret_ref": "env:LLMJP_API_KEY",
-            "clearance": "2",
+            "secret_ref": "env:GENNAI_UPSTREAM_LLMJP",
+            "zone": "on_prem",
+            "clearance": "1",
             "max_concurrency": "32",
             "enabled": "on",
         },
     )
     assert response.status_code == 302, response.content.decode()
     deployment = Deployment.objects.get(name="llmjp-8b-onprem")
-    assert deployment.secret_ref == "env:LLMJP_API_KEY" and deployment.enabled
+    assert deployment.secret_ref == "env:GENNAI_UPSTREAM_LLMJP" and deployment.enabled
 
     response = client.post(
         reverse("registry:alias_create"),
@@ -233,6 +240,7 @@ def test_register_vendor_model_deployment_and_alias(users: dict[str, Any]) -> No
         "registry.model.create",
         "registry.deployment.create",
         "registry.alias.create",
+        "registry.change.propose",
     }
 
 
@@ -248,6 +256,7 @@ def test_edit_audits_only_changed_fields(users: dict[str, Any], registry: dict[s
         "base_url": old.base_url,
         "served_model_name": old.served_model_name,
         "secret_ref": "",
+        "zone": old.zone,
         "clearance": str(old.clearance),
         "max_concurrency": "8",
         "enabled": "on",
@@ -270,6 +279,7 @@ def test_raw_secret_is_refused_with_a_field_error(users: dict[str, Any], registr
             "base_url": "https://api.vendor.example",
             "served_model_name": "m",
             "secret_ref": "sk-live-4f9a8b7c6d5e",
+            "zone": "external",
             "clearance": "1",
             "max_concurrency": "4",
         },
