@@ -30,6 +30,7 @@ from apps.registry import snapshot
 from apps.registry.models import Deployment
 from apps.registry.services import alias_revoke, deployment_save
 from apps.tenancy import versions
+from apps.tenancy.models import Membership
 from tests.support.fixtures import make_user
 from tests.support.registry import Upstream, register_alias
 
@@ -187,6 +188,37 @@ def test_lowered_clearance_reaches_another_process_after_redis_flush(
     seen = probe.ask(op="watch", question=question, until_not=allowed)
     print(f"lowered clearance seen by the other process after {seen['seconds']:.3f} s")
     assert seen["answer"].startswith("refused:")
+    assert seen["seconds"] <= REVOCATION_BOUND + SLACK
+
+
+@pytest.mark.parametrize("change", ["ministry_deactivated", "creator_demoted"])
+def test_key_facts_change_reaches_another_process_after_redis_flush(
+    transactional_db: None, probe: Probe, ministries: tuple[Any, Any], change: str
+) -> None:
+    admin = make_user("admin-y", ministries[0], ["ministry_admin"])
+    _key, plaintext = api_key_create(actor=admin, ministry=ministries[0], name="y", expires_at=soon())
+    flush_redis()
+    probe.ask(op="reset")
+    assert probe.ask(op="key", plaintext=plaintext) == keys.KeyState.VALID
+
+    if change == "ministry_deactivated":
+        ministry = ministries[0]
+        ministry.active = False
+        ministry.save()
+        expected = keys.KeyState.INVALID
+    else:  # the IdP moved the creator from /ministries/digital/admins to staff
+        membership = Membership.objects.get(user=admin, ministry=ministries[0])
+        membership.roles = ["staff"]
+        membership.save()
+        expected = keys.KeyState.REVOKED
+    flush_redis()
+    seen = probe.ask(
+        op="watch",
+        question={"op": "key", "plaintext": plaintext},
+        until_not=keys.KeyState.VALID,
+    )
+    print(f"{change} seen by the other process after {seen['seconds']:.3f} s")
+    assert seen["answer"] == expected
     assert seen["seconds"] <= REVOCATION_BOUND + SLACK
 
 
