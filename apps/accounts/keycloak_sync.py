@@ -2,17 +2,25 @@
 
 ``manage.py sync_keycloak`` calls :func:`keycloak_sync`. It is idempotent:
 
-* every :class:`~apps.tenancy.models.Role` value exists as a realm role
-  (description: the Japanese label);
+* every *platform-wide* :class:`~apps.tenancy.models.Role`
+  (:data:`apps.accounts.claims.PLATFORM_ROLES`) exists as a realm role
+  (description: the Japanese label). Ministry roles are deliberately not realm
+  roles (DESIGN invariant 9): a realm role holds in every ministry at once.
+  Realm roles left over from before (``staff``, ``ministry_admin``, …) are
+  reported as ``legacy_roles``: they grant nothing any more;
 * the top group ``ministries`` exists, with one subgroup per *active*
   :class:`~apps.tenancy.models.Ministry` (path ``/ministries/<code>``,
-  attributes ``name_ja`` / ``name_en``), which is what
+  attributes ``name_ja`` / ``name_en``; its members are the ministry's staff),
+  and under each the role subgroups ``admins``, ``procurement`` and
+  ``auditors`` (:data:`apps.accounts.claims.ROLE_SUBGROUPS`), which is what
   :mod:`apps.accounts.claims` reads from the ``groups`` claim;
 * subgroups of ``ministries`` without an active ministry are reported as
   orphaned and deleted only with ``prune=True``.
 
 Nothing else in the realm is touched: roles and groups outside these are left
-alone, and attributes other than ``name_ja`` / ``name_en`` are kept.
+alone (e.g. team subgroups of a ministry), and attributes other than
+``name_ja`` / ``name_en`` are kept. Who is in which group is decided in
+Keycloak by people (audited there), not by this sync.
 
 Only a small part of python-keycloak's ``KeycloakAdmin`` is used (see
 :class:`KeycloakAdminAPI`), so tests can stand in a fake for it.
@@ -36,10 +44,12 @@ from keycloak.exceptions import (
 
 from apps.tenancy.models import Ministry, Role
 
-from .claims import MINISTRY_GROUP_PREFIX
+from .claims import MINISTRY_GROUP_PREFIX, PLATFORM_ROLES, ROLE_SUBGROUPS
 
 MINISTRIES_GROUP = MINISTRY_GROUP_PREFIX.strip("/")  # "ministries"
 MINISTRY_ATTRIBUTES = ("name_ja", "name_en")
+#: Realm roles the sync maintains, in ``Role`` order: only platform-wide ones.
+REALM_ROLES = [role for role in Role if role.value in PLATFORM_ROLES]
 ADMIN_TIMEOUT_SECONDS = 20
 HTTP_BAD_REQUEST = 400
 HTTP_UNAUTHORIZED = 401
@@ -91,6 +101,7 @@ class SyncReport:
     created_roles: list[str] = field(default_factory=list)
     existing_roles: list[str] = field(default_factory=list)
     updated_roles: list[str] = field(default_factory=list)
+    legacy_roles: list[str] = field(default_factory=list)
     created_groups: list[str] = field(default_factory=list)
     existing_groups: list[str] = field(default_factory=list)
     updated_groups: list[str] = field(default_factory=list)
@@ -125,6 +136,11 @@ class SyncReport:
         for title, items in sections:
             if items:
                 out.append(f"{title}: {', '.join(items)}")
+        if self.legacy_roles:
+            out.append(
+                f"legacy realm roles (grant nothing; ministry roles come from /ministries/<code>/… groups): "
+                f"{', '.join(self.legacy_roles)}"
+            )
         if self.orphaned_groups and not self.prune:
             out.append("orphaned groups are kept; run with --prune to delete them")
         return out
@@ -277,7 +293,8 @@ class _Sync:
             r["name"]: r
             for r in self.call("list realm roles", self.admin.get_realm_roles, brief_representation=True)
         }
-        for role in Role:
+        report.legacy_roles = sorted(set(existing) & (set(Role.values) - PLATFORM_ROLES))
+        for role in REALM_ROLES:
             description = role_description(role)
             current = existing.get(role.value)
             if current is None:
@@ -315,6 +332,23 @@ class _Sync:
             group_id = self.call(f"find group {path}", self.admin.get_group_by_path, path)["id"]
         return str(group_id)
 
+    def role_groups(self, ministry_path: str, ministry_id: str | None) -> None:
+        """Ensure the role subgroups of a ministry group (``ministry_id`` None: not created yet)."""
+        existing: set[str] = set()
+        if ministry_id is not None:
+            children = self.call(
+                f"list subgroups of {ministry_path}", self.admin.get_group_children, ministry_id
+            )
+            existing = {str(child["name"]) for child in children}
+        for name in ROLE_SUBGROUPS:
+            path = f"{ministry_path}/{name}"
+            if name in existing:
+                self.report.existing_groups.append(path)
+                continue
+            if not self.report.dry_run:
+                self.call(f"create group {path}", self.admin.create_group, {"name": name}, parent=ministry_id)
+            self.report.created_groups.append(path)
+
     def ministry_groups(self, top_id: str | None, active: dict[str, Ministry], prune: bool) -> None:
         report = self.report
         children: list[dict[str, Any]] = []
@@ -331,20 +365,28 @@ class _Sync:
             wanted = _ministry_attributes(ministry)
             child = by_name.get(code)
             if child is None:
+                group_id: str | None = None
                 if not report.dry_run:
                     payload = {"name": code, "attributes": wanted}
-                    self.call(f"create group {path}", self.admin.create_group, payload, parent=top_id)
+                    created = self.call(
+                        f"create group {path}", self.admin.create_group, payload, parent=top_id
+                    )
+                    group_id = str(
+                        created or self.call(f"find group {path}", self.admin.get_group_by_path, path)["id"]
+                    )
                 report.created_groups.append(path)
+                self.role_groups(path, group_id)
                 continue
             attributes = dict(child.get("attributes") or {})
             if all(attributes.get(k) == v for k, v in wanted.items()):
                 report.existing_groups.append(path)
-                continue
-            if not report.dry_run:
-                # PUT replaces all attributes: keep the ones we don't own.
-                payload = {"name": code, "attributes": {**attributes, **wanted}}
-                self.call(f"update group {path}", self.admin.update_group, str(child["id"]), payload)
-            report.updated_groups.append(path)
+            else:
+                if not report.dry_run:
+                    # PUT replaces all attributes: keep the ones we don't own.
+                    payload = {"name": code, "attributes": {**attributes, **wanted}}
+                    self.call(f"update group {path}", self.admin.update_group, str(child["id"]), payload)
+                report.updated_groups.append(path)
+            self.role_groups(path, str(child["id"]))
         for name, child in sorted(by_name.items()):
             if name in active:
                 continue
@@ -363,7 +405,7 @@ def keycloak_sync(
     dry_run: bool = False,
     prune: bool = False,
 ) -> SyncReport:
-    """Make Keycloak's realm roles and ministry groups match ``Role`` and the active ``ministries``.
+    """Make Keycloak's platform realm roles and ministry (role) groups match our data.
 
     Idempotent: a second run creates nothing. Ministry subgroups with no active
     ministry are reported as ``orphaned_groups`` and deleted only with

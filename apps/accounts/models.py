@@ -22,15 +22,25 @@ class User(AbstractUser):
 
 
 class OIDCSession(models.Model):
-    """Links an IdP session (``sid``) to our Django session, for back-channel logout.
+    """Links an IdP session (``sid``) to our Django session, and holds its tokens.
 
     Keycloak's logout token names the ``sid`` (and ``sub``); we delete exactly
     the Django sessions created from that IdP session.
+
+    The refresh and access tokens live here, server-side, rather than in the
+    session dictionary: the claims re-check (:mod:`apps.accounts.recheck`)
+    rotates them while other requests of the same session may be saving their
+    own copy of the session, which would otherwise write an old, already used
+    refresh token back. They are never sent to the browser.
     """
 
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="oidc_sessions")
     sid = models.CharField(max_length=255, blank=True)
     session_key = models.CharField(max_length=40, unique=True)
+    refresh_token = models.TextField(blank=True, default="")
+    access_token = models.TextField(blank=True, default="")
+    #: Last time the IdP confirmed the user's claims (login or refresh).
+    claims_checked_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -6,12 +6,14 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from django.conf import settings
 from django.contrib.sessions.backends.db import SessionStore
 from django.db import transaction
+from django.utils import timezone
 
 from apps.tenancy.models import Membership, Ministry
 
-from .claims import ministry_codes_from_claims, roles_from_claims
+from .claims import role_grants_from_claims
 from .models import OIDCSession, User
 
 logger = logging.getLogger("gennai.accounts")
@@ -21,9 +23,14 @@ logger = logging.getLogger("gennai.accounts")
 def user_sync_from_claims(*, claims: Mapping[str, Any], user: User | None = None) -> User:
     """Create or update the user of verified ID-token ``claims`` and their memberships.
 
-    Security: memberships are replaced by exactly what the claims grant, so a
-    user removed from a Keycloak group loses that ministry at their next login.
-    Groups naming unknown or inactive ministries grant nothing.
+    Security: memberships are replaced by exactly what the claims grant
+    (:func:`apps.accounts.claims.role_grants_from_claims`): one membership per
+    ministry the claims name, holding that ministry's own roles plus the
+    platform-wide roles, so being admin in A never makes anyone admin in B. A
+    user removed from a Keycloak group loses the ministry (or the role) the
+    next time this runs: at login, and when the session's claims cache expires
+    (:mod:`apps.accounts.recheck`). Groups naming unknown or inactive
+    ministries grant nothing.
     """
     subject = str(claims["sub"])
     if user is None:
@@ -42,34 +49,73 @@ def user_sync_from_claims(*, claims: Mapping[str, Any], user: User | None = None
     user.display_name = str(claims.get("name") or username)[:150]
     user.save()
 
-    roles = roles_from_claims(claims)
-    codes = ministry_codes_from_claims(claims)
+    grants = role_grants_from_claims(claims, client_id=settings.OIDC_RP_CLIENT_ID)
+    if grants.ignored_realm_roles:
+        logger.warning(
+            "user %s: realm roles %s ignored (ministry roles come only from /ministries/<code>/... groups)",
+            user.pk,
+            sorted(grants.ignored_realm_roles),
+        )
+    codes = list(grants.ministries)
     ministries = {m.code: m for m in Ministry.objects.filter(code__in=codes, active=True)}
     unknown = [c for c in codes if c not in ministries]
     if unknown:
         logger.warning("user %s: groups name unknown ministries %s", user.pk, unknown)
     keep: list[int] = []
-    if roles:
-        for code in codes:
-            ministry = ministries.get(code)
-            if ministry is None:
-                continue
-            membership, _ = Membership.objects.update_or_create(
-                user=user, ministry=ministry, defaults={"roles": roles}
-            )
-            keep.append(membership.pk)
+    for code in codes:
+        ministry = ministries.get(code)
+        roles = grants.roles_in(code)
+        if ministry is None or not roles:
+            continue
+        membership, _ = Membership.objects.update_or_create(
+            user=user, ministry=ministry, defaults={"roles": roles}
+        )
+        keep.append(membership.pk)
     removed, _ = Membership.objects.filter(user=user).exclude(pk__in=keep).delete()
     if removed:
         logger.info("user %s: %d membership(s) revoked by identity provider", user.pk, removed)
     return user
 
 
-def oidc_session_record(*, user: User, sid: str, session_key: str) -> OIDCSession:
-    """Remember which Django session came from IdP session ``sid``."""
+def oidc_session_record(
+    *, user: User, sid: str, session_key: str, refresh_token: str = "", access_token: str = ""
+) -> OIDCSession:
+    """Remember which Django session came from IdP session ``sid``, and its tokens (server-side)."""
     record, _ = OIDCSession.objects.update_or_create(
-        session_key=session_key, defaults={"user": user, "sid": sid}
+        session_key=session_key,
+        defaults={
+            "user": user,
+            "sid": sid,
+            "refresh_token": refresh_token,
+            "access_token": access_token,
+            "claims_checked_at": timezone.now(),
+        },
     )
     return record
+
+
+@transaction.atomic
+def oidc_session_refresh(
+    *, record: OIDCSession, claims: Mapping[str, Any], refresh_token: str, access_token: str
+) -> User:
+    """Apply claims the IdP just confirmed for a session: memberships and the rotated tokens.
+
+    Security: ``claims`` must be verified and name the record's user (see
+    :func:`apps.accounts.recheck.idp_refresh`); memberships are re-mapped with
+    the same function as a login.
+    """
+    user = user_sync_from_claims(claims=claims, user=record.user)
+    record.refresh_token = refresh_token
+    record.access_token = access_token
+    record.claims_checked_at = timezone.now()
+    record.save(update_fields=["refresh_token", "access_token", "claims_checked_at"])
+    return user
+
+
+def oidc_session_forget(*, session_key: str) -> int:
+    """Drop the token record of a Django session that has ended (logout, refused re-check)."""
+    deleted, _ = OIDCSession.objects.filter(session_key=session_key).delete()
+    return deleted
 
 
 def sessions_end_for_logout_token(*, subject: str | None, sid: str | None) -> int:

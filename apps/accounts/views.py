@@ -14,8 +14,9 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 from mozilla_django_oidc.views import OIDCAuthenticationCallbackView
 
-from .oidc import provider_logout_url, verify_logout_token
-from .services import oidc_session_record, sessions_end_for_logout_token
+from .oidc import TOKENS_ATTR, provider_logout_url, verify_logout_token
+from .recheck import claims_mark_fresh
+from .services import oidc_session_forget, oidc_session_record, sessions_end_for_logout_token
 
 logger = logging.getLogger("gennai.accounts")
 
@@ -24,13 +25,21 @@ class CallbackView(OIDCAuthenticationCallbackView):  # type: ignore[misc]
     """Finishes the code flow; records the IdP session id for back-channel logout."""
 
     def login_success(self) -> HttpResponse:
+        """Log in, then keep the IdP session id and the tokens server-side for re-checks."""
         response: HttpResponse = super().login_success()
         session = self.request.session
         if session.session_key is None:
             session.save()
+        tokens = getattr(self.request, TOKENS_ATTR, None) or {}
         oidc_session_record(
-            user=self.user, sid=str(session.get("oidc_sid", "")), session_key=str(session.session_key)
+            user=self.user,
+            sid=str(session.get("oidc_sid", "")),
+            session_key=str(session.session_key),
+            refresh_token=str(tokens.get("refresh_token") or ""),
+            access_token=str(tokens.get("access_token") or ""),
         )
+        # The claims were just verified: the next re-check is due after the TTL.
+        claims_mark_fresh(user_id=self.user.pk, session_key=str(session.session_key))
         return response
 
     def login_failure(self) -> HttpResponse:
@@ -40,8 +49,10 @@ class CallbackView(OIDCAuthenticationCallbackView):  # type: ignore[misc]
 
 @require_POST
 def logout_view(request: HttpRequest) -> HttpResponse:
-    """RP-initiated logout: end our session, then Keycloak's."""
+    """RP-initiated logout: end our session (and drop its stored tokens), then Keycloak's."""
     url = provider_logout_url(request) if request.user.is_authenticated else None
+    if request.session.session_key:
+        oidc_session_forget(session_key=request.session.session_key)
     auth.logout(request)
     return redirect(url) if url else redirect("home")
 

@@ -17,14 +17,18 @@ MINISTRIES = [
     {"code": "soumu", "name_ja": "総務省", "name_en": "Ministry of Internal Affairs and Communications"},
 ]
 DEMO_PASSWORD = "gennai-demo"  # noqa: S105  (public demo password, dev IdP only)
-DEMO_USERS = [  # username, display name, ministries (codes), realm roles
-    {"username": "tanaka", "name": "田中 花子", "email": "tanaka@digital.example.go.jp", "ministries": ["digital"], "roles": ["staff"]},
-    {"username": "sato", "name": "佐藤 健", "email": "sato@digital.example.go.jp", "ministries": ["digital"], "roles": ["staff", "ministry_admin"]},
-    {"username": "takahashi", "name": "高橋 誠", "email": "takahashi@digital.example.go.jp", "ministries": ["digital"], "roles": ["staff", "procurement_officer"]},
-    {"username": "suzuki", "name": "鈴木 一郎", "email": "suzuki@soumu.example.go.jp", "ministries": ["soumu"], "roles": ["staff"]},
-    {"username": "ito", "name": "伊藤 美咲", "email": "ito@soumu.example.go.jp", "ministries": ["soumu"], "roles": ["staff", "ministry_admin"]},
-    {"username": "watanabe", "name": "渡辺 翔", "email": "watanabe@digital.example.go.jp", "ministries": ["digital", "soumu"], "roles": ["staff"]},
-    {"username": "admin", "name": "プラットフォーム管理者", "email": "admin@platform.example.go.jp", "ministries": ["digital"], "roles": ["platform_admin", "auditor"]},
+# "roles": ministry code → roles in that ministry (they become the Keycloak groups
+# /ministries/<code>, /ministries/<code>/admins, …/procurement, …/auditors); the
+# key "platform" holds platform-wide realm roles. "ministries" lists the codes.
+DEMO_USERS: list[dict[str, Any]] = [
+    {"username": "tanaka", "name": "田中 花子", "email": "tanaka@digital.example.go.jp", "ministries": ["digital"], "roles": {"digital": ["staff"]}},
+    {"username": "sato", "name": "佐藤 健", "email": "sato@digital.example.go.jp", "ministries": ["digital"], "roles": {"digital": ["staff", "ministry_admin"]}},
+    {"username": "takahashi", "name": "高橋 誠", "email": "takahashi@digital.example.go.jp", "ministries": ["digital"], "roles": {"digital": ["staff", "procurement_officer"]}},
+    {"username": "suzuki", "name": "鈴木 一郎", "email": "suzuki@soumu.example.go.jp", "ministries": ["soumu"], "roles": {"soumu": ["staff"]}},
+    {"username": "ito", "name": "伊藤 美咲", "email": "ito@soumu.example.go.jp", "ministries": ["soumu"], "roles": {"soumu": ["staff", "ministry_admin"]}},
+    {"username": "watanabe", "name": "渡辺 翔", "email": "watanabe@digital.example.go.jp", "ministries": ["digital", "soumu"], "roles": {"digital": ["staff"], "soumu": ["staff"]}},
+    {"username": "yamada", "name": "山田 太郎", "email": "yamada@digital.example.go.jp", "ministries": ["digital", "soumu"], "roles": {"digital": ["staff", "ministry_admin"], "soumu": ["staff"]}},
+    {"username": "admin", "name": "プラットフォーム管理者", "email": "admin@platform.example.go.jp", "ministries": ["digital"], "roles": {"digital": ["staff"], "platform": ["platform_admin", "auditor"]}},
 ]
 # fmt: on
 
@@ -38,9 +42,31 @@ def ministry_group(code: str) -> str:
     return f"/ministries/{code}"
 
 
-def demo_groups(ministries: list[str]) -> list[str]:
-    """Return the ``groups`` claim for a list of ministry codes."""
-    return [ministry_group(code) for code in ministries]
+#: Ministry role → the subgroup of ``/ministries/<code>`` that grants it (staff: the group itself).
+ROLE_SUBGROUP = {
+    "ministry_admin": "admins",
+    "procurement_officer": "procurement",
+    "ministry_auditor": "auditors",
+}
+#: Key of ``roles`` that holds platform-wide realm roles.
+PLATFORM = "platform"
+
+
+def demo_groups(roles: dict[str, list[str]]) -> list[str]:
+    """Return the ``groups`` claim (Keycloak full paths) for a per-ministry role mapping."""
+    groups: list[str] = []
+    for code, ministry_roles in roles.items():
+        if code == PLATFORM:
+            continue
+        for role in ministry_roles:
+            sub = ROLE_SUBGROUP.get(role)
+            groups.append(f"{ministry_group(code)}/{sub}" if sub else ministry_group(code))
+    return list(dict.fromkeys(groups))
+
+
+def demo_realm_roles(roles: dict[str, list[str]]) -> list[str]:
+    """Return the platform-wide realm roles (``realm_access.roles``) of a demo user."""
+    return list(roles.get(PLATFORM, []))
 
 
 def demo_subject(username: str) -> str:

@@ -24,7 +24,7 @@ from oidc_provider import settings as oidc_settings
 from oidc_provider import views as oidc_views
 from oidc_provider.lib.endpoints.authorize import AuthorizeEndpoint
 from oidc_provider.lib.endpoints.token import TokenEndpoint
-from oidc_provider.lib.errors import AuthorizeError
+from oidc_provider.lib.errors import AuthorizeError, TokenError
 from oidc_provider.lib.utils.common import cors_allow_any
 from oidc_provider.lib.utils.oauth2 import protected_resource_view
 from oidc_provider.models import Code, Token
@@ -81,8 +81,33 @@ class AuthorizeView(oidc_views.AuthorizeView):  # type: ignore[misc]  # untyped 
     authorize_endpoint_class = KeycloakAuthorizeEndpoint
 
 
+def _keycloak_token_error(error: str, description: str) -> TokenError:
+    """A token-endpoint error with Keycloak's ``error_description``."""
+    exc = TokenError(error)
+    exc.description = description
+    return exc
+
+
 class KeycloakTokenEndpoint(TokenEndpoint):  # type: ignore[misc]  # untyped library
-    """Token endpoint whose responses carry Keycloak's extra fields."""
+    """Token endpoint whose responses carry Keycloak's extra fields.
+
+    Refresh grants fail like Keycloak's (``invalid_grant``) when the user has
+    been disabled (``is_active=False``) or the IdP session the token belongs to
+    has ended (logout), so a client that re-checks its session with the refresh
+    token learns of both.
+    """
+
+    def validate_params(self) -> None:
+        """Validate like django-oidc-provider; refuse refreshes of disabled users and ended sessions."""
+        super().validate_params()
+        if self.params["grant_type"] != "refresh_token":
+            return
+        user = self.token.user
+        if user is None or not user.is_active:
+            raise _keycloak_token_error("invalid_grant", "User disabled")
+        sid = (self.token.id_token or {}).get("sid")
+        if sid and IdpSession.objects.filter(sid=sid, ended_at__isnull=False).exists():
+            raise _keycloak_token_error("invalid_grant", "Session not active")
 
     def create_response_dic(self) -> dict[str, Any]:
         """Add ``token_type: Bearer``, ``scope``, ``session_state`` and ``not-before-policy``."""
@@ -118,6 +143,11 @@ def _userinfo(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         response = HttpResponse()
     else:
         token: Token = kwargs["token"]
+        if token.user is None or not token.user.is_active:
+            # Keycloak answers 401 for the token of a disabled user.
+            response = HttpResponse(status=401)
+            response["WWW-Authenticate"] = 'Bearer error="invalid_token", error_description="User disabled"'
+            return response
         id_token = token.id_token or {}
         dic: dict[str, Any] = {"sub": id_token.get("sub")}
         if token.user is not None:

@@ -72,6 +72,9 @@ class LoginView(View):
             {
                 **entry,
                 "ministry_names": [ministry_names.get(str(c), str(c)) for c in entry["ministries"]],
+                "role_text": "; ".join(
+                    f"{code}: {', '.join(roles)}" for code, roles in dict(entry["roles"]).items()
+                ),
                 "seeded": entry["username"] in existing,
             }
             for entry in DEMO_USERS

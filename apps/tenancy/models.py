@@ -15,10 +15,21 @@ from .scope import ScopeError, current_ministry_id
 
 
 class Role(models.TextChoices):
-    """Platform roles. They come from Keycloak's ``realm_access.roles``."""
+    """Roles a membership can hold (DESIGN invariant 9: roles are per ministry).
+
+    * per ministry, only from claims scoped to that ministry (Keycloak group
+      ``/ministries/<code>`` and its subgroups, or client roles
+      ``<code>:<role>``): ``staff``, ``ministry_admin``, ``ministry_auditor``;
+    * platform-wide, from realm roles: ``platform_admin``, ``auditor`` (read-only
+      across ministries) and ``procurement_officer`` (the registry is platform
+      data), which may also be granted through ``/ministries/<code>/procurement``.
+
+    The mapping lives in :mod:`apps.accounts.claims`.
+    """
 
     STAFF = "staff", _("職員")
     MINISTRY_ADMIN = "ministry_admin", _("府省庁管理者")
+    MINISTRY_AUDITOR = "ministry_auditor", _("府省庁監査担当")
     PROCUREMENT_OFFICER = "procurement_officer", _("調達担当")
     PLATFORM_ADMIN = "platform_admin", _("プラットフォーム管理者")
     AUDITOR = "auditor", _("監査担当")
@@ -52,10 +63,15 @@ class Ministry(models.Model):
 class Membership(models.Model):
     """A user's roles within one ministry.
 
-    Created and removed only from identity-provider claims at login
-    (:func:`apps.accounts.services.user_sync_from_claims`): a user who loses the
-    Keycloak group loses the membership at next login. Not a TenantModel: the
-    middleware must read it *before* a ministry scope exists.
+    Created, changed and removed only from identity-provider claims
+    (:func:`apps.accounts.services.user_sync_from_claims`), at login and again
+    whenever the short-lived claims cache of the session expires
+    (:class:`apps.accounts.middleware.ClaimsRecheckMiddleware`): a user who
+    loses a Keycloak group loses the membership or role on a following request,
+    not only at the next login. ``roles`` holds the ministry's own roles plus the
+    user's platform-wide roles; a ministry role here never comes from a realm
+    role or from another ministry's group. Not a TenantModel: the middleware
+    must read it *before* a ministry scope exists.
     """
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")

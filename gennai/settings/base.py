@@ -69,6 +69,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Re-checks OIDC claims when the session's claims cache expires (role changes on the next request).
+    "apps.accounts.middleware.ClaimsRecheckMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -185,6 +187,15 @@ OIDC_AUTHENTICATION_CALLBACK_URL = "accounts:oidc_callback"
 OIDC_OP_LOGOUT_URL_METHOD = "apps.accounts.oidc.provider_logout_url"
 # JWKS are cached this long; a key rotation is picked up on the next miss.
 GENNAI_OIDC_JWKS_CACHE_SECONDS = 300
+# An unknown ``kid`` refetches the JWKS at most once per this many seconds, then is refused.
+GENNAI_OIDC_JWKS_REFETCH_SECONDS = int(env("GENNAI_OIDC_JWKS_REFETCH_SECONDS", "60"))
+# Back-channel logout tokens older than this (by ``iat``) are refused; their ``jti`` is kept until then.
+GENNAI_OIDC_LOGOUT_TOKEN_MAX_AGE_SECONDS = 300
+# Claims are re-checked at the IdP (refresh token) when this much time has passed in a session.
+GENNAI_OIDC_CLAIMS_TTL_SECONDS = float(env("GENNAI_OIDC_CLAIMS_TTL_SECONDS", "60"))
+# If the IdP is unreachable, the last claims hold this long after the last successful check.
+GENNAI_OIDC_CLAIMS_MAX_STALE_SECONDS = float(env("GENNAI_OIDC_CLAIMS_MAX_STALE_SECONDS", "300"))
+GENNAI_OIDC_CLAIMS_RETRY_SECONDS = 5.0
 
 # Keycloak admin API for `manage.py sync_keycloak`.
 KEYCLOAK_URL = os.environ.get("KEYCLOAK_URL", "")

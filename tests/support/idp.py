@@ -109,7 +109,9 @@ def start_dev_idp() -> DevIdP:
                 "--port",
                 str(port),
                 "--no-access-log",
-                "gennai.asgi:application",
+                # A plain Django app under gennai.settings.idp (gennai.asgi mounts the app's /v1).
+                "--factory",
+                "django.core.asgi:get_asgi_application",
             ],
             cwd=ROOT,
             env=env,

@@ -19,7 +19,7 @@ def idp_authorize(auth_url: str, username: str, *, stop_prefix: str) -> str:
             if response.status_code in (301, 302, 303) and location:
                 target = urljoin(str(response.url), location)
                 if target.startswith(stop_prefix):
-                    return target
+                    return str(target)
                 response = browser.get(target)
                 continue
             if response.status_code == 200 and "/login" in response.url.path:

@@ -4,10 +4,12 @@ from typing import Any
 
 import pytest
 
-from apps.accounts.claims import ministry_codes_from_claims, roles_from_claims
+from apps.accounts.claims import ministry_codes_from_claims, role_grants_from_claims
 from apps.accounts.models import User
 from apps.accounts.services import user_sync_from_claims
 from apps.tenancy.models import Membership
+
+CLIENT = "gennai-web"
 
 
 @pytest.mark.parametrize(
@@ -24,11 +26,61 @@ def test_ministry_codes_from_groups(groups: Any, expected: list[str]) -> None:
     assert ministry_codes_from_claims({"groups": groups}) == expected
 
 
-def test_roles_keep_only_known_realm_roles() -> None:
-    claims = {"realm_access": {"roles": ["offline_access", "staff", "ministry_admin", "uma_authorization"]}}
-    assert roles_from_claims(claims) == ["ministry_admin", "staff"]
-    assert roles_from_claims({"realm_access": "bad"}) == []
-    assert roles_from_claims({}) == []
+def test_subgroups_grant_roles_only_in_their_ministry() -> None:
+    grants = role_grants_from_claims(
+        {"groups": ["/ministries/digital", "/ministries/digital/admins", "/ministries/soumu"]},
+        client_id=CLIENT,
+    )
+    assert grants.roles_in("digital") == ["ministry_admin", "staff"]
+    assert grants.roles_in("soumu") == ["staff"]
+
+
+@pytest.mark.parametrize(
+    ("group", "roles"),
+    [
+        ("/ministries/digital", ["staff"]),
+        ("/ministries/digital/team-a", ["staff"]),
+        ("/ministries/digital/admins", ["ministry_admin"]),
+        ("/ministries/digital/admins/regional", ["ministry_admin"]),
+        ("/ministries/digital/procurement", ["procurement_officer"]),
+        ("/ministries/digital/auditors", ["ministry_auditor"]),
+    ],
+)
+def test_each_subgroup_maps_to_its_role(group: str, roles: list[str]) -> None:
+    assert role_grants_from_claims({"groups": [group]}, client_id=CLIENT).roles_in("digital") == roles
+
+
+def test_realm_roles_grant_only_platform_roles() -> None:
+    """The defect: realm ``ministry_admin`` made its holder admin of every ministry they were in."""
+    claims = {
+        "groups": ["/ministries/digital", "/ministries/soumu"],
+        "realm_access": {"roles": ["offline_access", "staff", "ministry_admin", "platform_admin", "auditor"]},
+    }
+    grants = role_grants_from_claims(claims, client_id=CLIENT)
+    assert grants.platform_roles == {"platform_admin", "auditor"}
+    assert grants.ignored_realm_roles == {"staff", "ministry_admin"}
+    for code in ("digital", "soumu"):
+        assert grants.roles_in(code) == ["auditor", "platform_admin", "staff"]
+    assert role_grants_from_claims({"realm_access": "bad"}, client_id=CLIENT).platform_roles == set()
+
+
+def test_realm_role_alone_creates_no_membership() -> None:
+    grants = role_grants_from_claims({"realm_access": {"roles": ["platform_admin"]}}, client_id=CLIENT)
+    assert grants.ministries == {}
+
+
+def test_client_roles_are_scoped_to_their_ministry_and_our_client() -> None:
+    claims = {
+        "groups": ["/ministries/soumu"],
+        "resource_access": {
+            CLIENT: {"roles": ["digital:ministry_admin", "soumu:bogus", "platform_admin", "x:"]},
+            "other-client": {"roles": ["soumu:ministry_admin"]},
+        },
+    }
+    grants = role_grants_from_claims(claims, client_id=CLIENT)
+    assert grants.roles_in("digital") == ["ministry_admin"]
+    assert grants.roles_in("soumu") == ["staff"], "another client's roles and unknown roles grant nothing"
+    assert grants.platform_roles == set()
 
 
 def _claims(**extra: Any) -> dict[str, Any]:
@@ -38,7 +90,7 @@ def _claims(**extra: Any) -> dict[str, Any]:
         "name": "田中 花子",
         "email": "tanaka@digital.example.go.jp",
         "groups": ["/ministries/digital"],
-        "realm_access": {"roles": ["staff"]},
+        "realm_access": {"roles": []},
     }
     base.update(extra)
     return base
@@ -62,10 +114,29 @@ def test_group_removal_revokes_membership_at_next_login(ministries: Any) -> None
 
 
 def test_roles_follow_the_token(ministries: Any) -> None:
-    user = user_sync_from_claims(claims=_claims(realm_access={"roles": ["staff", "ministry_admin"]}))
+    user = user_sync_from_claims(claims=_claims(groups=["/ministries/digital", "/ministries/digital/admins"]))
     assert Membership.objects.get(user=user).roles == ["ministry_admin", "staff"]
-    user_sync_from_claims(claims=_claims(realm_access={"roles": []}), user=user)
-    assert not Membership.objects.filter(user=user).exists(), "no role: no membership"
+    user_sync_from_claims(claims=_claims(groups=["/ministries/digital"]), user=user)
+    assert Membership.objects.get(user=user).roles == ["staff"], "demotion applies"
+    user_sync_from_claims(claims=_claims(groups=[]), user=user)
+    assert not Membership.objects.filter(user=user).exists(), "no group: no membership"
+
+
+def test_admin_in_a_staff_in_b_is_not_admin_in_b(ministries: Any) -> None:
+    claims = _claims(
+        groups=["/ministries/digital", "/ministries/digital/admins", "/ministries/soumu"],
+        realm_access={"roles": ["ministry_admin", "staff"]},  # legacy realm roles: ignored
+    )
+    user = user_sync_from_claims(claims=claims)
+    roles = dict(Membership.objects.filter(user=user).values_list("ministry__code", "roles"))
+    assert roles == {"digital": ["ministry_admin", "staff"], "soumu": ["staff"]}
+
+
+def test_platform_roles_are_recorded_on_every_membership(ministries: Any) -> None:
+    claims = _claims(groups=["/ministries/digital", "/ministries/soumu"], realm_access={"roles": ["auditor"]})
+    user = user_sync_from_claims(claims=claims)
+    roles = dict(Membership.objects.filter(user=user).values_list("ministry__code", "roles"))
+    assert roles == {"digital": ["auditor", "staff"], "soumu": ["auditor", "staff"]}
 
 
 def test_unknown_or_inactive_ministry_grants_nothing(ministries: Any) -> None:

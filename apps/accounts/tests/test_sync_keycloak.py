@@ -35,6 +35,7 @@ from keycloak.exceptions import (
 )
 
 from apps.accounts.keycloak_sync import (
+    REALM_ROLES,
     KeycloakSyncError,
     SyncReport,
     keycloak_admin_from_settings,
@@ -43,7 +44,15 @@ from apps.accounts.keycloak_sync import (
 )
 from apps.tenancy.models import Ministry, Role
 
-ALL_ROLES = [r.value for r in Role]
+ALL_ROLES = [r.value for r in REALM_ROLES]  # only platform-wide roles are realm roles
+
+
+def tree(code: str) -> list[str]:
+    """A ministry group and its role subgroups, in the order the sync reports them."""
+    path = f"/ministries/{code}"
+    return [path, f"{path}/admins", f"{path}/procurement", f"{path}/auditors"]
+
+
 WRITES = {"create_realm_role", "update_realm_role", "create_group", "update_group", "delete_group"}
 
 
@@ -163,11 +172,13 @@ def test_first_run_creates_roles_and_ministry_groups(fake: FakeKeycloakAdmin, mi
 
     assert report.created_roles == ALL_ROLES
     assert {name: r["description"] for name, r in fake.roles.items()} == {
-        r.value: role_description(r) for r in Role
+        r.value: role_description(r) for r in REALM_ROLES
     }
-    assert fake.roles["staff"]["description"].startswith("職員")
-    assert report.created_groups == ["/ministries", "/ministries/digital", "/ministries/soumu"]
-    assert fake.paths() == {"/ministries", "/ministries/digital", "/ministries/soumu"}
+    assert set(fake.roles) == {"platform_admin", "auditor", "procurement_officer"}
+    assert "ministry_admin" not in fake.roles and "staff" not in fake.roles
+    assert fake.roles["auditor"]["description"].startswith("監査担当")
+    assert report.created_groups == ["/ministries", *tree("digital"), *tree("soumu")]
+    assert fake.paths() == {"/ministries", *tree("digital"), *tree("soumu")}
     assert fake.by_path("/ministries/digital")["attributes"] == {
         "name_ja": ["デジタル庁"],
         "name_en": ["Digital Agency"],
@@ -187,7 +198,7 @@ def test_second_run_creates_nothing(fake: FakeKeycloakAdmin, ministries: Any) ->
     assert report.created_roles == report.updated_roles == []
     assert report.created_groups == report.updated_groups == report.deleted_groups == []
     assert report.existing_roles == ALL_ROLES
-    assert report.existing_groups == ["/ministries", "/ministries/digital", "/ministries/soumu"]
+    assert report.existing_groups == ["/ministries", *tree("digital"), *tree("soumu")]
     assert not report.changed
 
 
@@ -224,7 +235,7 @@ def test_existing_roles_and_unrelated_groups_are_left_alone(fake: FakeKeycloakAd
     assert fake.roles["offline_access"]["description"] == "keycloak's own"
     assert "/contractors" in fake.paths() and "/ministries/digital/team-a" in fake.paths()
     assert report.existing_groups == ["/ministries", "/ministries/digital"]
-    assert report.created_groups == ["/ministries/soumu"]
+    assert report.created_groups == [*tree("digital")[1:], *tree("soumu")]
     assert report.orphaned_groups == []
 
 
@@ -254,7 +265,7 @@ def test_prune_deletes_orphaned_groups_only(fake: FakeKeycloakAdmin, ministries:
     report = keycloak_sync(admin=fake, ministries=_all_ministries(), prune=True)
 
     assert report.orphaned_groups == report.deleted_groups == ["/ministries/old-agency"]
-    assert fake.paths() == {"/ministries", "/ministries/digital", "/ministries/soumu"}
+    assert fake.paths() == {"/ministries", *tree("digital"), *tree("soumu")}
     assert [c[0] for c in fake.writes()].count("delete_group") == 1
 
 
@@ -265,7 +276,7 @@ def test_deactivated_ministry_becomes_orphaned(fake: FakeKeycloakAdmin, ministri
     report = keycloak_sync(admin=fake, ministries=_all_ministries())
 
     assert report.orphaned_groups == ["/ministries/soumu"]
-    assert report.existing_groups == ["/ministries", "/ministries/digital"]
+    assert report.existing_groups == ["/ministries", *tree("digital")]
 
 
 def test_dry_run_writes_nothing(fake: FakeKeycloakAdmin, ministries: Any) -> None:
@@ -279,7 +290,7 @@ def test_dry_run_writes_nothing(fake: FakeKeycloakAdmin, ministries: Any) -> Non
     assert fake.paths() == {"/ministries", "/ministries/old-agency"}
     assert report.dry_run and report.changed
     assert report.created_roles == ALL_ROLES
-    assert report.created_groups == ["/ministries/digital", "/ministries/soumu"]
+    assert report.created_groups == [*tree("digital"), *tree("soumu")]
     assert report.deleted_groups == ["/ministries/old-agency"]
     assert "dry run" in report.lines()[0]
 
@@ -288,7 +299,21 @@ def test_dry_run_on_empty_realm_reports_everything(fake: FakeKeycloakAdmin, mini
     report = keycloak_sync(admin=fake, ministries=_all_ministries(), dry_run=True)
 
     assert fake.writes() == []
-    assert report.created_groups == ["/ministries", "/ministries/digital", "/ministries/soumu"]
+    assert report.created_groups == ["/ministries", *tree("digital"), *tree("soumu")]
+
+
+def test_legacy_ministry_realm_roles_are_reported_not_touched(
+    fake: FakeKeycloakAdmin, ministries: Any
+) -> None:
+    """Realm roles ``staff``/``ministry_admin`` from before grant nothing now; the sync says so."""
+    fake.roles["ministry_admin"] = {"id": "x", "name": "ministry_admin", "description": "府省庁管理者"}
+    fake.roles["staff"] = {"id": "y", "name": "staff", "description": "職員"}
+
+    report = keycloak_sync(admin=fake, ministries=_all_ministries())
+
+    assert report.legacy_roles == ["ministry_admin", "staff"]
+    assert "ministry_admin" in fake.roles, "left for the realm's admins to remove"
+    assert any(line.startswith("legacy realm roles") for line in report.lines())
 
 
 # --- error translation -------------------------------------------------------------------
@@ -547,11 +572,14 @@ def test_realm_export_matches_the_app() -> None:
     realm = json.loads(REALM_EXPORT.read_text(encoding="utf-8"))
     assert realm["realm"] == settings.KEYCLOAK_REALM
     assert {r["name"]: r["description"] for r in realm["roles"]["realm"]} == {
-        r.value: role_description(r) for r in Role
+        r.value: role_description(r) for r in REALM_ROLES
     }
     (top,) = realm["groups"]
     assert top["path"] == "/ministries"
     assert {g["path"] for g in top["subGroups"]} == {"/ministries/digital", "/ministries/soumu"}
+    for ministry in top["subGroups"]:
+        assert [g["path"] for g in ministry["subGroups"]] == tree(ministry["name"])[1:]
+        assert all(not g["realmRoles"] for g in ministry["subGroups"]), "no realm role on a ministry group"
 
     clients = {c["clientId"]: c for c in realm["clients"]}
     web = clients[settings.OIDC_RP_CLIENT_ID]
@@ -572,7 +600,7 @@ def test_realm_export_matches_the_app() -> None:
     for config in (groups, roles):
         assert config["id.token.claim"] == config["userinfo.token.claim"] == "true"
     (scope,) = realm["scopeMappings"]
-    assert scope["client"] == web["clientId"] and sorted(scope["roles"]) == sorted(Role.values)
+    assert scope["client"] == web["clientId"] and sorted(scope["roles"]) == sorted(ALL_ROLES)
 
     sync = clients["gennai-sync"]
     assert sync["serviceAccountsEnabled"] and not sync["standardFlowEnabled"]
@@ -602,9 +630,11 @@ def test_live_sync_twice_against_keycloak(ministries: Any) -> None:
         assert second.created_groups == second.updated_groups == second.deleted_groups == []
         assert f"/ministries/{orphan}" in second.orphaned_groups
         assert set(ALL_ROLES) <= set(first.created_roles + first.existing_roles + first.updated_roles)
-        for role in Role:
+        for role in REALM_ROLES:
             assert admin.get_realm_role(role.value)["description"] == role_description(role)
         for ministry in ministries:
+            for path in tree(ministry.code)[1:]:
+                assert admin.get_group_by_path(path)["path"] == path
             group = admin.get_group_by_path(f"/ministries/{ministry.code}")
             assert group["path"] == f"/ministries/{ministry.code}"
             assert group["attributes"]["name_ja"] == [ministry.name_ja]

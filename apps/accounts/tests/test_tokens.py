@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,12 +25,16 @@ def key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
+def jwk_of(key: rsa.RSAPrivateKey, kid: str) -> dict[str, Any]:
+    public: dict[str, Any] = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    public.update({"kid": kid, "alg": "RS256", "use": "sig"})
+    return public
+
+
 @pytest.fixture(autouse=True)
 def jwks(key: rsa.RSAPrivateKey) -> Iterator[None]:
-    public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
-    public.update({"kid": KID, "alg": "RS256", "use": "sig"})
     cache_key = f"gennai:oidc:jwks:{settings.OIDC_OP_JWKS_ENDPOINT}"
-    cache.set(cache_key, {"keys": [public]}, 60)
+    cache.set(cache_key, {"keys": [jwk_of(key, KID)]}, 60)
     yield
     cache.delete(cache_key)
 
@@ -97,11 +102,13 @@ def test_symmetric_or_unsigned_algorithms_rejected(key: Any) -> None:
 
 
 def logout_claims(**extra: Any) -> dict[str, Any]:
+    now = int(time.time())
     claims = {
         "iss": settings.OIDC_ISSUER,
         "aud": settings.OIDC_RP_CLIENT_ID,
-        "iat": int(time.time()),
-        "jti": "j1",
+        "iat": now,
+        "exp": now + 120,
+        "jti": str(uuid.uuid4()),
         "sub": "subject-1",
         "sid": "sid-1",
         "events": {BACKCHANNEL_EVENT: {}},
@@ -116,15 +123,96 @@ def test_logout_token_accepted(key: Any) -> None:
 
 @pytest.mark.parametrize(
     "claims",
-    [{"events": None}, {"events": {"other": {}}}, {"sub": None, "sid": None}, {"nonce": "n"}, {"aud": "x"}],
-    ids=["no-events", "wrong-event", "no-sub-or-sid", "has-nonce", "wrong-audience"],
+    [
+        {"events": None},
+        {"events": {"other": {}}},
+        {"sub": None, "sid": None},
+        {"nonce": "n"},
+        {"aud": "x"},
+        {"jti": None},
+        {"jti": ""},
+        {"iat": None},
+        {"exp": None},
+        {"exp": int(time.time()) - 3600},
+        {"iat": int(time.time()) - 3600, "exp": int(time.time()) + 3600},
+    ],
+    ids=[
+        "no-events",
+        "wrong-event",
+        "no-sub-or-sid",
+        "has-nonce",
+        "wrong-audience",
+        "no-jti",
+        "empty-jti",
+        "no-iat",
+        "no-exp",
+        "expired",
+        "too-old",
+    ],
 )
 def test_bad_logout_token_rejected(key: Any, claims: dict[str, Any]) -> None:
     with pytest.raises(SuspiciousOperation):
         verify_logout_token(sign(key, logout_claims(**claims)))
 
 
+def test_logout_token_replay_rejected(key: Any) -> None:
+    token = sign(key, logout_claims())
+    verify_logout_token(token)
+    with pytest.raises(SuspiciousOperation, match="replayed"):
+        verify_logout_token(token)
+    # The same jti in a freshly signed token is the same logout: refused too.
+    jti = jwt.decode(token, options={"verify_signature": False})["jti"]
+    with pytest.raises(SuspiciousOperation, match="replayed"):
+        verify_logout_token(sign(key, logout_claims(jti=jti, sid="sid-2")))
+
+
 def test_backchannel_endpoint_rejects_garbage(client: Any, db: None) -> None:
     assert client.post("/accounts/backchannel-logout/", {"logout_token": "not.a.jwt"}).status_code == 400
     assert client.post("/accounts/backchannel-logout/", {}).status_code == 400
     assert client.get("/accounts/backchannel-logout/").status_code == 405
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [{"azp": "another-client"}, {"aud": [settings.OIDC_RP_CLIENT_ID, "another-client"]}],
+    ids=["wrong-azp", "several-audiences-without-azp"],
+)
+def test_authorized_party_checked(key: Any, claims: dict[str, Any]) -> None:
+    with pytest.raises(SuspiciousOperation, match="azp"):
+        decode_provider_token(sign(key, id_claims(**claims)), require=REQUIRED)
+    ok = id_claims(aud=[settings.OIDC_RP_CLIENT_ID, "another-client"], azp=settings.OIDC_RP_CLIENT_ID)
+    assert decode_provider_token(sign(key, ok), require=REQUIRED)["sub"] == "subject-1"
+
+
+def test_unknown_kid_refetches_jwks_once_then_refuses(key: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rotated key is found with one refetch; more unknown kids soon after are refused unfetched."""
+    refetch_key = f"gennai:oidc:jwks-refetch:{settings.OIDC_OP_JWKS_ENDPOINT}"
+    cache.delete(refetch_key)
+    rotated = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    served = [jwk_of(key, KID), jwk_of(rotated, "rotated")]
+    fetches: list[str] = []
+
+    class Response:
+        def raise_for_status(self) -> None:
+            return None
+
+        def json(self) -> dict[str, Any]:
+            return {"keys": served}
+
+    def fake_get(url: str, **kwargs: Any) -> Response:
+        fetches.append(url)
+        return Response()
+
+    monkeypatch.setattr("apps.accounts.oidc.requests.get", fake_get)
+    try:
+        token = sign(rotated, id_claims(), kid="rotated")
+        assert decode_provider_token(token, require=REQUIRED)["sub"] == "subject-1"
+        assert fetches == [settings.OIDC_OP_JWKS_ENDPOINT]
+        assert decode_provider_token(token, require=REQUIRED)  # now cached: no fetch
+        stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        for kid in ("unknown-1", "unknown-2", "unknown-3"):
+            with pytest.raises(SuspiciousOperation, match="no matching signing key"):
+                decode_provider_token(sign(stranger, id_claims(), kid=kid), require=REQUIRED)
+        assert len(fetches) == 1, "at most one refetch per interval"
+    finally:
+        cache.delete(refetch_key)

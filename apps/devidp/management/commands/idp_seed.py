@@ -20,7 +20,13 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
 from oidc_provider.models import Client, ResponseType, RSAKey
 
-from apps.devidp.demo_users import DEMO_PASSWORD, DEMO_USERS, demo_groups, demo_subject
+from apps.devidp.demo_users import (
+    DEMO_PASSWORD,
+    DEMO_USERS,
+    demo_groups,
+    demo_realm_roles,
+    demo_subject,
+)
 from apps.devidp.models import ClientBackchannel, DemoIdentity
 
 
@@ -87,8 +93,8 @@ class Command(BaseCommand):
                 defaults={
                     "subject": subject,
                     "display_name": name,
-                    "groups": demo_groups(list(entry["ministries"])),
-                    "realm_roles": list(entry["roles"]),
+                    "groups": demo_groups(dict(entry["roles"])),
+                    "realm_roles": demo_realm_roles(dict(entry["roles"])),
                 },
             )
             self.stdout.write(f"{'created' if created else 'updated'} user {username} (sub {subject})")
