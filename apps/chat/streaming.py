@@ -12,8 +12,11 @@ The relay is the hot path (DESIGN §4): per chunk it only appends to a list and
 formats one small event. It never writes to the database per chunk: partial
 text is saved at most once per ``FLUSH_SECONDS`` and at the end, and the stop
 flag is read at most once per ``STOP_CHECK_SECONDS``. All database work goes
-through ``sync_to_async`` into services that enter the ministry scope
-themselves, because the middleware's scope has ended before the body streams.
+through :func:`~apps.tenancy.connections.db_hop` into services that enter the
+ministry scope themselves, because the middleware's scope has ended before the
+body streams; ``db_hop`` gives the connection back after each call, so an open
+stream holds no database connection while it waits on the model (DESIGN
+invariant 10).
 """
 
 from __future__ import annotations
@@ -24,13 +27,13 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
-from asgiref.sync import sync_to_async
 from django.template.loader import render_to_string
 from django.utils import translation
 from django.utils.translation import gettext as _
 
 from apps.registry.providers.base import UpstreamError, UpstreamInterrupted, UpstreamRejected
 from apps.registry.router import AllUpstreamsFailed, stream_chat
+from apps.tenancy.connections import db_hop
 
 from .models import Message, Status
 from .services import StreamJob, answer_usage, message_stream_update, stop_requested
@@ -71,10 +74,6 @@ def done_event(message: Message, *, alias_label: str = "") -> bytes:
     return sse_event("done", render_message(message, alias_label=alias_label))
 
 
-_update = sync_to_async(message_stream_update)
-_stop_requested = sync_to_async(stop_requested)
-
-
 async def replay(
     message: Message, *, alias_label: str = "", language: str | None = None
 ) -> AsyncIterator[bytes]:
@@ -97,7 +96,8 @@ async def relay(job: StreamJob, *, started: float, language: str | None = None) 
     alias_label = alias.display_name_en if (language or "ja").startswith("en") else alias.display_name_ja
 
     async def save(final_status: str | None) -> Message | None:
-        return await _update(
+        return await db_hop(
+            message_stream_update,
             ministry_id=job.ministry_id,
             message_id=job.message_id,
             content="".join(parts),
@@ -130,7 +130,7 @@ async def relay(job: StreamJob, *, started: float, language: str | None = None) 
                     now = time.monotonic()
                     if now - last_check >= STOP_CHECK_SECONDS:
                         last_check = now
-                        if await _stop_requested(job.message_id):
+                        if await db_hop(stop_requested, job.message_id):
                             status = Status.INTERRUPTED
                             break
                     if now - last_flush >= FLUSH_SECONDS and len(parts) != flushed_parts:

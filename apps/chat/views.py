@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
@@ -30,6 +29,7 @@ from django_htmx.http import HttpResponseClientRedirect
 from apps.registry.models import Clearance
 from apps.registry.router import allowed_aliases
 from apps.registry.snapshot import get_snapshot
+from apps.tenancy.connections import db_hop
 from apps.tenancy.permissions import require_membership
 
 from . import services
@@ -291,13 +291,18 @@ async def message_stream(request: HttpRequest, conversation_id: int, message_id:
     Authorisation and the claim happen here, before the body starts. The body
     runs after the (sync) ministry-scope middleware has returned, so it only
     carries ids and the ministry id captured from the membership now.
+
+    DESIGN invariant 10: every database call goes through ``db_hop``, which gives
+    the connection back right after the call; the middleware already gave back the
+    one its session and membership lookups used. An open stream holds none.
     """
     started = time.monotonic()
     membership = getattr(request, "membership", None)
     if membership is None:
         raise PermissionDenied("no ministry membership")
     language = translation.get_language()
-    opened = await sync_to_async(services.stream_open)(
+    opened = await db_hop(
+        services.stream_open,
         ministry_id=membership.ministry_id,
         actor=request.user,
         conversation_id=conversation_id,
@@ -306,7 +311,7 @@ async def message_stream(request: HttpRequest, conversation_id: int, message_id:
     if isinstance(opened, services.StreamJob):
         body = relay(opened, started=started, language=language)
     else:
-        label = await sync_to_async(_alias_label)(opened.alias_name, language)
+        label = await db_hop(_alias_label, opened.alias_name, language)
         body = replay(opened.message, alias_label=label, language=language)
     response = StreamingHttpResponse(body, content_type="text/event-stream; charset=utf-8")
     for header, value in SSE_HEADERS.items():

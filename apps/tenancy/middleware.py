@@ -9,6 +9,8 @@ from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.urls import Resolver404, resolve
 
+from .connections import release_connections
+from .models import Membership
 from .scope import ministry_scope
 from .selectors import membership_for_user
 
@@ -39,19 +41,21 @@ class MinistryScopeMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         request.membership = None  # type: ignore[attr-defined]
         request.ministry = None  # type: ignore[attr-defined]
-        user = getattr(request, "user", None)
-        if user is None or not user.is_authenticated:
-            return self.get_response(request)
-        membership = membership_for_user(user=user, ministry_code=request.session.get(SESSION_KEY))
-        if membership is None:
-            return self.get_response(request)
-        request.membership = membership  # type: ignore[attr-defined]
-        request.ministry = membership.ministry  # type: ignore[attr-defined]
+        membership = self._membership(request)
+        if membership is not None:
+            request.membership = membership  # type: ignore[attr-defined]
+            request.ministry = membership.ministry  # type: ignore[attr-defined]
         if _is_async_view(request):
             # Async views (SSE streams, /v1) wait on model servers for seconds: a
             # transaction held open here would pin a pooled connection for all
             # that time. They enter ministry_scope around each database call
-            # instead; any query they forget to scope raises ScopeError.
+            # instead (apps.tenancy.connections.scoped_db_hop); any query they
+            # forget to scope raises ScopeError. The session, user and
+            # membership lookups above opened this thread's connection: give it
+            # back before the view starts waiting (DESIGN invariant 10).
+            release_connections()
+            return self.get_response(request)
+        if membership is None:
             return self.get_response(request)
         with ministry_scope(ministry_id=membership.ministry_id):
             response = self.get_response(request)
@@ -60,3 +64,10 @@ class MinistryScopeMiddleware:
                 # response): nothing it wrote may be committed.
                 transaction.set_rollback(True)
             return response
+
+    @staticmethod
+    def _membership(request: HttpRequest) -> Membership | None:
+        user = getattr(request, "user", None)
+        if user is None or not user.is_authenticated:
+            return None
+        return membership_for_user(user=user, ministry_code=request.session.get(SESSION_KEY))

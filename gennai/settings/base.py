@@ -60,6 +60,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: once every other middleware is done with a streaming response, give the
+    # request thread's database connection back before the body starts (invariant 10).
+    "apps.tenancy.connections.ReleaseConnectionsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Content-Security-Policy header on every response (policy: CONTENT_SECURITY_POLICY below).
     "csp.middleware.CSPMiddleware",

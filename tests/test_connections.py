@@ -1,0 +1,272 @@
+"""DESIGN invariant 10: an open stream holds no database connection.
+
+The end-to-end test starts a real web process (uvicorn, Django's ASGI app) whose
+connection pool has ``POOL`` connections, and opens ten times as many slow
+streams at once: chat SSE streams and ``/v1`` streams, from two ministries.
+While all of them are open and waiting on the (slow, fake) model, page views,
+a login and the other ministry's requests must answer within a second, and
+``pg_stat_activity`` must show at most ``POOL`` connections of that process.
+If any stream kept its connection, the fifth stream would already wait for the
+pool (and fail after the pool timeout), and so would every page.
+
+The static test keeps the async code of the chat stream on the rule: it reaches
+the database only through ``apps.tenancy.connections.db_hop``/``scoped_db_hop``.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from django.conf import settings
+from django.db import connection
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from apps.chat.models import Message, Role, Status
+from apps.chat.tests.factories import make_conversation, make_message
+from apps.registry.models import Deployment
+from apps.tenancy.scope import ministry_scope
+from tests.support.fake_upstream import FakeUpstream
+from tests.support.fixtures import make_user
+from tests.support.registry import Upstream, register_alias
+from tests.support.web_process import WebProcess
+
+POOL = 4
+PER_KIND = POOL * 10 // 4  # chat A, chat B, /v1 A, /v1 B: 40 streams in all = 10 × the pool
+# The fake model sends a token, then one a second (the pause): every stream stays open
+# while the probes run. Then the pause is lifted and the rest streams out at once.
+TOKENS, PAUSE = 30, 1.0
+ANSWER_WITHIN = 1.0
+
+
+@dataclass
+class Stream:
+    kind: str
+    first_token: asyncio.Event = field(default_factory=asyncio.Event)
+    body: bytes = b""
+    status: int = 0
+    error: str = ""
+
+
+def _session_cookie(user: Any) -> dict[str, str]:
+    client = Client()
+    client.force_login(user)
+    return {settings.SESSION_COOKIE_NAME: client.cookies[settings.SESSION_COOKIE_NAME].value}
+
+
+def _api_key(ministry: Any) -> str:
+    from apps.gateway.services import api_key_create
+
+    _key, plaintext = api_key_create(
+        actor=None,
+        ministry=ministry,
+        name="connection test",
+        expires_at=timezone.now() + timedelta(days=1),
+        max_level=2,
+    )
+    return str(plaintext)
+
+
+def _pending_answers(user: Any, ministry: Any, alias: str, n: int) -> list[str]:
+    """``n`` conversations with an unclaimed streaming answer; their stream URLs."""
+    urls = []
+    with ministry_scope(ministry_id=ministry.pk):
+        for i in range(n):
+            conversation = make_conversation(user, ministry, alias_name=alias, title=f"会話{i}")
+            make_message(conversation, role=Role.USER, content=f"質問{i}")
+            answer = make_message(conversation, role=Role.ASSISTANT, content="", status=Status.STREAMING)
+            urls.append(reverse("chat:message_stream", args=[conversation.pk, answer.pk]))
+    return urls
+
+
+class Backends:
+    """Counts a process's connections in ``pg_stat_activity`` (own connection: usable from async code)."""
+
+    def __init__(self, application_name: str) -> None:
+        db = connection.settings_dict
+        params = {"HOST": "host", "PORT": "port", "USER": "user", "PASSWORD": "password", "NAME": "dbname"}
+        self.application_name = application_name
+        self.conn = psycopg.connect(
+            autocommit=True, **{v: str(db[k]) for k, v in params.items() if db.get(k)}
+        )
+
+    def count(self) -> int:
+        row = self.conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", [self.application_name]
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+async def _drive(stream: Stream, client: httpx.AsyncClient, method: str, url: str, **kw: Any) -> None:
+    try:
+        async with client.stream(method, url, **kw) as response:
+            stream.status = response.status_code
+            async for chunk in response.aiter_bytes():
+                stream.body += chunk
+                if not stream.first_token.is_set() and (
+                    b"event: token" in stream.body or b'"content": "tok' in stream.body
+                ):
+                    stream.first_token.set()
+    except httpx.HTTPError as exc:
+        stream.error = repr(exc)
+    finally:
+        stream.first_token.set()  # never leave the waiter hanging; status/body tell the truth
+
+
+def _streams_while_probing(
+    ministries: tuple[Any, Any], *, chat_per_ministry: int, v1_per_ministry: int
+) -> None:
+    """Open the streams, probe while all are open, check everything finished properly."""
+    a, b = ministries
+    with FakeUpstream(tokens=TOKENS, delay=PAUSE) as fake:
+        registered = register_alias(upstreams=[Upstream(fake.url)], ministries=[a, b])
+        alias = registered.alias.name
+        # Room for every stream at the model (the provider's HTTP pool is 2 × max_concurrency).
+        Deployment.objects.filter(pk__in=[d.pk for d in registered.deployments]).update(max_concurrency=100)
+        users = {m.code: make_user(f"conn-{m.code}", m, ["staff"]) for m in (a, b)}
+        cookies = {code: _session_cookie(user) for code, user in users.items()}
+        keys = {m.code: _api_key(m) for m in (a, b)} if v1_per_ministry else {}
+        chat_urls = {m.code: _pending_answers(users[m.code], m, alias, chat_per_ministry) for m in (a, b)}
+        v1_body = {"model": alias, "messages": [{"role": "user", "content": "こんにちは"}], "stream": True}
+        probes_to_run: list[tuple[str, str, str, dict[str, Any]]] = [
+            ("page A", "GET", "/chat/", {"cookies": cookies[a.code]}),
+            ("page B", "GET", "/chat/", {"cookies": cookies[b.code]}),
+            ("home B", "GET", "/", {"cookies": cookies[b.code]}),
+            ("login", "GET", "/accounts/login/", {}),
+            ("page A again", "GET", "/chat/", {"cookies": cookies[a.code]}),
+        ]
+        if keys:
+            auth_b = {"Authorization": f"Bearer {keys[b.code]}"}
+            probes_to_run.append(("/v1 models B", "GET", "/v1/models", {"headers": auth_b}))
+
+        with WebProcess(pool_max=POOL, pool_timeout=5.0) as web:
+
+            async def scenario(pg: Backends) -> tuple[list[Stream], list[tuple[str, int, float]], list[int]]:
+                limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+                async with httpx.AsyncClient(base_url=web.url, limits=limits, timeout=30.0) as client:
+                    streams: list[Stream] = []
+                    tasks = []
+                    for code in (a.code, b.code):
+                        for url in chat_urls[code]:
+                            streams.append(Stream(kind=f"chat-{code}"))
+                            coro = _drive(streams[-1], client, "GET", url, cookies=cookies[code])
+                            tasks.append(asyncio.create_task(coro))
+                        for _ in range(v1_per_ministry):
+                            streams.append(Stream(kind=f"v1-{code}"))
+                            headers = {"Authorization": f"Bearer {keys[code]}"}
+                            coro = _drive(
+                                streams[-1],
+                                client,
+                                "POST",
+                                "/v1/chat/completions",
+                                json=v1_body,
+                                headers=headers,
+                            )
+                            tasks.append(asyncio.create_task(coro))
+                    await asyncio.wait_for(asyncio.gather(*(s.first_token.wait() for s in streams)), 15)
+                    broken = [
+                        (s.kind, s.status, s.error, s.body[-300:])
+                        for s in streams
+                        if s.status != 200 or s.error
+                    ]
+                    assert not broken, (
+                        f"{len(broken)} of {len(streams)} streams failed to start: {broken[:3]}"
+                    )
+                    # Every stream has started and is now waiting on the slow model.
+                    probes: list[tuple[str, int, float]] = []
+                    backends: list[int] = [pg.count()]
+                    async with httpx.AsyncClient(base_url=web.url, timeout=10.0) as fresh:
+                        for name, method, url, kw in probes_to_run:
+                            fresh.cookies.clear()
+                            fresh.cookies.update(kw.get("cookies", {}))
+                            started = time.monotonic()
+                            response = await fresh.request(method, url, headers=kw.get("headers"))
+                            probes.append((name, response.status_code, time.monotonic() - started))
+                            backends.append(pg.count())
+                    still_open = sum(not t.done() for t in tasks)
+                    assert still_open == len(tasks), (
+                        f"{still_open}/{len(tasks)} streams open during the probes"
+                    )
+                    fake.delay = 0.0  # lift the pause: the rest of every answer streams out now
+                    await asyncio.wait_for(asyncio.gather(*tasks), 20)
+                    return streams, probes, backends
+
+            pg = Backends(web.application_name)
+            try:
+                streams, probes, backends = asyncio.run(scenario(pg))
+            except BaseException:
+                print(web.log_tail())  # the web process's log, shown with the failure
+                raise
+            finally:
+                pg.close()
+
+    failed = [(s.kind, s.status, s.error, s.body[-200:]) for s in streams if s.status != 200 or s.error]
+    assert not failed, failed
+    for s in streams:
+        assert (b"event: done" if s.kind.startswith("chat") else b"data: [DONE]") in s.body, s.body[-300:]
+    slow = [p for p in probes if p[2] > ANSWER_WITHIN or p[1] not in (200, 302)]
+    assert not slow, f"requests while {len(streams)} streams were open: {probes}"
+    assert 1 <= max(backends) <= POOL, f"connections of the web process in pg_stat_activity: {backends}"
+    for m in (a, b):
+        with ministry_scope(ministry_id=m.pk):
+            statuses = set(
+                Message.objects.filter(role=Role.ASSISTANT, conversation__owner=users[m.code]).values_list(
+                    "status", flat=True
+                )
+            )
+        assert statuses == {Status.COMPLETE}, statuses
+
+
+@pytest.mark.django_db(transaction=True)
+def test_open_chat_streams_hold_no_connection(ministries: tuple[Any, Any]) -> None:
+    """10 × the pool in chat SSE streams (both ministries): pages and logins still answer."""
+    _streams_while_probing(ministries, chat_per_ministry=POOL * 5, v1_per_ministry=0)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="/v1 (apps/gateway) keeps the request thread's pooled connection from its first "
+    "sync_to_async DB call until the request ends; being reworked in apps/gateway (issue 6 §6). "
+    "Remove this marker when it passes.",
+)
+@pytest.mark.django_db(transaction=True)
+def test_open_chat_and_v1_streams_hold_no_connection(ministries: tuple[Any, Any]) -> None:
+    """10 × the pool in chat and ``/v1`` streams from two ministries (issue 6, section 3)."""
+    _streams_while_probing(ministries, chat_per_ministry=PER_KIND, v1_per_ministry=PER_KIND)
+
+
+# --- Static rule: async chat code reaches the database only through the hop helpers -------
+
+ASYNC_MODULES = [Path("apps/chat/views.py"), Path("apps/chat/streaming.py")]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_async_chat_code_reaches_the_database_only_through_db_hop() -> None:
+    """No ``sync_to_async`` (which keeps the connection until the request ends) and no
+    ORM call inside an ``async def`` of the streaming modules: only ``db_hop``."""
+    problems: list[str] = []
+    for rel in ASYNC_MODULES:
+        tree = ast.parse((ROOT / rel).read_text(), filename=str(rel))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Name) and node.id in {"sync_to_async", "database_sync_to_async"}:
+                problems.append(f"{rel}:{node.lineno}: {node.id}")
+            if isinstance(node, ast.AsyncFunctionDef):
+                for inner in ast.walk(node):
+                    if isinstance(inner, ast.Attribute) and inner.attr in {"objects", "_base_manager"}:
+                        problems.append(f"{rel}:{inner.lineno}: ORM access in async def {node.name}")
+                    if isinstance(inner, ast.Name) and inner.id == "connection":
+                        problems.append(f"{rel}:{inner.lineno}: connection in async def {node.name}")
+    assert not problems, "use apps.tenancy.connections.db_hop / scoped_db_hop:\n" + "\n".join(problems)
