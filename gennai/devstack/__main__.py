@@ -183,17 +183,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         # Own sessions: Ctrl-C reaches only this supervisor, which then stops the
         # children in order (web and IdP first, databases last).
-        uvicorn = [PY, "-m", "uvicorn", "--host", host, "--no-access-log", "gennai.asgi:application"]
+        uvicorn = [PY, "-m", "uvicorn", "--host", host, "--no-access-log"]
         children.append(
             subprocess.Popen(
-                [*uvicorn, "--port", str(idp_port)],
+                # The IdP is a plain Django app under its own settings: not gennai.asgi,
+                # which mounts the app's /v1 gateway in front of Django.
+                [*uvicorn, "--factory", "django.core.asgi:get_asgi_application", "--port", str(idp_port)],
                 cwd=ROOT,
                 env={**idp_env, "DJANGO_SETTINGS_MODULE": "gennai.settings.idp"},
                 start_new_session=True,
             )
         )
         children.append(
-            subprocess.Popen([*uvicorn, "--port", str(web_port)], cwd=ROOT, env=env, start_new_session=True)
+            subprocess.Popen(
+                [*uvicorn, "gennai.asgi:application", "--port", str(web_port)],
+                cwd=ROOT,
+                env=env,
+                start_new_session=True,
+            )
         )
         model_url = env.get("GENNAI_LOCAL_MODEL_URL", "")
         if not model_url:

@@ -39,12 +39,32 @@ def browser() -> Iterator[Any]:
             browser.close()
 
 
+def is_csp_violation(text: str) -> bool:
+    """Chromium reports each refusal of the Content-Security-Policy on the console."""
+    return "Content Security Policy" in text
+
+
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:
+    """A fresh page; a test fails if any page it opened broke the Content-Security-Policy.
+
+    Every browser test (home, login, chat, registry, console) thereby proves that our
+    templates need no inline script, inline style or eval under the policy in
+    gennai/settings/base.py.
+    """
     context = browser.new_context(locale="ja-JP", viewport={"width": 1280, "height": 800})
     page = context.new_page()
     page.set_default_timeout(15_000)
+    violations: list[str] = []
+    context.on(
+        "console",
+        lambda message: violations.append(f"{message.page.url if message.page else '?'}: {message.text}")
+        if is_csp_violation(message.text)
+        else None,
+    )
     try:
         yield page
     finally:
         context.close()
+    if violations:
+        pytest.fail("Content-Security-Policy violations:\n" + "\n".join(violations))
