@@ -236,6 +236,18 @@ GENNAI_UPSTREAM_CONNECT_TIMEOUT = float(os.environ.get("GENNAI_UPSTREAM_CONNECT_
 GENNAI_UPSTREAM_FIRST_TOKEN_TIMEOUT = float(os.environ.get("GENNAI_UPSTREAM_FIRST_TOKEN_TIMEOUT", "60"))
 GENNAI_UPSTREAM_READ_TIMEOUT = float(os.environ.get("GENNAI_UPSTREAM_READ_TIMEOUT", "120"))
 
+# --- Upstream egress and secrets (docs/security.md) ---------------------------
+# Hosts the platform may call as model upstreams: hostnames, wildcard suffixes
+# (*.gpu.svc.cluster.local) and CIDRs, comma-separated. Production allows nothing
+# until configured; link-local and cloud-metadata addresses are refused always,
+# and private/loopback addresses only inside an allowlisted CIDR (apps/registry/egress.py).
+GENNAI_UPSTREAM_ALLOWED_HOSTS = [
+    h.strip() for h in os.environ.get("GENNAI_UPSTREAM_ALLOWED_HOSTS", "").split(",") if h.strip()
+]
+# Directory of mounted upstream API keys for ``file:<name>`` secret references.
+GENNAI_UPSTREAM_SECRETS_DIR = os.environ.get("GENNAI_UPSTREAM_SECRETS_DIR", "")
+
+
 # --- Content-Security-Policy (django-csp 4) -----------------------------------
 # Scripts, styles, images and connections only from our own origin: no inline
 # <script> (a nonce where one is unavoidable: {{ CSP_NONCE }}), no inline style=""
@@ -250,18 +262,6 @@ CONTENT_SECURITY_POLICY = {
         "style-src": [SELF],
         "img-src": [SELF, "data:"],
         "connect-src": [SELF],
-# --- Upstream egress and secrets (docs/security.md) ---------------------------
-# Hosts the platform may call as model upstreams: hostnames, wildcard suffixes
-# (*.gpu.svc.cluster.local) and CIDRs, comma-separated. Production allows nothing
-# until configured; link-local and cloud-metadata addresses are refused always,
-# and private/loopback addresses only inside an allowlisted CIDR (apps/registry/egress.py).
-GENNAI_UPSTREAM_ALLOWED_HOSTS = [
-    h.strip() for h in os.environ.get("GENNAI_UPSTREAM_ALLOWED_HOSTS", "").split(",") if h.strip()
-]
-# Directory of mounted upstream API keys for ``file:<name>`` secret references.
-GENNAI_UPSTREAM_SECRETS_DIR = os.environ.get("GENNAI_UPSTREAM_SECRETS_DIR", "")
-
-
         "object-src": [NONE],
         "frame-ancestors": [NONE],
         "form-action": [SELF, f"{_idp.scheme}://{_idp.netloc}"],
