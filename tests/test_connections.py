@@ -236,12 +236,6 @@ def test_open_chat_streams_hold_no_connection(ministries: tuple[Any, Any]) -> No
     _streams_while_probing(ministries, chat_per_ministry=POOL * 5, v1_per_ministry=0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="/v1 (apps/gateway) keeps the request thread's pooled connection from its first "
-    "sync_to_async DB call until the request ends; being reworked in apps/gateway (issue 6 §6). "
-    "Remove this marker when it passes.",
-)
 @pytest.mark.django_db(transaction=True)
 def test_open_chat_and_v1_streams_hold_no_connection(ministries: tuple[Any, Any]) -> None:
     """10 × the pool in chat and ``/v1`` streams from two ministries (issue 6, section 3)."""

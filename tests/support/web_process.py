@@ -129,14 +129,12 @@ def _serve() -> None:  # pragma: no cover - runs in the child process
     database["CONN_MAX_AGE"] = 0
     database["OPTIONS"] = {"pool": config["pool"], "application_name": config["application_name"]}
 
-    import django
-
-    django.setup()
     import uvicorn
-    from django.core.handlers.asgi import ASGIHandler
+
+    from gennai.asgi import application  # the production entry point, /v1 gateway included
 
     uvicorn.run(
-        ASGIHandler(),
+        application,
         host="127.0.0.1",
         port=int(config["port"]),
         loop="auto",
