@@ -13,7 +13,7 @@ cache cannot outlive a revocation (invariant 11, docs/adr/0005):
   or removed — bumps the ``gateway.api_keys`` version in PostgreSQL
   (:mod:`apps.tenancy.versions`) *in the transaction of the change*;
 * :func:`lookup_key` re-reads that version at most every ``check_seconds()``
-  (1 s) and drops every entry when it moved, so a revocation is seen by every
+  (0.5 s) and drops every entry when it moved, so a revocation is seen by every
   process within about a second, whatever happened to Redis;
 * an entry older than ``max_age_seconds()`` is reloaded regardless;
 * :func:`cached_key` answers only from entries that are still within both

@@ -2,7 +2,7 @@
 
 Every write that changes what a key may do bumps the ``gateway.api_keys``
 version inside its transaction (:func:`apps.gateway.keys.invalidate`), so every
-process stops honouring the old facts within ``check_seconds()`` (1 s).
+process stops honouring the old facts within ``check_seconds()`` (0.5 s).
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ def api_key_create(
 
 @transaction.atomic
 def api_key_revoke(*, actor: Any, key: ApiKey) -> ApiKey:
-    """Revoke ``key``; every process stops accepting it within ``check_seconds()`` (1 s).
+    """Revoke ``key``; every process stops accepting it within ``check_seconds()`` (0.5 s).
 
     Idempotent for the record (one audit event), but a retry invalidates every
     process's cache again: a revoke that was lost anywhere is repaired by retrying it.

@@ -4,7 +4,7 @@ The hot path (every chat request) must not query the registry tables: it reads
 this snapshot. Every registry service calls :func:`bump_version` inside its
 transaction, which moves the ``registry`` version in PostgreSQL
 (:mod:`apps.tenancy.versions`); each process re-reads that version at most every
-``check_seconds()`` (1 s) and rebuilds when it moved, so an alias swap, a lowered
+``check_seconds()`` (0.5 s) and rebuilds when it moved, so an alias swap, a lowered
 clearance or a revoked grant reaches every web process within a second, without
 a restart, and a Redis flush or failover cannot lose it. A snapshot older than
 ``max_age_seconds()`` is rebuilt regardless.

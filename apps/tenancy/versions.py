@@ -20,8 +20,8 @@ What this module guarantees, and why (docs/adr/0005-cache-versions-in-postgresql
 * **Retries invalidate again.** Every call bumps, whether or not the change was
   already made (a retried revoke re-invalidates every process).
 * **Readers are cheap and bounded.** A process reads the version (one primary-key
-  ``SELECT``) at most every :func:`check_seconds` (≤ 1 s) and reloads when it
-  differs; it also reloads after :func:`max_age_seconds` regardless, which
+  ``SELECT``) at most every :func:`check_seconds` (0.5 s by default, never more
+  than 1 s) and reloads when it differs; it also reloads after :func:`max_age_seconds` regardless, which
   bounds staleness even for a change that bypassed :func:`bump_version`.
 
 Readers call :func:`read_version` from synchronous code only (it does I/O);
@@ -52,8 +52,8 @@ _READ_SQL = f"SELECT version FROM {_TABLE} WHERE name = %s"
 
 
 def check_seconds() -> float:
-    """How long a process may trust its cache without asking PostgreSQL (the revocation bound)."""
-    return float(getattr(settings, "GENNAI_CACHE_CHECK_SECONDS", 1.0))
+    """How long a process may trust its cache without asking PostgreSQL (at most 1 s)."""
+    return min(float(getattr(settings, "GENNAI_CACHE_CHECK_SECONDS", 0.5)), 1.0)
 
 
 def max_age_seconds() -> float:

@@ -2,7 +2,9 @@
 
 Run as ``python -m apps.gateway.tests.cache_probe`` with ``GENNAI_PROBE_DB_NAME``
 set to the test database; it reads one JSON command per line on stdin and
-answers one JSON line on stdout. The tests start it, let it fill its registry
+answers one JSON line on stdout. ``… cache_probe serve <port>`` instead serves
+the production ASGI application (``gennai.asgi``: the lean ``/v1`` front, then
+Django) with uvicorn, for tests that go through real requests. The tests start it, let it fill its registry
 snapshot and key cache, change something in the test process, flush Redis, and
 ask it to ``watch`` until it sees the change. What it measures is the time from
 the ``watch`` command (sent right after the change committed) to the first
@@ -79,7 +81,27 @@ def _answer(command: dict[str, Any]) -> Any:
     raise ValueError(f"unknown op {op!r}")
 
 
+def serve(port: int) -> None:
+    _setup()
+    import uvicorn
+
+    from gennai.asgi import application
+
+    uvicorn.run(
+        application,
+        host="127.0.0.1",
+        port=port,
+        http="httptools",
+        ws="none",
+        lifespan="off",
+        log_level="warning",
+    )
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["serve"]:
+        serve(int(sys.argv[2]))
+        return
     _setup()
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:

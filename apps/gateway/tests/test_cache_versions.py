@@ -3,14 +3,15 @@
 The cross-process tests run a second Django process (:mod:`apps.gateway.tests.cache_probe`)
 with its own registry snapshot and key cache, change something here, wipe Redis
 (``FLUSHALL``, as after a failover), and measure how long the other process
-keeps the old answer. The bound is the check interval (1 s) plus one reload;
-the assertion allows 0.5 s of slack for a loaded two-core machine.
+keeps the old answer. The promise is 1 s; the check interval (0.5 s by
+default) leaves the rest for the reload and for a loaded two-core machine.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
+import httpx
 import pytest
 from django.conf import settings
 from django.db import transaction
@@ -34,8 +36,7 @@ from apps.tenancy.models import Membership
 from tests.support.fixtures import make_user
 from tests.support.registry import Upstream, register_alias
 
-REVOCATION_BOUND = 1.0  # seconds: GENNAI_CACHE_CHECK_SECONDS
-SLACK = 0.5
+REVOCATION_BOUND = 1.0  # seconds: what docs/api.md and ADR 0005 promise
 
 
 def flush_redis() -> None:
@@ -56,7 +57,6 @@ class Probe:
             **os.environ,
             "GENNAI_PROBE_DB_NAME": db_name,
             "DJANGO_SETTINGS_MODULE": "gennai.settings.test",
-            "GENNAI_CACHE_CHECK_SECONDS": str(REVOCATION_BOUND),
         }
         self.process = subprocess.Popen(
             [sys.executable, "-m", "apps.gateway.tests.cache_probe"],
@@ -148,7 +148,7 @@ def test_key_revoke_reaches_another_process_after_redis_flush(
     )
     print(f"key revoke seen by the other process after {seen['seconds']:.3f} s")
     assert seen["answer"] == keys.KeyState.REVOKED
-    assert seen["seconds"] <= REVOCATION_BOUND + SLACK
+    assert seen["seconds"] <= REVOCATION_BOUND
 
 
 def test_alias_grant_revoke_reaches_another_process_after_redis_flush(
@@ -166,7 +166,7 @@ def test_alias_grant_revoke_reaches_another_process_after_redis_flush(
     seen = probe.ask(op="watch", question=question, until_not=allowed)
     print(f"grant revoke seen by the other process after {seen['seconds']:.3f} s")
     assert seen["answer"] == "refused:model_not_found"
-    assert seen["seconds"] <= REVOCATION_BOUND + SLACK
+    assert seen["seconds"] <= REVOCATION_BOUND
     # The other ministry's grant is untouched.
     assert probe.ask(**{**question, "ministry_id": ministries[1].pk}).startswith("ok:")
 
@@ -188,7 +188,7 @@ def test_lowered_clearance_reaches_another_process_after_redis_flush(
     seen = probe.ask(op="watch", question=question, until_not=allowed)
     print(f"lowered clearance seen by the other process after {seen['seconds']:.3f} s")
     assert seen["answer"].startswith("refused:")
-    assert seen["seconds"] <= REVOCATION_BOUND + SLACK
+    assert seen["seconds"] <= REVOCATION_BOUND
 
 
 @pytest.mark.parametrize("change", ["ministry_deactivated", "creator_demoted"])
@@ -219,7 +219,89 @@ def test_key_facts_change_reaches_another_process_after_redis_flush(
     )
     print(f"{change} seen by the other process after {seen['seconds']:.3f} s")
     assert seen["answer"] == expected
-    assert seen["seconds"] <= REVOCATION_BOUND + SLACK
+    assert seen["seconds"] <= REVOCATION_BOUND
+
+
+class WebServer:
+    """The production ASGI app (lean /v1 front + Django) under uvicorn in a process of its own."""
+
+    def __init__(self, db_name: str) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        env = {
+            **os.environ,
+            "GENNAI_PROBE_DB_NAME": db_name,
+            "DJANGO_SETTINGS_MODULE": "gennai.settings.test",
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "apps.gateway.tests.cache_probe", "serve", str(port)],
+            env=env,
+            cwd=settings.BASE_DIR,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(self.url + "/v1/models", timeout=1.0)
+                break
+            except httpx.HTTPError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.close()
+                    raise RuntimeError("the web process did not start") from None
+                time.sleep(0.05)
+
+    def close(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=5)
+
+
+def poll_until(request: Any, *, status: int, timeout: float = 5.0) -> tuple[int, float]:
+    """Send ``request()`` until it answers ``status``; the last status and the seconds it took."""
+    started = time.monotonic()
+    while True:
+        response = request()
+        elapsed = time.monotonic() - started
+        if response.status_code == status or elapsed > timeout:
+            return response.status_code, elapsed
+        time.sleep(0.01)
+
+
+def test_v1_requests_of_another_web_process_see_revocations_after_redis_flush(
+    transactional_db: None, world: Any, make_key: Any
+) -> None:
+    """The issue's scenario end to end: real requests to a second uvicorn process."""
+    from django.db import connection
+
+    _key, plaintext = make_key(name="cross-process")
+    chat = {"model": "a-only", "messages": [{"role": "user", "content": "hi"}]}
+    headers = {"Authorization": f"Bearer {plaintext}", "X-Gennai-Confidentiality": "1"}
+    web = WebServer(connection.settings_dict["NAME"])
+    try:
+        with httpx.Client(base_url=web.url, headers=headers, timeout=10) as http:
+
+            def ask() -> Any:
+                return http.post("/v1/chat/completions", json=chat)
+
+            flush_redis()
+            assert ask().status_code == 200  # key facts and routes are now cached over there
+            alias_revoke(actor=None, ministry=world.ministry_a, alias=world.aliases["a-only"])
+            flush_redis()
+            status, seconds = poll_until(ask, status=404)
+            print(f"/v1: grant revoke seen by another web process after {seconds:.3f} s")
+            assert status == 404 and seconds <= REVOCATION_BOUND
+
+            api_key_revoke(actor=None, key=ApiKey.objects.get(name="cross-process"))
+            flush_redis()
+            status, seconds = poll_until(lambda: http.get("/v1/models"), status=401)
+            print(f"/v1: key revoke seen by another web process after {seconds:.3f} s")
+            assert status == 401 and seconds <= REVOCATION_BOUND
+    finally:
+        web.close()
 
 
 # --- Retries and the maximum age ------------------------------------------------------------
