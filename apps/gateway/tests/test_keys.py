@@ -421,3 +421,16 @@ def test_invalid_key_with_valid_session_is_refused_not_downgraded(
     assert client.get("/v1/models").status_code == 200  # the session alone works
     refused = client.get("/v1/models", HTTP_AUTHORIZATION=f"Bearer {bad}")
     assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_console_shows_creator_and_why_a_key_was_revoked(ministries: tuple[Any, Any], admin_a: Any) -> None:
+    other_admin = make_user("admin-a3", ministries[0], ["ministry_admin"])
+    api_key_create(actor=admin_a, ministry=ministries[0], name="by-a", expires_at=soon())
+    api_key_create(actor=None, ministry=ministries[0], name="by-ops", expires_at=soon())
+    membership = Membership.objects.get(user=admin_a, ministry=ministries[0])
+    membership.roles = ["staff"]
+    membership.save()
+    page = logged_in(other_admin).get("/gateway/keys/").content.decode()
+    creators = re.findall(r'data-testid="key-creator">([^<]*)<', page)
+    assert sorted(creators) == sorted(["admin-a", "プラットフォーム運用者"])
+    assert page.count('data-testid="revoked-creator"') == 1
