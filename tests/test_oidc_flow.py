@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -11,6 +13,7 @@ import psycopg
 import pytest
 from django.conf import settings
 from django.contrib.sessions.models import Session
+from django.core.cache import cache
 from django.test import Client
 
 from apps.accounts.models import OIDCSession, User
@@ -163,3 +166,237 @@ def test_backchannel_logout_kills_the_session(dev_idp: DevIdP, live_server: Any)
         assert Session.objects.count() == 0
         page = browser.get("/")
         assert "佐藤 健" not in page.text and 'data-testid="login"' in page.text
+
+
+# --- the callback as an attacker would use it ------------------------------------------------
+
+IDP_KEY_SQL = "SELECT id, key FROM oidc_provider_rsakey ORDER BY id LIMIT 1"
+JWKS_REFETCH_KEY = f"gennai:oidc:jwks-refetch:{settings.OIDC_OP_JWKS_ENDPOINT}"
+JWKS_CACHE_KEY = f"gennai:oidc:jwks:{settings.OIDC_OP_JWKS_ENDPOINT}"
+
+
+def _idp_signing_key(dev_idp: DevIdP) -> tuple[str, Any]:
+    """``(kid, private key)`` the IdP signs with, read from its database (as its operator could)."""
+    from hashlib import md5
+
+    from cryptography.hazmat.primitives import serialization
+
+    with psycopg.connect(dev_idp.env["GENNAI_IDP_DATABASE_URL"]) as conn:
+        row = conn.execute(IDP_KEY_SQL).fetchone()
+    assert row is not None
+    pem = str(row[1])
+    return md5(pem.encode()).hexdigest(), serialization.load_pem_private_key(pem.encode(), password=None)  # noqa: S324
+
+
+@contextmanager
+def rotated_idp_key(dev_idp: DevIdP) -> Iterator[None]:
+    """The IdP starts signing with a new key (its JWKS changes with it); the old key comes back after."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    new_pem = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        .private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        .decode()
+    )
+    with psycopg.connect(dev_idp.env["GENNAI_IDP_DATABASE_URL"], autocommit=True) as conn:
+        row = conn.execute(IDP_KEY_SQL).fetchone()
+        assert row is not None
+        conn.execute("UPDATE oidc_provider_rsakey SET key = %s WHERE id = %s", [new_pem, row[0]])
+        try:
+            yield
+        finally:
+            conn.execute("UPDATE oidc_provider_rsakey SET key = %s WHERE id = %s", [row[1], row[0]])
+
+
+def _callback(client: Client, url: str) -> Any:
+    parts = urlsplit(url)
+    return client.get(f"{parts.path}?{parts.query}")
+
+
+def _start(client: Client, username: str) -> tuple[str, str]:
+    """Begin a login and pass the IdP: ``(state, callback URL)``; the callback is not yet visited."""
+    start = client.get("/accounts/login/")
+    state = parse_qs(urlsplit(start["Location"]).query)["state"][0]
+    return state, idp_authorize(start["Location"], username, stop_prefix="http://testserver/")
+
+
+def test_nonce_mismatch_is_refused(dev_idp: DevIdP, ministries: Any) -> None:
+    """The ID token's nonce must be the one this browser's login started with."""
+    client = Client()
+    state, callback = _start(client, "tanaka")
+    session = client.session
+    session["oidc_states"][state]["nonce"] = "nonce-of-another-login"
+    session.save()
+    response = _callback(client, callback)
+    assert response.status_code == 400
+    assert "_auth_user_id" not in client.session
+    assert not User.objects.filter(username="tanaka").exists()
+
+
+def test_replayed_callback_and_code_are_refused(dev_idp: DevIdP, ministries: Any) -> None:
+    client = Client()
+    _state, callback = _start(client, "tanaka")
+    stolen = dict(client.session["oidc_states"])  # state, nonce and PKCE verifier
+    assert _callback(client, callback)["Location"] == "/"
+    # Same browser again: the state was used up.
+    assert _callback(client, callback).status_code == 400
+    # Another browser without that login's state.
+    other = Client()
+    assert _callback(other, callback).status_code == 302
+    assert "_auth_user_id" not in other.session
+    # Even with state, nonce and verifier copied over, the code is single-use at the IdP.
+    attacker = Client()
+    session = attacker.session
+    session["oidc_states"] = stolen
+    session.save()
+    response = _callback(attacker, callback)
+    assert response.status_code == 302, "a refused code is a failed login, not a server error"
+    assert "_auth_user_id" not in attacker.session
+
+
+def test_rotated_key_is_fetched_once_then_unknown_kids_are_refused(
+    dev_idp: DevIdP, ministries: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import requests
+
+    login_with_test_client(Client(), "tanaka")  # the app now holds the IdP's current JWKS
+    cache.delete(JWKS_REFETCH_KEY)
+    fetches: list[str] = []
+    real_get = requests.get
+
+    def spy(url: str, *args: Any, **kwargs: Any) -> Any:
+        if url == settings.OIDC_OP_JWKS_ENDPOINT:
+            fetches.append(url)
+        return real_get(url, *args, **kwargs)
+
+    monkeypatch.setattr("apps.accounts.oidc.requests.get", spy)
+    try:
+        with rotated_idp_key(dev_idp):
+            client = Client()
+            assert login_with_test_client(client, "suzuki")["Location"] == "/"
+            assert fetches == [settings.OIDC_OP_JWKS_ENDPOINT], "one refetch finds the rotated key"
+            with rotated_idp_key(dev_idp):
+                refused = Client()
+                assert login_with_test_client(refused, "suzuki").status_code == 400
+                assert "_auth_user_id" not in refused.session
+                assert len(fetches) == 1, "no second refetch within GENNAI_OIDC_JWKS_REFETCH_SECONDS"
+    finally:
+        cache.delete_many([JWKS_REFETCH_KEY, JWKS_CACHE_KEY])
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"exp": None}, {"sub": None}, {"azp": "another-client"}, {"aud": ["gennai-web", "another-client"]}],
+    ids=["missing-exp", "missing-sub", "wrong-azp", "two-audiences-no-azp"],
+)
+def test_id_token_with_bad_claims_is_refused_at_the_callback(
+    dev_idp: DevIdP, ministries: Any, monkeypatch: pytest.MonkeyPatch, change: dict[str, Any]
+) -> None:
+    """The IdP's real token, re-signed with the IdP's real key after changing one claim."""
+    from apps.accounts.oidc import KeycloakOIDCBackend
+
+    kid, private_key = _idp_signing_key(dev_idp)
+    real_get_token = KeycloakOIDCBackend.get_token
+
+    def tampered(self: Any, payload: dict[str, Any]) -> dict[str, Any]:
+        tokens = dict(real_get_token(self, payload))
+        claims = jwt.decode(tokens["id_token"], options={"verify_signature": False})
+        if "aud" in change:
+            claims.pop("azp", None)
+        claims.update(change)
+        claims = {k: v for k, v in claims.items() if v is not None}
+        tokens["id_token"] = jwt.encode(claims, private_key, algorithm="RS256", headers={"kid": kid})
+        return tokens
+
+    monkeypatch.setattr(KeycloakOIDCBackend, "get_token", tampered)
+    client = Client()
+    assert login_with_test_client(client, "tanaka").status_code == 400
+    assert "_auth_user_id" not in client.session
+    assert not User.objects.filter(username="tanaka").exists()
+
+
+def _logout_token(dev_idp: DevIdP, *, sid: str, subject: str, **change: Any) -> str:
+    import time
+    import uuid
+
+    from apps.accounts.oidc import BACKCHANNEL_EVENT
+
+    kid, private_key = _idp_signing_key(dev_idp)
+    now = int(time.time())
+    claims = {
+        "iss": settings.OIDC_ISSUER,
+        "aud": settings.OIDC_RP_CLIENT_ID,
+        "iat": now,
+        "exp": now + 120,
+        "jti": str(uuid.uuid4()),
+        "sub": subject,
+        "sid": sid,
+        "typ": "Logout",
+        "events": {BACKCHANNEL_EVENT: {}},
+    }
+    claims.update(change)
+    claims = {k: v for k, v in claims.items() if v is not None}
+    return jwt.encode(claims, private_key, algorithm="RS256", headers={"kid": kid})
+
+
+def test_logout_token_replay_is_refused(dev_idp: DevIdP, ministries: Any) -> None:
+    client = Client()
+    login_with_test_client(client, "tanaka")
+    user = User.objects.get(username="tanaka")
+    sid = OIDCSession.objects.get(user=user).sid
+    token = _logout_token(dev_idp, sid=sid, subject=str(user.subject))
+    endpoint = Client()
+    assert endpoint.post("/accounts/backchannel-logout/", {"logout_token": token}).status_code == 200
+    assert "_auth_user_id" not in client.session
+    assert endpoint.post("/accounts/backchannel-logout/", {"logout_token": token}).status_code == 400
+
+
+@pytest.mark.parametrize("missing", ["jti", "iat", "exp"])
+def test_logout_token_without_jti_iat_or_exp_is_refused(
+    dev_idp: DevIdP, ministries: Any, missing: str
+) -> None:
+    client = Client()
+    login_with_test_client(client, "tanaka")
+    user = User.objects.get(username="tanaka")
+    sid = OIDCSession.objects.get(user=user).sid
+    token = _logout_token(dev_idp, sid=sid, subject=str(user.subject), **{missing: None})
+    assert Client().post("/accounts/backchannel-logout/", {"logout_token": token}).status_code == 400
+    assert client.get("/").context["user"].is_authenticated, "the session lives on"
+
+
+EVIL_NEXT = [
+    "//evil.example",
+    "https://evil.example/",
+    "///evil.example/",
+    "/\\evil.example",
+    "http://testserver@evil.example/",
+    "javascript:alert(1)",
+]
+
+
+@pytest.mark.parametrize("next_url", EVIL_NEXT)
+def test_evil_next_after_login_lands_on_the_home_page(
+    dev_idp: DevIdP, ministries: Any, next_url: str
+) -> None:
+    client = Client()
+    response = login_with_test_client(client, "tanaka", next_url=next_url)
+    assert response.status_code == 302
+    assert response["Location"] == "/"
+    assert client.session["_auth_user_id"]
+
+
+def test_local_next_after_login_is_kept(dev_idp: DevIdP, ministries: Any) -> None:
+    response = login_with_test_client(Client(), "tanaka", next_url="/gateway/keys/?page=2")
+    assert response["Location"] == "/gateway/keys/?page=2"
+
+
+@pytest.mark.parametrize("next_url", EVIL_NEXT)
+def test_evil_next_after_ministry_switch_lands_on_the_home_page(staff_a: Any, next_url: str) -> None:
+    client = Client()
+    client.force_login(staff_a.user)
+    response = client.post("/ministry/switch/", {"ministry": "digital", "next": next_url})
+    assert response.status_code == 302
+    assert response["Location"] == "/"

@@ -40,9 +40,9 @@ def idp_authorize(auth_url: str, username: str, *, stop_prefix: str) -> str:
     raise AssertionError("too many redirects at the IdP")
 
 
-def login_with_test_client(client: Any, username: str) -> Any:
-    """Full code + PKCE flow: our /accounts/login → IdP → /accounts/callback/."""
-    start = client.get("/accounts/login/")
+def login_with_test_client(client: Any, username: str, *, next_url: str | None = None) -> Any:
+    """Full code + PKCE flow: our /accounts/login (``?next=``) → IdP → /accounts/callback/."""
+    start = client.get("/accounts/login/", {"next": next_url} if next_url is not None else {})
     assert start.status_code == 302, start
     callback = idp_authorize(start["Location"], username, stop_prefix="http://testserver/")
     parts = urlsplit(callback)
