@@ -2,7 +2,7 @@
 
 Start the platform first (``make run``: it serves the local llama.cpp model on :8081
 behind ``standard-chat``), create an API key
-(``.venv/bin/python manage.py api_key_create --ministry digital --name bench``), then::
+(``make -s api-key MINISTRY=digital NAME=bench`` from another terminal), then::
 
     .venv/bin/python benchmarks/ttft_stack.py --api-key gn-... [-n 20]
 
