@@ -65,6 +65,9 @@ def test_env_file_round_trip_is_private_and_removed_only_if_still_ours(tmp_path:
         "GENNAI_SECRET_KEY": "never shared",  # not a URL of the servers: not written
         "OIDC_ISSUER": "http://127.0.0.1:8001/realms/gennai",
     }
+    path.parent.mkdir()
+    path.write_text("stale\n")
+    path.chmod(0o644)
     text = envfile.write(path, values)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert envfile.parse(path.read_text()) == {k: v for k, v in values.items() if k != "GENNAI_SECRET_KEY"}

@@ -54,6 +54,7 @@ def write(path: Path, values: Mapping[str, str]) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
+        os.fchmod(out.fileno(), 0o600)  # also when the file existed with wider permissions
         out.write(text)
     return text
 
