@@ -25,6 +25,13 @@ from inference.profiles import PROFILES_DIR, Profile, ProfileError, load_all, lo
 EXIT_OK, EXIT_NEGATIVE, EXIT_USAGE = 0, 1, 2
 
 
+def _label(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -79,6 +86,20 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--replicas", type=_positive, help="replicas (default: the profile's deploy.replicas)")
     r.add_argument("--k8s", action="store_true", help="emit a Deployment + Service manifest")
     r.add_argument("--image", help="container image for --k8s (default: the profile's deploy.image)")
+    r.add_argument(
+        "--gateway-namespace",
+        default=render_mod.DEFAULT_GATEWAY_NAMESPACE,
+        help="namespace of the platform's pods that may reach the server (--k8s NetworkPolicy)",
+    )
+    r.add_argument(
+        "--gateway-label",
+        action="append",
+        type=_label,
+        metavar="KEY=VALUE",
+        help="label of the platform's pods that may reach the server (repeatable; default "
+        + ",".join(f"{k}={v}" for k, v in render_mod.DEFAULT_GATEWAY_LABELS.items())
+        + ")",
+    )
 
     d = sub.add_parser("serve-dev", help="run the local CPU model server (llama.cpp + SmolLM2-135M)")
     d.add_argument("--port", type=_positive, default=devserver.DEFAULT_PORT)
@@ -149,7 +170,13 @@ def cmd_render(args: argparse.Namespace, out: TextIO) -> int:
     profile, gpu = _profile_and_gpu(args)
     replicas = args.replicas or profile.deploy.replicas
     if args.k8s:
-        text, resolved = render_mod.render_k8s(profile, gpu, replicas=replicas, image=args.image)
+        gateway = render_mod.GatewayAccess(
+            namespace=args.gateway_namespace,
+            labels=dict(args.gateway_label or render_mod.DEFAULT_GATEWAY_LABELS.items()),
+        )
+        text, resolved = render_mod.render_k8s(
+            profile, gpu, replicas=replicas, image=args.image, gateway=gateway
+        )
     else:
         text, resolved = render_mod.render_command(profile, gpu, replicas=replicas)
     for warning in resolved.warnings:

@@ -7,8 +7,9 @@ this checkout, keys in a fixed order, so it is golden-testable and reviewable in
 from __future__ import annotations
 
 import math
+import re
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
@@ -23,6 +24,32 @@ SHM_DIR = "/dev/shm"  # noqa: S108 - a path inside the container, backed by a Me
 CACHE_DIR = "/tmp"  # noqa: S108 - a path inside the container, backed by its own emptyDir
 TEMPLATE_MOUNT = "/etc/vllm/templates"
 """Where chat templates from ``inference/templates/`` are mounted (k8s) or copied (bare metal)."""
+
+
+API_KEY_ENV = "VLLM_API_KEY"
+API_KEY_SECRET_KEY = "api-key"  # noqa: S105 - the key's name inside the Secret, not a password
+DEFAULT_GATEWAY_NAMESPACE = "gennai"
+#: Label the platform's web and worker pods carry (both call upstreams: chat, /v1, the health probe).
+DEFAULT_GATEWAY_LABELS = {"gennai.example.go.jp/inference-client": "true"}
+
+
+@dataclass(frozen=True)
+class GatewayAccess:
+    """Who may reach the model server: the platform's pods, by namespace and labels."""
+
+    namespace: str = DEFAULT_GATEWAY_NAMESPACE
+    labels: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_GATEWAY_LABELS))
+
+
+def api_key_secret_name(profile: Profile) -> str:
+    """The Kubernetes Secret holding the server's API key (created by the operator, never rendered)."""
+    return f"vllm-{profile.name}-api-key"
+
+
+def registry_secret_refs(profile: Profile) -> tuple[str, str]:
+    """The matching registry ``secret_ref`` values: ``env:GENNAI_UPSTREAM_<NAME>`` and ``file:<name>``."""
+    env_name = "GENNAI_UPSTREAM_" + re.sub(r"[^A-Z0-9]+", "_", f"VLLM_{profile.name}".upper()).strip("_")
+    return f"env:{env_name}", f"file:{api_key_secret_name(profile)}"
 
 
 class RenderError(ValueError):
@@ -119,7 +146,11 @@ def render_command(profile: Profile, gpu: GpuType, *, replicas: int = 1) -> tupl
         raise RenderError("replicas must be >= 1")
     resolved = resolve_tp(profile, gpu)
     tp = resolved.tensor_parallel_size
-    lines: list[str] = []
+    env_ref, file_ref = registry_secret_refs(profile)
+    lines: list[str] = [
+        f"# API key: export {API_KEY_ENV}=<key> first (vLLM reads it as --api-key);\n"
+        f"# register the deployment with secret_ref {env_ref} (or {file_ref}) holding the same key."
+    ]
     if profile.vllm.chat_template:
         lines.append(
             f"# needs {TEMPLATE_MOUNT}/{profile.vllm.chat_template} (copy from inference/templates/)"
@@ -155,9 +186,21 @@ def _memory_request_gib(profile: Profile) -> int:
 
 
 def k8s_objects(
-    profile: Profile, gpu: GpuType, *, replicas: int, image: str | None = None
+    profile: Profile,
+    gpu: GpuType,
+    *,
+    replicas: int,
+    image: str | None = None,
+    gateway: GatewayAccess | None = None,
 ) -> tuple[list[Any], Rendered]:
-    """Deployment, Service and (when the profile has a chat template) ConfigMap, as plain dicts."""
+    """Deployment, Service, NetworkPolicy and (with a chat template) ConfigMap, as plain dicts.
+
+    The server requires an API key (``--api-key`` from the Secret
+    :func:`api_key_secret_name`), and the NetworkPolicy admits ingress to its
+    port only from the platform's pods (``gateway``): the key and the policy
+    are two independent locks on the same door.
+    """
+    gateway = gateway or GatewayAccess()
     resolved = resolve_tp(profile, gpu)
     tp = resolved.tensor_parallel_size
     name = f"vllm-{profile.name}"
@@ -204,13 +247,19 @@ def k8s_objects(
         {"name": "TRANSFORMERS_OFFLINE", "value": "1"},
         {"name": "VLLM_NO_USAGE_STATS", "value": "1"},
         {"name": "DO_NOT_TRACK", "value": "1"},
+        # The API key comes from a Secret the operator creates; it never appears in this manifest.
+        {
+            "name": API_KEY_ENV,
+            "valueFrom": {"secretKeyRef": {"name": api_key_secret_name(profile), "key": API_KEY_SECRET_KEY}},
+        },
     ]
     container = {
         "name": "vllm",
         "image": image or profile.deploy.image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["vllm"],
-        "args": vllm_args(profile, tp),
+        # Kubernetes expands $(VLLM_API_KEY) from the env entry above.
+        "args": [*vllm_args(profile, tp), "--api-key", f"$({API_KEY_ENV})"],
         "env": env,
         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
         "resources": {
@@ -236,6 +285,7 @@ def k8s_objects(
                 "gennai.example.go.jp/served-model-name": profile.vllm.served_model_name,
                 "gennai.example.go.jp/hf-repo": profile.hf_repo,
                 "gennai.example.go.jp/license": profile.license,
+                "gennai.example.go.jp/registry-secret-ref": registry_secret_refs(profile)[0],
             },
         },
         "spec": {
@@ -281,7 +331,29 @@ def k8s_objects(
             "ports": [{"name": "http", "port": PORT, "targetPort": "http", "protocol": "TCP"}],
         },
     }
-    objects += [deployment, service]
+    network_policy = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "podSelector": {"matchLabels": selector},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [
+                        {
+                            "namespaceSelector": {
+                                "matchLabels": {"kubernetes.io/metadata.name": gateway.namespace}
+                            },
+                            "podSelector": {"matchLabels": dict(gateway.labels)},
+                        }
+                    ],
+                    "ports": [{"protocol": "TCP", "port": PORT}],
+                }
+            ],
+        },
+    }
+    objects += [deployment, service, network_policy]
     return objects, resolved
 
 
@@ -302,16 +374,32 @@ _Dumper.add_representer(str, _str_presenter)
 
 
 def render_k8s(
-    profile: Profile, gpu: GpuType, *, replicas: int = 1, image: str | None = None
+    profile: Profile,
+    gpu: GpuType,
+    *,
+    replicas: int = 1,
+    image: str | None = None,
+    gateway: GatewayAccess | None = None,
 ) -> tuple[str, Rendered]:
     """The manifest as a multi-document YAML string."""
     if replicas < 1:
         raise RenderError("replicas must be >= 1")
-    objects, resolved = k8s_objects(profile, gpu, replicas=replicas, image=image)
+    gateway = gateway or GatewayAccess()
+    objects, resolved = k8s_objects(profile, gpu, replicas=replicas, image=image, gateway=gateway)
+    env_ref, file_ref = registry_secret_refs(profile)
+    secret = api_key_secret_name(profile)
+    selector = ",".join(f"{k}={v}" for k, v in gateway.labels.items())
     header = (
         f"# Generated by `python -m inference render {profile.name} --gpu {gpu.key} "
         f"--replicas {replicas} --k8s`.\n"
         f"# {profile.display_name} ({profile.hf_repo}), licence: {profile.license}.\n"
+        f"# Before applying: create the API key Secret (never commit it), e.g.\n"
+        f"#   kubectl create secret generic {secret} \\\n"
+        f"#     --from-literal={API_KEY_SECRET_KEY}=$(openssl rand -hex 32)\n"
+        f"# Ingress is admitted only from pods labelled {selector} in namespace {gateway.namespace}.\n"
+        f"# Registry: base_url http://vllm-{profile.name}.<namespace>.svc:{PORT}, secret_ref {env_ref}\n"
+        f"#   (the same key as env var {env_ref[4:]} of the platform's pods) or {file_ref}\n"
+        f"#   (the Secret mounted in GENNAI_UPSTREAM_SECRETS_DIR).\n"
     )
     body = yaml.dump_all(
         objects, Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True, width=1000

@@ -11,7 +11,7 @@ import yaml
 from inference.cli import main
 from inference.gpus import GPUS
 from inference.profiles import load_profile, parse_profile
-from inference.render import SHM_DIR, RenderError, render_command, render_k8s
+from inference.render import SHM_DIR, RenderError, registry_secret_refs, render_command, render_k8s
 
 from .golden import check_golden
 from .test_profiles import base_data
@@ -40,7 +40,10 @@ def test_render_golden(profile: str, gpu: str, replicas: str) -> None:
 
 def test_command_shape() -> None:
     text, resolved = render_command(load_profile("llm-jp-4-8b"), GPUS["h100-80g"])
-    flat = " ".join(line.rstrip(" \\").strip() for line in text.splitlines())
+    assert "export VLLM_API_KEY" in text and "env:GENNAI_UPSTREAM_VLLM_LLM_JP_4_8B" in text
+    flat = " ".join(
+        line.rstrip(" \\").strip() for line in text.splitlines() if line and not line.startswith("#")
+    )
     assert resolved.tensor_parallel_size == 1
     assert flat.startswith("vllm serve /models/llm-jp/llm-jp-4-8b-instruct --served-model-name llm-jp-4-8b")
     assert "--tensor-parallel-size 1 --max-model-len 32768 --gpu-memory-utilization 0.9" in flat
@@ -61,7 +64,7 @@ def docs(text: str) -> dict[str, dict[str, Any]]:
 def test_manifest_structure() -> None:
     text, _ = render_k8s(load_profile("llm-jp-4-32b-a3b-thinking"), GPUS["l40s-48g"], replicas=3)
     objs = docs(text)
-    assert set(objs) == {"Deployment", "Service"}
+    assert set(objs) == {"Deployment", "Service", "NetworkPolicy"}
     dep, svc = objs["Deployment"], objs["Service"]
     assert dep["spec"]["replicas"] == 3
     pod = dep["spec"]["template"]
@@ -86,8 +89,53 @@ def test_manifest_structure() -> None:
     assert all(labels[k] == v for k, v in svc["spec"]["selector"].items())
     assert dep["spec"]["selector"]["matchLabels"] == svc["spec"]["selector"]
     assert svc["spec"]["ports"][0]["port"] == 8000
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["HF_HUB_OFFLINE"] == "1"
+
+
+def test_server_requires_the_api_key_from_a_secret() -> None:
+    profile = load_profile("llm-jp-4-8b")
+    text, _ = render_k8s(profile, GPUS["h100-80g"])
+    objs = docs(text)
+    (container,) = objs["Deployment"]["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["VLLM_API_KEY"] == {
+        "name": "VLLM_API_KEY",
+        "valueFrom": {"secretKeyRef": {"name": "vllm-llm-jp-4-8b-api-key", "key": "api-key"}},
+    }
+    assert container["args"][-2:] == ["--api-key", "$(VLLM_API_KEY)"]  # expanded by Kubernetes
+    assert "Secret" not in objs  # the key itself is never rendered
+    ref = objs["Deployment"]["metadata"]["annotations"]["gennai.example.go.jp/registry-secret-ref"]
+    assert ref == registry_secret_refs(profile)[0] == "env:GENNAI_UPSTREAM_VLLM_LLM_JP_4_8B"
+    assert "file:vllm-llm-jp-4-8b-api-key" in text  # the header tells the registry both forms
+
+
+def test_registry_secret_refs_are_valid_registry_references() -> None:
+    """The refs the render prints must pass the registry's namespace rule (same patterns)."""
+    import re
+
+    for name in ("llm-jp-4-8b", "llm-jp-4-32b-a3b-thinking", "sarashina2-7b"):
+        env_ref, file_ref = registry_secret_refs(load_profile(name))
+        assert re.fullmatch(r"env:GENNAI_UPSTREAM_[A-Z0-9_]+", env_ref)
+        assert re.fullmatch(r"file:[A-Za-z0-9][A-Za-z0-9._-]{0,127}", file_ref) and ".." not in file_ref
+
+
+def test_network_policy_admits_only_the_gateway() -> None:
+    text = run_cli(
+        "render", "llm-jp-4-8b", "--k8s", "--gateway-namespace", "gennai-prod",
+        "--gateway-label", "app.kubernetes.io/name=gennai", "--gateway-label", "tier=web",
+    )  # fmt: skip
+    objs = docs(text)
+    policy = objs["NetworkPolicy"]["spec"]
+    assert policy["podSelector"]["matchLabels"] == objs["Deployment"]["spec"]["selector"]["matchLabels"]
+    assert policy["policyTypes"] == ["Ingress"]
+    (rule,) = policy["ingress"]
+    (source,) = rule["from"]
+    assert source == {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gennai-prod"}},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "gennai", "tier": "web"}},
+    }
+    assert rule["ports"] == [{"protocol": "TCP", "port": 8000}]
 
 
 def test_chat_template_ships_as_configmap() -> None:

@@ -1,3 +1,6 @@
+# API key: export VLLM_API_KEY=<key> first (vLLM reads it as --api-key);
+# register the deployment with secret_ref env:GENNAI_UPSTREAM_VLLM_LLM_JP_4_32B_A3B_THINKING (or file:vllm-llm-jp-4-32b-a3b-thinking-api-key) holding the same key.
+
 CUDA_VISIBLE_DEVICES=0,1 vllm serve /models/llm-jp/llm-jp-4-32b-a3b-thinking \
   --served-model-name llm-jp-4-32b-a3b-thinking \
   --tensor-parallel-size 2 \

@@ -1,3 +1,6 @@
+# API key: export VLLM_API_KEY=<key> first (vLLM reads it as --api-key);
+# register the deployment with secret_ref env:GENNAI_UPSTREAM_VLLM_LLM_JP_4_8B (or file:vllm-llm-jp-4-8b-api-key) holding the same key.
+
 vllm serve /models/llm-jp/llm-jp-4-8b-instruct \
   --served-model-name llm-jp-4-8b \
   --tensor-parallel-size 1 \
