@@ -252,7 +252,7 @@ def _models_sync(caller: Caller) -> list[dict[str, Any]]:
 
 
 async def models(*, caller: Caller, model: str | None = None) -> Reply:
-    rows = await scoped_db_hop(_models_sync, caller, ministry_id=caller.ministry_id)
+    rows = await scoped_db_hop(_models_sync, ministry_id=caller.ministry_id)(caller)
     if model is None:
         return json_reply({"object": "list", "data": rows})
     row = next((r for r in rows if r["id"] == model), None)

@@ -23,17 +23,19 @@ from tests.support.fake_upstream import FakeUpstream
 
 @pytest.fixture(autouse=True)
 def _fresh_caches() -> Iterator[None]:
-    from apps.gateway import keys
+    from apps.gateway import keys, routing
     from apps.registry import snapshot
     from apps.registry.breaker import breaker
 
     snapshot.reset_for_tests()
     breaker.reset()
     keys.reset_for_tests()
+    routing.reset_for_tests()
     yield
     snapshot.reset_for_tests()
     breaker.reset()
     keys.reset_for_tests()
+    routing.reset_for_tests()
 
 
 @dataclass

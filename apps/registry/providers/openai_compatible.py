@@ -126,12 +126,12 @@ class OpenAICompatibleProvider:
         try:
             if response.status_code >= 400:
                 _log_body(self.target, response.status_code, await response.aread())
-                error = (
+                failure = (
                     UpstreamUnavailable
                     if response.status_code >= 500 or response.status_code == 429
                     else UpstreamRejected
                 )
-                raise error(f"{self.target.name}: HTTP {response.status_code}", status=response.status_code)
+                raise failure(f"{self.target.name}: HTTP {response.status_code}", status=response.status_code)
             if response.is_redirect:  # never followed: a redirect could lead around the allowlist
                 raise UpstreamUnavailable(
                     f"{self.target.name}: HTTP {response.status_code} (redirects are not followed)",
@@ -161,6 +161,10 @@ class OpenAICompatibleProvider:
                     continue
                 data = line[5:].strip()
                 if data == "[DONE]":
+                    # Read the (empty) rest of the body: a response closed unfinished cannot go
+                    # back to the pool, and the next request would open a new connection.
+                    async for _rest in lines:
+                        pass
                     break
                 try:
                     chunk = _parse_chunk(data.encode())
@@ -195,8 +199,8 @@ class OpenAICompatibleProvider:
             raise UpstreamUnavailable(f"{self.target.name}: {type(exc).__name__}") from exc
         if response.status_code >= 400:
             _log_body(self.target, response.status_code, response.content)
-            error = UpstreamUnavailable if response.status_code >= 500 else UpstreamRejected
-            raise error(f"{self.target.name}: HTTP {response.status_code}", status=response.status_code)
+            failure = UpstreamUnavailable if response.status_code >= 500 else UpstreamRejected
+            raise failure(f"{self.target.name}: HTTP {response.status_code}", status=response.status_code)
         if response.is_redirect:
             raise UpstreamUnavailable(
                 f"{self.target.name}: HTTP {response.status_code} (redirects are not followed)",
