@@ -24,6 +24,7 @@ from apps.tenancy.models import Membership, Ministry, Role
 from apps.tenancy.scope import ministry_scope
 
 from . import keys
+from .directory import CreatorDirectory
 from .models import ApiKey, RevokeReason
 
 MAX_KEYS_PER_MINISTRY = 200
@@ -182,8 +183,14 @@ def api_keys_revoke_for_lost_admin(*, user_id: int, ministry_id: int) -> list[Ap
 
 
 @transaction.atomic
-def api_keys_revoke_for_creator(*, user_id: int, ministry_id: int | None = None) -> list[ApiKey]:
-    """Revoke every active key ``user_id`` created (in ``ministry_id``, or everywhere); audited."""
+def api_keys_revoke_for_creator(
+    *, user_id: int, ministry_id: int | None = None, source: str = "membership"
+) -> list[ApiKey]:
+    """Revoke every active key ``user_id`` created (in ``ministry_id``, or everywhere); audited.
+
+    ``source`` says how we learned that the creator lost the role (``membership``:
+    a membership change here; ``identity_provider``: the periodic re-check).
+    """
     active = ApiKey.objects.select_for_update().filter(created_by_id=user_id, revoked_at__isnull=True)
     if ministry_id is not None:
         active = active.filter(ministry_id=ministry_id)
@@ -201,9 +208,40 @@ def api_keys_revoke_for_creator(*, user_id: int, ministry_id: int | None = None)
             target_type="api_key",
             target_id=key.pk,
             ministry_id=key.ministry_id,
-            data={"name": key.name, "prefix": key.display_prefix, "creator_id": user_id},
+            data={"name": key.name, "prefix": key.display_prefix, "creator_id": user_id, "source": source},
         )
     keys.invalidate()
+    return revoked
+
+
+def api_keys_recheck_creators(*, directory: CreatorDirectory) -> list[ApiKey]:
+    """Revoke the active keys whose creator the identity provider no longer makes the ministry's admin.
+
+    Security: closes the gap of a creator who is demoted or disabled in the IdP
+    and never signs in again (so no membership change ever reaches us). One
+    directory question per creator; an answer of ``None`` ("cannot tell")
+    leaves that creator's keys alone. Platform-issued keys have no creator to ask.
+    """
+    now = timezone.now()
+    rows = (
+        ApiKey.objects.filter(
+            revoked_at__isnull=True, platform_issued=False, expires_at__gt=now, created_by__isnull=False
+        )
+        .values_list("created_by_id", "created_by__subject", "ministry_id", "ministry__code")
+        .distinct()
+    )
+    answers: dict[str, frozenset[str] | None] = {}
+    revoked: list[ApiKey] = []
+    for user_id, subject, ministry_id, code in rows:
+        if not subject:
+            continue
+        if subject not in answers:
+            answers[subject] = directory.admin_ministry_codes(subject)
+        admin_in = answers[subject]
+        if admin_in is not None and code not in admin_in:
+            revoked += api_keys_revoke_for_creator(
+                user_id=user_id, ministry_id=ministry_id, source="identity_provider"
+            )
     return revoked
 
 

@@ -150,6 +150,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 30.0,
         "options": {"expires": 25},
     },
+    # API keys of creators demoted or disabled in Keycloak who never sign in again.
+    "gateway-api-key-creators": {
+        "task": "gateway.api_key_creators_recheck",
+        "schedule": float(os.environ.get("GENNAI_API_KEY_CREATOR_RECHECK_SECONDS", "300")),
+        "options": {"expires": 290},
+    },
 }
 
 # --- Sessions -------------------------------------------------------------
