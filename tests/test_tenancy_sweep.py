@@ -1,27 +1,39 @@
 """Isolation sweep: every TenantModel is proven separated in the ORM *and* in PostgreSQL.
 
 Adding a TenantModel without a factory here fails ``test_every_tenant_model_has_a_factory``,
-so no tenant table escapes the sweep.
+so no tenant table escapes the sweep. Models are found through the app registry:
+a model with a ministry foreign key that is neither a TenantModel nor declared
+in ``PLATFORM_LEVEL`` fails ``test_every_model_with_a_ministry_is_tenant_or_declared``,
+and every foreign key between ministry-owned rows is proven to refuse a row of
+another ministry (``test_foreign_key_to_another_ministrys_row_is_refused``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import psycopg
 import pytest
 from django.apps import apps
-from django.db import connection, transaction
-from django.db.utils import DatabaseError
+from django.db import connection, models, transaction
+from django.db.utils import DatabaseError, IntegrityError
+from django.utils import timezone
 
 from apps.chat.models import Conversation, Message
 from apps.chat.tests.factories import sweep_conversation, sweep_message
 from apps.console.models import Announcement
 from apps.quotas.models import UsageRecord
 from apps.registry.models import Alias, AliasGrant
+from apps.tenancy.constraints import (
+    SameMinistryForeignKey,
+    install_same_ministry_foreign_keys,
+    same_ministry_foreign_keys,
+)
+from apps.tenancy.db import owner_mode
 from apps.tenancy.managers import TenantManager
-from apps.tenancy.models import TenantModel
+from apps.tenancy.models import Ministry, TenantModel
 from apps.tenancy.operations import POLICY_NAME
 from apps.tenancy.scope import GUC_NAME, ScopeError, ministry_scope
 
@@ -41,8 +53,44 @@ FACTORIES: dict[type[TenantModel], Callable[[Any], TenantModel]] = {
 }
 
 
+# Models that belong to a ministry but are not TenantModels (no RLS), and why.
+# Each must filter on its ministry explicitly wherever it is read.
+PLATFORM_LEVEL: dict[str, str] = {
+    "tenancy.Membership": "identity: the middleware reads it before a scope exists; it names the scope",
+    "gateway.ApiKey": "identity of /v1: authentication finds it before a scope exists; it names the ministry",
+    "audit.AuditEvent": "platform-wide append-only chain (ministry may be null); auditors read across them",
+}
+
+
 def tenant_models() -> list[type[TenantModel]]:
     return [m for m in apps.get_models() if issubclass(m, TenantModel)]
+
+
+def models_with_a_ministry() -> list[type[models.Model]]:
+    """Every installed model with a foreign key to Ministry (under any field name)."""
+    return [
+        m
+        for m in apps.get_models()
+        if any(
+            isinstance(f, models.ForeignKey) and f.related_model is Ministry for f in m._meta.concrete_fields
+        )
+    ]
+
+
+def test_every_model_with_a_ministry_is_tenant_or_declared() -> None:
+    undeclared = [
+        m._meta.label
+        for m in models_with_a_ministry()
+        if not issubclass(m, TenantModel) and m._meta.label not in PLATFORM_LEVEL
+    ]
+    assert not undeclared, (
+        f"{undeclared} carry a ministry: make them TenantModels, or list them in PLATFORM_LEVEL with a reason"
+    )
+    labels = {m._meta.label: m for m in models_with_a_ministry()}
+    stale = [
+        label for label in PLATFORM_LEVEL if label not in labels or issubclass(labels[label], TenantModel)
+    ]
+    assert not stale, f"no longer platform-level models with a ministry: {stale}"
 
 
 def test_every_tenant_model_has_a_factory() -> None:
@@ -171,3 +219,91 @@ def test_app_role_cannot_bypass_rls() -> None:
         assert cursor.fetchone()[0] == 0
         with pytest.raises(DatabaseError), transaction.atomic():
             cursor.execute("ALTER TABLE console_announcement DISABLE ROW LEVEL SECURITY")
+
+
+def test_moving_a_row_to_another_ministry_is_refused_by_the_database(
+    model: type[TenantModel], row_of_a: TenantModel, ministries: tuple[Any, Any]
+) -> None:
+    """In A's own scope (so RLS lets A touch the row), UPDATE … SET ministry_id = B fails
+    RLS ``WITH CHECK``: raw SQL and the ORM's ``update()`` alike."""
+    a, b = ministries
+    table = model._meta.db_table
+    with pytest.raises(DatabaseError) as excinfo, transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT set_config(%s, %s, true)", [GUC_NAME, str(a.pk)])
+            cursor.execute(f'UPDATE "{table}" SET ministry_id = %s WHERE id = %s', [b.pk, row_of_a.pk])
+    assert isinstance(excinfo.value.__cause__, psycopg.errors.InsufficientPrivilege)
+    with pytest.raises(DatabaseError), ministry_scope(ministry_id=a.pk):
+        model.objects.filter(pk=row_of_a.pk).update(ministry_id=b.pk)
+    with ministry_scope(ministry_id=a.pk):
+        assert model.objects.filter(pk=row_of_a.pk).exists(), "the row must still be A's"
+
+
+# --- Foreign keys between ministry-owned rows -------------------------------------------
+
+
+def _api_key_of(ministry: Any) -> int:
+    from apps.gateway.services import api_key_create
+
+    key, _plaintext = api_key_create(
+        actor=None, ministry=ministry, name="sweep", expires_at=timezone.now() + timedelta(days=1)
+    )
+    return int(key.pk)
+
+
+# Ministry-keyed models that are not TenantModels but are referenced by tenant rows.
+TARGET_FACTORIES: dict[str, Callable[[Any], int]] = {"gateway.ApiKey": _api_key_of}
+
+SAME_MINISTRY_FKS = same_ministry_foreign_keys()
+
+
+def _saved_row(model: type[models.Model], ministry: Any) -> int:
+    """The id of a new row of ``model`` in ``ministry``."""
+    if issubclass(model, TenantModel):
+        with ministry_scope(ministry_id=ministry.pk):
+            obj = FACTORIES[model](ministry)
+            obj.save()
+        return int(obj.pk)
+    factory = TARGET_FACTORIES.get(model._meta.label)
+    assert factory is not None, f"add a factory for {model._meta.label} to TARGET_FACTORIES"
+    return factory(ministry)
+
+
+def test_same_ministry_foreign_keys_are_enumerated() -> None:
+    found = {(fk.table, fk.column) for fk in SAME_MINISTRY_FKS}
+    assert {("chat_message", "conversation_id"), ("quotas_usagerecord", "api_key_id")} <= found, found
+
+
+@pytest.mark.parametrize("fk", SAME_MINISTRY_FKS, ids=str)
+def test_foreign_key_to_another_ministrys_row_is_refused(
+    fk: SameMinistryForeignKey, ministries: tuple[Any, Any]
+) -> None:
+    """A row of B cannot point at a row of A, although PostgreSQL checks foreign keys
+    without RLS: the composite (ministry_id, id) constraint refuses it, on UPDATE and INSERT."""
+    a, b = ministries
+    target_of_a = _saved_row(fk.target_model, a)
+    target_of_b = _saved_row(fk.target_model, b)
+    row_of_b = _saved_row(fk.model, b)
+    table, column = connection.ops.quote_name(fk.table), connection.ops.quote_name(fk.column)
+    with ministry_scope(ministry_id=b.pk):  # B's own scope: RLS lets B change B's row
+        with connection.cursor() as cursor:
+            cursor.execute(f"UPDATE {table} SET {column} = %s WHERE id = %s", [target_of_b, row_of_b])
+            assert cursor.rowcount == 1, "a reference inside the ministry must work"
+        with pytest.raises(IntegrityError) as excinfo, transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(f"UPDATE {table} SET {column} = %s WHERE id = %s", [target_of_a, row_of_b])
+        assert isinstance(excinfo.value.__cause__, psycopg.errors.ForeignKeyViolation)
+        new_row = FACTORIES[fk.model](b)  # type: ignore[index]
+        setattr(new_row, fk.model._meta.get_field(fk.field).attname, target_of_a)
+        with pytest.raises(IntegrityError), transaction.atomic():
+            fk.model._base_manager.bulk_create([new_row])
+
+
+@pytest.mark.django_db
+def test_same_ministry_constraints_are_installed_by_migrate() -> None:
+    """``post_migrate`` installed every constraint already: running it again creates nothing."""
+    with owner_mode():
+        assert install_same_ministry_foreign_keys() == []
+    with connection.cursor() as cursor:
+        for fk in SAME_MINISTRY_FKS:
+            cursor.execute("SELECT contype FROM pg_constraint WHERE conname = %s", [fk.constraint_name])
+            assert cursor.fetchone() == ("f",), f"{fk}: constraint {fk.constraint_name} missing"
