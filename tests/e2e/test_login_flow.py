@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from django.core.management import call_command
@@ -70,3 +71,28 @@ def test_other_ministry_user_gets_404_for_digital_agency_url(page: Any, site: st
     response = page.goto(f"{site}{url}")
     assert response.status == 404
     assert page.get_by_test_id("error-404").is_visible()
+
+
+def test_admin_of_one_ministry_is_only_staff_in_the_other(page: Any, site: str) -> None:
+    """yamada is in /ministries/digital/admins and /ministries/soumu: admin only in デジタル庁."""
+    sign_in(page, site, "yamada")
+    assert page.get_by_test_id("ministry-name").inner_text().strip() == "デジタル庁"
+    assert page.goto(f"{site}/gateway/keys/").status == 200
+
+    page.goto(f"{site}/")
+    page.get_by_test_id("ministry-select").select_option("soumu")
+    page.get_by_test_id("ministry-switch").click()
+    page.wait_for_load_state()
+    assert page.get_by_test_id("ministry-name").inner_text().strip() == "総務省"
+    assert page.goto(f"{site}/gateway/keys/").status == 403
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "staff-in-other-ministry-keys-403.png"), full_page=True)
+
+
+@pytest.mark.parametrize("next_url", ["//evil.example", "https://evil.example/"])
+def test_evil_next_lands_on_our_home_page(page: Any, site: str, next_url: str) -> None:
+    page.goto(f"{site}/accounts/login/?{urlencode({'next': next_url})}")
+    page.get_by_test_id("login-tanaka").click()
+    page.wait_for_load_state()
+    assert page.url == f"{site}/"
+    assert "田中 花子" in page.get_by_test_id("user-name").inner_text()
