@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import connection, transaction
@@ -60,11 +61,42 @@ def audit_record(
     return event
 
 
+@dataclass(frozen=True)
+class ChainReport:
+    """Result of walking the audit chain."""
+
+    intact: bool
+    checked: int
+    first_bad_id: int | None = None
+    reason: str = ""
+
+
+def audit_verify() -> ChainReport:
+    """Walk the whole chain in id order and report the first event that does not fit.
+
+    Security: an event whose stored ``hash`` is not the digest of its own content
+    was edited; an event whose ``prev_hash`` is not the previous event's hash sits
+    after a deleted, inserted or reordered event. Either way the chain stops
+    proving anything from there on, so the walk stops at the first bad event.
+    """
+    prev = GENESIS
+    checked = 0
+    for event in AuditEvent.objects.order_by("id").iterator():
+        if event.prev_hash != prev:
+            return ChainReport(
+                False,
+                checked,
+                event.pk,
+                "prev_hash does not match the previous event (removed or reordered?)",
+            )
+        if event.hash != _digest(prev, _payload(event)):
+            return ChainReport(False, checked, event.pk, "content does not match its hash (edited?)")
+        prev = event.hash
+        checked += 1
+    return ChainReport(True, checked)
+
+
 def audit_verify_chain() -> tuple[bool, int | None]:
     """Walk the chain; return (intact, id of the first bad event or None)."""
-    prev = GENESIS
-    for event in AuditEvent.objects.order_by("id").iterator():
-        if event.prev_hash != prev or event.hash != _digest(prev, _payload(event)):
-            return False, event.pk
-        prev = event.hash
-    return True, None
+    report = audit_verify()
+    return report.intact, report.first_bad_id
