@@ -25,7 +25,9 @@ from django.db.models.signals import post_delete, post_save, pre_delete
 from apps.tenancy.models import Membership, Ministry, Role
 
 
-def _membership_saved(sender: Any, instance: Membership, **_: Any) -> None:
+def _membership_saved(sender: Any, instance: Membership, raw: bool = False, **_: Any) -> None:
+    if raw:
+        return  # loaddata: rows as stored, no side effects
     if instance.has_role(Role.MINISTRY_ADMIN) and instance.user.is_active:
         return  # nothing lost (the common case: every login re-saves the membership)
     from .services import api_keys_revoke_for_lost_admin
@@ -39,8 +41,8 @@ def _membership_deleted(sender: Any, instance: Membership, **_: Any) -> None:
     api_keys_revoke_for_lost_admin(user_id=instance.user_id, ministry_id=instance.ministry_id)
 
 
-def _user_saved(sender: Any, instance: Any, **_: Any) -> None:
-    if instance.is_active:
+def _user_saved(sender: Any, instance: Any, raw: bool = False, **_: Any) -> None:
+    if raw or instance.is_active:
         return
     from .services import api_keys_revoke_for_lost_admin
 
@@ -55,8 +57,8 @@ def _user_deleting(sender: Any, instance: Any, **_: Any) -> None:
     api_keys_revoke_for_creator(user_id=instance.pk)
 
 
-def _ministry_saved(sender: Any, instance: Ministry, created: bool, **_: Any) -> None:
-    if created:
+def _ministry_saved(sender: Any, instance: Ministry, created: bool, raw: bool = False, **_: Any) -> None:
+    if created or raw:
         return  # a new ministry has no keys yet
     from .services import ministry_keys_invalidate
 
