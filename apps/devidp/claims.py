@@ -36,6 +36,12 @@ def sub_generator(user: Any) -> str:
 def keycloak_claims(user: Any) -> dict[str, Any]:
     """Profile, email, ``groups`` and ``realm_access`` claims, as Keycloak emits them.
 
+    ``groups`` are full paths, role subgroups included
+    (``/ministries/digital/admins``); ``realm_access.roles`` holds only the
+    platform-wide roles (see ``demo_users.py``). Both are read from the database
+    on every token and userinfo request, refreshes included, so a change made
+    at the IdP reaches the app at its next claims re-check.
+
     Keycloak applies its default client scopes (profile, email, roles, groups
     mapper) whatever ``scope`` was requested, so these do not depend on scope.
     Unset values are omitted, as Keycloak omits unset attributes.

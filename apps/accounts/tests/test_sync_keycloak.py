@@ -597,7 +597,10 @@ def test_realm_export_matches_the_app() -> None:
     assert groups["claim.name"] == "groups" and groups["full.path"] == "true"
     roles = mappers["oidc-usermodel-realm-role-mapper"]
     assert roles["claim.name"] == "realm_access.roles" and roles["multivalued"] == "true"
-    for config in (groups, roles):
+    client_roles = mappers["oidc-usermodel-client-role-mapper"]  # <code>:<role> client roles
+    assert client_roles["usermodel.clientRoleMapping.clientId"] == web["clientId"]
+    assert client_roles["claim.name"] == "resource_access.${client_id}.roles"
+    for config in (groups, roles, client_roles):
         assert config["id.token.claim"] == config["userinfo.token.claim"] == "true"
     (scope,) = realm["scopeMappings"]
     assert scope["client"] == web["clientId"] and sorted(scope["roles"]) == sorted(ALL_ROLES)
