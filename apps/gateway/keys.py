@@ -98,6 +98,14 @@ class _Cache:
         self.entries: dict[str, tuple[KeyInfo, float]] = {}
         self.version: int | None = None
         self.checked_at = 0.0
+        # Moves whenever the entries are dropped: a load that started before the
+        # drop must not store its (possibly pre-revocation) facts after it.
+        self.generation = 0
+
+    def clear(self) -> None:
+        """Drop every entry (caller holds ``lock``)."""
+        self.entries.clear()
+        self.generation += 1
 
 
 _cache = _Cache()
@@ -167,16 +175,18 @@ def lookup_key(plaintext: str) -> KeyInfo | None:
         version = versions.read_version(VERSION_NAME)
         with _cache.lock:
             if _cache.version != version:
-                _cache.entries.clear()
+                _cache.clear()
                 _cache.version = version
             _cache.checked_at = now
     entry = _cache.entries.get(prefix)
     if entry is not None and now - entry[1] < versions.max_age_seconds():
         return entry[0]
+    generation = _cache.generation
     info = _load(prefix)
     if info is not None:
         with _cache.lock:
-            _cache.entries[prefix] = (info, now)
+            if _cache.generation == generation:  # no invalidation arrived while we loaded
+                _cache.entries[prefix] = (info, now)
     return info
 
 
@@ -199,7 +209,7 @@ def check_key(info: KeyInfo | None, plaintext: str) -> str:
 
 def _drop_local() -> None:
     with _cache.lock:
-        _cache.entries.clear()
+        _cache.clear()
         _cache.checked_at = 0.0
 
 
@@ -216,7 +226,7 @@ def invalidate() -> None:
 
 def reset_for_tests() -> None:
     with _cache.lock:
-        _cache.entries.clear()
+        _cache.clear()
         _cache.version = None
         _cache.checked_at = 0.0
 

@@ -374,3 +374,24 @@ def test_version_check_is_throttled(db: None, ministries: tuple[Any, Any], setti
     with CaptureQueriesContext(connection) as queries:
         keys.lookup_key(plaintext)
     assert len(queries) == 1 and "tenancy_cacheversion" in queries[0]["sql"]
+
+
+def test_facts_loaded_across_an_invalidation_are_not_kept(
+    db: None, ministries: tuple[Any, Any], monkeypatch: Any
+) -> None:
+    """A lookup whose load straddles a revoke must not store the pre-revoke facts after the drop."""
+    admin = make_user("admin-race", ministries[0], ["ministry_admin"])
+    _key, plaintext = api_key_create(actor=admin, ministry=ministries[0], name="race", expires_at=soon())
+    real_load = keys._load
+
+    def load_then_invalidate(prefix: str) -> Any:
+        info = real_load(prefix)  # the facts as they were before the revoke…
+        keys._drop_local()  # …which commits (and is announced) while this load is in flight
+        return info
+
+    monkeypatch.setattr(keys, "_load", load_then_invalidate)
+    assert keys.lookup_key(plaintext) is not None
+    assert plaintext[3:11] not in keys._cache.entries
+    monkeypatch.setattr(keys, "_load", real_load)
+    keys.lookup_key(plaintext)
+    assert plaintext[3:11] in keys._cache.entries  # an undisturbed load is kept
