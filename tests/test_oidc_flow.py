@@ -172,7 +172,7 @@ def test_backchannel_logout_kills_the_session(dev_idp: DevIdP, live_server: Any)
 # --- the callback as an attacker would use it ------------------------------------------------
 
 IDP_KEY_SQL = "SELECT id, key FROM oidc_provider_rsakey ORDER BY id LIMIT 1"
-JWKS_REFETCH_KEY = f"gennai:oidc:jwks-refetch:{settings.OIDC_OP_JWKS_ENDPOINT}"
+JWKS_REFETCH_KEY = f"gennai:oidc:jwks-refetch:token-endpoint:{settings.OIDC_OP_JWKS_ENDPOINT}"
 JWKS_CACHE_KEY = f"gennai:oidc:jwks:{settings.OIDC_OP_JWKS_ENDPOINT}"
 
 

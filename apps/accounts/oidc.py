@@ -54,15 +54,27 @@ def _matching_key(jwks: dict[str, Any], header: dict[str, Any]) -> jwt.PyJWK | N
     return None
 
 
-def signing_key_for(token: str) -> jwt.PyJWK:
+#: Where a token came from: each source has its own JWKS refetch budget.
+FROM_TOKEN_ENDPOINT = "token-endpoint"  # noqa: S105  (our own back-end call to the IdP: login, refresh)
+FROM_BACKCHANNEL = "backchannel"  # anyone can POST to the back-channel logout endpoint
+
+
+def jwks_refetch_budget_key(source: str) -> str:
+    """Cache key of the refetch budget of one token source."""
+    return f"gennai:oidc:jwks-refetch:{source}:{settings.OIDC_OP_JWKS_ENDPOINT}"
+
+
+def signing_key_for(token: str, *, source: str = FROM_TOKEN_ENDPOINT) -> jwt.PyJWK:
     """The JWKS key whose ``kid`` and ``alg`` match the token header.
 
     Security: a ``kid`` missing from the cached JWKS may be a key rotation, so
     the JWKS is fetched again, but at most once per
-    ``GENNAI_OIDC_JWKS_REFETCH_SECONDS`` (a cache-wide token taken with
-    ``cache.add``): a stream of tokens with invented ``kid`` values (e.g. at the
-    unauthenticated back-channel logout endpoint) cannot make us hammer the IdP.
-    Within that interval an unknown ``kid`` is refused without a fetch.
+    ``GENNAI_OIDC_JWKS_REFETCH_SECONDS`` per token ``source`` (a cache-wide
+    token taken with ``cache.add``, shared by all processes): a stream of tokens
+    with invented ``kid`` values cannot make us hammer the IdP, and within that
+    interval an unknown ``kid`` is refused without a fetch. The budgets are
+    separate so that junk posted to the unauthenticated back-channel endpoint
+    cannot use up the refetch that a real key rotation needs at login.
     """
     try:
         header = jwt.get_unverified_header(token)
@@ -73,8 +85,7 @@ def signing_key_for(token: str) -> jwt.PyJWK:
     key = _matching_key(_jwks(), header)
     if key is not None:
         return key
-    refetch_token = f"gennai:oidc:jwks-refetch:{settings.OIDC_OP_JWKS_ENDPOINT}"
-    if not cache.add(refetch_token, 1, timeout=settings.GENNAI_OIDC_JWKS_REFETCH_SECONDS):
+    if not cache.add(jwks_refetch_budget_key(source), 1, timeout=settings.GENNAI_OIDC_JWKS_REFETCH_SECONDS):
         logger.warning("unknown signing key %r: JWKS refetched recently, refusing", header.get("kid"))
         raise SuspiciousOperation("no matching signing key")
     cache.delete(_jwks_cache_key())
@@ -84,7 +95,9 @@ def signing_key_for(token: str) -> jwt.PyJWK:
     return key
 
 
-def decode_provider_token(token: str, *, require: list[str]) -> dict[str, Any]:
+def decode_provider_token(
+    token: str, *, require: list[str], source: str = FROM_TOKEN_ENDPOINT
+) -> dict[str, Any]:
     """Verify a provider-signed JWT: signature, issuer, audience, time claims, ``azp``.
 
     Security: rejects tokens signed by another key or algorithm, issued by
@@ -96,7 +109,7 @@ def decode_provider_token(token: str, *, require: list[str]) -> dict[str, Any]:
         claims = dict(
             jwt.decode(
                 token,
-                signing_key_for(token),
+                signing_key_for(token, source=source),
                 algorithms=[settings.OIDC_RP_SIGN_ALGO],
                 audience=settings.OIDC_RP_CLIENT_ID,
                 issuer=settings.OIDC_ISSUER,
@@ -125,7 +138,9 @@ def verify_logout_token(token: str) -> dict[str, Any]:
     the token could no longer be accepted anyway (``exp``, or ``iat`` + max
     age, plus the clock skew), so a captured logout token cannot be replayed.
     """
-    claims = decode_provider_token(token, require=["iss", "aud", "iat", "exp", "jti"])
+    claims = decode_provider_token(
+        token, require=["iss", "aud", "iat", "exp", "jti"], source=FROM_BACKCHANNEL
+    )
     events = claims.get("events")
     if not isinstance(events, dict) or BACKCHANNEL_EVENT not in events:
         raise SuspiciousOperation("logout token lacks the back-channel logout event")

@@ -192,6 +192,7 @@ def _check_locked(*, user: Any, session_key: str) -> bool:
         # session from before tokens were kept): fail closed, sign in again.
         logger.info("user %s: OIDC session without stored tokens: ending it", user.pk)
         return False
+    record.user = user  # the request's own instance: the re-check updates what the view sees
     checked_at = record.claims_checked_at
     _release_connection()
     try:

@@ -15,7 +15,14 @@ from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import SuspiciousOperation
 
-from apps.accounts.oidc import BACKCHANNEL_EVENT, decode_provider_token, verify_logout_token
+from apps.accounts.oidc import (
+    BACKCHANNEL_EVENT,
+    FROM_BACKCHANNEL,
+    FROM_TOKEN_ENDPOINT,
+    decode_provider_token,
+    jwks_refetch_budget_key,
+    verify_logout_token,
+)
 
 KID = "test-key"
 
@@ -186,7 +193,7 @@ def test_authorized_party_checked(key: Any, claims: dict[str, Any]) -> None:
 
 def test_unknown_kid_refetches_jwks_once_then_refuses(key: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """A rotated key is found with one refetch; more unknown kids soon after are refused unfetched."""
-    refetch_key = f"gennai:oidc:jwks-refetch:{settings.OIDC_OP_JWKS_ENDPOINT}"
+    refetch_key = jwks_refetch_budget_key(FROM_TOKEN_ENDPOINT)
     cache.delete(refetch_key)
     rotated = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     served = [jwk_of(key, KID), jwk_of(rotated, "rotated")]
@@ -216,3 +223,36 @@ def test_unknown_kid_refetches_jwks_once_then_refuses(key: Any, monkeypatch: pyt
         assert len(fetches) == 1, "at most one refetch per interval"
     finally:
         cache.delete(refetch_key)
+
+
+def test_backchannel_junk_cannot_spend_the_logins_refetch(key: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Invented kids at the (unauthenticated) back channel use their own budget, not the login's."""
+    budgets = [jwks_refetch_budget_key(FROM_BACKCHANNEL), jwks_refetch_budget_key(FROM_TOKEN_ENDPOINT)]
+    cache.delete_many(budgets)
+    rotated = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    fetches: list[str] = []
+    served = [jwk_of(key, KID)]
+
+    class Response:
+        def raise_for_status(self) -> None:
+            return None
+
+        def json(self) -> dict[str, Any]:
+            return {"keys": list(served)}
+
+    def fake_get(url: str, **kwargs: Any) -> Response:
+        fetches.append(url)
+        return Response()
+
+    monkeypatch.setattr("apps.accounts.oidc.requests.get", fake_get)
+    try:
+        for kid in ("junk-1", "junk-2"):
+            with pytest.raises(SuspiciousOperation):
+                verify_logout_token(sign(key, logout_claims(), kid=kid))
+        assert len(fetches) == 1
+        served.append(jwk_of(rotated, "rotated"))  # the IdP rotates its key
+        token = sign(rotated, id_claims(), kid="rotated")
+        assert decode_provider_token(token, require=REQUIRED)["sub"] == "subject-1"
+        assert len(fetches) == 2, "the login's own refetch was still there"
+    finally:
+        cache.delete_many(budgets)
