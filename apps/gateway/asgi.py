@@ -95,7 +95,7 @@ def _declared_length(headers: dict[str, str]) -> int | None:
 
 async def send_reply(reply: Reply, send: Send) -> None:
     """Send a whole reply, or stream its SSE frames as they come."""
-    head = [(b"content-type", reply.content_type.encode())]
+    head = [(b"content-type", reply.content_type.encode()), (b"x-content-type-options", b"nosniff")]
     head += [(name.lower().encode(), value.encode()) for name, value in reply.headers.items()]
     if reply.stream is None:
         head.append((b"content-length", str(len(reply.body)).encode()))

@@ -176,6 +176,7 @@ async def aggregate(
         message["reasoning_content"] = "".join(reasoning)
     if not usage.completion_tokens:
         usage.completion_tokens = len(content)
+    prompt_tokens = usage.prompt_count()[0]  # the upstream's count, else ours
     result: dict[str, Any] = {
         "id": meta.get("id") or f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
@@ -185,9 +186,9 @@ async def aggregate(
             {"index": 0, "message": message, "finish_reason": finish_reason or "stop", "logprobs": None}
         ],
         "usage": {
-            "prompt_tokens": usage.prompt_tokens,
+            "prompt_tokens": prompt_tokens,
             "completion_tokens": usage.completion_tokens,
-            "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+            "total_tokens": prompt_tokens + usage.completion_tokens,
         },
     }
     if meta.get("system_fingerprint"):

@@ -63,7 +63,7 @@ class UsageMeter:
             self.prompt_tokens = usage.get("prompt_tokens", self.prompt_tokens)
             self.completion_tokens = usage.get("completion_tokens", self.completion_tokens)
 
-    def _prompt(self) -> tuple[int, bool]:
+    def prompt_count(self) -> tuple[int, bool]:
         """The reported prompt tokens, else our own count (flagged if estimated)."""
         if self.prompt_tokens > 0:
             return self.prompt_tokens, False
@@ -74,7 +74,7 @@ class UsageMeter:
         return 0, False
 
     def entry(self, status: str) -> UsageEntry:
-        prompt_tokens, estimated = self._prompt()
+        prompt_tokens, estimated = self.prompt_count()
         return UsageEntry(
             request_id=self.request_id,
             ministry_id=self.caller.ministry_id,

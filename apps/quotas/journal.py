@@ -293,8 +293,9 @@ def usage_journal_drain(*, client: Any = None, settle_after: float | None = None
             if begun is not None:
                 done_ids.append(begun[0])
         if finished:
-            result.dead += _write_or_bury(client, finished, settlement=False)
-            result.written += len(finished)
+            dead = _write_or_bury(client, finished, settlement=False)
+            result.dead += dead
+            result.written += len(finished) - dead
         if done_ids:
             client.xdel(STREAM, *done_ids)
         if len(page) < _BATCH:
@@ -310,8 +311,9 @@ def usage_journal_drain(*, client: Any = None, settle_after: float | None = None
             entry.detail = LOST_DETAIL
             entry.completion_tokens = 0
             entry.ttft_ms = None
-        result.dead += _write_or_bury(client, lost, settlement=True)
+        dead = _write_or_bury(client, lost, settlement=True)
         client.xdel(STREAM, *[entry_id for entry_id, _entry in lost])
-        result.settled = len(lost)
+        result.dead += dead
+        result.settled = len(lost) - dead
     result.pending = len(started) - len(lost)
     return result

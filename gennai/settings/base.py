@@ -145,6 +145,12 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Periodic tasks, run by `celery beat` (or a worker started with -B). A probe that
 # waited longer than its interval is dropped: the next one is already due.
 CELERY_BEAT_SCHEDULE = {
+    # /v1 usage: the Redis journal → UsageRecord rows, in bulk (apps/quotas/journal.py).
+    "quotas-usage-journal-drain": {
+        "task": "quotas.usage_journal_drain",
+        "schedule": 2.0,
+        "options": {"expires": 10},
+    },
     "registry-deployment-health": {
         "task": "registry.deployment_health_check_all",
         "schedule": 30.0,

@@ -1,0 +1,22 @@
+"""Background work of quotas: draining the usage journal into ``UsageRecord`` rows."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from gennai.celery import app
+
+from .journal import usage_journal_drain
+
+
+@app.task(name="quotas.usage_journal_drain", ignore_result=True)
+def usage_journal_drain_task() -> dict[str, Any]:
+    """Move the journaled ``/v1`` usage into ``UsageRecord`` rows (see :mod:`apps.quotas.journal`).
+
+    Scheduled every 2 s by ``CELERY_BEAT_SCHEDULE`` (gennai/settings/base.py).
+    Platform work, not a ``TenantTask``: the journal holds every ministry's
+    entries, and each ministry's rows are written inside that ministry's own
+    scope. Safe to run twice at once (idempotent upserts keyed by request id).
+    """
+    return dataclasses.asdict(usage_journal_drain())
