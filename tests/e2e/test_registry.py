@@ -162,6 +162,9 @@ def test_procurement_canary_promote_rollback(styled_page: Any, site: str) -> Non
     page.get_by_test_id("alias-link-standard-chat").click()
     page.get_by_test_id("alias-title").wait_for()
     assert primaries(digital) == {CURRENT}
+    # Bar widths are set by app.js (the CSP refuses inline style="" attributes).
+    bar = page.get_by_test_id("route-" + CURRENT).locator("[data-gn-width]")
+    assert bar.evaluate("element => element.style.width") == "100%"
 
     # 1. Canary: 10 % of conversations go to the new model.
     set_weights(page, {CURRENT: "90", NEW: "10"}, "評価結果が良好のため LLM-jp-4 8B へ10%のカナリア配信", 2)
@@ -174,6 +177,9 @@ def test_procurement_canary_promote_rollback(styled_page: Any, site: str) -> Non
 
     # 2. Promote to full: 0 / 100.
     set_weights(page, {CURRENT: "0", NEW: "100"}, "カナリア期間中のエラー率・評価に問題なし。全量切替", 3)
+    # ... also in HTML swapped in by htmx.
+    bar = current.get_by_test_id(f"route-{NEW}").locator("[data-gn-width]")
+    assert bar.evaluate("element => element.style.width") == "10%"
     assert primaries(digital) == {NEW}
 
     # 3. One-step rollback (confirmed in a dialog).
