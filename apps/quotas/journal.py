@@ -50,7 +50,7 @@ import json
 import logging
 import time
 import uuid
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -103,25 +103,135 @@ def new_request_id() -> str:
 
 # --- Writing (the gateway, on its event loop) -------------------------------------------
 
-_async_clients: dict[int, Any] = {}
+
+def _command(*parts: bytes) -> bytes:
+    """One command in Redis's wire protocol (RESP)."""
+    out = [b"*%d\r\n" % len(parts)]
+    for part in parts:
+        out.append(b"$%d\r\n%s\r\n" % (len(part), part))
+    return b"".join(out)
 
 
-def _async_client() -> Any:
-    """One ``redis.asyncio`` client per event loop (its connections are loop-bound)."""
-    import redis.asyncio
+class _Appender:
+    """A pipelined ``XADD`` connection for one event loop.
 
+    Why not ``redis.asyncio``: measured here, one ``await client.xadd(...)``
+    takes ≈0.9 ms of wall time and ≈150 µs of CPU; this writer takes ≈30 µs and
+    ≈5 µs, and the ``started`` entry sits in front of every request's first
+    token. It speaks just enough of the protocol for ``XADD`` (plus ``AUTH``
+    and ``SELECT`` from ``REDIS_URL``); concurrent appends share the connection
+    and are answered in order. Any failure closes the connection and fails every
+    waiting append, whose callers then write to PostgreSQL directly.
+    """
+
+    TIMEOUT = 2.0
+
+    def __init__(self, url: str) -> None:
+        from redis.asyncio.connection import parse_url
+
+        self.options = parse_url(url)
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.waiters: deque[asyncio.Future[None]] = deque()
+        self.connecting: asyncio.Future[None] | None = None
+        self.reading: asyncio.Task[None] | None = None
+
+    async def _connect(self) -> None:
+        options = self.options
+        if "path" in options:
+            reader, writer = await asyncio.open_unix_connection(options["path"])
+        else:
+            ssl = None
+            if "SSL" in getattr(options.get("connection_class"), "__name__", ""):
+                import ssl as ssl_module
+
+                ssl = ssl_module.create_default_context()
+            reader, writer = await asyncio.open_connection(options["host"], options["port"], ssl=ssl)
+        setup: list[bytes] = []
+        if options.get("password"):
+            auth = [options["username"].encode()] if options.get("username") else []
+            setup.append(_command(b"AUTH", *auth, options["password"].encode()))
+        if options.get("db"):
+            setup.append(_command(b"SELECT", str(options["db"]).encode()))
+        if setup:
+            writer.write(b"".join(setup))
+            for _ in setup:
+                line = await reader.readline()
+                if not line.startswith(b"+"):
+                    writer.close()
+                    raise RedisError(line.decode(errors="replace").strip() or "connection closed")
+        self.reader, self.writer = reader, writer
+        self.reading = asyncio.get_running_loop().create_task(self._read_replies(reader))
+
+    async def _read_replies(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while True:
+                line = await reader.readline()
+                if not line:
+                    raise ConnectionError("Redis closed the connection")
+                if line.startswith(b"$") and line[1:2] != b"-":
+                    await reader.readline()  # the entry id
+                waiter = self.waiters.popleft()
+                if not waiter.done():
+                    if line.startswith(b"-"):
+                        waiter.set_exception(RedisError(line[1:].decode(errors="replace").strip()))
+                    else:
+                        waiter.set_result(None)
+        except (OSError, ConnectionError, IndexError, asyncio.IncompleteReadError) as exc:
+            self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+        if self.reading is not None and self.reading is not asyncio.current_task():
+            self.reading.cancel()
+        self.reading = None
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(RedisError(f"usage journal connection lost: {exc}"))
+
+    async def xadd(self, kind: bytes, payload: bytes) -> None:
+        try:
+            async with asyncio.timeout(self.TIMEOUT):
+                if self.writer is None:
+                    if self.connecting is None:
+                        self.connecting = asyncio.ensure_future(self._connect())
+                    try:
+                        await asyncio.shield(self.connecting)
+                    finally:
+                        if self.connecting is not None and self.connecting.done():
+                            self.connecting = None
+                assert self.writer is not None
+                waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                self.waiters.append(waiter)
+                self.writer.write(_command(b"XADD", STREAM.encode(), b"*", b"k", kind, b"r", payload))
+                await waiter
+        except TimeoutError as exc:
+            self._fail(exc)
+            raise RedisError("usage journal timed out") from exc
+        except OSError as exc:
+            self._fail(exc)
+            raise RedisError(str(exc)) from exc
+
+
+_appenders: dict[int, _Appender] = {}
+
+
+def _appender() -> _Appender:
+    """The journal writer of the running event loop (connections are loop-bound)."""
     key = id(asyncio.get_running_loop())
-    client = _async_clients.get(key)
-    if client is None:
-        client = redis.asyncio.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
-        _async_clients[key] = client
-    return client
+    appender = _appenders.get(key)
+    if appender is None:
+        appender = _appenders[key] = _Appender(settings.REDIS_URL)
+    return appender
 
 
 async def journal_started(entry: UsageEntry) -> bool:
     """Append the ``started`` entry; False (and logged) if the journal is unreachable."""
     try:
-        await _async_client().xadd(STREAM, {"k": b"s", "r": entry.encode()})
+        await _appender().xadd(b"s", entry.encode())
     except (RedisError, OSError):
         logger.warning("usage journal unreachable (started %s)", entry.request_id, exc_info=True)
         return False
@@ -131,7 +241,7 @@ async def journal_started(entry: UsageEntry) -> bool:
 async def journal_finished(entry: UsageEntry) -> None:
     """Append the ``finished`` entry, or write the row directly if the journal is unreachable."""
     try:
-        await _async_client().xadd(STREAM, {"k": b"f", "r": entry.encode()})
+        await _appender().xadd(b"f", entry.encode())
         return
     except (RedisError, OSError):
         logger.warning("usage journal unreachable, writing %s directly", entry.request_id, exc_info=True)

@@ -153,7 +153,7 @@ def test_unreachable_journal_writes_the_row_directly(
 
     a, _ = ministries
     settings.REDIS_URL = closed_port_url().replace("http://", "redis://")
-    monkeypatch.setattr(journal, "_async_clients", {})
+    monkeypatch.setattr(journal, "_appenders", {})
     done = entry(a, status="ok", completion_tokens=3)
 
     async def write() -> bool:
@@ -171,5 +171,28 @@ def test_unreachable_journal_writes_the_row_directly(
 def test_drain_is_scheduled(settings: Any) -> None:
     from apps.quotas.tasks import usage_journal_drain_task
 
-    [entry] = [e for e in settings.CELERY_BEAT_SCHEDULE.values() if e["task"] == usage_journal_drain_task.name]
+    schedule = settings.CELERY_BEAT_SCHEDULE.values()
+    [entry] = [e for e in schedule if e["task"] == usage_journal_drain_task.name]
     assert entry["schedule"] <= 5
+
+
+def test_appender_selects_the_database_and_reports_redis_errors(
+    stream: redis.Redis, ministries: tuple[Any, Any], settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, _ = ministries
+    base = settings.REDIS_URL.rsplit("/", 1)[0]
+    settings.REDIS_URL = base + "/3"
+    monkeypatch.setattr(journal, "_appenders", {})
+    other_db = redis.Redis.from_url(settings.REDIS_URL)
+    try:
+
+        async def append_twice() -> tuple[bool, bool]:
+            ok = await journal.journal_started(entry(a))
+            other_db.set(journal.STREAM, "not a stream")  # XADD now answers -WRONGTYPE
+            refused = await journal.journal_started(entry(a))
+            return ok, refused
+
+        assert asyncio.run(append_twice()) == (True, False)
+        assert stream.xlen(journal.STREAM) == 0  # nothing in database 0
+    finally:
+        other_db.delete(journal.STREAM)
