@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -51,11 +52,13 @@ def _response(reply: Reply) -> HttpResponseBase:
 
 def _v1(
     method: str,
-) -> Callable[[Callable[..., Awaitable[Reply]]], Callable[..., Awaitable[HttpResponseBase]]]:
+) -> Callable[[Callable[..., Awaitable[Reply]]], Callable[..., Coroutine[Any, Any, HttpResponseBase]]]:
     """A CSRF-exempt async view (session writes run Django's CSRF check in :mod:`.auth`)
     whose errors, expected or not, reach the client in OpenAI's shape, never as HTML."""
 
-    def decorate(handler: Callable[..., Awaitable[Reply]]) -> Callable[..., Awaitable[HttpResponseBase]]:
+    def decorate(
+        handler: Callable[..., Awaitable[Reply]],
+    ) -> Callable[..., Coroutine[Any, Any, HttpResponseBase]]:
         @csrf_exempt
         @functools.wraps(handler)
         async def view(request: HttpRequest, **kwargs: str) -> HttpResponseBase:
