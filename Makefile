@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run api-key test test-vllm setup lint typecheck assets messages browser clean
+.PHONY: run api-key test test-vllm bench-gateway setup lint typecheck assets messages browser clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,11 @@ test: $(STAMP) browser lint typecheck
 # vLLM on CPU (≈3.5 GB venv in .venv-vllm, ≈2 minutes to start).
 test-vllm: $(STAMP)
 	bash inference/vllm_cpu/run_tests.sh
+
+# /v1 overhead vs the model server directly (and LiteLLM's proxy when LITELLM_VENV names a venv
+# with litellm[proxy]); not part of `make test`. Results and method: docs/performance.md.
+bench-gateway: $(STAMP)
+	$(PY) -m gennai.devstack env -- $(PY) benchmarks/gateway_overhead.py $(BENCH_ARGS)
 
 assets:
 	bash gennai/frontend/build.sh
