@@ -13,12 +13,12 @@ from datetime import timedelta
 from typing import Any
 
 import psycopg
-from psycopg.types.json import Jsonb
 import pytest
 import requests
 from django.contrib.sessions.models import Session
 from django.test import Client, override_settings
 from django.utils import timezone
+from psycopg.types.json import Jsonb
 
 from apps.accounts.models import OIDCSession, User
 from apps.accounts.recheck import claims_are_fresh, claims_forget
@@ -127,6 +127,18 @@ def test_admin_in_a_is_only_staff_in_b(dev_idp: DevIdP, ministries: Any) -> None
     assert client.post(f"{KEYS_API}1/revoke/").status_code == 403
     assert client.post(f"{KEYS_PAGE}1/revoke/").status_code == 403
     assert not ApiKey.objects.filter(ministry__code="soumu").exists()
+    # Admin of a ministry is no platform role: the registry stays closed in both.
+    assert client.get("/registry/").status_code == 403
+    act_in(client, "digital")
+    assert client.get("/registry/").status_code == 403
+
+
+def test_procurement_subgroup_opens_the_platform_registry(dev_idp: DevIdP, ministries: Any) -> None:
+    """takahashi is in /ministries/digital/procurement: a procurement officer with a home ministry."""
+    client = signed_in("takahashi")
+    assert roles_by_ministry("takahashi") == {"digital": ["procurement_officer", "staff"]}
+    assert client.get("/registry/").status_code == 200
+    assert client.get(KEYS_PAGE).status_code == 403
 
 
 @override_settings(GENNAI_OIDC_CLAIMS_TTL_SECONDS=1.0)
