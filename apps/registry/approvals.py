@@ -111,17 +111,22 @@ def _stale() -> ValidationError:
     )
 
 
+def _required(target_id: int | None) -> int:
+    assert target_id is not None  # the one-target constraint guarantees it for the request's kind
+    return target_id
+
+
 def _apply(request: ChangeRequest, *, approver: Any) -> None:
     payload = request.payload
     if request.kind == ChangeKind.MODEL_CLEARANCE:
-        model = Model.objects.select_for_update().get(pk=request.model_id)
+        model = Model.objects.select_for_update().get(pk=_required(request.model_id))
         if int(model.clearance) != int(payload["from"]):
             raise _stale()
         services.apply_approved_save(
             actor=approver, obj=model, action="registry.model.update", fields={"clearance": payload["to"]}
         )
     elif request.kind == ChangeKind.DEPLOYMENT_CLEARANCE:
-        deployment = Deployment.objects.select_for_update().get(pk=request.deployment_id)
+        deployment = Deployment.objects.select_for_update().get(pk=_required(request.deployment_id))
         if int(deployment.clearance) != int(payload["from"]):
             raise _stale()
         services.apply_approved_save(
@@ -131,7 +136,7 @@ def _apply(request: ChangeRequest, *, approver: Any) -> None:
             fields={"clearance": payload["to"]},
         )
     elif request.kind == ChangeKind.ALIAS_ROUTES:
-        alias = Alias.objects.select_for_update().get(pk=request.alias_id)
+        alias = Alias.objects.select_for_update().get(pk=_required(request.alias_id))
         current = alias.current_revision.number if alias.current_revision else 0
         if current != int(payload["base_revision"]):
             raise _stale()

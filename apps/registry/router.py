@@ -153,12 +153,18 @@ def plan_route(
 class _Upstream(Protocol):
     """What a target is built from: a snapshot's DeploymentInfo or a Deployment row."""
 
-    id: int
-    name: str
-    base_url: str
-    served_model_name: str
-    secret_ref: str
-    max_concurrency: int
+    @property
+    def id(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def base_url(self) -> str: ...
+    @property
+    def served_model_name(self) -> str: ...
+    @property
+    def secret_ref(self) -> str: ...
+    @property
+    def max_concurrency(self) -> int: ...
 
 
 def provider_target(deployment: _Upstream) -> ProviderTarget:

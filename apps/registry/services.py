@@ -90,6 +90,21 @@ def _hold_clearance_raise(
     return new
 
 
+def _stored(model_class: Any, obj: Any, *names: str) -> dict[str, Any] | None:
+    """The row's committed values, locked for this transaction (None for a new entry).
+
+    Security: the four-eyes and zone rules compare against these, never against
+    ``obj``'s attributes: a ModelForm has already written the submitted values
+    onto the instance it edits, so ``obj.clearance`` may be the proposed value.
+    """
+    if obj is None or obj.pk is None:
+        return None
+    row: dict[str, Any] | None = (
+        model_class.objects.select_for_update().filter(pk=obj.pk).values(*names).first()
+    )
+    return row
+
+
 def apply_approved_save(*, actor: Any, obj: Model | Deployment, action: str, fields: dict[str, Any]) -> Any:
     """Apply an approved change (called by :mod:`.approvals` inside its transaction)."""
     return _save(obj, actor=actor, action=action, fields=fields)
@@ -102,8 +117,9 @@ def model_save(*, actor: Any, model: Model | None = None, reason: str = "", **fi
     A raise of the clearance to 機密性2/3 by a person is not applied but proposed
     (four-eyes, :mod:`.approvals`); ``reason`` is then required.
     """
+    stored = _stored(Model, model, "clearance")
     held = _hold_clearance_raise(
-        actor=actor, current=int(model.clearance) if model else None, fields=fields, reason=reason
+        actor=actor, current=int(stored["clearance"]) if stored else None, fields=fields, reason=reason
     )
     action = "registry.model.update" if model else "registry.model.create"
     obj: Model = _save(model or Model(), actor=actor, action=action, fields=fields)
@@ -153,17 +169,19 @@ def deployment_save(
     (that would route an alias off-prem without the approval routing needs).
     """
     validate_secret_ref(fields.get("secret_ref", "") or "")
-    zone = fields.get("zone", deployment.zone if deployment else DeploymentZone.ON_PREM)
-    clearance = fields.get("clearance", deployment.clearance if deployment else None)
-    if zone == DeploymentZone.EXTERNAL and clearance not in (None, "") and int(clearance) > 1:
+    stored = _stored(Deployment, deployment, "clearance", "zone")
+    zone = fields.get("zone", stored["zone"] if stored else DeploymentZone.ON_PREM)
+    clearance = fields.get("clearance", stored["clearance"] if stored else None)
+    if zone == DeploymentZone.EXTERNAL and clearance is not None and clearance != "" and int(clearance) > 1:
         # Checked before a raise is held back, so nobody is asked to approve the impossible.
         raise ValidationError(
             {"clearance": _("外部API・商用クラウドのデプロイメントは機密性1までしか扱えません。")}
         )
     if (
         deployment is not None
-        and fields.get("zone", deployment.zone) != DeploymentZone.ON_PREM
-        and deployment.zone == DeploymentZone.ON_PREM
+        and stored is not None
+        and zone != DeploymentZone.ON_PREM
+        and stored["zone"] == DeploymentZone.ON_PREM
         and _is_routed(deployment)
     ):
         raise ValidationError(
@@ -175,7 +193,7 @@ def deployment_save(
             }
         )
     held = _hold_clearance_raise(
-        actor=actor, current=int(deployment.clearance) if deployment else None, fields=fields, reason=reason
+        actor=actor, current=int(stored["clearance"]) if stored else None, fields=fields, reason=reason
     )
     action = "registry.deployment.update" if deployment else "registry.deployment.create"
     obj: Deployment = _save(deployment or Deployment(), actor=actor, action=action, fields=fields)

@@ -65,7 +65,13 @@ def upstreams() -> Iterator[tuple[FakeUpstream, FakeUpstream]]:
 
 
 @pytest.fixture
-def site(dev_idp: DevIdP, live_server: Any, upstreams: tuple[FakeUpstream, FakeUpstream]) -> Iterator[str]:
+def site(
+    dev_idp: DevIdP,
+    live_server: Any,
+    upstreams: tuple[FakeUpstream, FakeUpstream],
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[str]:
+    monkeypatch.setenv("GENNAI_UPSTREAM_LLMJP", "e2e-upstream-key")  # what secret_ref names
     call_command("seed_demo", verbosity=0)
     dev_idp.register_app(live_server.url)
     reset_for_tests()
@@ -107,7 +113,7 @@ def site(dev_idp: DevIdP, live_server: Any, upstreams: tuple[FakeUpstream, FakeU
                 name=CURRENT if family == "LLM-jp-3" else NEW,
                 base_url=upstream.url,
                 served_model_name=name,
-                secret_ref="env:LLMJP_API_KEY",
+                secret_ref="env:GENNAI_UPSTREAM_LLMJP",
                 clearance=2,
                 max_concurrency=32,
             )

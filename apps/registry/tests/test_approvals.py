@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -9,6 +10,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 from django.test import Client
 from django.urls import reverse
+from django.utils import translation
 
 from apps.audit.models import AuditEvent
 from apps.audit.services import audit_verify_chain
@@ -23,6 +25,13 @@ from apps.registry.tests.test_services import (  # noqa: F401
 from tests.support.fixtures import make_user
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def japanese() -> Iterator[None]:
+    """Messages are asserted in Japanese (the default), whatever an earlier test activated."""
+    with translation.override("ja"):
+        yield
 
 
 @pytest.fixture
@@ -241,3 +250,28 @@ def test_screens_reject_without_htmx(people: dict[str, Any]) -> None:
     change.refresh_from_db()
     deployment.refresh_from_db()
     assert change.status == "rejected" and deployment.clearance == 1
+
+
+def test_edit_form_proposes_a_raise(people: dict[str, Any]) -> None:
+    deployment = make_deployment("d1", clearance=1)
+    form = {
+        "model": deployment.model_id,
+        "name": deployment.name,
+        "provider": deployment.provider,
+        "base_url": deployment.base_url,
+        "served_model_name": deployment.served_model_name,
+        "secret_ref": "",
+        "zone": "on_prem",
+        "clearance": "3",
+        "max_concurrency": str(deployment.max_concurrency),
+        "enabled": "on",
+        "reason": "閉域へ移設",
+    }
+    client = login(people["a"])
+    response = client.post(reverse("registry:deployment_edit", args=[deployment.pk]), form)
+    assert response.status_code == 302, response.content.decode()
+    deployment.refresh_from_db()
+    assert deployment.clearance == 1
+    assert ChangeRequest.objects.get(deployment=deployment).payload == {"from": 1, "to": 3}
+    page = client.get(response["Location"]).content.decode()
+    assert 'data-testid="pending-badge"' in page

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.utils import translation
 
 from apps.registry import services
 from apps.registry.breaker import CircuitBreaker, breaker
@@ -24,6 +25,13 @@ from tests.support.registry import Registered, Upstream, register_alias
 
 # Planning never connects; a loopback URL passes the test settings' egress allowlist.
 NOWHERE = "http://127.0.0.1:9"
+
+
+@pytest.fixture(autouse=True)
+def japanese() -> Iterator[None]:
+    """Messages are asserted in Japanese (the default), whatever an earlier test activated."""
+    with translation.override("ja"):
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.utils import translation
 
 from apps.registry import egress, services
 from apps.registry.egress import EgressPolicy, EgressRefused
@@ -49,6 +50,13 @@ PLATFORM_SECRETS = [
     "sk-live-0123456789abcdef",
 ]
 PROD_LIKE = ["*.gpu.svc.cluster.local", "10.40.0.0/16", "api.vendor.example.jp"]
+
+
+@pytest.fixture(autouse=True)
+def japanese() -> Iterator[None]:
+    """Messages are asserted in Japanese (the default), whatever an earlier test activated."""
+    with translation.override("ja"):
+        yield
 
 
 class Listener:
