@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.server
+import importlib
 import logging
 import re
 import socket
@@ -29,7 +30,7 @@ from apps.registry.models import Deployment, HealthState
 from apps.registry.providers.base import ChatRequest, ProviderTarget, UpstreamRejected, UpstreamUnavailable
 from apps.registry.providers.openai_compatible import OpenAICompatibleProvider
 from apps.registry.router import provider_target
-from apps.registry.secrets import RESERVED_ENV_NAMES, SecretRefError, resolve_secret_ref
+from apps.registry.secrets import RESERVED_ENV_NAMES, SecretRefError, parse_secret_ref, resolve_secret_ref
 from apps.registry.tests.test_services import clean_registry_state, make_deployment  # noqa: F401
 from tests.support.fake_upstream import FakeUpstream
 
@@ -428,3 +429,24 @@ def test_error_bodies_stay_in_the_log(db: None, caplog: pytest.LogCaptureFixture
         assert exc.status == 400 and exc.public_message == "The model server answered HTTP 400."
         assert (exc.__cause__ is None and exc.__context__ is None) or "hunter2" not in repr(exc.__context__)
     assert "hunter2" in caplog.text  # the operator still sees it, in the log
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("", ""),
+        ("env:VENDOR_API_KEY", "env:GENNAI_UPSTREAM_VENDOR_API_KEY"),
+        ("env:DATABASE_URL", "env:GENNAI_UPSTREAM_DATABASE_URL"),  # names an empty variable: no leak
+        ("env:GENNAI_UPSTREAM_LLMJP", "env:GENNAI_UPSTREAM_LLMJP"),
+        ("env:GENNAI_UPSTREAM_READ_TIMEOUT", ""),
+        ("env:CONNECT_TIMEOUT", ""),
+        ("file:llmjp-api-key", "file:llmjp-api-key"),
+        ("file:../x", ""),
+        ("sk-live-0123", ""),
+    ],
+)
+def test_migration_moves_old_references_into_the_namespace(old: str, new: str) -> None:
+    migration = importlib.import_module("apps.registry.migrations.0003_secret_ref_namespace")
+    assert migration.converted(old) == new
+    if new:
+        parse_secret_ref(new)  # a converted reference is a valid one
