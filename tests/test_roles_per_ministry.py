@@ -267,3 +267,36 @@ def test_sessions_not_from_the_idp_are_not_rechecked(
     client.force_login(staff_a.user)
     assert client.get("/").status_code == 200
     assert refresh_calls == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_requests_at_expiry_refresh_once(
+    dev_idp: DevIdP, live_server: Any, refresh_calls: list[dict[str, Any]]
+) -> None:
+    """Keycloak's refresh tokens are single-use: parallel requests must not race each other out."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+    from django.core.management import call_command
+
+    from tests.support.oidc import idp_authorize
+
+    call_command("seed_demo", verbosity=0)
+    base = live_server.url
+    dev_idp.register_app(base)
+    with httpx.Client(base_url=base, follow_redirects=False, timeout=30) as browser:
+        callback = idp_authorize(
+            browser.get("/accounts/login/").headers["location"], "tanaka", stop_prefix=base
+        )
+        assert browser.get(callback).status_code == 302
+        cookies = dict(browser.cookies)
+    user = User.objects.get(username="tanaka")
+    claims_forget(user_id=user.pk, session_key=OIDCSession.objects.get(user=user).session_key)
+
+    def page(_: int) -> str:
+        return httpx.get(f"{base}/", cookies=cookies, timeout=30).text
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        pages = list(pool.map(page, range(6)))
+    assert all("田中 花子" in text for text in pages), "every request still signed in"
+    assert len(refresh_calls) == 1

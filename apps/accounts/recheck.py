@@ -216,12 +216,15 @@ def _check_locked(*, user: Any, session_key: str) -> bool:
             user_id=user.pk, session_key=session_key, seconds=settings.GENNAI_OIDC_CLAIMS_RETRY_SECONDS
         )
         return True
-    oidc_session_refresh(
+    refreshed = oidc_session_refresh(
         record=record,
         claims=answer.claims,
         refresh_token=answer.refresh_token,
         access_token=answer.access_token,
     )
+    if refreshed is None:
+        logger.info("user %s: session ended during its re-check", user.pk)
+        return False
     claims_mark_fresh(user_id=user.pk, session_key=session_key)
     return True
 

@@ -97,19 +97,21 @@ def oidc_session_record(
 @transaction.atomic
 def oidc_session_refresh(
     *, record: OIDCSession, claims: Mapping[str, Any], refresh_token: str, access_token: str
-) -> User:
-    """Apply claims the IdP just confirmed for a session: memberships and the rotated tokens.
+) -> User | None:
+    """Apply claims the IdP just confirmed for a session: the rotated tokens and memberships.
 
     Security: ``claims`` must be verified and name the record's user (see
     :func:`apps.accounts.recheck.idp_refresh`); memberships are re-mapped with
-    the same function as a login.
+    the same function as a login. Returns ``None`` (and changes nothing) when
+    the session ended meanwhile, e.g. by a back-channel logout during the
+    IdP round trip.
     """
-    user = user_sync_from_claims(claims=claims, user=record.user)
-    record.refresh_token = refresh_token
-    record.access_token = access_token
-    record.claims_checked_at = timezone.now()
-    record.save(update_fields=["refresh_token", "access_token", "claims_checked_at"])
-    return user
+    updated = OIDCSession.objects.filter(pk=record.pk).update(
+        refresh_token=refresh_token, access_token=access_token, claims_checked_at=timezone.now()
+    )
+    if not updated:
+        return None
+    return user_sync_from_claims(claims=claims, user=record.user)
 
 
 def oidc_session_forget(*, session_key: str) -> int:

@@ -143,3 +143,15 @@ def test_claims_entry_never_outlives_the_ttl(staff_a: Any) -> None:
         time.sleep(0.25)
         assert cache.get(claims_cache_key(user_id=1, session_key="k")) is not None, "still in the cache"
         assert not recheck.claims_are_fresh(user_id=1, session_key="k")
+
+
+def test_refresh_answer_for_a_session_ended_meanwhile_changes_nothing(staff_a: Any) -> None:
+    """A back-channel logout can delete the session while its re-check waits on the IdP."""
+    from apps.accounts.services import oidc_session_record, oidc_session_refresh
+    from apps.tenancy.models import Membership
+
+    record = oidc_session_record(user=staff_a.user, sid="s", session_key="k" * 32, refresh_token="old")
+    record.delete()
+    claims = {"sub": staff_a.user.subject, "groups": ["/ministries/digital", "/ministries/digital/admins"]}
+    assert oidc_session_refresh(record=record, claims=claims, refresh_token="new", access_token="a") is None
+    assert Membership.objects.get(user=staff_a.user).roles == ["staff"], "no grant from an ended session"
