@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -69,6 +70,9 @@ ALWAYS_FORBIDDEN_NETWORKS: tuple[IPNetwork, ...] = tuple(
 FORBIDDEN_NAMES = frozenset(
     {"metadata.google.internal", "metadata", "metadata.goog", "instance-data", "instance-data.ec2.internal"}
 )
+
+
+_LABEL_RE = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
 
 
 class EgressRefused(Exception):
@@ -125,7 +129,8 @@ class EgressPolicy:
             try:
                 network = ipaddress.ip_network(entry, strict=False)
             except ValueError:
-                if not all(part and len(part) < 64 for part in _normalise_name(entry).split(".")):
+                labels = _normalise_name(entry).split(".")
+                if not all(_LABEL_RE.fullmatch(label) for label in labels):
                     raise ValueError(f"not a host name, wildcard or CIDR: {entry!r}") from None
                 names.add(_normalise_name(entry))
             else:

@@ -283,9 +283,25 @@ def test_production_allows_nothing_by_default() -> None:
             policy.check_host(host)
 
 
+def test_a_malformed_allowlist_fails_the_system_check(settings: Any) -> None:
+    from apps.registry.checks import check_upstream_allowlist
+
+    assert check_upstream_allowlist() == []
+    settings.GENNAI_UPSTREAM_ALLOWED_HOSTS = ["*.jp"]
+    (error,) = check_upstream_allowlist()
+    assert error.id == "registry.E001" and "too broad" in error.msg
+
+
 def test_allowlist_entries_are_checked() -> None:
     with pytest.raises(ValueError, match="too broad"):
         EgressPolicy.parse(["*.jp"])
+    for bad in ("foo bar", "http://host", "host/path", "-x.example.jp"):
+        with pytest.raises(ValueError, match="not a host name"):
+            EgressPolicy.parse([bad])
+    assert EgressPolicy.parse(["vllm-llmjp", "API.Vendor.example.jp."]).names == {
+        "vllm-llmjp",
+        "api.vendor.example.jp",
+    }
     policy = EgressPolicy.parse(["*.gpu.svc.cluster.local", "169.254.0.0/16"])
     with pytest.raises(EgressRefused):  # allowlisting the metadata range does not open it
         policy.check_host("169.254.169.254")
