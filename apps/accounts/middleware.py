@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.contrib import auth
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import resolve_url
+
+from apps.tenancy.connections import db_hop
 
 from .recheck import claims_forget, session_recheck
 from .services import oidc_session_forget
@@ -95,7 +97,8 @@ class ClaimsRecheckMiddleware:
     async def __acall__(self, request: HttpRequest) -> HttpResponse:
         user = await request.auser()
         if user.is_authenticated:
-            response = await sync_to_async(self._check)(request)
+            # One hop to the request's thread; its connection goes back to the pool after.
+            response = await db_hop(self._check, request)
             if response is not None:
                 return response
         result: Awaitable[HttpResponse] = self.get_response(request)

@@ -40,9 +40,10 @@ import requests
 from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import SuspiciousOperation
-from django.db import connection
 from django.http import HttpRequest
 from django.utils import timezone
+
+from apps.tenancy.connections import release_connections
 
 from .models import OIDCSession
 from .oidc import decode_provider_token
@@ -179,12 +180,6 @@ def idp_userinfo(*, access_token: str, subject: str | None) -> dict[str, Any]:
     return _verified_subject_claims(claims, subject)
 
 
-def _release_connection() -> None:
-    """Give the pooled connection back before waiting on the IdP (not inside a transaction)."""
-    if not connection.in_atomic_block:
-        connection.close()
-
-
 def _check_locked(*, user: Any, session_key: str) -> bool:
     record = OIDCSession.objects.filter(session_key=session_key, user=user).first()
     if record is None or not (record.refresh_token or record.access_token):
@@ -194,7 +189,7 @@ def _check_locked(*, user: Any, session_key: str) -> bool:
         return False
     record.user = user  # the request's own instance: the re-check updates what the view sees
     checked_at = record.claims_checked_at
-    _release_connection()
+    release_connections()  # nothing waits on the IdP holding a pooled connection
     try:
         if record.refresh_token:
             answer = idp_refresh(refresh_token=record.refresh_token, subject=user.subject)
