@@ -470,17 +470,22 @@ def alias_grants(request: HttpRequest, alias_id: int) -> HttpResponse:
 # --- Four-eyes change requests -------------------------------------------------------------
 
 
-@require_GET
-@registry_required()
-def change_list(request: HttpRequest) -> HttpResponse:
-    """The approvers' queue (pending, oldest first) and the recent decisions."""
+def change_list_page(request: HttpRequest, **extra: Any) -> HttpResponse:
     context = _ctx(
         request,
         "changes",
         pending_requests=list(selectors.change_requests_pending()),
         decided_requests=selectors.change_requests_decided(),
+        **extra,
     )
     return render(request, "registry/change_list.html", context)
+
+
+@require_GET
+@registry_required()
+def change_list(request: HttpRequest) -> HttpResponse:
+    """The approvers' queue (pending, oldest first) and the recent decisions."""
+    return change_list_page(request)
 
 
 def _decide(request: HttpRequest, change_request_id: int, *, approve: bool) -> HttpResponse:
@@ -496,11 +501,10 @@ def _decide(request: HttpRequest, change_request_id: int, *, approve: bool) -> H
             notice = _("変更依頼 #%(id)d を却下しました。") % {"id": change.pk}
     except ValidationError as exc:
         notice, level = " ".join(exc.messages), "error"
-        change = selectors.get_change_request_for_actor(actor=request.user, change_request_id=change.pk)
     if _htmx(request):
-        # htmx swaps only 2xx responses: a refusal is shown in the row itself.
-        context = _ctx(request, "changes", change=change, notice=notice, notice_level=level)
-        return render(request, "registry/_change_row.html", context)
+        # The whole registry area is re-rendered (hx-select): the request moves from "pending"
+        # to "decided" and the nav's pending count follows. A refusal is a notice (htmx swaps 2xx).
+        return change_list_page(request, notice=notice, notice_level=level)
     if level == "error":
         messages.error(request, notice)
     else:

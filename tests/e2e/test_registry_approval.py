@@ -107,6 +107,8 @@ def test_officer_proposes_and_another_approves(browser: Any, site: str) -> None:
     b.get_by_test_id(f"change-approve-{change.pk}").click()
     b.locator(f'[data-testid="change-{change.pk}"][data-status="applied"]').wait_for()
     assert b.get_by_test_id("change-notice").is_visible()
+    assert b.get_by_test_id("pending-change-count").count() == 0  # the nav followed, no reload
+    assert b.get_by_test_id("no-pending").is_visible()
     shoot(b, "registry-change-approved")
 
     # The change is visible on the deployments screen, and the nav no longer counts it.
