@@ -96,9 +96,12 @@ def serve_upstream(port: int) -> None:
         # and the client's delayed ACK hold chunks back ≈40 ms, for every client alike.
         disable_nagle_algorithm = True
 
+    class Server(_Server):
+        request_queue_size = 1024  # the listen backlog: 5 by default, too few at concurrency 200
+
     fake = FakeUpstream(mode="slow_first", first_delay=0.05, tokens=64, model=UPSTREAM_MODEL)
     fake._server.server_close()
-    server = _Server(("127.0.0.1", port), Handler)
+    server = Server(("127.0.0.1", port), Handler)
     server.fake = fake
     server.serve_forever()
 
@@ -122,11 +125,16 @@ def seed(upstream_url: str) -> None:
     from apps.registry.models import Alias
 
     if not Alias.objects.filter(name=ALIAS).exists():
-        register_alias(
+        registered = register_alias(
             upstreams=[Upstream(upstream_url, served_model_name=UPSTREAM_MODEL, name="bench-dep")],
             ministries=[ministry],
             name=ALIAS,
         )
+        # The deployment's concurrency limit caps the gateway's connections to it (2×):
+        # lift it above the highest concurrency measured, as the direct path has none.
+        from apps.registry.services import deployment_save
+
+        deployment_save(actor=None, deployment=registered.deployments[0], max_concurrency=512)
     _key, plaintext = api_key_create(
         actor=None,
         ministry=ministry,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -137,6 +138,9 @@ class V1Application:
         self.django = django
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
         if scope["type"] != "http" or not scope["path"].startswith(PREFIX):
             await self.django(scope, receive, send)
             return
@@ -158,6 +162,23 @@ class V1Application:
             await self.django(scope, _replay(body, receive), send)
             return
         await self._serve(scope, headers, body, started, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        """Server start-up and shutdown (Django's handler does not speak this protocol).
+
+        At start-up everything imported so far (settings, URL conf, models, the
+        registry…) lives as long as the process: :func:`gc.freeze` leaves it out
+        of the collector's full passes, which would otherwise walk it again and
+        again while the event loop waits.
+        """
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                gc.freeze()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
 
     async def _serve(
         self, scope: Scope, headers: dict[str, str], body: bytes, started: float, receive: Receive, send: Send

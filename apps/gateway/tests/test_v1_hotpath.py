@@ -239,3 +239,29 @@ def test_prompt_tokens_are_counted_when_the_upstream_reports_none(
         assert response.json()["usage"]["prompt_tokens"] == expected
     [row] = usage_rows(world.ministry_a)
     assert (row.prompt_tokens, row.prompt_tokens_estimated, row.completion_tokens) == (expected, True, 2)
+
+
+def test_lifespan_is_answered_and_freezes_the_startup_heap() -> None:
+    import asyncio
+    import gc
+
+    from apps.gateway.asgi import V1Application
+
+    async def django(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("lifespan must not reach Django's handler")
+
+    incoming = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return incoming.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(dict(message))
+
+    try:
+        asyncio.run(V1Application(django)({"type": "lifespan"}, receive, send))
+        assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
