@@ -7,7 +7,8 @@ from the user's membership.
 Stream-side services (``stream_open``, ``message_stream_update``) are called
 from the async stream view through ``apps.tenancy.connections.db_hop`` (which
 gives the connection back after each call) *after* the middleware's scope has
-ended (a streaming body is consumed after the middleware returns), so they take ``ministry_id`` — captured from ``request.membership`` before the body
+ended (a streaming body is consumed after the middleware returns), so they
+take ``ministry_id`` — captured from ``request.membership`` before the body
 starts — and enter :func:`~apps.tenancy.scope.ministry_scope` themselves.
 """
 
