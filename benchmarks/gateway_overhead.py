@@ -106,7 +106,7 @@ def serve_upstream(port: int) -> None:
     server.serve_forever()
 
 
-def seed(upstream_url: str) -> None:
+def seed(upstream_url: str, max_concurrency: int) -> None:
     """Register the upstream behind ``bench-chat`` for a ministry and print a new API key."""
     import django
 
@@ -131,10 +131,10 @@ def seed(upstream_url: str) -> None:
             name=ALIAS,
         )
         # The deployment's concurrency limit caps the gateway's connections to it (2×):
-        # lift it above the highest concurrency measured, as the direct path has none.
+        # by default above the highest concurrency measured, as the direct path has none.
         from apps.registry.services import deployment_save
 
-        deployment_save(actor=None, deployment=registered.deployments[0], max_concurrency=512)
+        deployment_save(actor=None, deployment=registered.deployments[0], max_concurrency=max_concurrency)
     _key, plaintext = api_key_create(
         actor=None,
         ministry=ministry,
@@ -326,6 +326,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=4.0, help="per phase and round")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--max-concurrency", type=int, default=512, help="of the bench deployment (2× = httpx connections)"
+    )
     parser.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--seed", help=argparse.SUPPRESS)
     parser.add_argument("--profile", type=Path, help="record the gateway with py-spy into this SVG")
@@ -334,7 +337,7 @@ def main() -> int:
         serve_upstream(args.serve_upstream)
         return 0
     if args.seed:
-        seed(args.seed)
+        seed(args.seed, args.max_concurrency)
         return 0
     if not os.environ.get("DATABASE_URL") or not os.environ.get("REDIS_URL"):
         raise SystemExit("needs DATABASE_URL and REDIS_URL: run through `python -m gennai.devstack env --`")
@@ -357,7 +360,14 @@ def main() -> int:
         subprocess.run([PY, "manage.py", "migrate", "--no-input", "-v", "0"], cwd=ROOT, env=env, check=True)
         key = (
             subprocess.run(
-                [PY, __file__, "--seed", f"http://127.0.0.1:{up_port}"],
+                [
+                    PY,
+                    __file__,
+                    "--seed",
+                    f"http://127.0.0.1:{up_port}",
+                    "--max-concurrency",
+                    str(args.max_concurrency),
+                ],
                 cwd=ROOT,
                 env=env,
                 check=True,
