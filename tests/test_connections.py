@@ -31,6 +31,7 @@ from django.db import connection
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
+from psycopg.conninfo import make_conninfo
 
 from apps.chat.models import Message, Role, Status
 from apps.chat.tests.factories import make_conversation, make_message
@@ -38,6 +39,8 @@ from apps.registry.models import Deployment
 from apps.tenancy.scope import ministry_scope
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.fixtures import make_user
+from tests.support.idp import DevIdP
+from tests.support.oidc import idp_authorize
 from tests.support.registry import Upstream, register_alias
 from tests.support.web_process import WebProcess
 
@@ -97,7 +100,7 @@ class Backends:
         params = {"HOST": "host", "PORT": "port", "USER": "user", "PASSWORD": "password", "NAME": "dbname"}
         self.application_name = application_name
         self.conn = psycopg.connect(
-            autocommit=True, **{v: str(db[k]) for k, v in params.items() if db.get(k)}
+            make_conninfo(**{v: str(db[k]) for k, v in params.items() if db.get(k)}), autocommit=True
         )
 
     def count(self) -> int:
@@ -126,8 +129,23 @@ async def _drive(stream: Stream, client: httpx.AsyncClient, method: str, url: st
         stream.first_token.set()  # never leave the waiter hanging; status/body tell the truth
 
 
+async def _oidc_login(base_url: str, username: str) -> list[tuple[str, int, float]]:
+    """A real login through the dev IdP; the app's two requests are timed (the IdP's pages are not)."""
+    async with httpx.AsyncClient(base_url=base_url, timeout=10.0) as browser:
+        started = time.monotonic()
+        start = await browser.get("/accounts/login/")
+        timed = [("login start", start.status_code, time.monotonic() - started)]
+        callback = await asyncio.to_thread(
+            idp_authorize, start.headers["location"], username, stop_prefix=base_url
+        )
+        started = time.monotonic()
+        done = await browser.get(callback)  # token exchange, claims, user and membership sync
+        timed.append(("login callback", done.status_code, time.monotonic() - started))
+    return timed
+
+
 def _streams_while_probing(
-    ministries: tuple[Any, Any], *, chat_per_ministry: int, v1_per_ministry: int
+    ministries: tuple[Any, Any], *, chat_per_ministry: int, v1_per_ministry: int, idp: DevIdP | None = None
 ) -> None:
     """Open the streams, probe while all are open, check everything finished properly."""
     a, b = ministries
@@ -153,6 +171,8 @@ def _streams_while_probing(
             probes_to_run.append(("/v1 models B", "GET", "/v1/models", {"headers": auth_b}))
 
         with WebProcess(pool_max=POOL, pool_timeout=5.0) as web:
+            if idp is not None:
+                idp.register_app(web.url)  # the IdP may send the browser back to this process
 
             async def scenario(pg: Backends) -> tuple[list[Stream], list[tuple[str, int, float]], list[int]]:
                 limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
@@ -196,6 +216,9 @@ def _streams_while_probing(
                             response = await fresh.request(method, url, headers=kw.get("headers"))
                             probes.append((name, response.status_code, time.monotonic() - started))
                             backends.append(pg.count())
+                    if idp is not None:
+                        probes += await _oidc_login(web.url, "suzuki")  # 総務省 (B) staff
+                        backends.append(pg.count())
                     still_open = sum(not t.done() for t in tasks)
                     assert still_open == len(tasks), (
                         f"{still_open}/{len(tasks)} streams open during the probes"
@@ -217,6 +240,7 @@ def _streams_while_probing(
     assert not failed, failed
     for s in streams:
         assert (b"event: done" if s.kind.startswith("chat") else b"data: [DONE]") in s.body, s.body[-300:]
+    print("probes (name, status, seconds):", probes, "connections of the process:", backends)
     slow = [p for p in probes if p[2] > ANSWER_WITHIN or p[1] not in (200, 302)]
     assert not slow, f"requests while {len(streams)} streams were open: {probes}"
     assert 1 <= max(backends) <= POOL, f"connections of the web process in pg_stat_activity: {backends}"
@@ -237,9 +261,10 @@ def test_open_chat_streams_hold_no_connection(ministries: tuple[Any, Any]) -> No
 
 
 @pytest.mark.django_db(transaction=True)
-def test_open_chat_and_v1_streams_hold_no_connection(ministries: tuple[Any, Any]) -> None:
-    """10 × the pool in chat and ``/v1`` streams from two ministries (issue 6, section 3)."""
-    _streams_while_probing(ministries, chat_per_ministry=PER_KIND, v1_per_ministry=PER_KIND)
+def test_open_chat_and_v1_streams_hold_no_connection(ministries: tuple[Any, Any], dev_idp: DevIdP) -> None:
+    """10 × the pool in chat and ``/v1`` streams from two ministries (issue 6, section 3); a
+    real OIDC login through the dev IdP completes meanwhile."""
+    _streams_while_probing(ministries, chat_per_ministry=PER_KIND, v1_per_ministry=PER_KIND, idp=dev_idp)
 
 
 # --- Static rule: async code reaches the database only through the hop helpers ------------

@@ -158,6 +158,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's default listen backlog is 5: dozens of streams connecting at
+    # once (tests/test_connections.py) would be reset before they are accepted.
+    request_queue_size = 256
     fake: FakeUpstream
 
 
