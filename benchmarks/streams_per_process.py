@@ -404,10 +404,13 @@ async def run(
 def _backends_counter(application_name: str) -> Any:
     import psycopg
     from django.db import connection
+    from psycopg.conninfo import make_conninfo
 
     db = connection.settings_dict
     params = {"HOST": "host", "PORT": "port", "USER": "user", "PASSWORD": "password", "NAME": "dbname"}
-    conn = psycopg.connect(autocommit=True, **{v: str(db[k]) for k, v in params.items() if db.get(k)})
+    conn = psycopg.connect(
+        make_conninfo(**{v: str(db[k]) for k, v in params.items() if db.get(k)}), autocommit=True
+    )
 
     def count() -> int:
         row = conn.execute(
