@@ -162,30 +162,30 @@ def test_procurement_canary_promote_rollback(styled_page: Any, site: str) -> Non
     page.wait_for_url(f"{site}/registry/")
     assert page.get_by_test_id(f"health-{CURRENT}").locator('[data-state="healthy"]').is_visible()
     assert page.get_by_test_id("route-" + CURRENT).get_attribute("data-weight") == "100"
+    # Bar widths are set by app.js (the CSP refuses inline style="" attributes).
+    bar = page.get_by_test_id("route-" + CURRENT).locator("[data-gn-width]")
+    assert bar.evaluate("element => element.style.width") == "100%"
     shoot(page, "registry-dashboard")
 
     page.get_by_test_id("registry-nav-aliases").click()
     page.get_by_test_id("alias-link-standard-chat").click()
     page.get_by_test_id("alias-title").wait_for()
     assert primaries(digital) == {CURRENT}
-    # Bar widths are set by app.js (the CSP refuses inline style="" attributes).
-    bar = page.get_by_test_id("route-" + CURRENT).locator("[data-gn-width]")
-    assert bar.evaluate("element => element.style.width") == "100%"
 
     # 1. Canary: 10 % of conversations go to the new model.
     set_weights(page, {CURRENT: "90", NEW: "10"}, "評価結果が良好のため LLM-jp-4 8B へ10%のカナリア配信", 2)
     current = page.get_by_test_id("current-routes")
     assert current.get_by_test_id(f"route-{NEW}").get_attribute("data-weight") == "10"
     assert "10%" in current.get_by_test_id(f"route-{NEW}").get_by_test_id("route-percent").inner_text()
+    # ... also in HTML swapped in by htmx.
+    bar = current.get_by_test_id(f"route-{NEW}").locator("[data-gn-width]")
+    assert bar.evaluate("element => element.style.width") == "10%"
     assert primaries(digital) == {CURRENT, NEW}  # the router saw it, no restart
     page.evaluate("window.scrollTo(0, 0)")
     shoot(page, "registry-canary")
 
     # 2. Promote to full: 0 / 100.
     set_weights(page, {CURRENT: "0", NEW: "100"}, "カナリア期間中のエラー率・評価に問題なし。全量切替", 3)
-    # ... also in HTML swapped in by htmx.
-    bar = current.get_by_test_id(f"route-{NEW}").locator("[data-gn-width]")
-    assert bar.evaluate("element => element.style.width") == "10%"
     assert primaries(digital) == {NEW}
 
     # 3. One-step rollback (confirmed in a dialog).
