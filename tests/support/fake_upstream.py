@@ -8,6 +8,8 @@ Runs in a thread on a loopback port. Behaviour is chosen per instance
 * ``slow_first``  wait ``first_delay`` seconds before the first byte
 * ``drop``        send ``drop_after`` chunks, then cut the connection mid-body
 
+``hang_up=N`` makes the next N POSTs close the connection without an answer
+(a keep-alive connection the server dropped as the client reused it).
 ``usage=False`` leaves out the usage chunk, as llama.cpp does (it ignores
 ``stream_options.include_usage``). ``requests`` counts requests received;
 ``last_body`` is the last JSON body.
@@ -56,6 +58,12 @@ class _Handler(BaseHTTPRequestHandler):
         with fake.lock:
             fake.requests += 1
             fake.last_body = body
+            hang_up = fake.hang_up > 0
+            fake.hang_up -= 1 if hang_up else 0
+        if hang_up:
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
         if self.path.endswith("/embeddings"):
             inputs = body.get("input") or []
             inputs = [inputs] if isinstance(inputs, str) else inputs
@@ -177,10 +185,12 @@ class FakeUpstream:
         model: str = "fake-model",
         word: str = "tok",
         usage: bool = True,
+        hang_up: int = 0,
     ) -> None:
         self.mode, self.tokens, self.delay, self.status = mode, tokens, delay, status
         self.first_delay, self.drop_after, self.model, self.word = first_delay, drop_after, model, word
         self.usage = usage
+        self.hang_up = hang_up
         self.requests = 0
         self.last_body: dict[str, Any] = {}
         self.lock = threading.Lock()

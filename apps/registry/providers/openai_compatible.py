@@ -43,10 +43,31 @@ def _client(target: ProviderTarget) -> httpx.AsyncClient:
             base_url=target.base_url,
             policy=policy,
             timeout=httpx.Timeout(target.read_timeout, connect=target.connect_timeout),
-            limits=httpx.Limits(max_connections=max(target.max_concurrency, 1) * 2),
+            limits=httpx.Limits(
+                max_connections=max(target.max_concurrency, 1) * 2,
+                keepalive_expiry=KEEPALIVE_EXPIRY_SECONDS,
+            ),
         )
         _clients[key] = client
     return client
+
+
+# The connection died before any answer arrived: a pooled keep-alive connection the
+# server closed as we reused it (uvicorn, and so vLLM, closes idle connections after
+# 5 s), or a reset while the server was busy accepting. The server cannot have
+# answered, so one immediate retry on a fresh connection is safe and hides nothing.
+_NO_ANSWER_ERRORS = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+# Below the 5 s idle timeout of uvicorn/vLLM, so we normally drop a connection first.
+KEEPALIVE_EXPIRY_SECONDS = 4.0
+
+
+async def _send_with_one_retry(client: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
+    """``client.send(request, stream=True)``, retried once if the connection died before the headers."""
+    try:
+        return await client.send(request, stream=True)
+    except _NO_ANSWER_ERRORS as exc:
+        logger.info("upstream connection closed before an answer (%s); retrying once", type(exc).__name__)
+        return await client.send(request, stream=True)
 
 
 def _log_body(target: ProviderTarget, status: int, body: bytes) -> None:
@@ -115,9 +136,8 @@ class OpenAICompatibleProvider:
         client, headers = self._prepare()
         try:
             async with asyncio.timeout(self.target.first_token_timeout):
-                response = await client.send(
-                    client.build_request("POST", "v1/chat/completions", json=body, headers=headers),
-                    stream=True,
+                response = await _send_with_one_retry(
+                    client, client.build_request("POST", "v1/chat/completions", json=body, headers=headers)
                 )
         except EgressRefused as exc:
             raise self._refused(exc) from None

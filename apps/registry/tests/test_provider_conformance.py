@@ -107,3 +107,17 @@ def test_health_never_raises(factory: Any, mode: str) -> None:
         url = closed_port_url() if mode == "refused" else up.url
         result = run(go(url))
     assert result.ok is (mode == "ok")
+
+
+def test_connection_dropped_before_an_answer_is_retried_once() -> None:
+    """A keep-alive connection the server closed as we reused it costs no failed request."""
+    from apps.registry.providers.openai_compatible import OpenAICompatibleProvider
+
+    with FakeUpstream(tokens=3, hang_up=1) as up:
+        chunks = run(collect(OpenAICompatibleProvider(target(up.url)), REQUEST))
+        assert [c.delta for c in chunks if c.delta] == ["tok0 ", "tok1 ", "tok2 "]
+        assert up.requests == 2
+    with FakeUpstream(tokens=3, hang_up=2) as up:  # once only: a server that keeps hanging up is down
+        with pytest.raises(UpstreamUnavailable):
+            run(collect(OpenAICompatibleProvider(target(up.url)), REQUEST))
+        assert up.requests == 2
