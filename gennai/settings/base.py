@@ -57,6 +57,7 @@ INSTALLED_APPS = [
     "apps.gateway",
     "apps.quotas",
     "apps.chat",
+    "apps.search",
 ]
 
 MIDDLEWARE = [

@@ -1,0 +1,132 @@
+"""Embeddings for ingestion and queries, through the registry like every model call.
+
+All calls go to the alias ``settings.GENNAI_EMBEDDING_ALIAS`` (default
+``standard-embedding``) via :func:`apps.registry.router.plan_route`, so the
+ministry's allowlist and the classification gate apply: the caller MUST be
+inside the ministry's scope (:func:`apps.tenancy.scope.ministry_scope`) and
+pass the confidentiality ``level`` of the text it embeds.
+
+The e5 convention (``query: `` for search queries, ``passage: `` for indexed
+text) is applied here and only here, and only when the deployment that answers
+serves an e5-family model (see :func:`uses_e5_prefixes`). Other models get the
+raw text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from asgiref.sync import async_to_sync
+from django.conf import settings
+
+from apps.registry.breaker import breaker
+from apps.registry.providers.base import UpstreamRejected, UpstreamUnavailable
+from apps.registry.providers.registry import get_provider_factory
+from apps.registry.router import RouteRefused, plan_route, provider_target
+from apps.registry.snapshot import DeploymentInfo
+from apps.tenancy.scope import current_ministry_id
+
+QUERY_PREFIX = "query: "
+PASSAGE_PREFIX = "passage: "
+
+# "multilingual-e5-small-q4", "intfloat/multilingual-e5-large", "e5-mistral-7b-instruct" …
+_E5_NAME = re.compile(r"(^|[-_/.])e5([-_/.]|$)", re.IGNORECASE)
+
+
+class EmbeddingUnavailable(Exception):
+    """No embedding can be had now (alias missing or not granted, gate refused, upstream down).
+
+    Ingestion marks its step for retry; the message says why in plain words.
+    """
+
+
+def _alias_name() -> str:
+    return str(getattr(settings, "GENNAI_EMBEDDING_ALIAS", "standard-embedding"))
+
+
+def _batch_size() -> int:
+    return max(1, int(getattr(settings, "GENNAI_EMBEDDING_BATCH_SIZE", 32)))
+
+
+def uses_e5_prefixes(deployment: DeploymentInfo) -> bool:
+    """Does ``deployment`` expect the e5 ``query: ``/``passage: `` prefixes?
+
+    ``settings.GENNAI_EMBEDDING_E5_PREFIXES``: ``"auto"`` (default: when the
+    registry's model name or the served model name is e5-family), ``"always"``
+    or ``"never"``.
+    """
+    mode = str(getattr(settings, "GENNAI_EMBEDDING_E5_PREFIXES", "auto"))
+    if mode == "always":
+        return True
+    if mode == "never":
+        return False
+    return bool(_E5_NAME.search(deployment.model_name) or _E5_NAME.search(deployment.served_model_name))
+
+
+async def _embed_batches(
+    candidates: Sequence[DeploymentInfo], texts: Sequence[str], prefix: str
+) -> list[tuple[float, ...]]:
+    """Embed ``texts`` in batches on the first candidate that answers (failover like /v1)."""
+    failures: list[str] = []
+    for deployment in candidates:
+        if not breaker.allow(deployment.id) and len(candidates) > 1:
+            failures.append(f"{deployment.name}: circuit open")
+            continue
+        provider = get_provider_factory(deployment.provider)(provider_target(deployment))
+        inputs = [prefix + t for t in texts] if uses_e5_prefixes(deployment) else list(texts)
+        vectors: list[tuple[float, ...]] = []
+        try:
+            size = _batch_size()
+            for start in range(0, len(inputs), size):
+                batch = inputs[start : start + size]
+                result = await provider.embed(batch)
+                if len(result.vectors) != len(batch):
+                    raise EmbeddingUnavailable(
+                        f"{deployment.name}: {len(result.vectors)} vectors for {len(batch)} inputs"
+                    )
+                vectors.extend(tuple(v) for v in result.vectors)
+        except UpstreamRejected as exc:
+            # The upstream refused these inputs: another deployment would too.
+            raise EmbeddingUnavailable(str(exc)) from exc
+        except UpstreamUnavailable as exc:
+            breaker.failure(deployment.id)
+            failures.append(str(exc))
+            continue
+        finally:
+            # Sync callers get a fresh event loop per call: close this loop's clients.
+            await provider.aclose()
+        breaker.success(deployment.id)
+        return vectors
+    raise EmbeddingUnavailable("; ".join(failures) or "no embedding deployment")
+
+
+def _embed(*, texts: Sequence[str], prefix: str, level: int) -> list[tuple[float, ...]]:
+    if not texts:
+        return []
+    try:
+        plan = plan_route(alias_name=_alias_name(), level=level)
+    except RouteRefused as exc:
+        raise EmbeddingUnavailable(exc.message) from exc
+    if plan.alias.kind != "embedding":
+        raise EmbeddingUnavailable(f"alias {plan.alias.name!r} is not an embedding alias")
+    return async_to_sync(_embed_batches)(plan.candidates, texts, prefix)
+
+
+def _check_scope(ministry_id: int) -> None:
+    if current_ministry_id() != ministry_id:
+        # Security: the router reads the *active* scope's allowlist; embedding for
+        # another ministry than the scope would apply the wrong grants.
+        raise EmbeddingUnavailable(f"embedding for ministry {ministry_id} outside its scope")
+
+
+def embed_passages(*, ministry_id: int, texts: Sequence[str], level: int = 1) -> list[tuple[float, ...]]:
+    """Vectors for chunks to index (``passage: `` for e5), batched; one per text, same order."""
+    _check_scope(ministry_id)
+    return _embed(texts=texts, prefix=PASSAGE_PREFIX, level=level)
+
+
+def embed_query(*, ministry_id: int, text: str, level: int = 1) -> tuple[float, ...]:
+    """The vector of a search query (``query: `` for e5)."""
+    _check_scope(ministry_id)
+    return _embed(texts=[text], prefix=QUERY_PREFIX, level=level)[0]
