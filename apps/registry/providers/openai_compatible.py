@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -28,25 +29,92 @@ from .base import (
 logger = logging.getLogger("gennai.registry.upstream")
 LOGGED_BODY_CHARS = 500
 
-# One pooled client per (event loop, base URL, egress policy): httpx async clients are
+#: Most connections one httpx client (one httpcore pool) holds. httpcore's pool scans
+#: every one of its connections on each request start and each response close, so a
+#: single client with N open streams costs O(N) per stream event — quadratic over a
+#: burst (2,000 streams took 68–99 s to finish through one client). A deployment's
+#: connections are therefore spread over small clients (docs/adr/0007).
+SHARD_CONNECTIONS = 16
+
+
+class ShardedClient:
+    """A deployment's upstream connections, spread over egress-guarded clients of ≤ 16 each.
+
+    The deployment's cap holds for the sum: the shards' ``max_connections`` add up
+    to exactly ``max_connections``. A request goes to the shard with the fewest
+    requests in flight (the first such one, so a quiet deployment keeps reusing
+    the same warm connections); when every shard is full it queues in that
+    shard's pool, as it would have in one big pool.
+    """
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        policy: EgressPolicy,
+        timeout: httpx.Timeout,
+        max_connections: int,
+        shard_connections: int = SHARD_CONNECTIONS,
+    ) -> None:
+        total = max(max_connections, 1)
+        count = -(-total // max(shard_connections, 1))
+        self.sizes = [total // count + (1 if i < total % count else 0) for i in range(count)]
+        # Security: every shard is built by guarded_client (URL check now, address
+        # check at connect time, no redirects), exactly like a single client.
+        self.clients = [
+            guarded_client(
+                base_url=base_url,
+                policy=policy,
+                timeout=timeout,
+                limits=httpx.Limits(max_connections=size, keepalive_expiry=KEEPALIVE_EXPIRY_SECONDS),
+            )
+            for size in self.sizes
+        ]
+        self.in_flight = [0] * count
+
+    @property
+    def is_closed(self) -> bool:
+        return any(client.is_closed for client in self.clients)
+
+    def acquire(self) -> int:
+        """The least busy shard's index, counted as busy until :meth:`release`."""
+        index = self.in_flight.index(min(self.in_flight))
+        self.in_flight[index] += 1
+        return index
+
+    def release(self, index: int) -> None:
+        self.in_flight[index] -= 1
+
+    @contextlib.asynccontextmanager
+    async def lease(self) -> AsyncIterator[httpx.AsyncClient]:
+        """A shard's client for one whole request/response (a streamed body included)."""
+        index = self.acquire()
+        try:
+            yield self.clients[index]
+        finally:
+            self.release(index)
+
+    async def aclose(self) -> None:
+        for client in self.clients:
+            await client.aclose()
+
+
+# One sharded client per (event loop, base URL, egress policy): httpx async clients are
 # loop-bound, and a changed allowlist must never reuse a client built under the old one.
-_clients: dict[tuple[int, str, EgressPolicy], httpx.AsyncClient] = {}
+_clients: dict[tuple[int, str, EgressPolicy], ShardedClient] = {}
 
 
-def _client(target: ProviderTarget) -> httpx.AsyncClient:
-    """The pooled, egress-guarded client for ``target`` (raises EgressRefused for a refused URL)."""
+def _client(target: ProviderTarget) -> ShardedClient:
+    """The pooled, egress-guarded clients for ``target`` (raises EgressRefused for a refused URL)."""
     policy = current_policy()
     key = (id(asyncio.get_running_loop()), target.base_url, policy)
     client = _clients.get(key)
     if client is None or client.is_closed:
-        client = guarded_client(
+        client = ShardedClient(
             base_url=target.base_url,
             policy=policy,
             timeout=httpx.Timeout(target.read_timeout, connect=target.connect_timeout),
-            limits=httpx.Limits(
-                max_connections=max(target.max_concurrency, 1) * 2,
-                keepalive_expiry=KEEPALIVE_EXPIRY_SECONDS,
-            ),
+            max_connections=max(target.max_concurrency, 1) * 2,
         )
         _clients[key] = client
     return client
@@ -104,7 +172,7 @@ class OpenAICompatibleProvider:
     def __init__(self, target: ProviderTarget) -> None:
         self.target = target
 
-    def _prepare(self) -> tuple[httpx.AsyncClient, dict[str, str]]:
+    def _prepare(self) -> tuple[ShardedClient, dict[str, str]]:
         """Client and headers for one call; refusals become :class:`UpstreamUnavailable`.
 
         Security: the URL is checked (and the client built) before the key is
@@ -133,86 +201,91 @@ class OpenAICompatibleProvider:
             "stream": True,
             "stream_options": {"include_usage": True},
         }
-        client, headers = self._prepare()
-        try:
-            async with asyncio.timeout(self.target.first_token_timeout):
-                response = await _send_with_one_retry(
-                    client, client.build_request("POST", "v1/chat/completions", json=body, headers=headers)
-                )
-        except EgressRefused as exc:
-            raise self._refused(exc) from None
-        except (httpx.TransportError, TimeoutError) as exc:
-            raise UpstreamUnavailable(f"{self.target.name}: {type(exc).__name__}") from exc
-        try:
-            if response.status_code >= 400:
-                _log_body(self.target, response.status_code, await response.aread())
-                failure = (
-                    UpstreamUnavailable
-                    if response.status_code >= 500 or response.status_code == 429
-                    else UpstreamRejected
-                )
-                raise failure(f"{self.target.name}: HTTP {response.status_code}", status=response.status_code)
-            if response.is_redirect:  # never followed: a redirect could lead around the allowlist
-                raise UpstreamUnavailable(
-                    f"{self.target.name}: HTTP {response.status_code} (redirects are not followed)",
-                    status=response.status_code,
-                )
-            lines = response.aiter_lines()
-            started = finished = False
-            content_chunks = 0
-            usage_seen = False
-            while True:
-                try:
-                    if started:
-                        line = await lines.__anext__()
-                    else:
-                        async with asyncio.timeout(self.target.first_token_timeout):
+        pool, headers = self._prepare()
+        async with pool.lease() as client:
+            try:
+                async with asyncio.timeout(self.target.first_token_timeout):
+                    response = await _send_with_one_retry(
+                        client,
+                        client.build_request("POST", "v1/chat/completions", json=body, headers=headers),
+                    )
+            except EgressRefused as exc:
+                raise self._refused(exc) from None
+            except (httpx.TransportError, TimeoutError) as exc:
+                raise UpstreamUnavailable(f"{self.target.name}: {type(exc).__name__}") from exc
+            try:
+                if response.status_code >= 400:
+                    _log_body(self.target, response.status_code, await response.aread())
+                    failure = (
+                        UpstreamUnavailable
+                        if response.status_code >= 500 or response.status_code == 429
+                        else UpstreamRejected
+                    )
+                    raise failure(
+                        f"{self.target.name}: HTTP {response.status_code}", status=response.status_code
+                    )
+                if response.is_redirect:  # never followed: a redirect could lead around the allowlist
+                    raise UpstreamUnavailable(
+                        f"{self.target.name}: HTTP {response.status_code} (redirects are not followed)",
+                        status=response.status_code,
+                    )
+                lines = response.aiter_lines()
+                started = finished = False
+                content_chunks = 0
+                usage_seen = False
+                while True:
+                    try:
+                        if started:
                             line = await lines.__anext__()
-                except StopAsyncIteration:
-                    if not started:
-                        raise UpstreamUnavailable(f"{self.target.name}: empty response") from None
-                    if not finished:  # closed without [DONE] or a finish_reason: a dropped stream
-                        raise UpstreamInterrupted(f"{self.target.name}: stream ended early") from None
-                    break
-                except (httpx.TransportError, TimeoutError) as exc:
-                    error = UpstreamInterrupted if started else UpstreamUnavailable
-                    raise error(f"{self.target.name}: {type(exc).__name__}") from exc
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    # Read the (empty) rest of the body: a response closed unfinished cannot go
-                    # back to the pool, and the next request would open a new connection.
-                    async for _rest in lines:
-                        pass
-                    break
-                try:
-                    chunk = _parse_chunk(data.encode())
-                except (ValueError, TypeError) as exc:
-                    error = UpstreamInterrupted if started else UpstreamUnavailable
-                    raise error(f"{self.target.name}: malformed chunk") from exc
-                started = True
-                finished = finished or chunk.finish_reason is not None
-                content_chunks += 1 if (chunk.delta or chunk.reasoning_delta) else 0
-                usage_seen = usage_seen or chunk.usage is not None
-                yield chunk
-            if not usage_seen:
-                # Servers that ignore stream_options (llama.cpp) send no usage: count
-                # content chunks (one token each on llama.cpp and vLLM) and say so.
-                yield ChatChunk(
-                    usage={"prompt_tokens": 0, "completion_tokens": content_chunks, "estimated": 1}
-                )
-        finally:
-            await response.aclose()
+                        else:
+                            async with asyncio.timeout(self.target.first_token_timeout):
+                                line = await lines.__anext__()
+                    except StopAsyncIteration:
+                        if not started:
+                            raise UpstreamUnavailable(f"{self.target.name}: empty response") from None
+                        if not finished:  # closed without [DONE] or a finish_reason: a dropped stream
+                            raise UpstreamInterrupted(f"{self.target.name}: stream ended early") from None
+                        break
+                    except (httpx.TransportError, TimeoutError) as exc:
+                        error = UpstreamInterrupted if started else UpstreamUnavailable
+                        raise error(f"{self.target.name}: {type(exc).__name__}") from exc
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        # Read the (empty) rest of the body: a response closed unfinished cannot go
+                        # back to the pool, and the next request would open a new connection.
+                        async for _rest in lines:
+                            pass
+                        break
+                    try:
+                        chunk = _parse_chunk(data.encode())
+                    except (ValueError, TypeError) as exc:
+                        error = UpstreamInterrupted if started else UpstreamUnavailable
+                        raise error(f"{self.target.name}: malformed chunk") from exc
+                    started = True
+                    finished = finished or chunk.finish_reason is not None
+                    content_chunks += 1 if (chunk.delta or chunk.reasoning_delta) else 0
+                    usage_seen = usage_seen or chunk.usage is not None
+                    yield chunk
+                if not usage_seen:
+                    # Servers that ignore stream_options (llama.cpp) send no usage: count
+                    # content chunks (one token each on llama.cpp and vLLM) and say so.
+                    yield ChatChunk(
+                        usage={"prompt_tokens": 0, "completion_tokens": content_chunks, "estimated": 1}
+                    )
+            finally:
+                await response.aclose()
 
     async def embed(self, inputs: list[str]) -> EmbedResult:
-        client, headers = self._prepare()
+        pool, headers = self._prepare()
         try:
-            response = await client.post(
-                "v1/embeddings",
-                json={"model": self.target.served_model_name, "input": inputs},
-                headers=headers,
-            )
+            async with pool.lease() as client:
+                response = await client.post(
+                    "v1/embeddings",
+                    json={"model": self.target.served_model_name, "input": inputs},
+                    headers=headers,
+                )
         except EgressRefused as exc:
             raise self._refused(exc) from None
         except httpx.TransportError as exc:
@@ -236,8 +309,8 @@ class OpenAICompatibleProvider:
     async def health(self) -> HealthResult:
         start = time.perf_counter()
         try:
-            client, headers = self._prepare()
-            async with asyncio.timeout(5):
+            pool, headers = self._prepare()
+            async with asyncio.timeout(5), pool.lease() as client:
                 response = await client.get("v1/models", headers=headers)
             ok = response.status_code == 200
             detail = "" if ok else f"HTTP {response.status_code}"
