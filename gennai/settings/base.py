@@ -321,3 +321,17 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("GENNAI_LOG_LEVEL", "INFO")},
     "loggers": {"mozilla_django_oidc": {"level": "WARNING"}},
 }
+
+# --- Search (apps/search, docs/search.md) ----------------------------------------
+# "postgres" (pgvector + Sudachi full text, the default) or "elasticsearch".
+GENNAI_SEARCH_BACKEND = env("GENNAI_SEARCH_BACKEND", "postgres")
+GENNAI_EMBEDDING_ALIAS = env("GENNAI_EMBEDDING_ALIAS", "standard-embedding")
+# The vector column's size (a migration fixes it: changing it means a new migration and a re-index).
+GENNAI_EMBEDDING_DIMENSIONS = int(env("GENNAI_EMBEDDING_DIMENSIONS", "384"))
+GENNAI_EMBEDDING_BATCH_SIZE = int(env("GENNAI_EMBEDDING_BATCH_SIZE", "32"))
+# "auto": e5 "query: "/"passage: " prefixes when the deployed model is e5-family; "always" | "never".
+GENNAI_EMBEDDING_E5_PREFIXES = env("GENNAI_EMBEDDING_E5_PREFIXES", "auto")
+GENNAI_ELASTICSEARCH_URL = env("GENNAI_ELASTICSEARCH_URL", "")
+# An API key allowed to manage indices, templates and API keys (per-ministry keys are derived from it).
+GENNAI_ELASTICSEARCH_API_KEY = env("GENNAI_ELASTICSEARCH_API_KEY", "")
+GENNAI_ELASTICSEARCH_INDEX_PREFIX = env("GENNAI_ELASTICSEARCH_INDEX_PREFIX", "gennai")

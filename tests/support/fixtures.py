@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from .embedding import embedding_server  # noqa: F401  (session fixture, apps/search + apps/documents)
 from .idp import DevIdP, start_dev_idp
 from .local_model import LocalModel, start_local_model
 

@@ -1,0 +1,76 @@
+"""Indexed chunks of the PostgreSQL search backend (``apps.search.postgres``).
+
+One row per ``documents.Chunk`` as indexed: its text, Sudachi tokens (``tsv``)
+and embedding (pgvector). The ids of the chunk, its document and workspace are
+plain integers, not foreign keys: the index is a derived store that
+``apps.documents`` fills and empties through :mod:`apps.search.base`, and a
+search engine (Elasticsearch) holds the same fields the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.contrib.postgres.search import SearchVectorField
+from django.db import models
+
+from apps.tenancy.models import TenantModel
+
+
+class VectorField(models.Field):  # type: ignore[type-arg]
+    """A pgvector ``vector(N)`` column; written and read as text ``'[x,y,…]'`` by the backend's SQL."""
+
+    def __init__(self, *args: Any, dimensions: int, **kwargs: Any) -> None:
+        self.dimensions = dimensions
+        super().__init__(*args, **kwargs)
+
+    def deconstruct(self) -> Any:
+        name, path, args, kwargs = super().deconstruct()
+        kwargs["dimensions"] = self.dimensions
+        return name, path, args, kwargs
+
+    def db_type(self, connection: Any) -> str:
+        return f"vector({int(self.dimensions)})"
+
+
+class IndexedChunk(TenantModel):
+    """A chunk as the PostgreSQL backend indexes it (under RLS, like every tenant row).
+
+    Security: ``ministry`` and ``workspace_id`` are on every row and every
+    search filters on both in SQL (DESIGN.md invariant 12); RLS hides other
+    ministries' rows on top.
+    """
+
+    chunk_id = models.BigIntegerField()
+    workspace_id = models.BigIntegerField()
+    document_id = models.BigIntegerField()
+    ordinal = models.PositiveIntegerField()
+    text = models.TextField()
+    heading = models.TextField(blank=True, default="")
+    page_start = models.PositiveIntegerField(default=0)
+    page_end = models.PositiveIntegerField(default=0)
+    char_start = models.PositiveIntegerField(default=0)
+    char_end = models.PositiveIntegerField(default=0)
+    # Sudachi normalised forms, space-joined (apps.search.tokenize); tsv = to_tsvector('simple', tokens).
+    tokens = models.TextField(blank=True, default="")
+    tsv = SearchVectorField(null=True)
+    embedding = VectorField(dimensions=settings.GENNAI_EMBEDDING_DIMENSIONS, null=True)
+    indexed_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            # Idempotent upsert key: ON CONFLICT (ministry_id, chunk_id).
+            models.UniqueConstraint(fields=["ministry", "chunk_id"], name="search_chunk_unique_per_ministry"),
+        ]
+        indexes = [
+            # Every search: WHERE ministry_id = %s AND workspace_id = ANY(%s) [AND document_id = ANY(%s)].
+            models.Index(fields=["ministry", "workspace_id", "document_id"], name="search_chunk_ws_doc"),
+            # delete_document: WHERE ministry_id = %s AND document_id = %s.
+            models.Index(fields=["ministry", "document_id"], name="search_chunk_doc"),
+        ]
+        # GIN (tsv) and HNSW (embedding) indexes are created in the migration with
+        # SQL: their access methods cannot lead with the ministry column.
+
+    def __str__(self) -> str:
+        return f"chunk {self.chunk_id} (document {self.document_id})"

@@ -1,0 +1,212 @@
+"""PostgreSQL search backend: pgvector HNSW (cosine) + Sudachi full text, fused by RRF.
+
+Security (DESIGN.md invariants 4 and 12): every statement names
+``ministry_id = %s`` and, for searches, ``workspace_id = ANY(%s)`` in its
+WHERE clause; RLS (the ``ministry_isolation`` policy on the table) hides other
+ministries' rows on top. Each call MUST run inside the ministry's own scope
+(:func:`apps.tenancy.scope.ministry_scope`): a call for another ministry than
+the active scope raises instead of silently finding nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError, connection, transaction
+
+from apps.tenancy.scope import ScopeError, current_ministry_id
+
+from .base import ChunkRecord, SearchHealth, SearchHit, rrf_fuse
+from .models import IndexedChunk
+from .tokenize import tokens
+
+TABLE = IndexedChunk._meta.db_table
+_COLUMNS = (
+    "chunk_id, document_id, workspace_id, ordinal, text, page_start, page_end, char_start, char_end, heading"
+)
+
+
+def _require_scope(ministry_id: int) -> None:
+    """Security: the backend acts only for the ministry of the active scope."""
+    if current_ministry_id() != ministry_id:
+        raise ScopeError(f"search for ministry {ministry_id} outside its scope")
+
+
+def vector_literal(values: Sequence[float]) -> str:
+    """pgvector's text form ``[x,y,…]`` (no client library needed)."""
+    return "[" + ",".join(repr(float(v)) for v in values) + "]"
+
+
+def tsquery_text(query: str) -> str:
+    """An OR of the query's Sudachi forms, each a quoted tsquery lexeme ('' when none)."""
+    seen: dict[str, None] = {}
+    for token in tokens(query):
+        seen.setdefault(token, None)
+    return " | ".join("'" + t.replace("\\", "\\\\").replace("'", "''") + "'" for t in seen)
+
+
+def _hit(row: Sequence[Any], score: float) -> SearchHit:
+    (
+        chunk_id,
+        document_id,
+        workspace_id,
+        ordinal,
+        text,
+        page_start,
+        page_end,
+        char_start,
+        char_end,
+        heading,
+    ) = row
+    return SearchHit(
+        chunk_id=chunk_id,
+        document_id=document_id,
+        workspace_id=workspace_id,
+        ordinal=ordinal,
+        score=score,
+        text=text,
+        page_start=page_start,
+        page_end=page_end,
+        char_start=char_start,
+        char_end=char_end,
+        heading=heading,
+    )
+
+
+class PostgresBackend:
+    """The default backend (embedded PostgreSQL 18 ships pgvector)."""
+
+    name = "postgres"
+    candidates_factor = 4  # each leg ranks limit × 4 (at least 40) before fusion
+
+    def index_chunks(self, *, ministry_id: int, chunks: Sequence[ChunkRecord]) -> None:
+        _require_scope(ministry_id)
+        dimensions = settings.GENNAI_EMBEDDING_DIMENSIONS
+        rows: list[list[Any]] = []
+        for chunk in chunks:
+            if chunk.ministry_id != ministry_id:
+                raise ScopeError(f"chunk {chunk.chunk_id} belongs to ministry {chunk.ministry_id}")
+            if chunk.embedding is not None and len(chunk.embedding) != dimensions:
+                raise ValueError(
+                    f"chunk {chunk.chunk_id}: {len(chunk.embedding)}-d vector, index is {dimensions}-d"
+                )
+            rows.append(
+                [
+                    ministry_id,
+                    chunk.chunk_id,
+                    chunk.workspace_id,
+                    chunk.document_id,
+                    chunk.ordinal,
+                    chunk.text,
+                    chunk.heading,
+                    chunk.page_start,
+                    chunk.page_end,
+                    chunk.char_start,
+                    chunk.char_end,
+                    " ".join(tokens(f"{chunk.heading}\n{chunk.text}")),
+                    None if chunk.embedding is None else vector_literal(chunk.embedding),
+                ]
+            )
+        if not rows:
+            return
+        sql = f"""
+            INSERT INTO {TABLE} (ministry_id, chunk_id, workspace_id, document_id, ordinal, text, heading,
+                page_start, page_end, char_start, char_end, tokens, tsv, embedding, indexed_at)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, NULL, %s::vector, now())
+            ON CONFLICT (ministry_id, chunk_id) DO UPDATE SET
+                workspace_id = EXCLUDED.workspace_id, document_id = EXCLUDED.document_id,
+                ordinal = EXCLUDED.ordinal, text = EXCLUDED.text, heading = EXCLUDED.heading,
+                page_start = EXCLUDED.page_start, page_end = EXCLUDED.page_end,
+                char_start = EXCLUDED.char_start, char_end = EXCLUDED.char_end,
+                tokens = EXCLUDED.tokens, embedding = EXCLUDED.embedding, indexed_at = now()
+        """
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.executemany(sql, rows)
+            # tsv from tokens in one statement (to_tsvector per row in executemany would parse twice).
+            cursor.execute(
+                f"UPDATE {TABLE} SET tsv = to_tsvector('simple', tokens) "
+                "WHERE ministry_id = %s AND chunk_id = ANY(%s)",
+                [ministry_id, [r[1] for r in rows]],
+            )
+
+    def delete_document(self, *, ministry_id: int, document_id: int) -> int:
+        _require_scope(ministry_id)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"DELETE FROM {TABLE} WHERE ministry_id = %s AND document_id = %s", [ministry_id, document_id]
+            )
+            return int(cursor.rowcount)
+
+    def delete_workspace(self, *, ministry_id: int, workspace_id: int) -> int:
+        _require_scope(ministry_id)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"DELETE FROM {TABLE} WHERE ministry_id = %s AND workspace_id = %s",
+                [ministry_id, workspace_id],
+            )
+            return int(cursor.rowcount)
+
+    def search(
+        self,
+        *,
+        ministry_id: int,
+        workspace_ids: Sequence[int],
+        query: str,
+        query_embedding: Sequence[float] | None = None,
+        limit: int = 10,
+        document_ids: Sequence[int] | None = None,
+    ) -> list[SearchHit]:
+        _require_scope(ministry_id)
+        workspaces = sorted({int(w) for w in workspace_ids})
+        if not workspaces or limit <= 0:
+            return []  # nothing is public by default
+        # Security: the access rule is in the SQL of every leg and of the final fetch.
+        where = "ministry_id = %s AND workspace_id = ANY(%s)"
+        params: list[Any] = [ministry_id, workspaces]
+        if document_ids is not None:
+            where += " AND document_id = ANY(%s)"
+            params.append(sorted({int(d) for d in document_ids}))
+        depth = max(limit * self.candidates_factor, 40)
+        rankings: list[list[int]] = []
+        with transaction.atomic(), connection.cursor() as cursor:
+            lexeme_query = tsquery_text(query)
+            if lexeme_query:
+                cursor.execute(
+                    f"SELECT id FROM {TABLE}, to_tsquery('simple', %s) q WHERE {where} AND tsv @@ q "
+                    "ORDER BY ts_rank_cd(tsv, q) DESC, id LIMIT %s",
+                    [lexeme_query, *params, depth],
+                )
+                rankings.append([row[0] for row in cursor.fetchall()])
+            if query_embedding is not None:
+                # Filtered HNSW: keep scanning until enough rows pass the filters (pgvector ≥ 0.8).
+                cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+                cursor.execute("SET LOCAL hnsw.ef_search = %s", [max(depth, 40)])
+                cursor.execute(
+                    f"SELECT id FROM {TABLE} WHERE {where} AND embedding IS NOT NULL "
+                    "ORDER BY embedding <=> %s::vector LIMIT %s",
+                    [*params, vector_literal(query_embedding), depth],
+                )
+                rankings.append([row[0] for row in cursor.fetchall()])
+            fused = rrf_fuse(rankings)
+            best = sorted(fused, key=lambda key: (-fused[key], key))[:limit]
+            if not best:
+                return []
+            cursor.execute(
+                f"SELECT id, {_COLUMNS} FROM {TABLE} WHERE {where} AND id = ANY(%s)", [*params, best]
+            )
+            rows = {row[0]: row[1:] for row in cursor.fetchall()}
+        return [_hit(rows[key], fused[key]) for key in best if key in rows]
+
+    def health(self) -> SearchHealth:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+                row = cursor.fetchone()
+                if row is None:
+                    return SearchHealth(ok=False, detail="pgvector extension missing")
+                cursor.execute(f"SELECT 1 FROM {TABLE} LIMIT 0")
+        except DatabaseError as exc:
+            return SearchHealth(ok=False, detail=f"postgres: {type(exc).__name__}")
+        return SearchHealth(ok=True, detail=f"postgres (pgvector {row[0]})")

@@ -1,0 +1,73 @@
+"""Japanese tokenisation for the lexical leg (PostgreSQL backend): Sudachi, mode C, normalised forms.
+
+Long units (mode C) are indexed together with their short units (mode A).
+The same function tokenises chunks at index time and queries at search time,
+so a query matches the forms it was indexed with (``附属`` / ``付属``,
+``行なう`` / ``行う``, full/half width). Punctuation, symbols, whitespace,
+particles, auxiliary verbs and dependent words (する, なる, こと) are dropped: they carry no meaning alone and
+would make an OR query match nearly every chunk.
+"""
+
+from __future__ import annotations
+
+import threading
+import unicodedata
+
+from sudachipy import Dictionary, SplitMode
+
+_DROPPED_POS = {"補助記号", "空白", "助詞", "助動詞"}
+_local = threading.local()
+
+
+def _dropped(pos: tuple[str, ...]) -> bool:
+    # 非自立可能: する, なる, いる, ある, こと… (grammatical glue in nearly every sentence).
+    return pos[0] in _DROPPED_POS or pos[1] == "非自立可能"
+
+
+def _tokenizer() -> object:
+    # A Sudachi tokenizer is not thread-safe: one per thread (the dictionary is shared).
+    tokenizer = getattr(_local, "tokenizer", None)
+    if tokenizer is None:
+        tokenizer = _dictionary().tokenizer(mode=SplitMode.C)
+        _local.tokenizer = tokenizer
+    return tokenizer
+
+
+_dict: Dictionary | None = None
+_dict_lock = threading.Lock()
+
+
+def _dictionary() -> Dictionary:
+    global _dict
+    with _dict_lock:
+        if _dict is None:
+            _dict = Dictionary(dict="core")
+        return _dict
+
+
+def tokens(text: str) -> list[str]:
+    """Normalised content-word forms of ``text``, lower-cased, in order (duplicates kept)."""
+    text = unicodedata.normalize("NFKC", text)
+    result: list[str] = []
+    # Sudachi refuses inputs over ~49 KB: tokenise long texts in slices.
+    for start in range(0, len(text), 8000):
+        for morpheme in _tokenizer().tokenize(text[start : start + 8000]):  # type: ignore[attr-defined]
+            if _dropped(morpheme.part_of_speech()):
+                continue
+            form = morpheme.normalized_form().strip().lower()
+            if form:
+                result.append(form)
+            # A long unit (出張旅費) also yields its short units (出張, 旅費), so
+            # "出張の費用" still meets it: recall on compounds and jargon.
+            parts = morpheme.split(SplitMode.A)
+            if len(parts) > 1:
+                for part in parts:
+                    sub = part.normalized_form().strip().lower()
+                    if sub and sub != form and not _dropped(part.part_of_speech()):
+                        result.append(sub)
+    return result
+
+
+def token_string(text: str) -> str:
+    """``tokens`` space-joined, for ``to_tsvector('simple', …)``."""
+    return " ".join(tokens(text))
