@@ -24,6 +24,14 @@ from django.utils import timezone
 from apps.chat.models import Conversation, Message
 from apps.chat.tests.factories import sweep_conversation, sweep_message
 from apps.console.models import Announcement
+from apps.documents.models import Chunk, Document, DocumentRetention, Workspace, WorkspaceMember
+from apps.documents.tests.factories import (
+    sweep_chunk,
+    sweep_document,
+    sweep_retention,
+    sweep_workspace,
+    sweep_workspace_member,
+)
 from apps.quotas.models import UsageRecord
 from apps.registry.models import Alias, AliasGrant
 from apps.search.models import IndexedChunk
@@ -54,6 +62,11 @@ FACTORIES: dict[type[TenantModel], Callable[[Any], TenantModel]] = {
         ministry=ministry, chunk_id=1, workspace_id=1, document_id=1, ordinal=0, text="A only"
     ),
     Message: sweep_message,
+    Workspace: sweep_workspace,
+    WorkspaceMember: sweep_workspace_member,
+    Document: sweep_document,
+    Chunk: sweep_chunk,
+    DocumentRetention: sweep_retention,
 }
 
 

@@ -58,6 +58,7 @@ INSTALLED_APPS = [
     "apps.quotas",
     "apps.chat",
     "apps.search",
+    "apps.documents",
 ]
 
 MIDDLEWARE = [
@@ -143,9 +144,20 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Embedding dominates ingestion on CPU: its own queue, so a worker pool can be sized
+# for it (the devstack worker consumes both queues). See docs/documents.md.
+CELERY_TASK_ROUTES = {"documents.embed": {"queue": "embed"}}
 # Periodic tasks, run by `celery beat` (or a worker started with -B). A probe that
 # waited longer than its interval is dropped: the next one is already due.
 CELERY_BEAT_SCHEDULE = {
+    # Per-ministry document retention (apps.documents.models.DocumentRetention) and
+    # documents whose pipeline stalled (a worker that died without redelivery).
+    "documents-retention": {
+        "task": "documents.retention_sweep",
+        "schedule": 3600.0,
+        "options": {"expires": 3500},
+    },
+    "documents-stalled": {"task": "documents.stalled_sweep", "schedule": 300.0, "options": {"expires": 290}},
     # /v1 usage: the Redis journal → UsageRecord rows, in bulk (apps/quotas/journal.py).
     "quotas-usage-journal-drain": {
         "task": "quotas.usage_journal_drain",
@@ -321,6 +333,18 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("GENNAI_LOG_LEVEL", "INFO")},
     "loggers": {"mozilla_django_oidc": {"level": "WARNING"}},
 }
+
+# --- Documents (apps/documents, docs/documents.md) ------------------------------
+# Originals go to STORAGES["documents"] when a settings module defines it (S3 via
+# django-storages in production), else to a FileSystemStorage under this root.
+GENNAI_DOCUMENTS_ROOT = Path(env("GENNAI_DOCUMENTS_ROOT", str(BASE_DIR / ".gennai" / "media" / "documents")))
+GENNAI_DOCUMENT_MAX_BYTES = int(env("GENNAI_DOCUMENT_MAX_BYTES", str(50 * 1024 * 1024)))
+GENNAI_DOCUMENT_MAX_PAGES = int(env("GENNAI_DOCUMENT_MAX_PAGES", "2000"))
+GENNAI_DOCUMENT_MAX_FILES = int(env("GENNAI_DOCUMENT_MAX_FILES", "20"))
+# OOXML (zip) files: total uncompressed size and compression ratio limits (zip bombs).
+GENNAI_DOCUMENT_MAX_UNZIPPED_BYTES = int(env("GENNAI_DOCUMENT_MAX_UNZIPPED_BYTES", str(300 * 1024 * 1024)))
+GENNAI_DOCUMENT_MAX_ZIP_RATIO = int(env("GENNAI_DOCUMENT_MAX_ZIP_RATIO", "100"))
+GENNAI_DOCUMENT_EMBED_BATCH = int(env("GENNAI_DOCUMENT_EMBED_BATCH", "16"))
 
 # --- Search (apps/search, docs/search.md) ----------------------------------------
 # "postgres" (pgvector + Sudachi full text, the default) or "elasticsearch".

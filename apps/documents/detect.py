@@ -1,0 +1,154 @@
+"""File type from content (never from the name) and the zip-bomb check for OOXML.
+
+Security: the extension and the browser's Content-Type are attacker-chosen, so
+the parser is picked from the bytes alone. PDF by its ``%PDF-`` header, the
+three OOXML formats by the parts inside the zip (``word/document.xml``,
+``xl/workbook.xml``, ``ppt/presentation.xml``), HTML by its leading markup, and
+everything else that decodes as text is plain text, Markdown or CSV. Zip
+archives are checked for their declared uncompressed size and compression ratio
+*before* any XML is parsed, and the same limits are enforced while reading.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import zipfile
+
+from django.conf import settings
+from django.utils.translation import gettext_lazy as _
+
+
+class FileType:
+    PDF = "pdf"
+    DOCX = "docx"
+    XLSX = "xlsx"
+    PPTX = "pptx"
+    HTML = "html"
+    MARKDOWN = "markdown"
+    CSV = "csv"
+    TEXT = "text"
+
+
+class Rejection(Exception):
+    """A file refused, with a reason a person understands (ja and en)."""
+
+    def __init__(self, code: str, ja: str, en: str) -> None:
+        super().__init__(f"{code}: {en}")
+        self.code = code
+        self.ja = ja
+        self.en = en
+
+
+TEXT_ENCODINGS = ("utf-8-sig", "cp932", "euc_jp")
+_HTML_START = re.compile(rb"^\s*(<!doctype\s+html|<html|<head|<body|<meta|<title|<!--)", re.IGNORECASE)
+_MD_HINT = re.compile(r"^(#{1,6}\s|\s*[-*+]\s|\s*\d+\.\s|```)", re.MULTILINE)
+_BINARY_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f]")
+
+
+def decode_text(data: bytes) -> str | None:
+    """Decode as UTF-8, then Shift_JIS (cp932), then EUC-JP; ``None`` when it is not text."""
+    if b"\x00" in data[:8192]:
+        return None
+    for encoding in TEXT_ENCODINGS:
+        try:
+            text = data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+        if _BINARY_CONTROL.search(text[:8192]):
+            return None
+        return text
+    return None
+
+
+def check_zip(data: bytes) -> zipfile.ZipFile:
+    """Open an OOXML zip after checking it cannot expand beyond the limits (zip bomb)."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        infos = archive.infolist()
+    except (zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise Rejection(
+            "corrupt",
+            "ファイルが壊れています（ZIP として読めません）。",
+            "The file is corrupt (not a readable ZIP).",
+        ) from exc
+    total = sum(info.file_size for info in infos)
+    compressed = sum(info.compress_size for info in infos) or 1
+    if (
+        total > settings.GENNAI_DOCUMENT_MAX_UNZIPPED_BYTES
+        or total / max(compressed, 1) > settings.GENNAI_DOCUMENT_MAX_ZIP_RATIO
+    ):
+        raise Rejection(
+            "zip_bomb",
+            "展開後のサイズが大きすぎるため処理しません（圧縮爆弾の疑い）。",
+            "Refused: the file expands to an excessive size (possible zip bomb).",
+        )
+    return archive
+
+
+def detect_type(data: bytes, *, filename: str = "") -> str:
+    """The :class:`FileType` of ``data`` from its content; raises :class:`Rejection`."""
+    if not data:
+        raise Rejection("empty", "ファイルが空です（0 バイト）。", "The file is empty (0 bytes).")
+    if data[:1024].lstrip().startswith(b"%PDF-") or data.startswith(b"%PDF-"):
+        return FileType.PDF
+    if data.startswith(b"PK\x03\x04"):
+        names = set(check_zip(data).namelist())
+        if "word/document.xml" in names:
+            return FileType.DOCX
+        if "xl/workbook.xml" in names:
+            return FileType.XLSX
+        if "ppt/presentation.xml" in names:
+            return FileType.PPTX
+        raise Rejection(
+            "unsupported",
+            "対応していない形式の ZIP ファイルです。",
+            "Unsupported file type (a ZIP that is not DOCX, XLSX or PPTX).",
+        )
+    if data.startswith((b"\xd0\xcf\x11\xe0", b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"\x7fELF", b"MZ")):
+        raise _unsupported()
+    text = decode_text(data)
+    if text is None:
+        raise _unsupported()
+    if _HTML_START.match(data[:2048].decode("utf-8", "ignore").encode()):
+        return FileType.HTML
+    if _looks_like_csv(text):
+        return FileType.CSV
+    if _MD_HINT.search(text[:20000]):
+        return FileType.MARKDOWN
+    return FileType.TEXT
+
+
+def _unsupported() -> Rejection:
+    return Rejection(
+        "unsupported",
+        "対応していない形式です（PDF、Word、Excel、PowerPoint、テキスト、Markdown、HTML、CSV に対応）。",
+        "Unsupported type (PDF, Word, Excel, PowerPoint, text, Markdown, HTML and CSV are supported).",
+    )
+
+
+def _looks_like_csv(text: str) -> bool:
+    """At least two lines, all of the first ten with the same number (≥ 2) of comma-separated fields."""
+    lines = [line for line in text.splitlines()[:10] if line.strip()]
+    if len(lines) < 2:
+        return False
+    try:
+        rows = list(csv.reader(lines))
+    except csv.Error:
+        return False
+    widths = {len(row) for row in rows}
+    return len(widths) == 1 and widths.pop() >= 2
+
+
+# Labels for the UI (file_type → display name).
+TYPE_LABELS = {
+    FileType.PDF: "PDF",
+    FileType.DOCX: "Word",
+    FileType.XLSX: "Excel",
+    FileType.PPTX: "PowerPoint",
+    FileType.HTML: "HTML",
+    FileType.MARKDOWN: "Markdown",
+    FileType.CSV: "CSV",
+    FileType.TEXT: _("テキスト"),
+}
