@@ -14,6 +14,10 @@ none of them. So :class:`V1Application` looks at each HTTP request first:
   middleware exactly as before;
 * everything else → Django, untouched.
 
+Before anything else, every ``/v1`` request's host is checked against
+``settings.ALLOWED_HOSTS`` with Django's own rule (:func:`host_allowed`): the
+requests served here never pass Django's ``get_host``. A refused host gets 400.
+
 The body limit holds however the body arrives (``Content-Length`` or chunked):
 reading stops as soon as more than :data:`validation.MAX_BODY_BYTES` arrived,
 and the answer is 413.
@@ -30,6 +34,8 @@ import gc
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+
+from django.core.signals import setting_changed
 
 from . import endpoints, errors, validation
 from .auth import caller_from_bearer
@@ -89,6 +95,81 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
+# --- Host header (Django's ALLOWED_HOSTS, which the lean front would otherwise skip) -------
+
+_host_verdicts: dict[str, bool] = {}
+_MAX_HOST_VERDICTS = 1024  # distinct Host values remembered; an attacker's variety just clears it
+
+
+def _raw_host(scope: Scope) -> str:
+    """The host as :meth:`django.http.HttpRequest._get_raw_host` takes it from an ASGI scope.
+
+    ``X-Forwarded-Host`` only with ``USE_X_FORWARDED_HOST``; repeated headers joined
+    with a comma (as Django's ASGI request does, which makes them invalid); without a
+    ``Host`` header, the server's name and port (PEP 333).
+    """
+    from django.conf import settings
+
+    forwarded: list[str] = []
+    host: list[str] = []
+    for name, value in scope["headers"]:
+        if name == b"host":
+            host.append(value.decode("latin-1"))
+        elif name == b"x-forwarded-host":
+            forwarded.append(value.decode("latin-1"))
+    if forwarded and settings.USE_X_FORWARDED_HOST:
+        return ",".join(forwarded)
+    if host:
+        return ",".join(host)
+    server_name, server_port = scope.get("server") or ("unknown", 80)
+    default = "443" if scope.get("scheme") == "https" else "80"
+    port = str(server_port)
+    return str(server_name) if port == default else f"{server_name}:{port}"
+
+
+def host_allowed(scope: Scope) -> bool:
+    """Whether the request's host passes ``settings.ALLOWED_HOSTS``, exactly as Django judges it.
+
+    Security: Django checks the host in ``HttpRequest.get_host`` (called by its
+    middleware); requests served by this front never reach that code, so the
+    same rule — :func:`django.http.request.validate_host` on the domain part,
+    with Django's DEBUG fallback for an empty list — is applied here. The
+    verdict is cached per distinct host value (cleared when the settings change).
+    """
+    raw = _raw_host(scope)
+    verdict = _host_verdicts.get(raw)
+    if verdict is None:
+        from django.conf import settings
+        from django.http.request import split_domain_port, validate_host
+
+        allowed = settings.ALLOWED_HOSTS
+        if settings.DEBUG and not allowed:
+            allowed = [".localhost", "127.0.0.1", "[::1]"]
+        domain, _port = split_domain_port(raw)
+        verdict = bool(domain) and validate_host(domain, allowed)
+        if len(_host_verdicts) >= _MAX_HOST_VERDICTS:
+            _host_verdicts.clear()
+        _host_verdicts[raw] = verdict
+    return verdict
+
+
+def _forget_host_verdicts(*, setting: str, **_kwargs: Any) -> None:
+    if setting in ("ALLOWED_HOSTS", "DEBUG", "USE_X_FORWARDED_HOST"):
+        _host_verdicts.clear()
+
+
+setting_changed.connect(_forget_host_verdicts)
+
+
+def bad_host() -> ApiError:
+    return ApiError(
+        400,
+        "このホスト名では受け付けられません。",
+        "The Host header is not allowed.",
+        code="invalid_host",
+    )
+
+
 def _declared_length(headers: dict[str, str]) -> int | None:
     value = headers.get("content-length")
     return int(value) if value is not None and value.isdigit() else None
@@ -145,6 +226,10 @@ class V1Application:
             await self.django(scope, receive, send)
             return
         started = endpoints.now()
+        if not host_allowed(scope):
+            logger.warning("/v1: refused Host %r (not in ALLOWED_HOSTS)", _raw_host(scope)[:200])
+            await send_reply(error_reply(bad_host()), send)
+            return
         headers = {
             name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]
         }

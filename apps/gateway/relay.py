@@ -9,12 +9,14 @@ one ``chat.completion`` (:func:`aggregate`).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any, TypeVar, cast
 
 from apps.quotas.models import UsageStatus
 from apps.registry.providers.base import ChatChunk, UpstreamError
@@ -26,6 +28,7 @@ from .usage import UsageMeter
 logger = logging.getLogger("gennai.gateway")
 
 DONE = b"data: [DONE]\n\n"
+T = TypeVar("T")
 
 
 def _empty_choices(raw: bytes) -> bool:
@@ -53,6 +56,79 @@ def _synthesized(chunk: ChatChunk, alias: str) -> bytes:
     return json.dumps(payload, ensure_ascii=False).encode()
 
 
+class _Waiting:
+    """An ``__anext__`` that could not complete without waiting, suspended at its first await."""
+
+    __slots__ = ("awaiting", "coro")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], awaiting: Any) -> None:
+        self.coro = coro
+        self.awaiting = awaiting
+
+
+def next_if_ready(stream: AsyncIterator[T]) -> T | _Waiting:
+    """The next item if the iterator can produce it without waiting, else a :class:`_Waiting`.
+
+    Steps ``stream.__anext__()`` once by hand, as the event loop's task would:
+    when the upstream's bytes are already buffered (a server writes many chunks
+    per TCP segment), the whole chain down to httpx's line decoder completes
+    without suspending and the item is returned at once. Otherwise the
+    coroutine is suspended on a future and :func:`resume` finishes it.
+    Raises what ``__anext__`` raises (``StopAsyncIteration`` at the end).
+    """
+    # An async generator's asend object or a coroutine: both have send/throw.
+    coro = cast(Coroutine[Any, Any, T], stream.__anext__())
+    try:
+        awaiting = coro.send(None)
+    except StopIteration as done:
+        return cast(T, done.value)
+    return _Waiting(coro, awaiting)
+
+
+async def resume(waiting: _Waiting) -> Any:
+    """Finish a suspended ``__anext__`` exactly as the running task would drive it.
+
+    Waits for what the coroutine awaits, then resumes it; what the wait raises
+    (the task's cancellation included: a client disconnect, a timeout inside
+    the provider) is thrown into the coroutine, which is what the task does.
+    """
+    coro, awaiting = waiting.coro, waiting.awaiting
+    while True:
+        try:
+            if awaiting is None:  # a bare yield (asyncio.sleep(0)): just let others run
+                await asyncio.sleep(0)
+            else:
+                # The coroutine yielded a future to its task: take it over as the task
+                # does (clear the "blocking" flag its await set), then wait for it here.
+                awaiting._asyncio_future_blocking = False
+                await awaiting
+        except BaseException as exc:  # noqa: BLE001 - forwarded into the coroutine, like Task.__step
+            try:
+                awaiting = coro.throw(exc)
+            except StopIteration as done:
+                return done.value
+            continue
+        try:
+            awaiting = coro.send(None)
+        except StopIteration as done:
+            return done.value
+
+
+async def abandon(waiting: _Waiting) -> None:
+    """Cancel a suspended ``__anext__`` (the client left while it was pending), running its cleanup.
+
+    This is what cancelling the task would have done to an awaited ``__anext__``:
+    ``CancelledError`` at its await, its ``finally`` blocks (closing the upstream
+    response) driven to the end.
+    """
+    try:
+        awaiting = waiting.coro.throw(asyncio.CancelledError())
+    except (Exception, asyncio.CancelledError):  # noqa: BLE001 - it ended, as it should
+        return
+    with contextlib.suppress(Exception, asyncio.CancelledError):
+        await resume(_Waiting(waiting.coro, awaiting))
+
+
 async def relay(
     stream: AsyncIterator[tuple[DeploymentInfo, ChatChunk]],
     first: ChatChunk,
@@ -67,6 +143,12 @@ async def relay(
     every OpenAI-compatible chunk (``id``/``object``/``created`` come before it
     and are never that string; text inside strings has its quotes escaped). If a
     server names the model differently, the chunk is relayed unchanged.
+
+    Frames that are ready together go out together: after each chunk the next
+    one is taken only if it is already available (:func:`next_if_ready`); the
+    frames gathered so far are yielded as one piece *before* any wait, so no
+    frame is ever held back to wait for another — the byte stream is the same,
+    in fewer writes (one per upstream read instead of one per chunk).
     """
     assert usage.deployment is not None
     needle = json.dumps(usage.deployment.served_model_name, ensure_ascii=False).encode()
@@ -74,6 +156,8 @@ async def relay(
     status = UsageStatus.INTERRUPTED
     content_chunks = 0
     final = DONE
+    batch: list[bytes] = []
+    pending: _Waiting | None = None
     try:
         chunk = first
         while True:
@@ -82,15 +166,40 @@ async def relay(
             if chunk.usage is None:
                 if chunk.delta:
                     content_chunks += 1
-                yield b"data: " + chunk.raw.replace(needle, alias, 1) + b"\n\n"
+                batch.append(b"data: " + chunk.raw.replace(needle, alias, 1) + b"\n\n")
             else:
                 usage.take_usage(chunk.usage)
                 # The provider always asks the upstream for usage; forward the
                 # usage-only chunk (no choices) only if the client asked for it.
                 if include_usage or chunk.delta or chunk.finish_reason or not _empty_choices(chunk.raw):
-                    yield b"data: " + chunk.raw.replace(needle, alias, 1) + b"\n\n"
+                    batch.append(b"data: " + chunk.raw.replace(needle, alias, 1) + b"\n\n")
+            failure: BaseException | None = None
+            ended = False
+            step: Any = None
             try:
-                chunk = (await stream.__anext__())[1]
+                step = next_if_ready(stream)
+            except StopAsyncIteration:
+                ended = True
+            except Exception as exc:  # noqa: BLE001 - raised after the frames before it: send those first
+                failure = exc
+            else:
+                if not isinstance(step, _Waiting):
+                    chunk = step[1]
+                    continue
+            if batch:
+                # While this frame is sent the next __anext__ stays suspended (``pending``):
+                # if the client leaves here, the finally below cancels it first.
+                pending = step if isinstance(step, _Waiting) else None
+                yield batch[0] if len(batch) == 1 else b"".join(batch)
+                pending = None
+                batch = []
+            if ended:
+                break
+            if failure is not None:
+                raise failure
+            assert isinstance(step, _Waiting)
+            try:
+                chunk = (await resume(step))[1]
             except StopAsyncIteration:
                 break
         status = UsageStatus.OK
@@ -114,6 +223,8 @@ async def relay(
         # Normal end, upstream failure, or client gone (GeneratorExit/CancelledError,
         # which then propagates past the last yield): close the upstream response,
         # then write the usage row once.
+        if pending is not None:
+            await abandon(pending)
         await stream.aclose()  # type: ignore[attr-defined]
         if not usage.completion_tokens:
             usage.completion_tokens = content_chunks

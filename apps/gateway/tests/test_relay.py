@@ -93,7 +93,8 @@ async def upstream(*chunks: ChatChunk | Exception) -> AsyncIterator[tuple[Deploy
 
 
 async def collect(agen: AsyncIterator[bytes]) -> list[bytes]:
-    return [frame async for frame in agen]
+    """The SSE frames, whichever writes they came in (the relay joins frames ready together)."""
+    return [frame + b"\n\n" for piece in [p async for p in agen] for frame in piece.split(b"\n\n")[:-1]]
 
 
 @pytest.mark.parametrize("include_usage", [False, True])
@@ -180,3 +181,122 @@ def test_aggregate_joins_content_and_tool_calls() -> None:
     assert result["choices"][0]["finish_reason"] == "tool_calls"
     assert (result["id"], result["created"], result["model"]) == ("c9", 5, "standard-chat")
     assert result["usage"] == {"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6}
+
+
+# --- Frames ready together go out together (never waiting for more) ----------------------
+
+
+def frame_of(item: ChatChunk) -> bytes:
+    return b"data: " + item.raw.replace(b'"org/served-7b"', b'"standard-chat"') + b"\n\n"
+
+
+def test_frames_already_available_are_joined_into_one_write() -> None:
+    usage, finished = make_usage()
+    first, rest = content("一"), [content("二"), content("三", "stop")]
+    pieces = asyncio.run(
+        relay_pieces(upstream(*rest, USAGE_ONLY), first, usage)  # nothing here ever waits
+    )
+    assert pieces == [frame_of(first) + frame_of(rest[0]) + frame_of(rest[1]), b"data: [DONE]\n\n"]
+    assert finished == ["ok"]
+
+
+async def relay_pieces(
+    stream: AsyncIterator[tuple[DeploymentInfo, ChatChunk]], first: ChatChunk, usage: UsageMeter
+) -> list[bytes]:
+    return [piece async for piece in relay(stream, first, usage, include_usage=False)]
+
+
+def test_coalescing_never_holds_back_the_first_token_or_any_frame() -> None:
+    """Each piece leaves as soon as the upstream would make the relay wait, not later."""
+
+    async def scenario() -> None:
+        usage, finished = make_usage()
+        gates = [asyncio.Event(), asyncio.Event()]
+        a, b, c = content("A"), content("B"), content("C", "stop")
+
+        async def gated() -> AsyncIterator[tuple[DeploymentInfo, ChatChunk]]:
+            await gates[0].wait()  # the model is slow after its first token
+            yield DEPLOYMENT, a
+            yield DEPLOYMENT, b  # buffered behind A
+            await gates[1].wait()
+            yield DEPLOYMENT, c
+
+        first = content("first")
+        out = relay(gated(), first, usage, include_usage=False)
+        # The first token leaves while the upstream is still waiting for gate 0.
+        assert await asyncio.wait_for(out.__anext__(), 1) == frame_of(first)
+        pending = asyncio.ensure_future(out.__anext__())
+        await asyncio.sleep(0.01)
+        assert not pending.done()  # nothing to send yet: no empty write either
+        gates[0].set()
+        # A and B were ready together: one piece, sent while gate 1 is still closed.
+        assert await asyncio.wait_for(pending, 1) == frame_of(a) + frame_of(b)
+        gates[1].set()
+        assert await asyncio.wait_for(out.__anext__(), 1) == frame_of(c)
+        assert await out.__anext__() == b"data: [DONE]\n\n"
+        assert finished == ["ok"]
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_coalesced_byte_stream_is_the_frame_by_frame_byte_stream(seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)  # noqa: S311 - test data, not security
+    chunks = [content(f"tok{i}") for i in range(64)] + [content("", "stop"), USAGE_ONLY]
+    waits = [rng.choice([None, 0.0, 0.001]) for _ in chunks]
+
+    async def mixed() -> AsyncIterator[tuple[DeploymentInfo, ChatChunk]]:
+        for item, wait in zip(chunks, waits, strict=True):
+            if wait is not None:
+                await asyncio.sleep(wait)  # 0.0: a bare yield; 0.001: a real timer future
+            yield DEPLOYMENT, item
+
+    usage, finished = make_usage()
+    first = content("first")
+    pieces = asyncio.run(relay_pieces(mixed(), first, usage))
+    expected = frame_of(first) + b"".join(frame_of(c) for c in chunks[:-1]) + b"data: [DONE]\n\n"
+    assert b"".join(pieces) == expected  # same bytes, same order
+    assert len(pieces) < len(chunks) + 2  # in fewer writes
+    assert finished == ["ok"] and usage.completion_tokens == 2
+
+
+def test_client_leaving_while_a_read_is_pending_closes_the_upstream() -> None:
+    async def scenario() -> None:
+        usage, finished = make_usage()
+        closed: list[bool] = []
+        never = asyncio.Event()
+
+        async def slow() -> AsyncIterator[tuple[DeploymentInfo, ChatChunk]]:
+            try:
+                await never.wait()
+                yield DEPLOYMENT, content("never")
+            finally:
+                await asyncio.sleep(0)  # cleanup that itself awaits (like response.aclose())
+                closed.append(True)
+
+        out = relay(slow(), content("first"), usage, include_usage=False)
+        await out.__anext__()  # the first frame; the next read is now suspended, pending
+        await out.aclose()  # type: ignore[attr-defined]  # the client went away
+        assert closed == [True]
+        assert finished == ["interrupted"]
+
+    asyncio.run(scenario())
+
+
+def test_upstream_failure_after_ready_frames_sends_them_before_the_error() -> None:
+    usage, finished = make_usage()
+    frames = asyncio.run(
+        collect(
+            relay(
+                upstream(content("ok"), UpstreamInterrupted("x")),
+                content("first"),
+                usage,
+                include_usage=False,
+            )
+        )
+    )
+    assert frames[:2] == [frame_of(content("first")), frame_of(content("ok"))]
+    assert json.loads(frames[2].removeprefix(b"data: "))["error"]["code"] == "upstream_interrupted"
+    assert finished == ["interrupted"]

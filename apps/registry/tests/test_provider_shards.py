@@ -38,7 +38,7 @@ def test_each_shard_is_an_egress_guarded_client() -> None:
     from apps.registry.egress import EgressRefused, GuardedTransport
 
     pool = _pool(40)
-    assert all(isinstance(c._transport, GuardedTransport) for c in pool.clients)  # type: ignore[attr-defined]
+    assert all(isinstance(c._transport, GuardedTransport) for c in pool.clients)
     assert all(not c.follow_redirects for c in pool.clients)
     with pytest.raises(EgressRefused):  # the URL-time check still runs before any shard exists
         ShardedClient(
