@@ -34,11 +34,30 @@ def _inference() -> str:
     return inference_readiness()
 
 
-CHECKS: dict[str, Check] = {"database": _database, "broker": _broker, "inference": _inference}
+class SearchUnhealthy(RuntimeError):
+    """The search backend reported itself unhealthy (its detail is the message)."""
+
+
+def _search() -> str:
+    """The configured search backend (apps.search) answers; its detail says which and how."""
+    from apps.search.base import get_backend
+
+    health = get_backend().health()
+    if not health.ok:
+        raise SearchUnhealthy(health.detail)
+    return health.detail
+
+
+CHECKS: dict[str, Check] = {
+    "database": _database,
+    "broker": _broker,
+    "inference": _inference,
+    "search": _search,
+}
 # Checks whose failure makes the pod unready. With every model upstream down the
 # web tier still serves history, documents and admin screens (chat shows a clear
 # error), so inference only marks the platform "degraded" instead of pulling
-# every web pod out of the load balancer.
+# every web pod out of the load balancer. Search likewise: chat works without it.
 CRITICAL = frozenset({"database", "broker"})
 
 
