@@ -289,6 +289,19 @@ def summarize(phases: list[Phase]) -> dict[str, Any]:
 # --- Orchestration --------------------------------------------------------------------------
 
 
+def start_gateway(port: int, tree: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """``uvicorn gennai.asgi:application`` (httptools, uvloop, one process) from ``tree``."""
+    return subprocess.Popen(
+        [
+            PY, "-m", "uvicorn", "gennai.asgi:application", "--port", str(port),
+            "--http", "httptools", "--loop", "uvloop", "--no-access-log", "--log-level", "warning",
+        ],
+        cwd=tree,
+        env={**env, "PYTHONPATH": str(tree)},
+        start_new_session=True,
+    )  # fmt: skip
+
+
 def start_litellm(venv: Path, upstream_port: int, port: int, workdir: Path) -> subprocess.Popen[bytes]:
     config = workdir / "litellm.yaml"
     config.write_text(
@@ -332,6 +345,11 @@ def main() -> int:
     parser.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--seed", help=argparse.SUPPRESS)
     parser.add_argument("--profile", type=Path, help="record the gateway with py-spy into this SVG")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="also run the gateway from this source tree (e.g. `git archive <commit>`), as 'baseline'",
+    )
     args = parser.parse_args()
     if args.serve_upstream:
         serve_upstream(args.serve_upstream)
@@ -378,21 +396,22 @@ def main() -> int:
             .splitlines()[-1]
         )
         gw_port = free_port()
-        gateway = subprocess.Popen(
-            [
-                PY, "-m", "uvicorn", "gennai.asgi:application", "--port", str(gw_port),
-                "--http", "httptools", "--loop", "uvloop", "--no-access-log", "--log-level", "warning",
-            ],
-            cwd=ROOT,
-            env=env,
-            start_new_session=True,
-        )  # fmt: skip
+        gateway = start_gateway(gw_port, ROOT, env)
         children.append(gateway)
         wait_port(gw_port, gateway)
         targets = [
             Target("direct", up_port, "/v1/chat/completions", UPSTREAM_MODEL, upstream.pid),
             Target("gennai", gw_port, "/v1/chat/completions", ALIAS, gateway.pid, key=key),
         ]
+        if args.baseline:
+            # The same database, deployment and key, served by an older tree's code: a
+            # before/after comparison inside one run (A B A B), not across runs.
+            base_port = free_port()
+            baseline = start_gateway(base_port, args.baseline.resolve(), env)
+            children.append(baseline)
+            wait_port(base_port, baseline)
+            path = "/v1/chat/completions"
+            targets.insert(1, Target("baseline", base_port, path, ALIAS, baseline.pid, key=key))
         litellm_venv = os.environ.get("LITELLM_VENV")
         if litellm_venv:
             ll_port = free_port()

@@ -41,10 +41,12 @@ class ShardedClient:
     """A deployment's upstream connections, spread over egress-guarded clients of ≤ 16 each.
 
     The deployment's cap holds for the sum: the shards' ``max_connections`` add up
-    to exactly ``max_connections``. A request goes to the shard with the fewest
-    requests in flight (the first such one, so a quiet deployment keeps reusing
-    the same warm connections); when every shard is full it queues in that
-    shard's pool, as it would have in one big pool.
+    to exactly ``max_connections``. Shards are created as they are needed: a
+    request goes to the least busy existing shard (requests in flight; the first
+    such one, so a quiet deployment keeps reusing the same warm connections);
+    only when that one is full is the next shard created. When every shard
+    exists and is full, the request queues in the least busy shard's pool, as it
+    would have in one big pool.
     """
 
     def __init__(
@@ -59,26 +61,39 @@ class ShardedClient:
         total = max(max_connections, 1)
         count = -(-total // max(shard_connections, 1))
         self.sizes = [total // count + (1 if i < total % count else 0) for i in range(count)]
-        # Security: every shard is built by guarded_client (URL check now, address
-        # check at connect time, no redirects), exactly like a single client.
-        self.clients = [
+        self._base_url = base_url
+        self._policy = policy
+        self._timeout = timeout
+        policy.check_url(base_url)  # refused at once, before any shard exists
+        self.clients: list[httpx.AsyncClient] = []
+        self.in_flight: list[int] = []
+        self._add_shard()
+
+    def _add_shard(self) -> None:
+        # Security: every shard is built by guarded_client (URL check, address check
+        # at connect time, no redirects, no proxy), exactly like a single client.
+        size = self.sizes[len(self.clients)]
+        self.clients.append(
             guarded_client(
-                base_url=base_url,
-                policy=policy,
-                timeout=timeout,
+                base_url=self._base_url,
+                policy=self._policy,
+                timeout=self._timeout,
                 limits=httpx.Limits(max_connections=size, keepalive_expiry=KEEPALIVE_EXPIRY_SECONDS),
             )
-            for size in self.sizes
-        ]
-        self.in_flight = [0] * count
+        )
+        self.in_flight.append(0)
 
     @property
     def is_closed(self) -> bool:
         return any(client.is_closed for client in self.clients)
 
     def acquire(self) -> int:
-        """The least busy shard's index, counted as busy until :meth:`release`."""
-        index = self.in_flight.index(min(self.in_flight))
+        """The shard for the next request, counted as busy until :meth:`release`."""
+        fewest = min(self.in_flight)
+        index = self.in_flight.index(fewest)
+        if fewest >= self.sizes[index] and len(self.clients) < len(self.sizes):
+            index = len(self.clients)
+            self._add_shard()
         self.in_flight[index] += 1
         return index
 
