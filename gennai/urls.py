@@ -16,4 +16,5 @@ urlpatterns = [
     path("gateway/", include("apps.gateway.console_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("chat/", include("apps.chat.urls")),
+    path("documents/", include("apps.documents.urls")),
 ]

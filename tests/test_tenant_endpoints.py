@@ -15,6 +15,12 @@ from apps.chat.tests.factories import (
     message_url_of_staff_a,
 )
 from apps.console.models import Announcement
+from apps.documents.tests.factories import (
+    document_delete_url_of_staff_a,
+    document_download_url_of_staff_a,
+    document_status_url_of_staff_a,
+    workspace_url_of_staff_a,
+)
 from apps.tenancy.scope import ministry_scope
 
 
@@ -32,6 +38,10 @@ ENDPOINTS: list[tuple[str, Callable[[Any], str]]] = [
     ("chat_conversation", conversation_url_of_staff_a),
     ("chat_message", message_url_of_staff_a),
     ("chat_delete_confirm", delete_confirm_url_of_staff_a),
+    ("documents_workspace", workspace_url_of_staff_a),
+    ("documents_status", document_status_url_of_staff_a),
+    ("documents_download", document_download_url_of_staff_a),
+    ("documents_delete_confirm", document_delete_url_of_staff_a),
 ]
 
 

@@ -70,3 +70,60 @@ def sweep_chunk(ministry: Any) -> Chunk:
 
 def sweep_retention(ministry: Any) -> DocumentRetention:
     return DocumentRetention(ministry=ministry, days=30)
+
+
+# --- URLs of staff A's objects for tests/test_tenant_endpoints.py (called inside A's scope) ---
+
+
+def _staff_a() -> Any:
+    from apps.accounts.models import User
+
+    return User.objects.get(username="staff-a")
+
+
+def ready_document_of_staff_a(ministry: Any, *, data: bytes = "本文です。".encode()) -> Document:
+    """A workspace of staff A with one stored document (rows only, no pipeline run)."""
+    import hashlib
+
+    from django.core.files.base import ContentFile
+
+    from apps.documents.services import workspace_create
+    from apps.documents.storage import documents_storage, storage_name
+
+    workspace = workspace_create(actor=_staff_a(), name="A の文書", kind=WorkspaceKind.SHARED, level=1)
+    sha256 = hashlib.sha256(data).hexdigest()
+    name = documents_storage().save(
+        storage_name(ministry_id=ministry.pk, workspace_id=workspace.pk, sha256=sha256), ContentFile(data)
+    )
+    return Document.objects.create(
+        workspace=workspace,
+        filename="a.txt",
+        file_type="text",
+        size=len(data),
+        sha256=sha256,
+        storage_name=name,
+        uploaded_by=_staff_a(),
+        status="ready",
+    )
+
+
+def workspace_url_of_staff_a(ministry: Any) -> str:
+    return ready_document_of_staff_a(ministry).workspace.get_absolute_url()
+
+
+def document_status_url_of_staff_a(ministry: Any) -> str:
+    from django.urls import reverse
+
+    return reverse("documents:status", args=[ready_document_of_staff_a(ministry).pk])
+
+
+def document_download_url_of_staff_a(ministry: Any) -> str:
+    from django.urls import reverse
+
+    return reverse("documents:download", args=[ready_document_of_staff_a(ministry).pk])
+
+
+def document_delete_url_of_staff_a(ministry: Any) -> str:
+    from django.urls import reverse
+
+    return reverse("documents:delete", args=[ready_document_of_staff_a(ministry).pk])
