@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run api-key test test-vllm bench-gateway setup lint typecheck assets messages browser clean
+.PHONY: run api-key test test-vllm test-es bench-gateway setup lint typecheck assets messages browser clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,13 @@ test: $(STAMP) browser lint typecheck
 # vLLM on CPU (≈3.5 GB venv in .venv-vllm, ≈2 minutes to start).
 test-vllm: $(STAMP)
 	bash inference/vllm_cpu/run_tests.sh
+
+# Optional live tier (not part of `make test`): the search conformance suite and the Elasticsearch
+# request tests against a real Elasticsearch 8 with analysis-kuromoji (docs/search.md says how to
+# start one). Needs GENNAI_ELASTICSEARCH_URL (and GENNAI_ELASTICSEARCH_API_KEY when security is on).
+test-es: $(STAMP)
+	@test -n "$(GENNAI_ELASTICSEARCH_URL)" || { echo "set GENNAI_ELASTICSEARCH_URL (docs/search.md)"; exit 2; }
+	$(PY) -m gennai.devstack env -- $(PY) -m pytest apps/search $(PYTEST_ARGS)
 
 # /v1 overhead vs the model server directly (and LiteLLM's proxy when LITELLM_VENV names a venv
 # with litellm[proxy]); not part of `make test`. Results and method: docs/performance.md.
