@@ -246,6 +246,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                     "2",
                     "--schedule",
                     str(data_dir / "celerybeat-schedule"),
+                    # Default queue plus document embedding (CELERY_TASK_ROUTES, docs/documents.md).
+                    "-Q",
+                    "celery,embed",
                 ],
                 cwd=ROOT,
                 env=env,
