@@ -14,10 +14,10 @@ raw text.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Sequence
 
-from asgiref.sync import async_to_sync
 from django.conf import settings
 
 from apps.registry.breaker import breaker
@@ -94,7 +94,7 @@ async def _embed_batches(
             failures.append(str(exc))
             continue
         finally:
-            # Sync callers get a fresh event loop per call: close this loop's clients.
+            # Each call runs on its own event loop: close that loop's clients.
             await provider.aclose()
         breaker.success(deployment.id)
         return vectors
@@ -110,7 +110,10 @@ def _embed(*, texts: Sequence[str], prefix: str, level: int) -> list[tuple[float
         raise EmbeddingUnavailable(exc.message) from exc
     if plan.alias.kind != "embedding":
         raise EmbeddingUnavailable(f"alias {plan.alias.name!r} is not an embedding alias")
-    return async_to_sync(_embed_batches)(plan.candidates, texts, prefix)
+    # A private event loop (never the web server's): the provider's pooled clients are
+    # per loop, and closing ours at the end cannot touch connections serving /v1.
+    # Called from async code this raises (RuntimeError): use a thread (sync_to_async).
+    return asyncio.run(_embed_batches(plan.candidates, texts, prefix))
 
 
 def _check_scope(ministry_id: int) -> None:

