@@ -165,3 +165,23 @@ def test_each_call_closes_its_own_connections(ministries: tuple[Any, Any]) -> No
             for _ in range(3):
                 embed_query(ministry_id=a.pk, text="旅費")
         assert openai_compatible._clients == before
+
+
+def test_register_local_embedding_is_idempotent_and_grants_every_ministry(
+    ministries: tuple[Any, Any],
+) -> None:
+    from apps.registry.models import AliasGrant, Deployment
+
+    server = EmbeddingServer(
+        url="http://127.0.0.1:8082", served_model_name="multilingual-e5-small-q4", process=None
+    )
+    alias = register_standard_embedding(server)
+    register_standard_embedding(
+        EmbeddingServer(url="http://127.0.0.1:9082", served_model_name=server.served_model_name, process=None)
+    )
+    (deployment,) = Deployment.objects.filter(model__name="multilingual-e5-small-q4")
+    assert deployment.base_url == "http://127.0.0.1:9082"  # moved, not duplicated
+    assert alias.kind == "embedding" and deployment.model.kind == "embedding"
+    for ministry in ministries:
+        with ministry_scope(ministry_id=ministry.pk):
+            assert AliasGrant.objects.filter(alias=alias).count() == 1
