@@ -7,6 +7,11 @@ from .models import MemberRole, Workspace, WorkspaceKind
 _EDIT = {MemberRole.OWNER, MemberRole.EDITOR}
 
 
+def role_of(workspace: Workspace) -> str:
+    """The actor's role, as annotated by :mod:`apps.documents.selectors` ("" when not fetched there)."""
+    return str(getattr(workspace, "actor_role", "") or "")
+
+
 def can_upload(role: str) -> bool:
     """Owners and editors add and delete documents; viewers only read."""
     return role in _EDIT

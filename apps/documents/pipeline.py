@@ -215,7 +215,12 @@ def run_workspace_purge(*, workspace_id: int) -> None:
     Chunk.objects.filter(workspace=workspace).delete()
     Document.objects.filter(workspace=workspace).delete()
     workspace.delete()
-    transaction.on_commit(lambda: [_delete_file(n) for n in names])
+
+    def delete_files() -> None:
+        for name in names:
+            _delete_file(name)
+
+    transaction.on_commit(delete_files)
 
 
 def _delete_file(name: str) -> None:

@@ -27,11 +27,12 @@ def workspace_list_for_actor(*, actor: Any) -> QuerySet[Workspace]:
     if not _authenticated(actor):
         return Workspace.objects.none()
     role = WorkspaceMember.objects.filter(workspace=OuterRef("pk"), user_id=actor.pk).values("role")[:1]
-    return (
+    workspaces: QuerySet[Workspace] = (
         Workspace.objects.filter(deleting=False, members__user_id=actor.pk)
         .annotate(actor_role=Subquery(role))
         .order_by("-updated_at", "-id")
     )
+    return workspaces
 
 
 def workspace_ids_for_actor(*, actor: Any) -> list[int]:
@@ -55,7 +56,7 @@ def get_document_for_actor(*, actor: Any, document_id: int) -> Document:
     """
     if not _authenticated(actor):
         raise Http404
-    document = (
+    document: Document | None = (
         Document.objects.filter(pk=document_id, workspace__members__user_id=actor.pk)
         .exclude(status=DocumentStatus.DELETING)
         .defer("text")

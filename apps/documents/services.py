@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -47,7 +48,7 @@ def workspace_create(*, actor: Any, name: str, kind: str, level: int) -> Workspa
         raise ValidationError("name required")
     if kind not in WorkspaceKind.values or level not in (1, 2, 3):
         raise ValidationError("invalid kind or level")
-    workspace = Workspace.objects.create(name=name[:200], kind=kind, level=level, owner=actor)
+    workspace: Workspace = Workspace.objects.create(name=name[:200], kind=kind, level=level, owner=actor)
     WorkspaceMember.objects.create(workspace=workspace, user=actor, role=MemberRole.OWNER)
     audit_record(
         actor=actor,
@@ -68,7 +69,7 @@ def workspace_member_set(*, actor: Any, workspace: Workspace, username: str, rol
     workspace's ministry (a user of another ministry cannot be added, whatever
     name is typed); the owner's own row cannot be changed here.
     """
-    if not permissions.can_manage(getattr(workspace, "actor_role", "")) or not permissions.can_have_members(
+    if not permissions.can_manage(permissions.role_of(workspace)) or not permissions.can_have_members(
         workspace
     ):
         raise PermissionDenied
@@ -84,6 +85,7 @@ def workspace_member_set(*, actor: Any, workspace: Workspace, username: str, rol
     user = membership.user
     if user.pk == workspace.owner_id:
         raise ValidationError("the owner's role cannot be changed")
+    member: WorkspaceMember
     member, _ = WorkspaceMember.objects.update_or_create(
         workspace=workspace, user=user, defaults={"role": role}
     )
@@ -101,7 +103,7 @@ def workspace_member_set(*, actor: Any, workspace: Workspace, username: str, rol
 @transaction.atomic
 def workspace_member_remove(*, actor: Any, workspace: Workspace, member_id: int) -> None:
     """Remove a member (not the owner) from a shared workspace; owner only."""
-    if not permissions.can_manage(getattr(workspace, "actor_role", "")):
+    if not permissions.can_manage(permissions.role_of(workspace)):
         raise PermissionDenied
     member = WorkspaceMember.objects.filter(pk=member_id, workspace=workspace).first()
     if member is None or member.user_id == workspace.owner_id:
@@ -120,7 +122,7 @@ def workspace_member_remove(*, actor: Any, workspace: Workspace, member_id: int)
 @transaction.atomic
 def workspace_delete(*, actor: Any, workspace: Workspace) -> None:
     """Delete a workspace: hidden at once, out of the index now, files and rows by the purge task."""
-    if not permissions.can_manage(getattr(workspace, "actor_role", "")):
+    if not permissions.can_manage(permissions.role_of(workspace)):
         raise PermissionDenied
     workspace = Workspace.objects.select_for_update().get(pk=workspace.pk)
     now = timezone.now()
@@ -198,7 +200,7 @@ def document_upload(*, actor: Any, workspace: Workspace, files: list[Any]) -> li
     nothing behind; it never affects the other files of the same upload. The
     same bytes already in the workspace return the existing document.
     """
-    if not permissions.can_upload(getattr(workspace, "actor_role", "")):
+    if not permissions.can_upload(permissions.role_of(workspace)):
         raise PermissionDenied
     results = []
     for upload in files[: settings.GENNAI_DOCUMENT_MAX_FILES]:
@@ -286,7 +288,7 @@ def document_delete(*, actor: Any, document: Document) -> None:
     Locks the row first, so an embedding batch in flight finishes (or waits)
     and cannot index the document again after this commits.
     """
-    if not permissions.can_upload(getattr(document.workspace, "actor_role", "")):
+    if not permissions.can_upload(permissions.role_of(document.workspace)):
         raise PermissionDenied
     _mark_deleting(document_id=document.pk)
     audit_record(
@@ -317,7 +319,7 @@ def _mark_deleting(*, document_id: int) -> None:
 @transaction.atomic
 def document_retention_apply(*, ministry_id: int, days: int, now: Any = None) -> int:
     """Delete (as the system) the ministry's documents uploaded more than ``days`` days ago."""
-    cutoff = (now or timezone.now()) - timezone.timedelta(days=days)
+    cutoff = (now or timezone.now()) - timedelta(days=days)
     ids = list(
         Document.objects.filter(created_at__lt=cutoff)
         .exclude(status=DocumentStatus.DELETING)

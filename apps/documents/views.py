@@ -75,7 +75,7 @@ def workspace_list(request: HttpRequest) -> HttpResponse:
 
 def _workspace_context(request: HttpRequest, workspace: Any, **extra: Any) -> dict[str, Any]:
     page = Paginator(document_list(workspace=workspace), PAGE_SIZE).get_page(request.GET.get("page"))
-    role = workspace.actor_role
+    role = permissions.role_of(workspace)
     return {
         "workspace": workspace,
         "page": page,
@@ -120,13 +120,13 @@ def document_status(request: HttpRequest, document_id: int) -> HttpResponse:
         {
             "document": document,
             "language": translation.get_language() or "ja",
-            "can_upload": permissions.can_upload(document.workspace.actor_role),
+            "can_upload": permissions.can_upload(permissions.role_of(document.workspace)),
         },
     )
 
 
 @login_required
-@require_membership
+@require_membership  # type: ignore[arg-type]  # a FileResponse streams; the decorator only passes it on
 @require_GET
 def document_download(request: HttpRequest, document_id: int) -> HttpResponseBase:
     """The original file, as an attachment (never rendered inline: it is user content)."""
@@ -152,7 +152,7 @@ def document_delete(request: HttpRequest, document_id: int) -> HttpResponse:
 @require_membership
 def workspace_delete(request: HttpRequest, workspace_id: int) -> HttpResponse:
     workspace = get_workspace_for_actor(actor=request.user, workspace_id=workspace_id)
-    if not permissions.can_manage(workspace.actor_role):
+    if not permissions.can_manage(permissions.role_of(workspace)):
         raise PermissionDenied
     if request.method != "POST":
         return render(request, "documents/confirm_delete.html", {"workspace": workspace})
@@ -191,7 +191,7 @@ def workspace_members(request: HttpRequest, workspace_id: int) -> HttpResponse:
         {
             "workspace": workspace,
             "members": member_list(workspace=workspace),
-            "can_manage": permissions.can_manage(workspace.actor_role),
+            "can_manage": permissions.can_manage(permissions.role_of(workspace)),
             "errors": errors,
         },
         status=422 if errors else 200,
