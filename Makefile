@@ -30,11 +30,12 @@ api-key: | $(STAMP)
 	@test -f .gennai/dev/env || test -n "$$DATABASE_URL$$GENNAI_DEV_ENV_FILE" || { echo "no .gennai/dev/env: start the platform with \`make run\` first (or set DATABASE_URL)" >&2; exit 1; }
 	@$(DEV_SETTINGS) $(PY) manage.py api_key_create --ministry "$(MINISTRY)" --name "$(NAME)" $(ARGS)
 
-# Debian's Chromium for the Playwright browser tests (Playwright cannot download browsers here).
+# Debian's Chromium for the Playwright browser tests (Playwright cannot download browsers here),
+# and Tesseract with its Japanese model for OCR of scanned PDFs (apps/documents/ocr.py).
 browser:
-	@command -v chromium >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk >/dev/null; \
-	  else echo "install Debian's chromium (apt-get install chromium) for the browser tests"; exit 1; fi; }
+	@{ command -v chromium && command -v tesseract; } >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk tesseract-ocr tesseract-ocr-jpn >/dev/null; \
+	  else echo "install Debian's chromium, tesseract-ocr and tesseract-ocr-jpn (apt-get install ...) for the browser and OCR tests"; exit 1; fi; }
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -21,6 +21,7 @@ propagate so the task retries with backoff.
 from __future__ import annotations
 
 import logging
+import subprocess
 from typing import Any
 
 from django.conf import settings
@@ -33,7 +34,8 @@ from apps.search.base import ChunkRecord, get_backend
 from .chunking import assemble, chunk_text, raw_indices_by_page
 from .detect import FileType, Rejection
 from .models import Chunk, Document, DocumentStatus, Workspace
-from .parsers import parse, pdf_chunk_boxes
+from .ocr import ocr_available, ocr_pdf_page
+from .parsers import Block, Parsed, parse, pdf_chunk_boxes
 from .storage import documents_storage
 
 logger = logging.getLogger("gennai.documents")
@@ -83,6 +85,7 @@ def run_parse(*, document_id: int) -> bool:
         return False
     try:
         parsed = parse(document.file_type, data)
+        ocr_pages = _ocr_scanned_pages(document, parsed, data)
         assembled = assemble(parsed)
         pieces = chunk_text(assembled)
         boxes: list[Any] = [None] * len(pieces)
@@ -104,7 +107,13 @@ def run_parse(*, document_id: int) -> bool:
         )
         return False
     if not pieces:
-        if assembled.scanned_pages:
+        if ocr_pages:
+            fail(
+                document,
+                ja="スキャンされた PDF から文字認識（OCR）で文字を読み取れませんでした。",
+                en="No text could be read from the scanned PDF by OCR.",
+            )
+        elif assembled.scanned_pages:
             fail(
                 document,
                 ja="文字情報のない（スキャンされた）PDF です。この環境では文字認識（OCR）を利用できません。",
@@ -144,6 +153,31 @@ def run_parse(*, document_id: int) -> bool:
         progress_total=len(pieces),
     )
     return True
+
+
+def _ocr_scanned_pages(document: Document, parsed: Parsed, data: bytes) -> list[int]:
+    """OCR the PDF's pages without a text layer, in place; returns their numbers.
+
+    Pages stay "scanned" (reported as skipped) when Tesseract is not installed.
+    OCR'd pages have text but no character boxes.
+    """
+    scanned = [page for page in parsed.pages if page.scanned]
+    if not scanned or not ocr_available():
+        return []
+    set_status(document, DocumentStatus.OCR)
+    done = []
+    for page in scanned:
+        try:
+            text = ocr_pdf_page(data, page_number=page.number)
+        except (subprocess.SubprocessError, OSError):
+            # One unreadable page does not block the others: it is reported as skipped.
+            logger.warning("OCR of page %s of document %s failed", page.number, document.pk, exc_info=True)
+            continue
+        page.blocks = [Block(text)]
+        page.raw = None
+        page.scanned = False
+        done.append(page.number)
+    return done
 
 
 def run_embed_batch(*, document_id: int) -> bool:

@@ -113,3 +113,21 @@ def zip_bomb_docx() -> bytes:
             "word/document.xml", b"<w:document>" + b"\x20" * (20 * 1024 * 1024) + b"</w:document>"
         )
     return buffer.getvalue()
+
+
+def scanned_japanese_pdf_bytes(lines: list[str]) -> bytes:
+    """A PDF whose only page is a picture of Japanese text (for OCR)."""
+    from fpdf import FPDF
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.truetype(str(NOTO_CJK), 48)
+    image = Image.new("L", (1600, 120 + 90 * len(lines)), 255)
+    draw = ImageDraw.Draw(image)
+    for i, line in enumerate(lines):
+        draw.text((60, 60 + 90 * i), line, font=font, fill=0)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    pdf = FPDF()
+    pdf.add_page()
+    pdf.image(io.BytesIO(buffer.getvalue()), x=10, y=10, w=190)
+    return bytes(pdf.output())

@@ -17,6 +17,7 @@ from django.utils import timezone
 from apps.audit.models import AuditEvent
 from apps.documents import pipeline
 from apps.documents.models import Chunk, Document, DocumentStatus
+from apps.documents.ocr import ocr_available
 from apps.documents.services import (
     document_delete,
     document_retention_apply,
@@ -296,3 +297,20 @@ def test_retention_deletes_only_expired_documents(
         assert document_retention_apply(ministry_id=shared_workspace.ministry_id, days=30) == 1
     with ministry_scope(ministry_id=shared_workspace.ministry_id):
         assert list(Document.objects.values_list("pk", flat=True)) == [new.document.pk]
+
+
+@pytest.mark.skipif(not ocr_available(), reason="tesseract-ocr-jpn not installed (make browser installs it)")
+def test_scanned_pdf_is_read_by_ocr(
+    staff_a: Any, shared_workspace: Any, embedder: Any, eager: None, django_capture_on_commit_callbacks: Any
+) -> None:
+    data = samples.scanned_japanese_pdf_bytes(["出張旅費の支給について", "宿泊料は実費を支給する。"])
+    [result] = _upload(
+        staff_a, shared_workspace, [_file("scan.pdf", data)], django_capture_on_commit_callbacks
+    )
+    with ministry_scope(ministry_id=shared_workspace.ministry_id):
+        document = Document.objects.get(pk=result.document.pk)
+        assert document.status == DocumentStatus.READY, document.failure_en
+        assert document.ocr_at is not None and document.skipped_pages == []
+        assert "出張旅費の支給について" in document.text and "実費を支給する" in document.text
+        [chunk] = Chunk.objects.filter(document=document)
+        assert chunk.page_start == 1 and chunk.boxes is None
