@@ -8,7 +8,8 @@ turn every problem of the *file* into ``failed`` with a reason in Japanese and
 English; let problems of the *platform* (embedding unavailable, database down)
 propagate so the task retries with backoff.
 
-1. :func:`run_parse` — queued/parsing → embedding: read the original, parse,
+1. :func:`run_parse_begin` — queued → parsing, committed (and the attempt counted);
+   :func:`run_parse` — parsing (→ ocr, committed, then again) → embedding: read the original, parse,
    normalise, chunk, replace the document's chunks (delete + insert in one
    transaction; the ``(document, ordinal)`` constraint makes a second set
    impossible) and remove any index entries of an earlier run.
@@ -63,10 +64,19 @@ def _locked(document_id: int) -> Document | None:
     return Document.objects.select_for_update().filter(pk=document_id).first()
 
 
-def run_parse(*, document_id: int) -> bool:
-    """Parse and chunk; ``True`` when the embed step should be queued."""
+def run_parse_begin(*, document_id: int) -> bool:
+    """Commit ``parsing`` (and count the attempt) before the work starts; ``True`` to go on.
+
+    Its own transaction, so the progress row shows the state while a long parse
+    runs, and a document whose parse keeps getting killed (out of memory, say)
+    fails after :data:`MAX_ATTEMPTS` instead of being resumed for ever.
+    """
     document = _locked(document_id)
-    if document is None or document.status not in (DocumentStatus.QUEUED, DocumentStatus.PARSING):
+    if document is None or document.status not in (
+        DocumentStatus.QUEUED,
+        DocumentStatus.PARSING,
+        DocumentStatus.OCR,
+    ):
         return False
     if document.attempts >= MAX_ATTEMPTS:
         fail(
@@ -76,16 +86,37 @@ def run_parse(*, document_id: int) -> bool:
         )
         return False
     document.attempts += 1
-    set_status(document, DocumentStatus.PARSING)
+    if document.status == DocumentStatus.QUEUED:
+        set_status(document, DocumentStatus.PARSING)
+    else:
+        document.save(update_fields=["attempts", "updated_at"])
+    return True
+
+
+def run_parse(*, document_id: int) -> str:
+    """Parse and chunk. Returns the next step: ``"embed"``, ``"ocr"`` (parse again in
+    the ``ocr`` state, committed first so it shows) or ``""`` (done or failed)."""
+    document = _locked(document_id)
+    if document is None or document.status not in (DocumentStatus.PARSING, DocumentStatus.OCR):
+        return ""
     try:
         with documents_storage().open(document.storage_name, "rb") as handle:
             data = handle.read()
     except OSError:
         fail(document, ja="保存されたファイルが見つかりません。", en="The stored file is missing.")
-        return False
+        return ""
     try:
         parsed = parse(document.file_type, data)
-        ocr_pages = _ocr_scanned_pages(document, parsed, data)
+        if (
+            document.status == DocumentStatus.PARSING
+            and any(page.scanned for page in parsed.pages)
+            and ocr_available()
+        ):
+            set_status(document, DocumentStatus.OCR)
+            return "ocr"
+        ocr_pages = (
+            _ocr_scanned_pages(document, parsed, data) if document.status == DocumentStatus.OCR else []
+        )
         assembled = assemble(parsed)
         pieces = chunk_text(assembled)
         boxes: list[Any] = [None] * len(pieces)
@@ -97,7 +128,7 @@ def run_parse(*, document_id: int) -> bool:
             )
     except Rejection as refusal:
         fail(document, ja=refusal.ja, en=refusal.en)
-        return False
+        return ""
     except Exception:
         logger.exception("parsing document %s failed", document.pk)
         fail(
@@ -105,7 +136,7 @@ def run_parse(*, document_id: int) -> bool:
             ja="ファイルを解析できませんでした（形式が壊れている可能性があります）。",
             en="The file could not be parsed (it may be damaged).",
         )
-        return False
+        return ""
     if not pieces:
         if ocr_pages:
             fail(
@@ -121,7 +152,7 @@ def run_parse(*, document_id: int) -> bool:
             )
         else:
             fail(document, ja="文書に文字が含まれていません。", en="The document contains no text.")
-        return False
+        return ""
     # Replace, never add: an earlier (interrupted or repeated) run's rows and index entries go first.
     Chunk.objects.filter(document=document).delete()
     get_backend().delete_document(ministry_id=document.ministry_id, document_id=document.pk)
@@ -152,7 +183,7 @@ def run_parse(*, document_id: int) -> bool:
         progress_done=0,
         progress_total=len(pieces),
     )
-    return True
+    return "embed"
 
 
 def _ocr_scanned_pages(document: Document, parsed: Parsed, data: bytes) -> list[int]:
@@ -164,7 +195,6 @@ def _ocr_scanned_pages(document: Document, parsed: Parsed, data: bytes) -> list[
     scanned = [page for page in parsed.pages if page.scanned]
     if not scanned or not ocr_available():
         return []
-    set_status(document, DocumentStatus.OCR)
     done = []
     for page in scanned:
         try:

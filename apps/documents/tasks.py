@@ -31,9 +31,19 @@ def _after_commit(task: Any, **kwargs: Any) -> None:
     transaction.on_commit(lambda: task.delay(**kwargs))
 
 
-@shared_task(base=TenantTask, name="documents.parse", bind=True, max_retries=3)
-def document_parse_task(self: Any, *, ministry_id: int, document_id: int) -> None:
-    if pipeline.run_parse(document_id=document_id):
+@shared_task(base=TenantTask, name="documents.parse")
+def document_parse_task(*, ministry_id: int, document_id: int) -> None:
+    """Commit ``parsing`` first (visible at once, attempt counted), then parse in the next task."""
+    if pipeline.run_parse_begin(document_id=document_id):
+        _after_commit(document_parse_run_task, ministry_id=ministry_id, document_id=document_id)
+
+
+@shared_task(base=TenantTask, name="documents.parse_run")
+def document_parse_run_task(*, ministry_id: int, document_id: int) -> None:
+    following = pipeline.run_parse(document_id=document_id)
+    if following == "ocr":
+        _after_commit(document_parse_run_task, ministry_id=ministry_id, document_id=document_id)
+    elif following == "embed":
         _after_commit(document_embed_task, ministry_id=ministry_id, document_id=document_id)
 
 
@@ -92,13 +102,14 @@ def resume_stalled_task(*, ministry_id: int, older_than_seconds: float | None = 
         status__in=[
             DocumentStatus.QUEUED,
             DocumentStatus.PARSING,
+            DocumentStatus.OCR,
             DocumentStatus.EMBEDDING,
             DocumentStatus.INDEXING,
             DocumentStatus.DELETING,
         ],
         updated_at__lte=cutoff,
     ).only("pk", "status"):
-        if document.status in (DocumentStatus.QUEUED, DocumentStatus.PARSING):
+        if document.status in (DocumentStatus.QUEUED, DocumentStatus.PARSING, DocumentStatus.OCR):
             task: Any = document_parse_task
         elif document.status == DocumentStatus.DELETING:
             task = document_purge_task

@@ -72,7 +72,8 @@ def test_upload_progress_and_errors(
     with ministry_scope(ministry_id=staff_a.ministry.pk):
         ids = list(Document.objects.values_list("pk", flat=True))
         for document_id in ids:
-            assert pipeline.run_parse(document_id=document_id)
+            assert pipeline.run_parse_begin(document_id=document_id)
+            assert pipeline.run_parse(document_id=document_id) == "embed"
             while pipeline.run_embed_batch(document_id=document_id):
                 pass
         assert set(Document.objects.values_list("status", flat=True)) == {DocumentStatus.READY}

@@ -157,13 +157,16 @@ def test_steps_are_idempotent_and_never_duplicate_chunks(
                 actor=staff_a.user, workspace=shared_workspace, files=[_file("a.pdf", samples.pdf_bytes())]
             )
         document_id = result.document.pk
-        assert pipeline.run_parse(document_id=document_id) is True
-        assert pipeline.run_parse(document_id=document_id) is False  # a second delivery: no-op
+        assert pipeline.run_parse(document_id=document_id) == ""  # not begun: nothing to do
+        assert pipeline.run_parse_begin(document_id=document_id) is True
+        assert pipeline.run_parse(document_id=document_id) == "embed"
+        assert pipeline.run_parse(document_id=document_id) == ""  # a second delivery: no-op
+        assert pipeline.run_parse_begin(document_id=document_id) is False
         assert pipeline.run_embed_batch(document_id=document_id) is True
         # A parse that runs again (the message was redelivered after a crash before commit)
         # replaces the chunks and the index entries: still one set.
         Document.objects.filter(pk=document_id).update(status=DocumentStatus.PARSING)
-        assert pipeline.run_parse(document_id=document_id) is True
+        assert pipeline.run_parse(document_id=document_id) == "embed"
         assert IndexedChunk.objects.filter(document_id=document_id).count() == 0
         while pipeline.run_embed_batch(document_id=document_id):
             pass
@@ -196,7 +199,8 @@ def test_embedding_unavailable_retries_then_fails_with_reason(
             [result] = document_upload(
                 actor=staff_a.user, workspace=shared_workspace, files=[_file("a.csv", samples.csv_bytes())]
             )
-        assert pipeline.run_parse(document_id=result.document.pk)
+        assert pipeline.run_parse_begin(document_id=result.document.pk)
+        assert pipeline.run_parse(document_id=result.document.pk) == "embed"
     # In process, Celery runs each retry at once (the countdown applies only through a broker).
     document_embed_task.apply(
         kwargs={"ministry_id": shared_workspace.ministry_id, "document_id": result.document.pk}
@@ -310,7 +314,47 @@ def test_scanned_pdf_is_read_by_ocr(
     with ministry_scope(ministry_id=shared_workspace.ministry_id):
         document = Document.objects.get(pk=result.document.pk)
         assert document.status == DocumentStatus.READY, document.failure_en
-        assert document.ocr_at is not None and document.skipped_pages == []
+        assert document.parsing_at < document.ocr_at < document.embedding_at  # OCR committed as its own state
+        assert document.skipped_pages == []
         assert "出張旅費の支給について" in document.text and "実費を支給する" in document.text
         [chunk] = Chunk.objects.filter(document=document)
         assert chunk.page_start == 1 and chunk.boxes is None
+
+
+def test_a_parse_killed_again_and_again_fails_instead_of_looping(
+    staff_a: Any, shared_workspace: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    with ministry_scope(ministry_id=shared_workspace.ministry_id):
+        with django_capture_on_commit_callbacks(execute=False):
+            [result] = document_upload(
+                actor=staff_a.user, workspace=shared_workspace, files=[_file("a.csv", samples.csv_bytes())]
+            )
+        # Each begin commits; the parse after it "dies" (never runs) and the sweep resumes.
+        for _ in range(pipeline.MAX_ATTEMPTS):
+            assert pipeline.run_parse_begin(document_id=result.document.pk) is True
+        assert pipeline.run_parse_begin(document_id=result.document.pk) is False
+        document = Document.objects.get(pk=result.document.pk)
+        assert document.status == DocumentStatus.FAILED and "繰り返し" in document.failure_ja
+
+
+def test_retention_task_uses_the_ministrys_setting(
+    staff_a: Any, shared_workspace: Any, embedder: Any, eager: None, django_capture_on_commit_callbacks: Any
+) -> None:
+    from apps.documents.models import DocumentRetention
+    from apps.documents.tasks import retention_apply_task
+
+    [result] = _upload(
+        staff_a, shared_workspace, [_file("a.csv", samples.csv_bytes())], django_capture_on_commit_callbacks
+    )
+    ministry_id = shared_workspace.ministry_id
+    with ministry_scope(ministry_id=ministry_id):
+        Document.objects.filter(pk=result.document.pk).update(created_at=timezone.now() - timedelta(days=8))
+    assert retention_apply_task.apply(kwargs={"ministry_id": ministry_id}).get() == 0  # no setting: kept
+    with ministry_scope(ministry_id=ministry_id):
+        DocumentRetention.objects.create(days=7)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert retention_apply_task.apply(kwargs={"ministry_id": ministry_id}).get() == 1
+    with ministry_scope(ministry_id=ministry_id):
+        assert not Document.objects.exists()
+    assert _search(shared_workspace, "宿泊料") == []
+    assert AuditEvent.objects.filter(action="documents.retention_delete").exists()
