@@ -146,6 +146,9 @@ class Document(TenantModel):
     # Pages that had no text layer and could not be OCR'd (1-based), shown as a warning.
     skipped_pages = models.JSONField(default=list, blank=True)
     page_count = models.PositiveIntegerField(default=0)
+    # OCR results so far, {"<page>": text, or null when the page could not be read}:
+    # OCR runs in batches of pages, one task each, and resumes where it stopped.
+    ocr_text = models.JSONField(default=dict, blank=True)
     text = models.TextField(blank=True)
     page_offsets = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -42,6 +42,8 @@ from .storage import documents_storage
 logger = logging.getLogger("gennai.documents")
 
 MAX_ATTEMPTS = 3
+# Scanned pages OCR'd per task (seconds per page on CPU): large scans run as a series of tasks.
+OCR_PAGES_PER_TASK = 10
 
 
 def set_status(document: Document, status: str, **fields: Any) -> None:
@@ -107,16 +109,15 @@ def run_parse(*, document_id: int) -> str:
         return ""
     try:
         parsed = parse(document.file_type, data)
-        if (
-            document.status == DocumentStatus.PARSING
-            and any(page.scanned for page in parsed.pages)
-            and ocr_available()
-        ):
-            set_status(document, DocumentStatus.OCR)
+        scanned = [page.number for page in parsed.pages if page.scanned]
+        if document.status == DocumentStatus.PARSING and scanned and ocr_available():
+            set_status(
+                document, DocumentStatus.OCR, ocr_text={}, progress_done=0, progress_total=len(scanned)
+            )
             return "ocr"
-        ocr_pages = (
-            _ocr_scanned_pages(document, parsed, data) if document.status == DocumentStatus.OCR else []
-        )
+        if document.status == DocumentStatus.OCR and _ocr_next_pages(document, scanned, data):
+            return "ocr"
+        ocr_pages = _apply_ocr(document, parsed)
         assembled = assemble(parsed)
         pieces = chunk_text(assembled)
         boxes: list[Any] = [None] * len(pieces)
@@ -186,27 +187,39 @@ def run_parse(*, document_id: int) -> str:
     return "embed"
 
 
-def _ocr_scanned_pages(document: Document, parsed: Parsed, data: bytes) -> list[int]:
-    """OCR the PDF's pages without a text layer, in place; returns their numbers.
+def _ocr_next_pages(document: Document, scanned: list[int], data: bytes) -> bool:
+    """OCR the next :data:`OCR_PAGES_PER_TASK` scanned pages not done yet; ``True`` while more remain.
 
-    Pages stay "scanned" (reported as skipped) when Tesseract is not installed.
-    OCR'd pages have text but no character boxes.
+    Results are saved on the document in this step's transaction: a worker killed
+    during OCR loses at most one batch of pages, never the pages before it.
     """
-    scanned = [page for page in parsed.pages if page.scanned]
-    if not scanned or not ocr_available():
-        return []
-    done = []
-    for page in scanned:
+    pending = [number for number in scanned if str(number) not in document.ocr_text]
+    for number in pending[:OCR_PAGES_PER_TASK]:
         try:
-            text = ocr_pdf_page(data, page_number=page.number)
+            document.ocr_text[str(number)] = ocr_pdf_page(data, page_number=number)
         except (subprocess.SubprocessError, OSError):
             # One unreadable page does not block the others: it is reported as skipped.
-            logger.warning("OCR of page %s of document %s failed", page.number, document.pk, exc_info=True)
-            continue
-        page.blocks = [Block(text)]
-        page.raw = None
-        page.scanned = False
-        done.append(page.number)
+            logger.warning("OCR of page %s of document %s failed", number, document.pk, exc_info=True)
+            document.ocr_text[str(number)] = None
+    document.progress_done = len([n for n in scanned if str(n) in document.ocr_text])
+    document.save(update_fields=["ocr_text", "progress_done", "updated_at"])
+    return len(pending) > OCR_PAGES_PER_TASK
+
+
+def _apply_ocr(document: Document, parsed: Parsed) -> list[int]:
+    """Put the saved OCR text into the scanned pages; returns the pages that got text.
+
+    Pages without OCR text stay "scanned" (reported as skipped). OCR'd pages
+    have text and page numbers but no character boxes.
+    """
+    done = []
+    for page in parsed.pages:
+        text = document.ocr_text.get(str(page.number)) if page.scanned else None
+        if text:
+            page.blocks = [Block(text)]
+            page.raw = None
+            page.scanned = False
+            done.append(page.number)
     return done
 
 

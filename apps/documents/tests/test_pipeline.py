@@ -7,9 +7,12 @@ registry path is apps/search's and tested there).
 
 from __future__ import annotations
 
+import io
+import subprocess
 from datetime import timedelta
 from typing import Any
 
+import pypdfium2 as pdfium
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
@@ -358,3 +361,53 @@ def test_retention_task_uses_the_ministrys_setting(
         assert not Document.objects.exists()
     assert _search(shared_workspace, "宿泊料") == []
     assert AuditEvent.objects.filter(action="documents.retention_delete").exists()
+
+
+def test_ocr_runs_in_page_batches_and_resumes_without_redoing_pages(
+    staff_a: Any,
+    shared_workspace: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    read: list[int] = []
+
+    def fake_ocr(data: bytes, *, page_number: int) -> str:
+        read.append(page_number)
+        if page_number == 3:
+            raise subprocess.CalledProcessError(1, "tesseract")  # one bad page: skipped, not fatal
+        return f"第{page_number}頁の本文を文字認識で読み取った。"
+
+    monkeypatch.setattr(pipeline, "ocr_available", lambda: True)
+    monkeypatch.setattr(pipeline, "ocr_pdf_page", fake_ocr)
+    monkeypatch.setattr(pipeline, "OCR_PAGES_PER_TASK", 2)
+    data = samples.pdf_bytes(["本文のあるページです。"])  # page 1 has text
+    scans = [samples.scanned_pdf_bytes() for _ in range(3)]
+    merged = pdfium.PdfDocument(data)
+    for scan in scans:
+        merged.import_pages(pdfium.PdfDocument(scan))
+    buffer = io.BytesIO()
+    merged.save(buffer)
+    with ministry_scope(ministry_id=shared_workspace.ministry_id):
+        with django_capture_on_commit_callbacks(execute=False):
+            [result] = document_upload(
+                actor=staff_a.user, workspace=shared_workspace, files=[_file("mixed.pdf", buffer.getvalue())]
+            )
+        document_id = result.document.pk
+        assert pipeline.run_parse_begin(document_id=document_id)
+        assert pipeline.run_parse(document_id=document_id) == "ocr"  # state committed first
+        document = Document.objects.get(pk=document_id)
+        assert document.status == DocumentStatus.OCR and document.progress_total == 3
+        assert pipeline.run_parse(document_id=document_id) == "ocr"  # pages 2 and 3
+        assert Document.objects.get(pk=document_id).progress_done == 2
+        assert pipeline.run_parse(document_id=document_id) == "embed"  # page 4, then chunking
+        document = Document.objects.get(pk=document_id)
+    assert read == [2, 3, 4]  # each page once, in batches of two
+    assert document.status == DocumentStatus.EMBEDDING and document.skipped_pages == [3]
+    assert "本文のあるページ" in document.text and "第2頁" in document.text and "第4頁" in document.text
+    offsets = document.page_offsets
+    assert (
+        offsets[1] <= document.text.index("第2頁") < offsets[2] <= offsets[3] <= document.text.index("第4頁")
+    )
+    with ministry_scope(ministry_id=shared_workspace.ministry_id):
+        spans = list(Chunk.objects.filter(document_id=document_id).values_list("page_start", "page_end"))
+    assert spans == [(1, 4)]  # short pages: one chunk spanning them
