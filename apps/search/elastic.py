@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import json
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,8 @@ BULK_CHUNK_SIZE = 500  # documents per bulk request
 BULK_MAX_BYTES = 10 * 1024 * 1024
 # Backpressure: a 429 (the cluster's write queue is full) is retried with backoff, not dropped.
 BULK_MAX_RETRIES = 5
+KEY_EXPIRATION = "2d"  # ministry keys expire on the cluster…
+KEY_RENEW_SECONDS = 24 * 3600  # …and each process replaces its own well before that
 
 
 def _prefix() -> str:
@@ -148,9 +151,9 @@ class ElasticsearchBackend:
         self.per_ministry_keys = bool(getattr(settings, "GENNAI_ELASTICSEARCH_PER_MINISTRY_KEYS", True))
         self.node_class = node_class
         self._lock = threading.Lock()
-        self._clients: dict[int, Elasticsearch] = {}
+        self._clients: dict[int, tuple[Elasticsearch, float]] = {}
         self._ready: set[int] = set()
-        self._key_ids: dict[int, str] = {}
+        self._key_ids: dict[int, list[str]] = {}
         self._template_done = False
         self.admin = self._client(self.admin_key or None)
 
@@ -163,34 +166,41 @@ class ElasticsearchBackend:
         return Elasticsearch(self.url, api_key=api_key, **kwargs)
 
     def ministry_client(self, ministry_id: int) -> Elasticsearch:
-        """The client holding ``ministry_id``'s own key (restricted to its indices), created once."""
-        client = self._clients.get(ministry_id)
-        if client is not None:
-            return client
+        """The client holding ``ministry_id``'s own key (restricted to its indices).
+
+        Keys are created once per process and replaced after ``KEY_RENEW_SECONDS``;
+        the cluster expires them after ``KEY_EXPIRATION``, so keys of stopped
+        processes do not pile up.
+        """
+        cached = self._clients.get(ministry_id)
+        if cached is not None and time.monotonic() - cached[1] < KEY_RENEW_SECONDS:
+            return cached[0]
         with self._lock:
-            client = self._clients.get(ministry_id)
-            if client is None:
-                if self.per_ministry_keys:
-                    key = self.admin.security.create_api_key(
-                        name=f"{alias_name(ministry_id)}-key",
-                        role_descriptors={
-                            "ministry_chunks": {
-                                # Security: this key can touch the ministry's own indices and nothing else.
-                                "indices": [
-                                    {
-                                        "names": [f"{alias_name(ministry_id)}*"],
-                                        "privileges": ["read", "write", "view_index_metadata"],
-                                    }
-                                ]
-                            }
-                        },
-                        metadata={"gennai_ministry_id": ministry_id},
-                    )
-                    self._key_ids[ministry_id] = str(key["id"])
-                    client = self._client(str(key["encoded"]))
-                else:
-                    client = self.admin  # development clusters without security (docs/search.md)
-                self._clients[ministry_id] = client
+            cached = self._clients.get(ministry_id)
+            if cached is not None and time.monotonic() - cached[1] < KEY_RENEW_SECONDS:
+                return cached[0]
+            if not self.per_ministry_keys:
+                client = self.admin  # development clusters without security (docs/search.md)
+            else:
+                key = self.admin.security.create_api_key(
+                    name=f"{alias_name(ministry_id)}-key",
+                    expiration=KEY_EXPIRATION,
+                    role_descriptors={
+                        "ministry_chunks": {
+                            # Security: this key can touch the ministry's own indices and nothing else.
+                            "indices": [
+                                {
+                                    "names": [f"{alias_name(ministry_id)}*"],
+                                    "privileges": ["read", "write", "view_index_metadata"],
+                                }
+                            ]
+                        }
+                    },
+                    metadata={"gennai_ministry_id": ministry_id},
+                )
+                self._key_ids.setdefault(ministry_id, []).append(str(key["id"]))
+                client = self._client(str(key["encoded"]))
+            self._clients[ministry_id] = (client, time.monotonic())
         return client
 
     # --- indices ------------------------------------------------------------------
@@ -386,4 +396,4 @@ class ElasticsearchBackend:
             index=f"{_prefix()}-*-chunks-v*", ignore_unavailable=True, allow_no_indices=True
         )
         if self._key_ids:
-            self.admin.security.invalidate_api_key(ids=list(self._key_ids.values()))
+            self.admin.security.invalidate_api_key(ids=[k for ids in self._key_ids.values() for k in ids])

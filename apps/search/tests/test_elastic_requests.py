@@ -263,3 +263,16 @@ def test_build_search_bodies_without_vector_has_one_leg() -> None:
         {"term": {"ministry_id": 3}},
         {"terms": {"workspace_id": [4, 5]}},
     ]
+
+
+def test_ministry_keys_expire_and_are_renewed(
+    es: ElasticsearchBackend, loaded: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, _b = loaded
+    (creation, *_rest) = [r for r in cluster.requests if r.path == "/_security/api_key"]
+    assert creation.body["expiration"] == "2d"
+    first = key_of(a)
+    monkeypatch.setattr("apps.search.elastic.KEY_RENEW_SECONDS", 0)
+    search(es, a, [WS_A], "旅費")
+    assert cluster.requests[-1].api_key != first
+    assert cluster.requests[-1].api_key in cluster.keys
