@@ -252,3 +252,45 @@ class DocumentRetention(TenantModel):
 
     def __str__(self) -> str:
         return f"{self.ministry_id}:{self.days}d"
+
+
+# --- Answers with citations (issue 7, apps/documents/answers.py) -------------------
+
+
+class AnswerMode(models.TextChoices):
+    CHUNKS = "chunks", _("検索した抜粋")
+    WHOLE = "whole", _("文書全体")
+
+
+class Answer(TenantModel):
+    """A question asked in a workspace and the sources its answer was given.
+
+    The text of the question and of the answer live in a chat
+    :class:`~apps.chat.models.Conversation` / ``Message`` pair (so streaming,
+    usage records and the classification gate are chat's); this row ties the
+    answer to the workspace and keeps the numbered ``sources`` sent to the model,
+    ``[{"n", "chunk_id", "document_id", "filename", "page_start", "page_end"}]``,
+    so the sources are shown even when the model forgets to cite. Access goes
+    through the workspace membership (:func:`apps.documents.answers.get_answer_for_actor`).
+    """
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+", db_index=False)
+    asked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    conversation = models.ForeignKey(
+        "chat.Conversation", on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    message = models.OneToOneField("chat.Message", on_delete=models.CASCADE, related_name="+")
+    question = models.TextField()
+    mode = models.CharField(max_length=16, choices=AnswerMode.choices, default=AnswerMode.CHUNKS)
+    document_ids = models.JSONField(default=list, blank=True)
+    sources = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["ministry", "workspace", "-created_at"], name="answer_ws_recent_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.workspace_id}:{self.pk}"

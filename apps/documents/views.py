@@ -12,7 +12,7 @@ from typing import Any
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
-from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.http.response import HttpResponseBase
 from django.shortcuts import render
 from django.urls import reverse
@@ -35,6 +35,7 @@ from .selectors import (
 from .storage import documents_storage
 
 PAGE_SIZE = 25
+HTMX_STOP_POLLING = 286
 
 
 def _redirect(request: HttpRequest, url: str) -> HttpResponse:
@@ -112,8 +113,18 @@ def document_upload(request: HttpRequest, workspace_id: int) -> HttpResponse:
 @require_membership
 @require_GET
 def document_status(request: HttpRequest, document_id: int) -> HttpResponse:
-    """The progress fragment a row polls every 1.5 s until the document is ready or failed."""
-    document = get_document_for_actor(actor=request.user, document_id=document_id)
+    """The progress fragment a row polls every 1.5 s until the document is ready or failed.
+
+    A polling request (HTMX) for a document that is not visible (deleted meanwhile,
+    or never the actor's: the same answer) gets 286, htmx's "stop polling", with an
+    empty body, which removes the row; other requests get the usual 404.
+    """
+    try:
+        document = get_document_for_actor(actor=request.user, document_id=document_id)
+    except Http404:
+        if request.htmx:  # type: ignore[attr-defined]
+            return HttpResponse(status=HTMX_STOP_POLLING)
+        raise
     return render(
         request,
         "documents/_document_row.html",

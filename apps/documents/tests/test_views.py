@@ -133,3 +133,29 @@ def test_create_workspace_and_missing_looks_like_foreign(
     outsider = _client(staff_b.user)
     assert outsider.get(reverse("documents:status", args=[document_of_a.pk])).status_code == 404
     assert outsider.get(reverse("documents:status", args=[999_999_999])).status_code == 404
+
+
+def test_polling_a_document_that_went_away_stops_the_poll(
+    document_of_a: Document, staff_a: Any, staff_b: Any
+) -> None:
+    url = reverse("documents:status", args=[document_of_a.pk])
+    with ministry_scope(ministry_id=staff_a.ministry.pk):
+        Document.objects.filter(pk=document_of_a.pk).update(status=DocumentStatus.DELETING)
+    stopped = _client(staff_a.user).get(url, headers={"HX-Request": "true"})
+    assert stopped.status_code == 286 and stopped.content == b""
+    # Another ministry's poll gets exactly the same answer as a missing id.
+    foreign = _client(staff_b.user).get(url, headers={"HX-Request": "true"})
+    missing = _client(staff_b.user).get(
+        reverse("documents:status", args=[999_999_999]), headers={"HX-Request": "true"}
+    )
+    assert (foreign.status_code, foreign.content) == (missing.status_code, missing.content) == (286, b"")
+    assert _client(staff_a.user).get(url).status_code == 404
+
+
+def test_pages_in_english(staff_a: Any, shared_workspace: Any) -> None:
+    client = _client(staff_a.user)
+    client.cookies["django_language"] = "en"
+    html = client.get(
+        reverse("documents:workspace", args=[shared_workspace.pk]), headers={"Accept-Language": "en"}
+    ).content.decode()
+    assert "Upload" in html and "No documents yet." in html
