@@ -29,6 +29,9 @@ logger = logging.getLogger("gennai.gateway")
 
 DONE = b"data: [DONE]\n\n"
 T = TypeVar("T")
+#: Most frames joined into one write (≈25 µs of relay work each): bounds how long a
+#: frame can wait behind the frames buffered with it.
+MAX_FRAMES_PER_WRITE = 16
 
 
 def _empty_choices(raw: bytes) -> bool:
@@ -148,7 +151,8 @@ async def relay(
     one is taken only if it is already available (:func:`next_if_ready`); the
     frames gathered so far are yielded as one piece *before* any wait, so no
     frame is ever held back to wait for another — the byte stream is the same,
-    in fewer writes (one per upstream read instead of one per chunk).
+    in fewer writes. The first frame (the first token) always goes alone, and a
+    piece holds at most :data:`MAX_FRAMES_PER_WRITE` frames.
     """
     assert usage.deployment is not None
     needle = json.dumps(usage.deployment.served_model_name, ensure_ascii=False).encode()
@@ -158,6 +162,7 @@ async def relay(
     final = DONE
     batch: list[bytes] = []
     pending: _Waiting | None = None
+    limit = 1
     try:
         chunk = first
         while True:
@@ -173,6 +178,13 @@ async def relay(
                 # usage-only chunk (no choices) only if the client asked for it.
                 if include_usage or chunk.delta or chunk.finish_reason or not _empty_choices(chunk.raw):
                     batch.append(b"data: " + chunk.raw.replace(needle, alias, 1) + b"\n\n")
+            if len(batch) >= limit:
+                # The first token always goes alone (nothing buffered behind it may
+                # delay it, not even by the CPU time of relaying the rest); later
+                # pieces are bounded so that no frame waits long behind the others.
+                yield batch[0] if len(batch) == 1 else b"".join(batch)
+                batch = []
+                limit = MAX_FRAMES_PER_WRITE
             failure: BaseException | None = None
             ended = False
             step: Any = None

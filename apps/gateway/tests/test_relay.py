@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from apps.gateway.auth import Caller
-from apps.gateway.relay import aggregate, relay
+from apps.gateway.relay import MAX_FRAMES_PER_WRITE, aggregate, relay
 from apps.gateway.usage import UsageMeter
 from apps.registry.providers.base import ChatChunk, UpstreamInterrupted
 from apps.registry.snapshot import AliasInfo, DeploymentInfo
@@ -196,7 +196,8 @@ def test_frames_already_available_are_joined_into_one_write() -> None:
     pieces = asyncio.run(
         relay_pieces(upstream(*rest, USAGE_ONLY), first, usage)  # nothing here ever waits
     )
-    assert pieces == [frame_of(first) + frame_of(rest[0]) + frame_of(rest[1]), b"data: [DONE]\n\n"]
+    # The first token alone, at once; what was buffered behind it in one write.
+    assert pieces == [frame_of(first), frame_of(rest[0]) + frame_of(rest[1]), b"data: [DONE]\n\n"]
     assert finished == ["ok"]
 
 
@@ -270,6 +271,7 @@ def test_client_leaving_while_a_read_is_pending_closes_the_upstream() -> None:
 
         async def slow() -> AsyncIterator[tuple[DeploymentInfo, ChatChunk]]:
             try:
+                yield DEPLOYMENT, content("second")
                 await never.wait()
                 yield DEPLOYMENT, content("never")
             finally:
@@ -277,7 +279,8 @@ def test_client_leaving_while_a_read_is_pending_closes_the_upstream() -> None:
                 closed.append(True)
 
         out = relay(slow(), content("first"), usage, include_usage=False)
-        await out.__anext__()  # the first frame; the next read is now suspended, pending
+        await out.__anext__()  # the first frame
+        await out.__anext__()  # the second one; the next read is now suspended, pending
         await out.aclose()  # type: ignore[attr-defined]  # the client went away
         assert closed == [True]
         assert finished == ["interrupted"]
@@ -300,3 +303,10 @@ def test_upstream_failure_after_ready_frames_sends_them_before_the_error() -> No
     assert frames[:2] == [frame_of(content("first")), frame_of(content("ok"))]
     assert json.loads(frames[2].removeprefix(b"data: "))["error"]["code"] == "upstream_interrupted"
     assert finished == ["interrupted"]
+
+
+def test_a_long_ready_run_is_cut_into_bounded_writes() -> None:
+    usage, _ = make_usage()
+    rest = [content(f"t{i}") for i in range(40)]
+    pieces = asyncio.run(relay_pieces(upstream(*rest), content("first"), usage))
+    assert [p.count(b"data: ") for p in pieces] == [1, MAX_FRAMES_PER_WRITE, MAX_FRAMES_PER_WRITE, 8, 1]
