@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -42,6 +43,8 @@ from .storage import documents_storage
 logger = logging.getLogger("gennai.documents")
 
 MAX_ATTEMPTS = 3
+# A step that has not moved a document for this long is presumed dead (its worker was killed).
+STALLED_AFTER = timedelta(minutes=10)
 # Scanned pages OCR'd per task (seconds per page on CPU): large scans run as a series of tasks.
 OCR_PAGES_PER_TASK = 10
 
@@ -86,6 +89,10 @@ def run_parse_begin(*, document_id: int) -> bool:
             ja="処理が繰り返し中断されたため中止しました。管理者に連絡してください。",
             en="Processing was interrupted repeatedly and has been stopped. Contact an administrator.",
         )
+        return False
+    if document.status != DocumentStatus.QUEUED and document.updated_at > timezone.now() - STALLED_AFTER:
+        # A duplicate message (e.g. a sweep that fired while the document waited in a
+        # backlog): the run it started is under way or queued. Not an attempt.
         return False
     document.attempts += 1
     if document.status == DocumentStatus.QUEUED:

@@ -24,7 +24,6 @@ from . import pipeline
 from .models import Document, DocumentRetention, DocumentStatus
 
 EMBED_MAX_RETRIES = 8
-STALLED_AFTER = timedelta(minutes=10)
 
 
 def _after_commit(task: Any, **kwargs: Any) -> None:
@@ -95,7 +94,7 @@ def resume_stalled_task(*, ministry_id: int, older_than_seconds: float | None = 
     until the broker's visibility timeout; this resumes such documents sooner.
     Steps are idempotent, so a document that was only slow is not harmed.
     """
-    age = STALLED_AFTER if older_than_seconds is None else timedelta(seconds=older_than_seconds)
+    age = pipeline.STALLED_AFTER if older_than_seconds is None else timedelta(seconds=older_than_seconds)
     cutoff = timezone.now() - age
     resumed = []
     for document in Document.objects.filter(

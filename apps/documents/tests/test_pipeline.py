@@ -332,11 +332,19 @@ def test_a_parse_killed_again_and_again_fails_instead_of_looping(
             [result] = document_upload(
                 actor=staff_a.user, workspace=shared_workspace, files=[_file("a.csv", samples.csv_bytes())]
             )
-        # Each begin commits; the parse after it "dies" (never runs) and the sweep resumes.
-        for _ in range(pipeline.MAX_ATTEMPTS):
-            assert pipeline.run_parse_begin(document_id=result.document.pk) is True
-        assert pipeline.run_parse_begin(document_id=result.document.pk) is False
-        document = Document.objects.get(pk=result.document.pk)
+        document_id = result.document.pk
+        assert pipeline.run_parse_begin(document_id=document_id) is True
+        # A duplicate message while the parse is under way is not an attempt.
+        assert pipeline.run_parse_begin(document_id=document_id) is False
+        assert Document.objects.get(pk=document_id).attempts == 1
+        # The parse "dies" each time (never commits); after the stall time the sweep resumes it.
+        stale = timezone.now() - pipeline.STALLED_AFTER - timedelta(seconds=1)
+        for _ in range(pipeline.MAX_ATTEMPTS - 1):
+            Document.objects.filter(pk=document_id).update(updated_at=stale)
+            assert pipeline.run_parse_begin(document_id=document_id) is True
+        Document.objects.filter(pk=document_id).update(updated_at=stale)
+        assert pipeline.run_parse_begin(document_id=document_id) is False
+        document = Document.objects.get(pk=document_id)
         assert document.status == DocumentStatus.FAILED and "繰り返し" in document.failure_ja
 
 
