@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import include, path
 
 from . import views
 
@@ -13,4 +13,5 @@ urlpatterns = [
     path("documents/<int:document_id>/status", views.document_status, name="status"),
     path("documents/<int:document_id>/download", views.document_download, name="download"),
     path("documents/<int:document_id>/delete", views.document_delete, name="delete"),
+    path("", include("apps.documents.answer_urls")),  # issue 7: answers with citations
 ]
