@@ -80,6 +80,9 @@ class PostgresBackend:
 
     name = "postgres"
     candidates_factor = 4  # each leg ranks limit × 4 (at least 40) before fusion
+    # Below this many visible rows the vector leg computes exact distances instead of
+    # using HNSW (docs/performance.md: retrieval).
+    exact_vector_threshold = 20_000
 
     def index_chunks(self, *, ministry_id: int, chunks: Sequence[ChunkRecord]) -> None:
         _require_scope(ministry_id)
@@ -180,14 +183,30 @@ class PostgresBackend:
                 )
                 rankings.append([row[0] for row in cursor.fetchall()])
             if query_embedding is not None:
-                # Filtered HNSW: keep scanning until enough rows pass the filters (pgvector ≥ 0.8).
-                cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-                cursor.execute("SET LOCAL hnsw.ef_search = %s", [max(depth, 40)])
+                vector = vector_literal(query_embedding)
+                # How many rows the caller may see (index-only count, stopped at the threshold).
                 cursor.execute(
-                    f"SELECT id FROM {TABLE} WHERE {where} AND embedding IS NOT NULL "
-                    "ORDER BY embedding <=> %s::vector LIMIT %s",
-                    [*params, vector_literal(query_embedding), depth],
+                    f"SELECT count(*) FROM (SELECT 1 FROM {TABLE} WHERE {where} LIMIT %s) scoped",
+                    [*params, self.exact_vector_threshold],
                 )
+                if cursor.fetchone()[0] < self.exact_vector_threshold:
+                    # Few rows: exact distances over just those rows beat walking the whole
+                    # ministry's HNSW graph for the few neighbours that pass the filter.
+                    cursor.execute(
+                        f"WITH scoped AS MATERIALIZED (SELECT id, embedding FROM {TABLE} WHERE {where} "
+                        "AND embedding IS NOT NULL) "
+                        "SELECT id FROM scoped ORDER BY embedding <=> %s::vector LIMIT %s",
+                        [*params, vector, depth],
+                    )
+                else:
+                    # Filtered HNSW: keep scanning until enough rows pass the filters (pgvector ≥ 0.8).
+                    cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+                    cursor.execute("SET LOCAL hnsw.ef_search = %s", [max(depth, 40)])
+                    cursor.execute(
+                        f"SELECT id FROM {TABLE} WHERE {where} AND embedding IS NOT NULL "
+                        "ORDER BY embedding <=> %s::vector LIMIT %s",
+                        [*params, vector, depth],
+                    )
                 rankings.append([row[0] for row in cursor.fetchall()])
             fused = rrf_fuse(rankings)
             best = sorted(fused, key=lambda key: (-fused[key], key))[:limit]

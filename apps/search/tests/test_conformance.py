@@ -97,6 +97,21 @@ def test_hybrid_search_finds_the_answer_first_for_japanese_questions(
         assert all(x.score >= y.score for x, y in pairwise(hits))
 
 
+def test_vector_leg_alone_finds_paraphrases_exact_and_through_the_index(
+    backend: SearchBackend, indexed: tuple[Any, Any], vectors: dict[str, Any]
+) -> None:
+    """Vector-only ranking (no shared words needed); PostgreSQL: exact scan and HNSW agree."""
+    a, _b = indexed
+    thresholds = [None] if not hasattr(backend, "exact_vector_threshold") else [20_000, 0]
+    for threshold in thresholds:
+        if threshold is not None:
+            backend.exact_vector_threshold = threshold  # type: ignore[attr-defined]
+        for (question, gold), vector in zip(QUESTIONS, vectors["questions"], strict=True):
+            hits = search(backend, a, [WS_A], "", query_embedding=vector, limit=3)
+            assert hits[0].chunk_id == 1000 + gold, (threshold, question)
+        assert search(backend, a, [WS_A2], "", query_embedding=vectors["questions"][0]) == []
+
+
 def test_lexical_leg_alone_matches_normalised_japanese_forms(
     backend: SearchBackend, indexed: tuple[Any, Any]
 ) -> None:
