@@ -209,6 +209,12 @@ async def _route(method: str, path: str, headers: dict[str, str], body: bytes, s
         caller = await caller_from_bearer(headers["authorization"])
         model = path.removeprefix("models").removeprefix("/") or None
         return await endpoints.models(caller=caller, model=model)
+    if path == "search":  # issue 7: hybrid search over the key's ministry (apps/gateway/search_endpoint.py)
+        if method != "POST":
+            raise errors.method_not_allowed("POST")
+        from .search_endpoint import search
+
+        return await search(caller=await caller_from_bearer(headers["authorization"]), body=body)
     raise ApiError(404, "このAPIは存在しません。", "Unknown API endpoint.", code="not_found")
 
 

@@ -1,0 +1,132 @@
+"""``POST /v1/search``: hybrid search over a ministry's shared workspaces, for API keys.
+
+Body: ``{"query": str, "workspace_ids": [int, …] (optional), "top_k": int (1–50, default 5)}``.
+
+Security (DESIGN invariant 12, issue 7): the ministry is the API key's, never
+the request's. An API key is not a person and belongs to no workspace, so it
+reads the ministry's **shared** workspaces only (personal workspaces are never
+visible to a key), and only those whose 機密性 does not exceed the key's
+``max_level``. ``workspace_ids`` can only narrow that set: an id of another
+ministry, of a personal workspace or of a workspace above the key's level is
+silently dropped, exactly like a missing id. Per-key workspace allowlists are a
+follow-up (``ApiKey`` has no such field yet). The workspace filter is inside the
+backend's query, and the whole lookup runs in the key's ministry scope (RLS).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from apps.search import embeddings
+from apps.search.base import get_backend
+from apps.tenancy.connections import scoped_db_hop
+
+from . import validation
+from .auth import Caller
+from .endpoints import Reply, json_reply
+from .errors import ApiError
+
+logger = logging.getLogger("gennai.gateway")
+
+MAX_QUERY_CHARS = 2000
+MAX_TOP_K = 50
+DEFAULT_TOP_K = 5
+
+
+def _invalid(param: str, ja: str, en: str) -> ApiError:
+    return ApiError(400, ja, en, code="invalid_request_error", param=param)
+
+
+def search_params(data: dict[str, Any]) -> tuple[str, list[int] | None, int]:
+    """``(query, workspace_ids, top_k)`` of a request body, or a 400 naming the bad field."""
+    query = data.get("query")
+    if not isinstance(query, str) or not query.strip():
+        raise _invalid("query", "query（検索語）を指定してください。", "query must be a non-empty string.")
+    if len(query) > MAX_QUERY_CHARS:
+        raise _invalid(
+            "query",
+            f"query は{MAX_QUERY_CHARS}文字以内にしてください。",
+            f"query must be at most {MAX_QUERY_CHARS} characters.",
+        )
+    raw_ids = data.get("workspace_ids")
+    workspace_ids: list[int] | None = None
+    if raw_ids is not None:
+        if not isinstance(raw_ids, list) or not all(
+            isinstance(i, int) and not isinstance(i, bool) for i in raw_ids
+        ):
+            raise _invalid(
+                "workspace_ids",
+                "workspace_ids は整数の配列で指定してください。",
+                "workspace_ids must be an array of integers.",
+            )
+        workspace_ids = raw_ids
+    top_k = data.get("top_k", DEFAULT_TOP_K)
+    if not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= MAX_TOP_K:
+        raise _invalid(
+            "top_k",
+            f"top_k は1〜{MAX_TOP_K}の整数にしてください。",
+            f"top_k must be an integer 1–{MAX_TOP_K}.",
+        )
+    return query.strip(), workspace_ids, top_k
+
+
+def key_workspaces(*, caller: Caller, workspace_ids: list[int] | None) -> dict[int, int]:
+    """``{id: level}`` of the shared workspaces of the key's ministry it may read (see module docstring)."""
+    from apps.documents.models import Workspace, WorkspaceKind
+
+    rows = Workspace.objects.filter(
+        ministry_id=caller.ministry_id, kind=WorkspaceKind.SHARED, deleting=False, level__lte=caller.max_level
+    )
+    if workspace_ids is not None:
+        rows = rows.filter(pk__in=workspace_ids)
+    return dict(rows.values_list("pk", "level"))
+
+
+def _search_sync(
+    caller: Caller, query: str, workspace_ids: list[int] | None, top_k: int
+) -> list[dict[str, Any]]:
+    from apps.documents.models import Document
+
+    levels = key_workspaces(caller=caller, workspace_ids=workspace_ids)
+    if not levels:
+        return []
+    try:
+        vector: tuple[float, ...] | None = embeddings.embed_query(
+            ministry_id=caller.ministry_id, text=query, level=max(levels.values())
+        )
+    except embeddings.EmbeddingUnavailable as exc:
+        logger.warning("/v1/search without embedding: %s", exc)
+        vector = None
+    hits = get_backend().search(
+        ministry_id=caller.ministry_id,
+        workspace_ids=sorted(levels),
+        query=query,
+        query_embedding=vector,
+        limit=top_k,
+    )
+    names = dict(Document.objects.filter(pk__in={h.document_id for h in hits}).values_list("pk", "filename"))
+    return [
+        {
+            "object": "search.result",
+            "chunk_id": h.chunk_id,
+            "document_id": h.document_id,
+            "workspace_id": h.workspace_id,
+            "filename": names[h.document_id],
+            "page_start": h.page_start,
+            "page_end": h.page_end,
+            "heading": h.heading,
+            "text": h.text,
+            "score": h.score,
+        }
+        for h in hits
+        if h.document_id in names
+    ]
+
+
+async def search(*, caller: Caller, body: bytes) -> Reply:
+    query, workspace_ids, top_k = search_params(validation.parse_json(body))
+    rows = await scoped_db_hop(_search_sync, ministry_id=caller.ministry_id)(
+        caller, query, workspace_ids, top_k
+    )
+    return json_reply({"object": "list", "data": rows})
