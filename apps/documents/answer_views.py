@@ -134,7 +134,7 @@ async def _answer_events(
                 if not event.startswith(b"event: done"):
                     yield event
         finally:  # the browser went away: let the relay save what it has
-            await inner.aclose()
+            await inner.aclose()  # type: ignore[attr-defined]
     answer = await db_hop(
         answers.answer_for_render, ministry_id=ministry_id, actor=request.user, answer_id=answer_id
     )

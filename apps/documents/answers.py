@@ -109,7 +109,7 @@ def get_answer_for_actor(*, actor: Any, answer_id: int) -> Answer:
     (membership join), so another ministry's user (RLS) and a colleague outside
     the workspace get the same 404 as for a missing id.
     """
-    answer = Answer.objects.filter(pk=answer_id).select_related("message").first()
+    answer: Answer | None = Answer.objects.filter(pk=answer_id).select_related("message").first()
     if answer is None:
         raise Http404
     answer.workspace = get_workspace_for_actor(actor=actor, workspace_id=answer.workspace_id)

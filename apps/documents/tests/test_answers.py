@@ -97,7 +97,8 @@ def _answer(actor: Actor, response: Any) -> Answer:
     assert response.status_code == 302, response.content.decode()[:2000]
     answer_id = int(re.search(r"/answers/(\d+)/", response["Location"]).group(1))  # type: ignore[union-attr]
     with ministry_scope(ministry_id=actor.ministry.pk):
-        return Answer.objects.select_related("message").get(pk=answer_id)
+        answer: Answer = Answer.objects.select_related("message").get(pk=answer_id)
+        return answer
 
 
 def test_answer_cites_numbered_sources_and_the_citation_opens_the_highlighted_page(
@@ -146,7 +147,7 @@ def test_answer_cites_numbered_sources_and_the_citation_opens_the_highlighted_pa
     height_pt = picture.height / 1.5
     # The middle of the passage's first line is tinted (highlight), not left white.
     x, y = int((left + right) / 2 * 1.5), int((height_pt - (top + bottom) / 2) * 1.5)
-    tinted = [picture.getpixel((xx, y)) for xx in range(x - 40, x + 40)]
+    tinted: list[Any] = [picture.getpixel((xx, y)) for xx in range(x - 40, x + 40)]
     assert any(r > 200 and b < 200 for r, _g, b in tinted)
     blank = picture.getpixel((5, 5))
     assert blank == (255, 255, 255)
