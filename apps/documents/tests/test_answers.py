@@ -250,3 +250,29 @@ def test_outsiders_get_404_everywhere(
     assert (
         message.status == Status.STREAMING and message.stream_started_at is None
     )  # not claimed by outsiders
+
+
+def test_a_second_stream_replays_and_no_sources_is_an_explained_error(
+    staff_a: Actor, shared_workspace: Any, docs: dict[str, Document], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with FakeUpstream(tokens=1, word="[1]") as fake:
+        reg = register_alias(upstreams=[Upstream(fake.url)], ministries=[staff_a.ministry])
+        answer = _answer(staff_a, _ask(staff_a, shared_workspace, "宿泊料の上限", reg.alias.name))
+        url = f"/documents/answers/{answer.pk}/stream"
+        first, second = run_stream(staff_a.user, url), run_stream(staff_a.user, url)
+        assert fake.requests == 1  # the reconnect did not start a second upstream request
+        assert second.tokens == [] and second.done is not None and first.done is not None
+        assert 'data-testid="citation" data-n="1"' in second.done.data
+
+        # Lexical only (embedding unavailable): a query sharing nothing with the documents finds nothing.
+        from apps.search import embeddings
+
+        def unavailable(**_kwargs: Any) -> tuple[float, ...]:
+            raise embeddings.EmbeddingUnavailable("down")
+
+        monkeypatch.setattr(embeddings, "embed_query", unavailable)
+        nothing = _answer(staff_a, _ask(staff_a, shared_workspace, "ZZZZ QQQQ", reg.alias.name))
+        assert nothing.sources == []
+        page = _client(staff_a.user).get(f"/documents/answers/{nothing.pk}/").content.decode()
+        assert "この質問に関係する資料が見つかりませんでした。" in page and "sse-connect" not in page
+        assert fake.requests == 1
