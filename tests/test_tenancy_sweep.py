@@ -24,8 +24,9 @@ from django.utils import timezone
 from apps.chat.models import Conversation, Message
 from apps.chat.tests.factories import sweep_conversation, sweep_message
 from apps.console.models import Announcement
-from apps.documents.models import Chunk, Document, DocumentRetention, Workspace, WorkspaceMember
+from apps.documents.models import Answer, Chunk, Document, DocumentRetention, Workspace, WorkspaceMember
 from apps.documents.tests.factories import (
+    sweep_answer,
     sweep_chunk,
     sweep_document,
     sweep_retention,
@@ -67,6 +68,7 @@ FACTORIES: dict[type[TenantModel], Callable[[Any], TenantModel]] = {
     Document: sweep_document,
     Chunk: sweep_chunk,
     DocumentRetention: sweep_retention,
+    Answer: sweep_answer,
 }
 
 

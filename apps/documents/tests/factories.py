@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from apps.documents.models import (
+    Answer,
     Chunk,
     Document,
     DocumentRetention,
@@ -127,3 +128,21 @@ def document_delete_url_of_staff_a(ministry: Any) -> str:
     from django.urls import reverse
 
     return reverse("documents:delete", args=[ready_document_of_staff_a(ministry).pk])
+
+
+def sweep_answer(ministry: Any) -> Answer:
+    """An unsaved answer of ``ministry`` (its workspace, conversation and message are saved in its scope)."""
+    from apps.chat.tests.factories import sweep_message
+
+    workspace = _saved_workspace(ministry)
+    message = sweep_message(ministry)
+    with ministry_scope(ministry_id=ministry.pk):
+        message.save()
+    return Answer(
+        ministry=ministry,
+        workspace=workspace,
+        asked_by=_owner(),
+        conversation_id=message.conversation_id,
+        message=message,
+        question="A only",
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.utils import translation
 
 from apps.registry import snapshot
 from apps.registry.services import (
@@ -101,6 +102,7 @@ def test_not_granted_alias_is_unavailable(ministries: tuple[Any, Any]) -> None:
     with FakeUpstream() as upstream:
         register_embedding(urls=[upstream.url], model_name="bge-m3", ministries=[a])
         with (
+            translation.override("ja"),
             ministry_scope(ministry_id=b.pk),
             pytest.raises(EmbeddingUnavailable, match="許可されていません"),
         ):
@@ -112,7 +114,11 @@ def test_classification_gate_applies(ministries: tuple[Any, Any]) -> None:
     a, _b = ministries
     with FakeUpstream() as upstream:
         register_embedding(urls=[upstream.url], model_name="bge-m3", ministries=[a], clearance=1)
-        with ministry_scope(ministry_id=a.pk), pytest.raises(EmbeddingUnavailable, match="機密性3"):
+        with (
+            translation.override("ja"),
+            ministry_scope(ministry_id=a.pk),
+            pytest.raises(EmbeddingUnavailable, match="機密性3"),
+        ):
             embed_passages(ministry_id=a.pk, texts=["極秘"], level=3)
     assert upstream.requests == 0
 
