@@ -58,7 +58,17 @@ def citations_html(answer: Answer, content: str) -> SafeString:
             f"[{source['n']}]</a>"
         )
 
-    return mark_safe(answers.CITATION.sub(link, rendered))  # noqa: S308 - digits only inserted
+    # Security: only text between tags is rewritten. ``[n]`` may also sit inside an
+    # attribute value (a link title or URL the model wrote); inserting a tag there
+    # would end the attribute early. The sanitiser writes every attribute value in
+    # double quotes with ``"`` escaped, so the tag pattern below cannot be fooled.
+    parts = _TAG.split(rendered)
+    for i in range(0, len(parts), 2):
+        parts[i] = answers.CITATION.sub(link, parts[i])
+    return mark_safe("".join(parts))  # noqa: S308 - sanitised HTML plus our own links in text only
+
+
+_TAG = re.compile(r'(<(?:[^>"]|"[^"]*")*>)')
 
 
 def _answer_context(answer: Answer) -> dict[str, Any]:

@@ -276,3 +276,20 @@ def test_a_second_stream_replays_and_no_sources_is_an_explained_error(
         page = _client(staff_a.user).get(f"/documents/answers/{nothing.pk}/").content.decode()
         assert "この質問に関係する資料が見つかりませんでした。" in page and "sse-connect" not in page
         assert fake.requests == 1
+
+
+def test_citation_links_only_replace_text_never_attribute_values() -> None:
+    """``[n]`` inside an attribute (a link title the model wrote) stays text: no tag inserted there."""
+    from types import SimpleNamespace
+
+    from apps.documents.answer_views import citations_html
+
+    answer = SimpleNamespace(sources=[{"n": 1, "document_id": 7, "chunk_id": 9}])
+    html = str(
+        citations_html(
+            answer,  # type: ignore[arg-type]
+            'See [1]. [x](https://example.org/a "t [1] onmouseover=alert(1)") and `[1]`',
+        )
+    )
+    assert html.count('data-testid="citation"') == 2  # the prose one and the one in code text
+    assert 'title="t [1] onmouseover=alert(1)"' in html  # the attribute is untouched
