@@ -8,35 +8,18 @@ embedding server instead (e.g. a vLLM serving multilingual-e5); set
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.local_model import LocalModel, start_openai_server
+
 SERVED_MODEL_NAME = "multilingual-e5-small-q4"
 
 
-@dataclass
-class EmbeddingServer:
-    url: str
-    served_model_name: str
-    process: subprocess.Popen[bytes] | None
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+# The same handle as the local chat model's: URL, served name, the process we started.
+EmbeddingServer = LocalModel
 
 
 def start_embedding_server(timeout: float = 60) -> EmbeddingServer:
@@ -44,31 +27,14 @@ def start_embedding_server(timeout: float = 60) -> EmbeddingServer:
     if external:
         name = os.environ.get("GENNAI_TEST_EMBEDDING_MODEL", SERVED_MODEL_NAME)
         return EmbeddingServer(url=external.rstrip("/"), served_model_name=name, process=None)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = ROOT / ".gennai" / "test" / f"embedding-{port}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gennai.devstack.embedding_server", "--port", str(port), "--threads", "1"],
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"embedding server exited: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{url}/v1/models", timeout=2).status_code == 200:
-                return EmbeddingServer(url=url, served_model_name=SERVED_MODEL_NAME, process=process)
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise RuntimeError(f"embedding server did not start in {timeout}s: {log.read_text()[-2000:]}")
+    url, process = start_openai_server(
+        label="embedding server",
+        log_name="embedding",
+        argv=["-m", "gennai.devstack.embedding_server", "--threads", "1"],
+        timeout=timeout,
+        poll=0.2,
+    )
+    return EmbeddingServer(url=url, served_model_name=SERVED_MODEL_NAME, process=process)
 
 
 @pytest.fixture(scope="session")

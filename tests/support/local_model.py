@@ -40,14 +40,32 @@ def start_local_model(timeout: float = 120) -> LocalModel:
         name = os.environ.get("GENNAI_TEST_MODEL_NAME", SERVED_MODEL_NAME)
         return LocalModel(url=external.rstrip("/"), served_model_name=name, process=None)
 
+    url, process = start_openai_server(
+        label="local model server",
+        log_name="local-model",
+        argv=["-m", "inference", "serve-dev"],
+        timeout=timeout,
+        poll=0.3,
+    )
+    return LocalModel(url=url, served_model_name=SERVED_MODEL_NAME, process=process)
+
+
+def start_openai_server(
+    *, label: str, log_name: str, argv: list[str], timeout: float, poll: float
+) -> tuple[str, subprocess.Popen[bytes]]:
+    """Start ``python <argv> --port N`` on a free port; wait until ``/v1/models`` answers 200.
+
+    Its output goes to ``.gennai/test/<log_name>-<port>.log``, whose tail is in the
+    error if the server exits or does not come up within ``timeout`` seconds.
+    """
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    log = ROOT / ".gennai" / "test" / f"local-model-{port}.log"
+    log = ROOT / ".gennai" / "test" / f"{log_name}-{port}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "inference", "serve-dev", "--port", str(port)],
+            [sys.executable, *argv, "--port", str(port)],
             cwd=ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -56,12 +74,12 @@ def start_local_model(timeout: float = 120) -> LocalModel:
     deadline = time.time() + timeout
     while time.time() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"local model server exited: {log.read_text()[-2000:]}")
+            raise RuntimeError(f"{label} exited: {log.read_text()[-2000:]}")
         try:
             if httpx.get(f"{url}/v1/models", timeout=2).status_code == 200:
-                return LocalModel(url=url, served_model_name=SERVED_MODEL_NAME, process=process)
+                return url, process
         except httpx.HTTPError:
             pass
-        time.sleep(0.3)
+        time.sleep(poll)
     process.kill()
-    raise RuntimeError(f"local model server did not start in {timeout}s: {log.read_text()[-2000:]}")
+    raise RuntimeError(f"{label} did not start in {timeout}s: {log.read_text()[-2000:]}")
