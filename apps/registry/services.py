@@ -545,3 +545,48 @@ def deployment_health_check(*, deployments: Iterable[Deployment]) -> dict[int, s
         deployment_record_health(deployment=deployment, health=state, detail=detail)
         states[deployment.pk] = str(state)
     return states
+
+
+@transaction.atomic
+def local_server_register(
+    *,
+    vendor: dict[str, Any],
+    model: dict[str, Any],
+    deployment_name: str,
+    base_url: str,
+    served_model_name: str,
+    max_concurrency: int,
+    alias: dict[str, Any],
+    reason: str,
+) -> tuple[Alias, Deployment]:
+    """Register a local OpenAI-compatible server behind an alias, idempotently (used by `make run`).
+
+    Vendor, model and alias are created when missing (matched by name); the
+    deployment is created, or its URL and served name updated; an alias that has
+    no routes yet gets one route to it; every active ministry is granted the
+    alias. A system action (``actor=None``), audited as such by the services.
+    """
+    found_vendor = Vendor.objects.filter(name=vendor["name"]).first() or vendor_save(actor=None, **vendor)
+    found_model = Model.objects.filter(name=model["name"]).first() or model_save(
+        actor=None, vendor=found_vendor, clearance=2, status="active", **model
+    )
+    deployment = Deployment.objects.filter(name=deployment_name).first()
+    fields: dict[str, Any] = {"base_url": base_url, "served_model_name": served_model_name}
+    if deployment is None:
+        deployment = deployment_save(
+            actor=None,
+            model=found_model,
+            name=deployment_name,
+            provider="openai_compatible",
+            clearance=2,
+            max_concurrency=max_concurrency,
+            **fields,
+        )
+    elif any(getattr(deployment, k) != v for k, v in fields.items()):
+        deployment = deployment_save(actor=None, deployment=deployment, **fields)
+    found_alias = Alias.objects.filter(name=alias["name"]).first() or alias_create(actor=None, **alias)
+    if found_alias.current_revision is None:
+        alias_set_routes(actor=None, alias=found_alias, routes=[(deployment, 100)], reason=reason)
+    for ministry in Ministry.objects.filter(active=True):
+        alias_grant(actor=None, ministry=ministry, alias=found_alias)
+    return found_alias, deployment
