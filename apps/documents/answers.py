@@ -18,7 +18,6 @@ prompt from the saved sources.
 
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -33,14 +32,12 @@ from apps.chat import services as chat_services
 from apps.chat.models import Message, Role, Status
 from apps.registry.providers.base import ChatRequest
 from apps.registry.router import RouteRefused, plan_route
-from apps.search import embeddings
-from apps.search.base import SearchHit, get_backend
+from apps.search.base import SearchHit
+from apps.search.selectors import hybrid_search
 from apps.tenancy.scope import ministry_scope
 
 from .models import Answer, AnswerMode, Chunk, Document, DocumentStatus, Workspace
 from .selectors import get_workspace_for_actor
-
-logger = logging.getLogger("gennai.documents")
 
 TOP_K = 6
 MAX_QUESTION_CHARS = 2000
@@ -140,19 +137,11 @@ def _retrieve(
     *, workspace: Workspace, question: str, documents: list[Document] | None, limit: int
 ) -> list[SearchHit]:
     """Hybrid search in the workspace (lexical only when no embedding can be had now)."""
-    vector: tuple[float, ...] | None
-    try:
-        vector = embeddings.embed_query(
-            ministry_id=workspace.ministry_id, text=question, level=workspace.level
-        )
-    except embeddings.EmbeddingUnavailable as exc:
-        logger.warning("answer retrieval without embedding in workspace %s: %s", workspace.pk, exc)
-        vector = None
-    return get_backend().search(
+    return hybrid_search(
         ministry_id=workspace.ministry_id,
         workspace_ids=[workspace.pk],
         query=question,
-        query_embedding=vector,
+        level=workspace.level,
         limit=limit,
         document_ids=[d.pk for d in documents] if documents is not None else None,
     )

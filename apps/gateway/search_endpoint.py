@@ -15,19 +15,15 @@ backend's query, and the whole lookup runs in the key's ministry scope (RLS).
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-from apps.search import embeddings
-from apps.search.base import get_backend
+from apps.search.selectors import hybrid_search
 from apps.tenancy.connections import scoped_db_hop
 
 from . import validation
 from .auth import Caller
 from .endpoints import Reply, json_reply
 from .errors import ApiError
-
-logger = logging.getLogger("gennai.gateway")
 
 MAX_QUERY_CHARS = 2000
 MAX_TOP_K = 50
@@ -91,18 +87,11 @@ def _search_sync(
     levels = key_workspaces(caller=caller, workspace_ids=workspace_ids)
     if not levels:
         return []
-    try:
-        vector: tuple[float, ...] | None = embeddings.embed_query(
-            ministry_id=caller.ministry_id, text=query, level=max(levels.values())
-        )
-    except embeddings.EmbeddingUnavailable as exc:
-        logger.warning("/v1/search without embedding: %s", exc)
-        vector = None
-    hits = get_backend().search(
+    hits = hybrid_search(
         ministry_id=caller.ministry_id,
         workspace_ids=sorted(levels),
         query=query,
-        query_embedding=vector,
+        level=max(levels.values()),
         limit=top_k,
     )
     names = dict(Document.objects.filter(pk__in={h.document_id for h in hits}).values_list("pk", "filename"))

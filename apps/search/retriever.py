@@ -10,7 +10,6 @@ backend's query (DESIGN invariant 12).
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -20,10 +19,7 @@ from langchain_core.retrievers import BaseRetriever
 
 from apps.tenancy.scope import ministry_scope
 
-from . import embeddings
-from .base import get_backend
-
-logger = logging.getLogger("gennai.search")
+from .selectors import hybrid_search
 
 
 def readable_workspaces(*, actor: Any, workspace_ids: list[int]) -> dict[int, int]:
@@ -59,18 +55,11 @@ class WorkspaceRetriever(BaseRetriever):
             levels = readable_workspaces(actor=actor, workspace_ids=self.workspace_ids)
             if not levels:
                 return []
-            try:
-                vector: tuple[float, ...] | None = embeddings.embed_query(
-                    ministry_id=self.ministry_id, text=query, level=max(levels.values())
-                )
-            except embeddings.EmbeddingUnavailable as exc:
-                logger.warning("retriever without embedding: %s", exc)
-                vector = None
-            hits = get_backend().search(
+            hits = hybrid_search(
                 ministry_id=self.ministry_id,
                 workspace_ids=sorted(levels),
                 query=query,
-                query_embedding=vector,
+                level=max(levels.values()),
                 limit=self.k,
             )
             names = dict(
