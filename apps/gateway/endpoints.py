@@ -26,18 +26,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from apps.quotas.models import UsageStatus
-from apps.registry.breaker import breaker
 from apps.registry.models import Alias, ModelKind
 from apps.registry.providers.base import (
     ChatRequest,
-    EmbedResult,
     UpstreamError,
     UpstreamRejected,
-    UpstreamUnavailable,
 )
-from apps.registry.providers.registry import get_provider_factory
-from apps.registry.router import AllUpstreamsFailed, RoutePlan, allowed_aliases, provider_target, stream_chat
-from apps.registry.snapshot import DeploymentInfo
+from apps.registry.router import AllUpstreamsFailed, allowed_aliases, embed_inputs, stream_chat
 from apps.tenancy.connections import scoped_db_hop
 
 from . import errors, validation
@@ -154,29 +149,6 @@ async def chat_completions(
 # --- /v1/embeddings --------------------------------------------------------------
 
 
-async def _embed(plan: RoutePlan, inputs: list[str]) -> tuple[DeploymentInfo, EmbedResult]:
-    """First candidate that answers (fail over on :class:`UpstreamUnavailable`, like chat)."""
-    failures: list[str] = []
-    for deployment in plan.candidates:
-        if not breaker.allow(deployment.id) and len(plan.candidates) > 1:
-            failures.append(f"{deployment.name}: circuit open")
-            continue
-        provider = get_provider_factory(deployment.provider)(provider_target(deployment))
-        try:
-            result = await provider.embed(inputs)
-        except UpstreamUnavailable as exc:
-            breaker.failure(deployment.id)
-            failures.append(str(exc))
-            continue
-        breaker.success(deployment.id)
-        if len(result.vectors) != len(inputs):
-            raise UpstreamRejected(
-                f"{deployment.name}: {len(result.vectors)} vectors for {len(inputs)} inputs"
-            )
-        return deployment, result
-    raise AllUpstreamsFailed("; ".join(failures) or "no candidate")
-
-
 def _b64(vector: list[float]) -> str:
     packed = array("f", vector)
     if sys.byteorder != "little":  # pragma: no cover - OpenAI's base64 is little-endian float32
@@ -206,7 +178,7 @@ async def embeddings(*, caller: Caller, headers: Mapping[str, str], body: bytes,
     meter.revision = plan.alias.revision_number or None
     await meter.start()
     try:
-        deployment, result = await _embed(plan, params.inputs)
+        deployment, result = await embed_inputs(plan.candidates, lambda _deployment: params.inputs)
     except (AllUpstreamsFailed, UpstreamError) as exc:
         logger.warning("embeddings %s: %s", plan.alias.name, exc)
         error = _upstream_error(exc)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -19,7 +19,14 @@ from django.utils.translation import gettext as _
 from apps.tenancy.scope import current_ministry_id
 
 from .breaker import breaker
-from .providers.base import ChatChunk, ChatRequest, ProviderTarget, UpstreamUnavailable
+from .providers.base import (
+    ChatChunk,
+    ChatRequest,
+    EmbedResult,
+    ProviderTarget,
+    UpstreamRejected,
+    UpstreamUnavailable,
+)
 from .providers.registry import get_provider_factory
 from .snapshot import AliasInfo, DeploymentInfo, get_snapshot
 
@@ -221,3 +228,52 @@ async def stream_chat(
             await stream.aclose()  # type: ignore[attr-defined]
         return
     raise AllUpstreamsFailed("; ".join(errors) or "no candidate")
+
+
+async def embed_inputs(
+    candidates: Sequence[DeploymentInfo],
+    inputs_for: Callable[[DeploymentInfo], list[str]],
+    *,
+    batch_size: int | None = None,
+    close: bool = False,
+) -> tuple[DeploymentInfo, EmbedResult]:
+    """Embed on the first candidate that answers, in batches of ``batch_size``.
+
+    Failover as for chat before the first token: a candidate whose breaker is
+    open is skipped (unless it is the only one), :class:`UpstreamUnavailable`
+    moves on to the next; :class:`UpstreamRejected` (the upstream refused these
+    inputs, so another would too) and a vector count that does not match the
+    inputs are final. ``inputs_for`` gives each deployment its inputs (e.g. with
+    the e5 prefixes it needs); ``close`` closes the provider's clients after use
+    (for callers on a private event loop).
+    """
+    failures: list[str] = []
+    for deployment in candidates:
+        if not breaker.allow(deployment.id) and len(candidates) > 1:
+            failures.append(f"{deployment.name}: circuit open")
+            continue
+        provider = get_provider_factory(deployment.provider)(provider_target(deployment))
+        inputs = inputs_for(deployment)
+        size = batch_size or max(len(inputs), 1)
+        vectors: list[list[float]] = []
+        prompt_tokens = 0
+        try:
+            for start in range(0, len(inputs), size):
+                batch = inputs[start : start + size]
+                result = await provider.embed(batch)
+                if len(result.vectors) != len(batch):
+                    raise UpstreamRejected(
+                        f"{deployment.name}: {len(result.vectors)} vectors for {len(batch)} inputs"
+                    )
+                vectors.extend(result.vectors)
+                prompt_tokens += result.prompt_tokens
+        except UpstreamUnavailable as exc:
+            breaker.failure(deployment.id)
+            failures.append(str(exc))
+            continue
+        finally:
+            if close:
+                await provider.aclose()
+        breaker.success(deployment.id)
+        return deployment, EmbedResult(vectors=vectors, prompt_tokens=prompt_tokens)
+    raise AllUpstreamsFailed("; ".join(failures) or "no candidate")

@@ -20,10 +20,8 @@ from collections.abc import Sequence
 
 from django.conf import settings
 
-from apps.registry.breaker import breaker
-from apps.registry.providers.base import UpstreamRejected, UpstreamUnavailable
-from apps.registry.providers.registry import get_provider_factory
-from apps.registry.router import RouteRefused, plan_route, provider_target
+from apps.registry.providers.base import UpstreamRejected
+from apps.registry.router import AllUpstreamsFailed, RouteRefused, embed_inputs, plan_route
 from apps.registry.snapshot import DeploymentInfo
 from apps.tenancy.scope import current_ministry_id
 
@@ -67,38 +65,20 @@ def uses_e5_prefixes(deployment: DeploymentInfo) -> bool:
 async def _embed_batches(
     candidates: Sequence[DeploymentInfo], texts: Sequence[str], prefix: str
 ) -> list[tuple[float, ...]]:
-    """Embed ``texts`` in batches on the first candidate that answers (failover like /v1)."""
-    failures: list[str] = []
-    for deployment in candidates:
-        if not breaker.allow(deployment.id) and len(candidates) > 1:
-            failures.append(f"{deployment.name}: circuit open")
-            continue
-        provider = get_provider_factory(deployment.provider)(provider_target(deployment))
-        inputs = [prefix + t for t in texts] if uses_e5_prefixes(deployment) else list(texts)
-        vectors: list[tuple[float, ...]] = []
-        try:
-            size = _batch_size()
-            for start in range(0, len(inputs), size):
-                batch = inputs[start : start + size]
-                result = await provider.embed(batch)
-                if len(result.vectors) != len(batch):
-                    raise EmbeddingUnavailable(
-                        f"{deployment.name}: {len(result.vectors)} vectors for {len(batch)} inputs"
-                    )
-                vectors.extend(tuple(v) for v in result.vectors)
-        except UpstreamRejected as exc:
-            # The upstream refused these inputs: another deployment would too.
-            raise EmbeddingUnavailable(str(exc)) from exc
-        except UpstreamUnavailable as exc:
-            breaker.failure(deployment.id)
-            failures.append(str(exc))
-            continue
-        finally:
-            # Each call runs on its own event loop: close that loop's clients.
-            await provider.aclose()
-        breaker.success(deployment.id)
-        return vectors
-    raise EmbeddingUnavailable("; ".join(failures) or "no embedding deployment")
+    """Embed ``texts`` in batches on the first candidate that answers (the router's failover)."""
+
+    def inputs_for(deployment: DeploymentInfo) -> list[str]:
+        return [prefix + t for t in texts] if uses_e5_prefixes(deployment) else list(texts)
+
+    try:
+        # Each call runs on its own event loop: close that loop's clients (close=True).
+        _deployment, result = await embed_inputs(candidates, inputs_for, batch_size=_batch_size(), close=True)
+    except UpstreamRejected as exc:
+        # The upstream refused these inputs: another deployment would too.
+        raise EmbeddingUnavailable(str(exc)) from exc
+    except AllUpstreamsFailed as exc:
+        raise EmbeddingUnavailable(str(exc) or "no embedding deployment") from exc
+    return [tuple(v) for v in result.vectors]
 
 
 def _embed(*, texts: Sequence[str], prefix: str, level: int) -> list[tuple[float, ...]]:
