@@ -43,9 +43,10 @@ from apps.tenancy.constraints import (
 )
 from apps.tenancy.db import owner_mode
 from apps.tenancy.managers import TenantManager
-from apps.tenancy.models import Ministry, TenantModel
+from apps.tenancy.models import Ministry, Team, TeamMembership, TenantModel
 from apps.tenancy.operations import POLICY_NAME
 from apps.tenancy.scope import GUC_NAME, ScopeError, ministry_scope
+from apps.tenancy.tests.factories import sweep_team, sweep_team_membership
 
 FACTORIES: dict[type[TenantModel], Callable[[Any], TenantModel]] = {
     Announcement: lambda ministry: Announcement(ministry=ministry, title="内部連絡", body="A only"),
@@ -69,6 +70,8 @@ FACTORIES: dict[type[TenantModel], Callable[[Any], TenantModel]] = {
     Chunk: sweep_chunk,
     DocumentRetention: sweep_retention,
     Answer: sweep_answer,
+    Team: sweep_team,
+    TeamMembership: sweep_team_membership,
 }
 
 

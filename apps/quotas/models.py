@@ -40,6 +40,15 @@ class UsageRecord(TenantModel):
     )
     revision = models.PositiveIntegerField(null=True, blank=True)  # alias revision number
     endpoint = models.CharField(max_length=32, default="chat")
+    # What the call served: chat, rag (cited answers), ingest (embeddings while indexing),
+    # search (/v1/search query embedding), app (AI apps), api (/v1), eval (evaluation runs).
+    feature = models.CharField(max_length=16, default="chat")
+    # The team the user was charged to (first team of the user at admission time), if any.
+    team = models.ForeignKey(
+        "tenancy.Team", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Registry model name served (kept even if the deployment row is later deleted).
+    model_name = models.CharField(max_length=200, blank=True)
     level = models.PositiveSmallIntegerField(default=1)
     prompt_tokens = models.PositiveIntegerField(default=0)
     # True when the upstream reported no prompt count and the platform estimated it
@@ -49,6 +58,8 @@ class UsageRecord(TenantModel):
     ttft_ms = models.PositiveIntegerField(null=True, blank=True)
     latency_ms = models.PositiveIntegerField(default=0)
     status = models.CharField(max_length=16, choices=UsageStatus.choices)
+    # Cost in yen (registry price per 1M tokens, or the GPU-hour share for on-prem models).
+    cost_yen = models.DecimalField(max_digits=14, decimal_places=4, default=0)
     detail = models.CharField(max_length=200, blank=True)  # refusal/error code
     # When the request began (journaled rows are written later, in bulk).
     created_at = models.DateTimeField(default=timezone.now)
@@ -64,3 +75,8 @@ class UsageRecord(TenantModel):
 
     def __str__(self) -> str:
         return f"{self.alias_name}:{self.status}:{self.prompt_tokens}+{self.completion_tokens}"
+
+
+# Budgets and limits live in their own module (one owner each); imported here so
+# Django registers them as models of this app.
+from .budget_models import *  # noqa: E402,F403

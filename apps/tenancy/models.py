@@ -145,3 +145,51 @@ class CacheVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name}={self.version}"
+
+
+class TeamSource(models.TextChoices):
+    SSO = "sso", _("SSO（IdP のグループ）")
+    LOCAL = "local", _("ローカル設定")
+
+
+class Team(TenantModel):
+    """A team (課・室) inside one ministry: the optional level between ministry and user.
+
+    Teams come from identity-provider subgroups ``/ministries/<code>/teams/<slug>``
+    (``source = sso``, synchronised at login by :mod:`apps.accounts.claims`), or
+    are created locally by a ministry admin where policy allows. Budgets and
+    limits (:mod:`apps.quotas.budget_models`) may be set per team.
+    """
+
+    code = models.SlugField(max_length=64)
+    name = models.CharField(_("チーム名"), max_length=200)
+    source = models.CharField(max_length=8, choices=TeamSource.choices, default=TeamSource.SSO)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["code"]
+        constraints = [models.UniqueConstraint(fields=["ministry", "code"], name="team_ministry_code_uniq")]
+
+    def __str__(self) -> str:
+        return self.name or self.code
+
+
+class TeamMembership(TenantModel):
+    """A user's membership of one team of their ministry (a user may be in several)."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="team_memberships"
+    )
+    source = models.CharField(max_length=8, choices=TeamSource.choices, default=TeamSource.SSO)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["ministry", "team", "user"], name="teammembership_uniq")
+        ]
+        # Admission: "teams of this user in this ministry".
+        indexes = [models.Index(fields=["ministry", "user"], name="teammembership_user_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id}@{self.team_id}"
