@@ -12,6 +12,10 @@ A ministry role comes only from a claim that names that ministry:
   - ``/ministries/<code>/auditors``: ``ministry_auditor`` of that ministry;
   - a subgroup below a role subgroup (``/ministries/<code>/admins/x``) holds
     that role too, as Keycloak subgroups inherit their parent's role mappings;
+  - ``/ministries/<code>/teams/<slug>``: ``staff`` of that ministry and a
+    member of its team ``<slug>`` (:func:`team_grants_from_claims`); a subgroup
+    below a team (``…/teams/<slug>/x``) is a unit of that team and counts as
+    the team;
 
 * client roles of our client, ``resource_access.<client_id>.roles``, named
   ``<code>:<role>`` (e.g. ``digital:ministry_admin``).
@@ -24,6 +28,7 @@ to. Being admin in A therefore never makes anyone admin in B.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +36,10 @@ from typing import Any
 from apps.tenancy.models import Role
 
 MINISTRY_GROUP_PREFIX = "/ministries/"
+#: Subgroup of ``/ministries/<code>`` whose children are the ministry's teams.
+TEAMS_SUBGROUP = "teams"
+#: A team code as stored in ``Team.code`` (a Unicode slug: Keycloak group names may be Japanese).
+TEAM_CODE = re.compile(r"^[-\w]{1,64}\Z")
 
 #: Subgroup name under ``/ministries/<code>`` → the ministry role it grants.
 ROLE_SUBGROUPS: dict[str, str] = {
@@ -141,3 +150,29 @@ def ministry_codes_from_claims(claims: Mapping[str, Any]) -> list[str]:
     grants: dict[str, set[str]] = {}
     _group_grants(claims, grants)
     return list(grants)
+
+
+def team_grants_from_claims(claims: Mapping[str, Any]) -> dict[str, frozenset[str]]:
+    """Team codes per ministry code named by ``groups`` (``/ministries/<code>/teams/<slug>``).
+
+    Security (invariant 9): a team is always read *under* the ministry the
+    group path names, so ``/ministries/a/teams/x`` can only ever make its
+    holder a member of team ``x`` of ministry ``a``; another ministry's team
+    with the same slug is a different team. Only the ``groups`` claim names
+    teams (client and realm roles never do). Slugs that are not a valid team
+    code (empty, too long, characters other than letters, digits, ``-`` and
+    ``_``) are ignored rather than mangled into another team's code.
+    """
+    teams: dict[str, set[str]] = {}
+    groups = claims.get("groups")
+    if not isinstance(groups, list):
+        return {}
+    for group in groups:
+        if not isinstance(group, str) or not group.startswith(MINISTRY_GROUP_PREFIX):
+            continue
+        parts = group[len(MINISTRY_GROUP_PREFIX) :].split("/")
+        if len(parts) < 3 or not parts[0] or parts[1] != TEAMS_SUBGROUP:
+            continue
+        if TEAM_CODE.match(parts[2]):
+            teams.setdefault(parts[0], set()).add(parts[2])
+    return {code: frozenset(slugs) for code, slugs in teams.items()}

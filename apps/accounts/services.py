@@ -11,9 +11,11 @@ from django.contrib.sessions.backends.db import SessionStore
 from django.db import transaction
 from django.utils import timezone
 
-from apps.tenancy.models import Membership, Ministry
+from apps.audit.services import audit_record
+from apps.tenancy.models import Membership, Ministry, Team, TeamMembership, TeamSource
+from apps.tenancy.scope import ministry_scope
 
-from .claims import role_grants_from_claims
+from .claims import role_grants_from_claims, team_grants_from_claims
 from .models import OIDCSession, User
 
 logger = logging.getLogger("gennai.accounts")
@@ -57,6 +59,7 @@ def user_sync_from_claims(*, claims: Mapping[str, Any], user: User | None = None
             sorted(grants.ignored_realm_roles),
         )
     codes = list(grants.ministries)
+    before = set(Membership.objects.filter(user=user).values_list("ministry_id", flat=True))
     ministries = {m.code: m for m in Ministry.objects.filter(code__in=codes, active=True)}
     unknown = [c for c in codes if c not in ministries]
     if unknown:
@@ -74,7 +77,63 @@ def user_sync_from_claims(*, claims: Mapping[str, Any], user: User | None = None
     removed, _ = Membership.objects.filter(user=user).exclude(pk__in=keep).delete()
     if removed:
         logger.info("user %s: %d membership(s) revoked by identity provider", user.pk, removed)
+    teams = team_grants_from_claims(claims)
+    member_of = {m.pk: m.code for m in ministries.values() if grants.roles_in(m.code)}
+    for ministry_id in sorted(before | set(member_of)):
+        # A ministry the user left keeps no SSO team membership (the code is absent: no teams).
+        slugs = teams.get(member_of.get(ministry_id, ""), frozenset())
+        with ministry_scope(ministry_id=ministry_id):
+            team_memberships_sync_from_claims(user=user, ministry_id=ministry_id, codes=slugs)
     return user
+
+
+def team_memberships_sync_from_claims(*, user: User, ministry_id: int, codes: frozenset[str]) -> None:
+    """Make the user's SSO team memberships in the active ministry exactly ``codes``.
+
+    Runs inside ``ministry_scope(ministry_id)``; both the ORM scope and RLS
+    keep every read and write in that ministry, so a team group of ministry A
+    can never create or join anything in B (invariant 9). Teams named for the
+    first time are created (``source = sso``, name = the group's slug, which an
+    admin may rename). Memberships an admin granted locally (``source = local``)
+    are neither removed nor converted: the IdP only manages what it created.
+    Every team created and every membership added or removed is audited, with
+    no human actor (the identity provider made the change).
+    """
+    current = {tm.team.code: tm for tm in TeamMembership.objects.filter(user=user).select_related("team")}
+    for code in sorted(codes - set(current)):
+        team = Team.objects.filter(code=code).first()
+        if team is None:
+            team = Team.objects.create(code=code, name=code, source=TeamSource.SSO)
+            audit_record(
+                actor=None,
+                action="team.create",
+                target_type="team",
+                target_id=team.pk,
+                ministry_id=ministry_id,
+                data={"code": code, "source": TeamSource.SSO},
+            )
+        membership = TeamMembership.objects.create(team=team, user=user, source=TeamSource.SSO)
+        audit_record(
+            actor=None,
+            action="team.member_add",
+            target_type="team_membership",
+            target_id=membership.pk,
+            ministry_id=ministry_id,
+            data={"team": code, "user_id": user.pk, "source": TeamSource.SSO},
+        )
+    for code, membership in sorted(current.items()):
+        if code in codes or membership.source != TeamSource.SSO:
+            continue
+        pk = membership.pk
+        membership.delete()
+        audit_record(
+            actor=None,
+            action="team.member_remove",
+            target_type="team_membership",
+            target_id=pk,
+            ministry_id=ministry_id,
+            data={"team": code, "user_id": user.pk, "source": TeamSource.SSO},
+        )
 
 
 def oidc_session_record(
@@ -137,8 +196,11 @@ def sessions_end_for_logout_token(*, subject: str | None, sid: str | None) -> in
     else:
         return 0
     ended = 0
-    for record in list(records):
+    from apps.audit.events import audit_logout_backchannel  # no request, so no logout signal
+
+    for record in list(records.select_related("user")):
         SessionStore(session_key=record.session_key).delete()
         record.delete()
+        audit_logout_backchannel(user=record.user, sid=record.sid)
         ended += 1
     return ended

@@ -20,8 +20,9 @@ DEMO_PASSWORD = "gennai-demo"  # noqa: S105  (public demo password, dev IdP only
 # "roles": ministry code → roles in that ministry (they become the Keycloak groups
 # /ministries/<code>, /ministries/<code>/admins, …/procurement, …/auditors); the
 # key "platform" holds platform-wide realm roles. "ministries" lists the codes.
+# "teams" (optional): ministry code → team slugs (the groups /ministries/<code>/teams/<slug>).
 DEMO_USERS: list[dict[str, Any]] = [
-    {"username": "tanaka", "name": "田中 花子", "email": "tanaka@digital.example.go.jp", "ministries": ["digital"], "roles": {"digital": ["staff"]}},
+    {"username": "tanaka", "name": "田中 花子", "email": "tanaka@digital.example.go.jp", "ministries": ["digital"], "roles": {"digital": ["staff"]}, "teams": {"digital": ["planning"]}},
     {"username": "sato", "name": "佐藤 健", "email": "sato@digital.example.go.jp", "ministries": ["digital"], "roles": {"digital": ["staff", "ministry_admin"]}},
     {"username": "takahashi", "name": "高橋 誠", "email": "takahashi@digital.example.go.jp", "ministries": ["digital"], "roles": {"digital": ["staff", "procurement_officer"]}},
     {"username": "suzuki", "name": "鈴木 一郎", "email": "suzuki@soumu.example.go.jp", "ministries": ["soumu"], "roles": {"soumu": ["staff"]}},
@@ -52,8 +53,8 @@ ROLE_SUBGROUP = {
 PLATFORM = "platform"
 
 
-def demo_groups(roles: dict[str, list[str]]) -> list[str]:
-    """Return the ``groups`` claim (Keycloak full paths) for a per-ministry role mapping."""
+def demo_groups(roles: dict[str, list[str]], teams: dict[str, list[str]] | None = None) -> list[str]:
+    """Return the ``groups`` claim (Keycloak full paths) for per-ministry roles and teams."""
     groups: list[str] = []
     for code, ministry_roles in roles.items():
         if code == PLATFORM:
@@ -61,6 +62,8 @@ def demo_groups(roles: dict[str, list[str]]) -> list[str]:
         for role in ministry_roles:
             sub = ROLE_SUBGROUP.get(role)
             groups.append(f"{ministry_group(code)}/{sub}" if sub else ministry_group(code))
+    for code, slugs in (teams or {}).items():
+        groups.extend(f"{ministry_group(code)}/teams/{slug}" for slug in slugs)
     return list(dict.fromkeys(groups))
 
 

@@ -93,7 +93,7 @@ class Command(BaseCommand):
                 defaults={
                     "subject": subject,
                     "display_name": name,
-                    "groups": demo_groups(dict(entry["roles"])),
+                    "groups": demo_groups(dict(entry["roles"]), dict(entry.get("teams", {}))),
                     "realm_roles": demo_realm_roles(dict(entry["roles"])),
                 },
             )
