@@ -149,6 +149,9 @@ class Document(TenantModel):
     # OCR results so far, {"<page>": text, or null when the page could not be read}:
     # OCR runs in batches of pages, one task each, and resumes where it stopped.
     ocr_text = models.JSONField(default=dict, blank=True)
+    # Per OCR'd page, one box per character of its ``ocr_text`` ([l, b, r, t] in PDF
+    # points, null for inserted spaces): citations on scanned pages are highlighted too.
+    ocr_boxes = models.JSONField(default=dict, blank=True)
     text = models.TextField(blank=True)
     page_offsets = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -109,13 +109,21 @@ def _open_pdf(data: bytes) -> Any:
         ) from exc
 
 
-def pdf_chunk_boxes(data: bytes, requests: list[dict[int, list[int]]]) -> list[dict[str, list[list[float]]]]:
+def pdf_chunk_boxes(
+    data: bytes,
+    requests: list[dict[int, list[int]]],
+    *,
+    ocr_boxes: dict[int, list[Any]] | None = None,
+) -> list[dict[str, list[list[float]]]]:
     """For each chunk (page number → pdfium character indices), its line boxes per page.
 
     Boxes are ``[x0, y0, x1, y1]`` in PDF points (origin bottom-left), one per
     line: characters merge left to right until the baseline moves by more than
-    half a character height. The PDF is opened once for all chunks.
+    half a character height. The PDF is opened once for all chunks. Pages in
+    ``ocr_boxes`` (scanned pages) take each character's box from that list
+    (indices into the OCR text, ``None`` for inserted spaces) instead of pdfium.
     """
+    ocr_boxes = ocr_boxes or {}
     pdf = _open_pdf(data)
     textpages: dict[int, Any] = {}
     try:
@@ -123,6 +131,13 @@ def pdf_chunk_boxes(data: bytes, requests: list[dict[int, list[int]]]) -> list[d
         for request in requests:
             boxes: dict[str, list[list[float]]] = {}
             for number, indices in sorted(request.items()):
+                if number in ocr_boxes:
+                    page_boxes = ocr_boxes[number]
+                    picked = (page_boxes[i] for i in sorted(set(indices)) if 0 <= i < len(page_boxes))
+                    merged = _merge_boxes(box for box in picked if box)
+                    if merged:
+                        boxes[str(number)] = merged
+                    continue
                 if number not in textpages:
                     textpages[number] = pdf[number - 1].get_textpage()
                 textpage = textpages[number]

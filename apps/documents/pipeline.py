@@ -131,7 +131,9 @@ def run_parse(*, document_id: int) -> str:
         if document.file_type == FileType.PDF and pieces:
             boxes = list(
                 pdf_chunk_boxes(
-                    data, [raw_indices_by_page(assembled, p.char_start, p.char_end) for p in pieces]
+                    data,
+                    [raw_indices_by_page(assembled, p.char_start, p.char_end) for p in pieces],
+                    ocr_boxes={n: document.ocr_boxes.get(str(n)) or [] for n in ocr_pages},
                 )
             )
     except Rejection as refusal:
@@ -203,28 +205,31 @@ def _ocr_next_pages(document: Document, scanned: list[int], data: bytes) -> bool
     pending = [number for number in scanned if str(number) not in document.ocr_text]
     for number in pending[:OCR_PAGES_PER_TASK]:
         try:
-            document.ocr_text[str(number)] = ocr_pdf_page(data, page_number=number)
+            page = ocr_pdf_page(data, page_number=number)
+            document.ocr_text[str(number)] = page.text
+            document.ocr_boxes[str(number)] = page.boxes
         except (subprocess.SubprocessError, OSError):
             # One unreadable page does not block the others: it is reported as skipped.
             logger.warning("OCR of page %s of document %s failed", number, document.pk, exc_info=True)
             document.ocr_text[str(number)] = None
     document.progress_done = len([n for n in scanned if str(n) in document.ocr_text])
-    document.save(update_fields=["ocr_text", "progress_done", "updated_at"])
+    document.save(update_fields=["ocr_text", "ocr_boxes", "progress_done", "updated_at"])
     return len(pending) > OCR_PAGES_PER_TASK
 
 
 def _apply_ocr(document: Document, parsed: Parsed) -> list[int]:
     """Put the saved OCR text into the scanned pages; returns the pages that got text.
 
-    Pages without OCR text stay "scanned" (reported as skipped). OCR'd pages
-    have text and page numbers but no character boxes.
+    Pages without OCR text stay "scanned" (reported as skipped). An OCR'd page's
+    text stands in for pdfium's raw text, so chunk offsets map to indices of
+    ``document.ocr_boxes[page]`` exactly as they map to pdfium characters elsewhere.
     """
     done = []
     for page in parsed.pages:
         text = document.ocr_text.get(str(page.number)) if page.scanned else None
         if text:
             page.blocks = [Block(text)]
-            page.raw = None
+            page.raw = text
             page.scanned = False
             done.append(page.number)
     return done

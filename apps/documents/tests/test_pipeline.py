@@ -20,7 +20,7 @@ from django.utils import timezone
 from apps.audit.models import AuditEvent
 from apps.documents import pipeline
 from apps.documents.models import Chunk, Document, DocumentStatus
-from apps.documents.ocr import ocr_available
+from apps.documents.ocr import OcrPage, ocr_available
 from apps.documents.services import (
     document_delete,
     document_retention_apply,
@@ -321,7 +321,18 @@ def test_scanned_pdf_is_read_by_ocr(
         assert document.skipped_pages == []
         assert "出張旅費の支給について" in document.text and "実費を支給する" in document.text
         [chunk] = Chunk.objects.filter(document=document)
-        assert chunk.page_start == 1 and chunk.boxes is None
+    assert chunk.page_start == 1
+    # The citation can be highlighted on the scanned page: one box per line of the
+    # picture, in PDF points. The picture sits 10 mm from the top-left corner of an
+    # A4 page (595 x 842 pt), 190 mm wide for 1600 px, so its first line (drawn
+    # 60-110 px from the top, from x = 60 px) is about 777-794 pt from the bottom.
+    lines = chunk.boxes["1"]
+    assert len(lines) == 2, lines
+    (left, bottom, right, top), second = lines
+    assert (
+        35 < left < 70 and 760 < bottom < top < 810 and right > left + 150
+    )  # 11 characters of 48 px: ≈ 175 pt
+    assert second[3] <= bottom + 1  # the second line lies below the first
 
 
 def test_a_parse_killed_again_and_again_fails_instead_of_looping(
@@ -379,11 +390,11 @@ def test_ocr_runs_in_page_batches_and_resumes_without_redoing_pages(
 ) -> None:
     read: list[int] = []
 
-    def fake_ocr(data: bytes, *, page_number: int) -> str:
+    def fake_ocr(data: bytes, *, page_number: int) -> OcrPage:
         read.append(page_number)
         if page_number == 3:
             raise subprocess.CalledProcessError(1, "tesseract")  # one bad page: skipped, not fatal
-        return f"第{page_number}頁の本文を文字認識で読み取った。"
+        return OcrPage(text=f"第{page_number}頁の本文を文字認識で読み取った。")
 
     monkeypatch.setattr(pipeline, "ocr_available", lambda: True)
     monkeypatch.setattr(pipeline, "ocr_pdf_page", fake_ocr)
