@@ -23,8 +23,7 @@ from django.utils import timezone
 
 from apps.chat.models import Conversation, Message
 from apps.chat.tests.factories import sweep_conversation, sweep_message
-from apps.console.models import Announcement, Notification
-from apps.console.tests.factories import sweep_notification
+from apps.console.models import Announcement
 from apps.documents.models import Answer, Chunk, Document, DocumentRetention, Workspace, WorkspaceMember
 from apps.documents.tests.factories import (
     sweep_answer,
@@ -34,7 +33,7 @@ from apps.documents.tests.factories import (
     sweep_workspace,
     sweep_workspace_member,
 )
-from apps.quotas.models import Limit, UsageDaily, UsageRecord
+from apps.quotas.models import Limit, UsageRecord
 from apps.registry.models import Alias, AliasGrant
 from apps.search.models import IndexedChunk
 from apps.tenancy.constraints import (
@@ -51,7 +50,6 @@ from apps.tenancy.tests.factories import sweep_team, sweep_team_membership
 
 FACTORIES: dict[type[TenantModel], Callable[[Any], TenantModel]] = {
     Announcement: lambda ministry: Announcement(ministry=ministry, title="内部連絡", body="A only"),
-    Notification: sweep_notification,
     AliasGrant: lambda ministry: AliasGrant(
         ministry=ministry,
         alias=Alias.objects.get_or_create(
@@ -62,14 +60,6 @@ FACTORIES: dict[type[TenantModel], Callable[[Any], TenantModel]] = {
         ministry=ministry, alias_name="sweep-alias", status="ok", prompt_tokens=3, completion_tokens=5
     ),
     Limit: lambda ministry: Limit(ministry=ministry, level="ministry", alias_name="sweep-alias", rpm=10),
-    UsageDaily: lambda ministry: UsageDaily(
-        ministry=ministry,
-        day=timezone.localdate(),
-        alias_name="sweep-alias",
-        feature="chat",
-        requests=1,
-        updated_at=timezone.now(),
-    ),
     Conversation: sweep_conversation,
     IndexedChunk: lambda ministry: IndexedChunk(
         ministry=ministry, chunk_id=1, workspace_id=1, document_id=1, ordinal=0, text="A only"
