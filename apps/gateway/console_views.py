@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
@@ -15,7 +17,8 @@ from apps.tenancy.models import Role
 from apps.tenancy.permissions import require_role
 
 from .forms import ApiKeyCreateForm
-from .selectors import api_key_list, get_api_key_for_actor
+from .models import ApiKey
+from .selectors import api_key_list, get_api_key_for_actor, key_workspace_choices, workspace_names
 from .services import api_key_create, api_key_revoke, max_lifetime
 
 
@@ -26,10 +29,17 @@ def key_list(request: HttpRequest) -> HttpResponse:
     """List the ministry's keys; POST creates one and shows its plaintext on this response only."""
     membership = request.membership  # type: ignore[attr-defined]
     alias_names = [a.name for a in allowed_aliases()]
+    workspace_choices = key_workspace_choices(ministry_id=membership.ministry_id)
+
+    def new_form(data: Any = None) -> ApiKeyCreateForm:
+        return ApiKeyCreateForm(
+            data, alias_names=alias_names, workspace_choices=workspace_choices, max_lifetime=max_lifetime()
+        )
+
     created_key = plaintext = None
     status = 200
     if request.method == "POST":
-        form = ApiKeyCreateForm(request.POST, alias_names=alias_names, max_lifetime=max_lifetime())
+        form = new_form(request.POST)
         if form.is_valid():
             try:
                 created_key, plaintext = api_key_create(
@@ -39,20 +49,23 @@ def key_list(request: HttpRequest) -> HttpResponse:
                     aliases=form.cleaned_data["aliases"],
                     max_level=form.cleaned_data["max_level"],
                     expires_at=form.cleaned_data["expires_at"],
+                    workspace_ids=form.cleaned_data["workspaces"],
                 )
-                form = ApiKeyCreateForm(alias_names=alias_names, max_lifetime=max_lifetime())
+                form = new_form()
             except ValidationError as exc:
                 form.add_error(None, exc)
                 status = 400
         else:
             status = 400
     else:
-        form = ApiKeyCreateForm(alias_names=alias_names, max_lifetime=max_lifetime())
+        form = new_form()
     response = render(
         request,
         "gateway/keys.html",
         {
-            "keys": api_key_list(ministry_id=membership.ministry_id),
+            "keys": _with_workspace_labels(
+                list(api_key_list(ministry_id=membership.ministry_id)), ministry_id=membership.ministry_id
+            ),
             "form": form,
             "created_key": created_key,
             "plaintext": plaintext,
@@ -62,6 +75,17 @@ def key_list(request: HttpRequest) -> HttpResponse:
     if plaintext:
         response["Cache-Control"] = "no-store"  # the key must not linger in any cache
     return response
+
+
+def _with_workspace_labels(keys: list[ApiKey], *, ministry_id: int) -> list[ApiKey]:
+    """Give each key ``workspace_labels``: the names of its /v1/search workspaces (a deleted one by id)."""
+    ids = {i for key in keys for i in key.allowed_workspace_ids}
+    names = workspace_names(ministry_id=ministry_id, workspace_ids=ids)
+    for key in keys:
+        key.workspace_labels = [  # type: ignore[attr-defined]
+            names.get(i, _("#%(id)d（削除済み）") % {"id": i}) for i in key.allowed_workspace_ids
+        ]
+    return keys
 
 
 @login_required

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -19,6 +20,14 @@ class ApiKeyCreateForm(forms.Form):
         required=False,
         widget=forms.CheckboxSelectMultiple,
     )
+    # /v1/search only. Choices are the ministry's shared workspaces, so a crafted id
+    # (another ministry's, a personal one) is a form error and never reaches the service.
+    workspaces = forms.TypedMultipleChoiceField(
+        label=_("検索できるワークスペース（/v1/search。未選択の場合は府省庁のすべての共有ワークスペース）"),
+        required=False,
+        coerce=int,
+        widget=forms.CheckboxSelectMultiple,
+    )
     max_level = forms.TypedChoiceField(
         label=_("取り扱う情報の機密性（上限）"), choices=Clearance.choices, coerce=int, initial=1
     )
@@ -30,9 +39,19 @@ class ApiKeyCreateForm(forms.Form):
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
     )
 
-    def __init__(self, *args: Any, alias_names: list[str], max_lifetime: timedelta, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        alias_names: list[str],
+        max_lifetime: timedelta,
+        workspace_choices: Sequence[tuple[int, str, int]] = (),
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.fields["aliases"].choices = [(name, name) for name in alias_names]  # type: ignore[attr-defined]
+        self.fields["workspaces"].choices = [  # type: ignore[attr-defined]
+            (pk, f"{name}（{Clearance(level).label}）") for pk, name, level in workspace_choices
+        ]
         latest = timezone.localtime() + max_lifetime
         self.fields["expires_at"].initial = latest.replace(second=0, microsecond=0) - timedelta(minutes=1)
         self.fields["expires_at"].help_text = _("最長%(days)d日後まで") % {"days": max_lifetime.days}

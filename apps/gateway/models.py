@@ -39,6 +39,17 @@ class ApiKey(models.Model):
       then compared in constant time;
     * ``allowed_aliases`` narrows the ministry's allowlist (empty = everything the
       ministry may use); it can never widen it;
+    * ``allowed_workspace_ids`` limits ``/v1/search`` to those shared workspaces
+      of the key's ministry (issue 7). Empty means "not limited": every shared
+      workspace of the ministry up to ``max_level``, which is what ``/v1/search``
+      allowed every key before the field existed, so older keys keep working.
+      When set, the restriction is strict: the search intersects the request's
+      ``workspace_ids`` with it, inside the query (a requested id outside it is
+      dropped like a missing one). Ids are checked against the key's ministry at
+      creation (:func:`apps.gateway.services.api_key_create`) and never change
+      afterwards; it is an array of ids rather than a many-to-many on purpose:
+      deleting a workspace must not shrink the list to empty, which would turn a
+      restricted key into an unrestricted one. Ids are never reused by PostgreSQL;
     * ``max_level`` is the highest 機密性 the calling system may declare. A request
       without ``X-Gennai-Confidentiality`` is treated as ``max_level`` (fail-safe:
       data is never routed to a deployment cleared below what the system handles);
@@ -58,6 +69,8 @@ class ApiKey(models.Model):
     prefix = models.CharField(max_length=PREFIX_LENGTH, unique=True)  # unique → indexed
     key_hash = models.CharField(max_length=64)
     allowed_aliases = ArrayField(models.SlugField(max_length=100), default=list, blank=True)
+    # /v1/search only; empty = every shared workspace of the ministry up to max_level (see docstring).
+    allowed_workspace_ids = ArrayField(models.BigIntegerField(), default=list, blank=True)
     max_level = models.PositiveSmallIntegerField(
         _("取扱可能な機密性"), choices=Clearance.choices, default=Clearance.LEVEL_1
     )

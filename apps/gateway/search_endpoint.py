@@ -8,8 +8,15 @@ reads the ministry's **shared** workspaces only (personal workspaces are never
 visible to a key), and only those whose 機密性 does not exceed the key's
 ``max_level``. ``workspace_ids`` can only narrow that set: an id of another
 ministry, of a personal workspace or of a workspace above the key's level is
-silently dropped, exactly like a missing id. Per-key workspace allowlists are a
-follow-up (``ApiKey`` has no such field yet). The workspace filter is inside the
+silently dropped, exactly like a missing id. A key created with a workspace
+restriction (``ApiKey.allowed_workspace_ids``) reads only those workspaces: the
+requested ids are intersected with it in the lookup that applies the rules
+above, and only the result reaches the backend's query, so asking for
+a workspace outside the restriction returns nothing from it. A key without a
+restriction (every key created before it existed) keeps the ministry-wide rule.
+The restriction is read from the key's row on every search, not from the
+authentication cache: it is fixed at creation, and reading it here keeps the
+check next to the query it narrows. The workspace filter is inside the
 backend's query, and the whole lookup runs in the key's ministry scope (RLS).
 """
 
@@ -68,12 +75,30 @@ def search_params(data: dict[str, Any]) -> tuple[str, list[int] | None, int]:
 
 
 def key_workspaces(*, caller: Caller, workspace_ids: list[int] | None) -> dict[int, int]:
-    """``{id: level}`` of the shared workspaces of the key's ministry it may read (see module docstring)."""
+    """``{id: level}`` of the shared workspaces of the key's ministry it may read (see module docstring).
+
+    Security: the key's own restriction narrows the workspace query, strict
+    when non-empty; a key row that cannot be read (another ministry's id, gone)
+    and a caller without a key (none reaches ``/v1/search`` today) read nothing.
+    """
     from apps.documents.models import Workspace, WorkspaceKind
 
+    from .models import ApiKey
+
+    if caller.api_key_id is None:
+        return {}
+    restriction = (
+        ApiKey.objects.filter(pk=caller.api_key_id, ministry_id=caller.ministry_id)
+        .values_list("allowed_workspace_ids", flat=True)
+        .first()
+    )
+    if restriction is None:
+        return {}
     rows = Workspace.objects.filter(
         ministry_id=caller.ministry_id, kind=WorkspaceKind.SHARED, deleting=False, level__lte=caller.max_level
     )
+    if restriction:  # empty = not limited (the rule every key had before the field existed)
+        rows = rows.filter(pk__in=restriction)
     if workspace_ids is not None:
         rows = rows.filter(pk__in=workspace_ids)
     return dict(rows.values_list("pk", "level"))

@@ -55,6 +55,41 @@ def _clean_aliases(*, ministry: Ministry, aliases: Sequence[str]) -> list[str]:
     return names
 
 
+def _clean_workspaces(*, ministry: Ministry, workspace_ids: Sequence[int], max_level: int) -> list[int]:
+    """The requested ``/v1/search`` workspace ids, each a shared workspace of ``ministry`` the key may read.
+
+    Security: looked up under ``ministry``'s scope (ORM filter and RLS), so an id of
+    another ministry's workspace is indistinguishable from a missing one and is
+    refused, never stored. Personal workspaces (a key is not a person) and
+    workspaces above the key's ``max_level`` are refused too: the search would
+    never return them, and a key whose list silently matched nothing would look
+    like a working key to the admin who made it.
+    """
+    from apps.documents.models import Workspace, WorkspaceKind
+
+    ids = sorted({int(i) for i in workspace_ids})
+    if not ids:
+        return ids
+    with ministry_scope(ministry_id=ministry.pk):
+        levels = dict(
+            Workspace.objects.filter(pk__in=ids, kind=WorkspaceKind.SHARED, deleting=False).values_list(
+                "pk", "level"
+            )
+        )
+    unknown = [i for i in ids if i not in levels]
+    if unknown:
+        raise ValidationError(
+            _("この府省庁の共有ワークスペースではありません: %(ids)s") % {"ids": ", ".join(map(str, unknown))}
+        )
+    too_high = [i for i in ids if levels[i] > int(max_level)]
+    if too_high:
+        raise ValidationError(
+            _("キーの機密性の上限を超えるワークスペースです: %(ids)s")
+            % {"ids": ", ".join(map(str, too_high))}
+        )
+    return ids
+
+
 def _clean_expiry(expires_at: datetime | None) -> datetime:
     """Security: every key expires, in the future and within the maximum lifetime."""
     if expires_at is None:
@@ -78,13 +113,16 @@ def api_key_create(
     expires_at: datetime | None,
     aliases: Sequence[str] = (),
     max_level: int = 1,
+    workspace_ids: Sequence[int] = (),
 ) -> tuple[ApiKey, str]:
     """Create a key for ``ministry``; returns ``(key, plaintext)``. Show the plaintext once.
 
     ``expires_at`` is required (at most :func:`max_lifetime` ahead); ``aliases``
     narrows what the key may use (empty = all the ministry allows) and must all
     be granted to the ministry; ``max_level`` (1–3) caps the 機密性 its requests
-    may declare. ``actor=None`` means a platform operator at the command line:
+    may declare; ``workspace_ids`` limits ``/v1/search`` to those shared
+    workspaces of ``ministry`` (empty = not limited, see
+    :attr:`ApiKey.allowed_workspace_ids`). ``actor=None`` means a platform operator at the command line:
     the key is ``platform_issued`` and has no ministry-admin creator to outlive.
     """
     name = name.strip()
@@ -96,6 +134,7 @@ def api_key_create(
     if ApiKey.objects.filter(ministry=ministry, revoked_at__isnull=True).count() >= MAX_KEYS_PER_MINISTRY:
         raise ValidationError(_("有効なAPIキーが上限に達しています。"))
     alias_names = _clean_aliases(ministry=ministry, aliases=aliases)
+    workspaces = _clean_workspaces(ministry=ministry, workspace_ids=workspace_ids, max_level=int(max_level))
     creator = actor if getattr(actor, "pk", None) else None
     for _attempt in range(3):
         plaintext, prefix = keys.generate_key()
@@ -107,6 +146,7 @@ def api_key_create(
                     prefix=prefix,
                     key_hash=keys.hash_key(plaintext),
                     allowed_aliases=alias_names,
+                    allowed_workspace_ids=workspaces,
                     max_level=int(max_level),
                     expires_at=expires_at,
                     created_by=creator,
@@ -127,6 +167,7 @@ def api_key_create(
             "name": key.name,
             "prefix": key.display_prefix,
             "aliases": alias_names,
+            "workspace_ids": workspaces,
             "max_level": key.max_level,
             "expires_at": expires_at,
             "platform_issued": key.platform_issued,

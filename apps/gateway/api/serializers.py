@@ -19,6 +19,7 @@ class ApiKeySerializer(serializers.ModelSerializer[ApiKey]):
             "name",
             "prefix",
             "allowed_aliases",
+            "allowed_workspace_ids",
             "max_level",
             "created_at",
             "last_used_at",
@@ -37,6 +38,11 @@ class ApiKeyCreateSerializer(serializers.Serializer[None]):
     # exist are refused with the same message.
     allowed_aliases = serializers.ListField(
         child=serializers.SlugField(max_length=100), required=False, default=list, max_length=100
+    )
+    # /v1/search only: shared workspaces of the ministry (empty = all of them up to max_level).
+    # Each id is checked under the ministry's scope: another ministry's id is refused like a missing one.
+    allowed_workspace_ids = serializers.ListField(
+        child=serializers.IntegerField(min_value=1), required=False, default=list, max_length=100
     )
     max_level = serializers.ChoiceField(choices=Clearance.choices, default=Clearance.LEVEL_1)
     # Required: every key expires (the service enforces GENNAI_API_KEY_MAX_LIFETIME_DAYS).

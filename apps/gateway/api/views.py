@@ -41,6 +41,7 @@ class ApiKeyListCreate(generics.ListAPIView[ApiKey]):
                 aliases=data.validated_data["allowed_aliases"],
                 max_level=data.validated_data["max_level"],
                 expires_at=data.validated_data["expires_at"],
+                workspace_ids=data.validated_data["allowed_workspace_ids"],
             )
         except DjangoValidationError as exc:
             raise ValidationError(exc.messages) from exc
