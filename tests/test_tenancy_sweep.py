@@ -33,7 +33,7 @@ from apps.documents.tests.factories import (
     sweep_workspace,
     sweep_workspace_member,
 )
-from apps.quotas.models import Limit, UsageRecord
+from apps.quotas.models import Limit, UsageDaily, UsageRecord
 from apps.registry.models import Alias, AliasGrant
 from apps.search.models import IndexedChunk
 from apps.tenancy.constraints import (
@@ -60,6 +60,14 @@ FACTORIES: dict[type[TenantModel], Callable[[Any], TenantModel]] = {
         ministry=ministry, alias_name="sweep-alias", status="ok", prompt_tokens=3, completion_tokens=5
     ),
     Limit: lambda ministry: Limit(ministry=ministry, level="ministry", alias_name="sweep-alias", rpm=10),
+    UsageDaily: lambda ministry: UsageDaily(
+        ministry=ministry,
+        day=timezone.localdate(),
+        alias_name="sweep-alias",
+        feature="chat",
+        requests=1,
+        updated_at=timezone.now(),
+    ),
     Conversation: sweep_conversation,
     IndexedChunk: lambda ministry: IndexedChunk(
         ministry=ministry, chunk_id=1, workspace_id=1, document_id=1, ordinal=0, text="A only"

@@ -80,3 +80,4 @@ class UsageRecord(TenantModel):
 # Budgets and limits live in their own module (one owner each); imported here so
 # Django registers them as models of this app.
 from .budget_models import *  # noqa: E402,F403
+from .rollup_models import *  # noqa: E402,F403

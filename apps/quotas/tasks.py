@@ -20,3 +20,15 @@ def usage_journal_drain_task() -> dict[str, Any]:
     scope. Safe to run twice at once (idempotent upserts keyed by request id).
     """
     return dataclasses.asdict(usage_journal_drain())
+
+
+@app.task(name="quotas.usage_rollup_recent", ignore_result=True)
+def usage_rollup_recent_task() -> int:
+    """Recompute yesterday's and today's ``UsageDaily`` rows of every ministry (idempotent).
+
+    Scheduled by ``CELERY_BEAT_SCHEDULE`` (``quotas-usage-rollup``). Platform
+    work like the drain: each ministry is rolled up inside its own scope.
+    """
+    from .rollups import usage_rollup_recent
+
+    return sum(result.upserted for result in usage_rollup_recent())

@@ -164,6 +164,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 2.0,
         "options": {"expires": 10},
     },
+    # Daily usage rollups (UsageDaily) of yesterday and today, every ministry (apps/quotas/rollups.py).
+    "quotas-usage-rollup": {
+        "task": "quotas.usage_rollup_recent",
+        "schedule": float(os.environ.get("GENNAI_USAGE_ROLLUP_SECONDS", "300")),
+        "options": {"expires": 290},
+    },
     "registry-deployment-health": {
         "task": "registry.deployment_health_check_all",
         "schedule": 30.0,
