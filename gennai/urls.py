@@ -17,4 +17,6 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("chat/", include("apps.chat.urls")),
     path("documents/", include("apps.documents.urls")),
+    path("apps/", include("apps.aiapps.urls")),
+    path("evaluation/", include("apps.evaluation.urls")),
 ]

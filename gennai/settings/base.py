@@ -59,6 +59,8 @@ INSTALLED_APPS = [
     "apps.chat",
     "apps.search",
     "apps.documents",
+    "apps.aiapps",
+    "apps.evaluation",
 ]
 
 MIDDLEWARE = [
