@@ -23,7 +23,8 @@ from django.utils import timezone
 
 from apps.chat.models import Conversation, Message
 from apps.chat.tests.factories import sweep_conversation, sweep_message
-from apps.console.models import Announcement
+from apps.console.models import Announcement, Notification
+from apps.console.tests.factories import sweep_notification
 from apps.documents.models import Answer, Chunk, Document, DocumentRetention, Workspace, WorkspaceMember
 from apps.documents.tests.factories import (
     sweep_answer,
@@ -50,6 +51,7 @@ from apps.tenancy.tests.factories import sweep_team, sweep_team_membership
 
 FACTORIES: dict[type[TenantModel], Callable[[Any], TenantModel]] = {
     Announcement: lambda ministry: Announcement(ministry=ministry, title="内部連絡", body="A only"),
+    Notification: sweep_notification,
     AliasGrant: lambda ministry: AliasGrant(
         ministry=ministry,
         alias=Alias.objects.get_or_create(

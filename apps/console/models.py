@@ -30,3 +30,8 @@ class Announcement(TenantModel):
 
     def get_absolute_url(self) -> str:
         return reverse("console:announcement_detail", args=[self.pk])
+
+
+# In-app notifications have their own module (owner: quota alerts); imported here so
+# Django registers them as models of this app.
+from .notification_models import *  # noqa: E402,F403
