@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 
 class AuditEvent(models.Model):
@@ -15,7 +16,9 @@ class AuditEvent(models.Model):
     :func:`apps.audit.services.audit_verify_chain` walks.
     """
 
-    created_at = models.DateTimeField(auto_now_add=True)
+    # Set before hashing (not auto_now_add, which is assigned only inside save()):
+    # the time is part of the hashed payload, so backdating an event breaks the chain.
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
     # PROTECT: users are deactivated, never deleted, and audit rows cannot be updated.
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT, related_name="+")
     actor_label = models.CharField(max_length=150, blank=True)

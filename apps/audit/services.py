@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any
 
 from django.db import connection, transaction
+from django.utils import timezone
 
 from .models import AuditEvent
 
@@ -22,6 +24,8 @@ def _digest(prev_hash: str, payload: dict[str, Any]) -> str:
 
 def _payload(event: AuditEvent) -> dict[str, Any]:
     return {
+        # UTC ISO 8601 with microseconds: the same text before saving and after reading back.
+        "created_at": event.created_at.astimezone(UTC).isoformat(),
         "actor_id": event.actor_id,
         "actor_label": event.actor_label,
         "ministry_id": event.ministry_id,
@@ -47,6 +51,7 @@ def audit_record(
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_KEY])
     last = AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first()
     event = AuditEvent(
+        created_at=timezone.now(),
         actor=actor if getattr(actor, "pk", None) else None,
         actor_label=str(getattr(actor, "username", "") or "system")[:150],
         ministry_id=ministry_id,
@@ -100,3 +105,41 @@ def audit_verify_chain() -> tuple[bool, int | None]:
     """Walk the chain; return (intact, id of the first bad event or None)."""
     report = audit_verify()
     return report.intact, report.first_bad_id
+
+
+CROSS_MINISTRY_AUDIT_READ = "audit.cross_ministry_read"
+CROSS_MINISTRY_USAGE_READ = "usage.cross_ministry_read"
+AUDIT_EXPORT = "audit.export"
+
+
+def audit_cross_ministry_read(
+    *, actor: Any, action: str, own_ministry_id: int | None, ministry_id: int | None, data: dict[str, Any]
+) -> AuditEvent:
+    """Record that a platform role read another ministry's data (or every ministry's).
+
+    Security: every cross-ministry read is itself on the chain (DESIGN §1). The
+    event belongs to the ministry that was read (``None``: all of them), so that
+    ministry's own admins and auditors see who looked at their trail.
+    """
+    return audit_record(
+        actor=actor,
+        action=action,
+        target_type="ministry",
+        target_id=ministry_id if ministry_id is not None else "*",
+        ministry_id=ministry_id,
+        data={"reader_ministry_id": own_ministry_id, **data},
+    )
+
+
+def audit_export_record(
+    *, actor: Any, ministry_id: int, start: Any, end: Any, via: str, filters: dict[str, Any] | None = None
+) -> AuditEvent:
+    """Record an export of ``ministry_id``'s audit trail (``via``: ``console`` or ``command``)."""
+    return audit_record(
+        actor=actor,
+        action=AUDIT_EXPORT,
+        target_type="ministry",
+        target_id=ministry_id,
+        ministry_id=ministry_id,
+        data={"start": start, "end": end, "via": via, **(filters or {})},
+    )

@@ -27,6 +27,7 @@ from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 from django.views.decorators.http import require_GET
 
+from apps.audit.events import DOCUMENT_PASSAGE_VIEW, audit_document_access
 from apps.chat.markdown import render_markdown
 from apps.chat.streaming import SSE_HEADERS, relay, sse_event
 from apps.registry.router import allowed_aliases
@@ -195,6 +196,10 @@ def _pages(chunk: Chunk) -> list[int]:
 def passage(request: HttpRequest, document_id: int, chunk_id: int) -> HttpResponse:
     """The cited passage: PDF pages as images with the passage highlighted, else the text with <mark>."""
     document, chunk = _chunk_for_actor(request, document_id, chunk_id)
+    # One event per passage view; its page images (passage_page) are part of the same read.
+    audit_document_access(
+        actor=request.user, document=document, action=DOCUMENT_PASSAGE_VIEW, data={"chunk_id": chunk.pk}
+    )
     context: dict[str, Any] = {"document": document, "chunk": chunk}
     if document.file_type == "pdf" and chunk.page_start:
         context["pages"] = _pages(chunk)

@@ -20,6 +20,7 @@ from django.utils import translation
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
+from apps.audit.events import DOCUMENT_DOWNLOAD, audit_document_access
 from apps.registry.models import Clearance
 from apps.tenancy.permissions import require_membership
 
@@ -143,6 +144,7 @@ def document_download(request: HttpRequest, document_id: int) -> HttpResponseBas
     """The original file, as an attachment (never rendered inline: it is user content)."""
     document = get_document_for_actor(actor=request.user, document_id=document_id)
     handle = documents_storage().open(document.storage_name, "rb")
+    audit_document_access(actor=request.user, document=document, action=DOCUMENT_DOWNLOAD)
     response = FileResponse(handle, as_attachment=True, filename=document.filename)
     response["X-Content-Type-Options"] = "nosniff"
     return response

@@ -24,9 +24,11 @@ from dataclasses import dataclass
 from django.http import HttpRequest, HttpResponse
 from django.middleware.csrf import CsrfViewMiddleware
 
+from apps.audit.events import api_key_refusal_due, audit_api_key_refused
 from apps.tenancy.connections import db_hop
 
 from . import errors, keys
+from .models import KEY_PREFIX
 
 LEVEL_HEADER = "X-Gennai-Confidentiality"
 CONVERSATION_HEADER = "X-Gennai-Conversation"
@@ -66,6 +68,16 @@ async def caller_from_bearer(authorization: str) -> Caller:
     if info is None:
         info = await db_hop(keys.lookup_key, token)
     state = keys.check_key(info, token)
+    if info is not None and state in (keys.KeyState.REVOKED, keys.KeyState.EXPIRED):
+        # The secret matched: a real key in use after its end. Audited (throttled per key).
+        if api_key_refusal_due(key_id=info.id, state=state):
+            await db_hop(
+                audit_api_key_refused,
+                key_id=info.id,
+                ministry_id=info.ministry_id,
+                prefix=KEY_PREFIX + info.prefix,
+                state=state,
+            )
     if state == keys.KeyState.REVOKED:
         raise errors.revoked_key()
     if state == keys.KeyState.EXPIRED:

@@ -92,3 +92,13 @@ def test_app_role_cannot_truncate_the_audit_log(chain: list[AuditEvent]) -> None
     with pytest.raises(DatabaseError) as excinfo, transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("TRUNCATE audit_auditevent")
     assert isinstance(excinfo.value.__cause__, psycopg.errors.InsufficientPrivilege)
+
+
+def test_audit_verify_reports_a_backdated_row(chain: list[AuditEvent]) -> None:
+    """The time is hashed too: moving an event out of an export period is tampering."""
+    with owner_mode(), connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE audit_auditevent SET created_at = created_at - interval '30 days' WHERE id = %s",
+            [chain[1].pk],
+        )
+    assert audit_verify().first_bad_id == chain[1].pk
