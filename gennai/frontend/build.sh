@@ -3,7 +3,7 @@
 #
 #   1. npm ci  — installs the exact versions pinned in package-lock.json
 #   2. Tailwind CSS v4 (+ Digital Agency theme) → gennai/static/gennai/css/app.css (minified)
-#   3. Vendors htmx and the htmx SSE extension → gennai/static/gennai/js/
+#   3. Vendors htmx, the htmx SSE extension and Chart.js (UMD build) → gennai/static/gennai/js/
 #
 # The outputs are committed, so running the app never needs Node or a CDN.
 # Set GENNAI_SKIP_NPM_CI=1 to reuse an existing node_modules/.
@@ -34,9 +34,11 @@ echo "assets: tailwind → $CSS_OUT"
 echo "assets: vendoring htmx → $JS_DIR"
 cp node_modules/htmx.org/dist/htmx.min.js "$JS_DIR/htmx.min.js"
 cp node_modules/htmx-ext-sse/dist/sse.js "$JS_DIR/htmx-ext-sse.js"
+# Chart.js for the console's usage dashboard (loaded only on that page).
+cp node_modules/chart.js/dist/chart.umd.min.js "$JS_DIR/chart.umd.min.js"
 
 # Sanity checks: the outputs exist and are not empty.
-for f in "$CSS_OUT" "$JS_DIR/htmx.min.js" "$JS_DIR/htmx-ext-sse.js" "$JS_DIR/app.js"; do
+for f in "$CSS_OUT" "$JS_DIR/htmx.min.js" "$JS_DIR/htmx-ext-sse.js" "$JS_DIR/chart.umd.min.js" "$JS_DIR/app.js"; do
   [[ -s "$f" ]] || { echo "assets: missing or empty $f" >&2; exit 1; }
 done
 
