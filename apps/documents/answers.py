@@ -33,6 +33,7 @@ from apps.chat.models import Message, Role, Status
 from apps.registry.providers.base import ChatRequest
 from apps.registry.router import RouteRefused, plan_route
 from apps.search.base import SearchHit
+from apps.search.relevance import evidence
 from apps.search.selectors import hybrid_search
 from apps.tenancy.scope import ministry_scope
 
@@ -44,6 +45,12 @@ MAX_QUESTION_CHARS = 2000
 # Room kept for the system prompt, the question and the answer when deciding "whole documents".
 PROMPT_OVERHEAD_TOKENS = 600
 CITATION = re.compile(r"\[(\d{1,3})\]")
+
+
+def not_in_sources_text() -> str:
+    """The answer when no passage is evidence for the question (in the request's language)."""
+    return _("資料に該当する記載が見つかりませんでした。")
+
 
 SYSTEM_PROMPT_JA = (
     "あなたは行政職員を支援するアシスタントです。以下の「資料」だけを根拠に、日本語で簡潔に回答してください。"
@@ -136,8 +143,15 @@ def _selected_documents(*, workspace: Workspace, document_ids: list[int] | None)
 def _retrieve(
     *, workspace: Workspace, question: str, documents: list[Document] | None, limit: int
 ) -> list[SearchHit]:
-    """Hybrid search in the workspace (lexical only when no embedding can be had now)."""
-    return hybrid_search(
+    """Hybrid search in the workspace (lexical only when no embedding can be had now), evidence only.
+
+    The vector leg always finds nearest passages, even for a question the
+    documents say nothing about; :func:`apps.search.relevance.evidence` keeps
+    only passages that share most of the question's content words or whose
+    embedding is close enough, so an unrelated question gets no sources (and
+    the answer says so without a model call) instead of a confident invention.
+    """
+    hits = hybrid_search(
         ministry_id=workspace.ministry_id,
         workspace_ids=[workspace.pk],
         query=question,
@@ -145,6 +159,7 @@ def _retrieve(
         limit=limit,
         document_ids=[d.pk for d in documents] if documents is not None else None,
     )
+    return evidence(question=question, hits=hits)
 
 
 def _context_window(*, alias_name: str, level: int) -> int | None:
@@ -234,8 +249,10 @@ def answer_start(
         )
         message = chat_services._start_answer(conversation)  # route refusal → explained error
         if not sources and message.status == Status.STREAMING:
-            message.status, message.error = Status.ERROR, _("この質問に関係する資料が見つかりませんでした。")
-            message.save(update_fields=["status", "error", "updated_at"])
+            # Nothing in the workspace is evidence for the question: that is the answer,
+            # given without a model call (nothing to ground it, nothing to send).
+            message.status, message.content = Status.COMPLETE, not_in_sources_text()
+            message.save(update_fields=["status", "content", "updated_at"])
         answer: Answer = Answer.objects.create(
             workspace=workspace,
             asked_by=actor,

@@ -54,7 +54,10 @@ class ChunkRecord:
 
 @dataclass(frozen=True)
 class SearchHit:
-    """One retrieved chunk; ``score`` is the fused (RRF) score, higher is better."""
+    """One retrieved chunk; ``score`` is the fused (RRF) score, higher is better.
+
+    A backend SHOULD fill ``similarity`` for hits its vector leg ranked.
+    """
 
     chunk_id: int
     document_id: int
@@ -67,6 +70,9 @@ class SearchHit:
     char_start: int
     char_end: int
     heading: str
+    # Cosine similarity of the chunk to the query embedding, when the vector leg scored it
+    # (None: lexical-only hit, or no embedding). Used as relevance evidence (apps/search/relevance.py).
+    similarity: float | None = None
 
 
 @dataclass(frozen=True)

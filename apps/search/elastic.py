@@ -324,7 +324,8 @@ class ElasticsearchBackend:
             return []
         rankings: list[list[int]] = []
         sources: dict[int, dict[str, Any]] = {}
-        for response in result["responses"]:
+        similarity: dict[int, float] = {}
+        for leg, response in enumerate(result["responses"]):
             if "error" in response:
                 if response.get("status") == 404:
                     continue
@@ -337,6 +338,8 @@ class ElasticsearchBackend:
                     continue
                 ranking.append(int(src["chunk_id"]))
                 sources[int(src["chunk_id"])] = src
+                if leg == 1 and hit.get("_score") is not None:  # kNN leg: cosine _score is (1 + cos) / 2
+                    similarity[int(src["chunk_id"])] = 2.0 * float(hit["_score"]) - 1.0
             rankings.append(ranking)
         fused = rrf_fuse(rankings)
         best = sorted(fused, key=lambda key: (-fused[key], key))[:limit]
@@ -353,6 +356,7 @@ class ElasticsearchBackend:
                 char_start=int(sources[key]["char_start"]),
                 char_end=int(sources[key]["char_end"]),
                 heading=str(sources[key].get("heading", "")),
+                similarity=similarity.get(key),
             )
             for key in best
         ]

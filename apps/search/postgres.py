@@ -47,7 +47,7 @@ def tsquery_text(query: str) -> str:
     return " | ".join("'" + t.replace("\\", "\\\\").replace("'", "''") + "'" for t in seen)
 
 
-def _hit(row: Sequence[Any], score: float) -> SearchHit:
+def _hit(row: Sequence[Any], score: float, similarity: float | None = None) -> SearchHit:
     (
         chunk_id,
         document_id,
@@ -72,6 +72,7 @@ def _hit(row: Sequence[Any], score: float) -> SearchHit:
         char_start=char_start,
         char_end=char_end,
         heading=heading,
+        similarity=similarity,
     )
 
 
@@ -173,6 +174,7 @@ class PostgresBackend:
             params.append(sorted({int(d) for d in document_ids}))
         depth = max(limit * self.candidates_factor, 40)
         rankings: list[list[int]] = []
+        similarity: dict[int, float] = {}  # cosine similarity of the vector leg's rows
         with transaction.atomic(), connection.cursor() as cursor:
             lexeme_query = tsquery_text(query)
             if lexeme_query:
@@ -195,7 +197,8 @@ class PostgresBackend:
                     cursor.execute(
                         f"WITH scoped AS MATERIALIZED (SELECT id, embedding FROM {TABLE} WHERE {where} "
                         "AND embedding IS NOT NULL) "
-                        "SELECT id FROM scoped ORDER BY embedding <=> %s::vector LIMIT %s",
+                        "SELECT id, embedding <=> %s::vector AS distance FROM scoped "
+                        "ORDER BY distance LIMIT %s",
                         [*params, vector, depth],
                     )
                 else:
@@ -203,11 +206,13 @@ class PostgresBackend:
                     cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
                     cursor.execute("SET LOCAL hnsw.ef_search = %s", [max(depth, 40)])
                     cursor.execute(
-                        f"SELECT id FROM {TABLE} WHERE {where} AND embedding IS NOT NULL "
-                        "ORDER BY embedding <=> %s::vector LIMIT %s",
-                        [*params, vector, depth],
+                        f"SELECT id, embedding <=> %s::vector AS distance FROM {TABLE} "
+                        f"WHERE {where} AND embedding IS NOT NULL ORDER BY distance LIMIT %s",
+                        [vector, *params, depth],
                     )
-                rankings.append([row[0] for row in cursor.fetchall()])
+                vector_rows = cursor.fetchall()
+                rankings.append([row[0] for row in vector_rows])
+                similarity = {row[0]: 1.0 - float(row[1]) for row in vector_rows}
             fused = rrf_fuse(rankings)
             best = sorted(fused, key=lambda key: (-fused[key], key))[:limit]
             if not best:
@@ -216,7 +221,7 @@ class PostgresBackend:
                 f"SELECT id, {_COLUMNS} FROM {TABLE} WHERE {where} AND id = ANY(%s)", [*params, best]
             )
             rows = {row[0]: row[1:] for row in cursor.fetchall()}
-        return [_hit(rows[key], fused[key]) for key in best if key in rows]
+        return [_hit(rows[key], fused[key], similarity.get(key)) for key in best if key in rows]
 
     def health(self) -> SearchHealth:
         try:

@@ -274,7 +274,7 @@ def test_a_second_stream_replays_and_no_sources_is_an_explained_error(
         nothing = _answer(staff_a, _ask(staff_a, shared_workspace, "ZZZZ QQQQ", reg.alias.name))
         assert nothing.sources == []
         page = _client(staff_a.user).get(f"/documents/answers/{nothing.pk}/").content.decode()
-        assert "この質問に関係する資料が見つかりませんでした。" in page and "sse-connect" not in page
+        assert "資料に該当する記載が見つかりませんでした。" in page and "sse-connect" not in page
         assert fake.requests == 1
 
 
