@@ -1,0 +1,198 @@
+"""What every console URL should answer, per role and method: the table ``test_url_walk`` reads.
+
+``test_url_walk`` enumerates every URL pattern of the ``console`` namespace (so a
+new URL is walked without anyone listing it) and requests it as each role of
+two ministries, with the ids of ministry A's objects. What it expects comes from
+the default rules in :func:`expected_status`, refined per URL by :data:`URL_SPECS`.
+
+To cover a new console URL, add a :class:`UrlSpec` to :data:`URL_SPECS` (its
+methods, whether its GET is a change form, a POST payload that really changes
+A's data as A's admin), and, for a new id in the path, a factory in
+:data:`OBJECT_FACTORIES` that creates A's object and returns its id. A URL with
+an id the table does not know fails the walk with a message saying so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from django.utils import timezone
+
+from tests.support.fixtures import make_user
+
+ROLES = ("anonymous", "staff_a", "auditor_a", "auditor_b", "admin_b", "admin_a")
+"""Every role the walk uses, admin_a last (its POSTs change A's data)."""
+
+LOGIN_REDIRECT = 302
+ANY = -1
+"""An expected status meaning "whatever, as long as ministry A's data did not change"."""
+
+MARKER = "WALKMARK"
+"""Appears in ministry A's names only: a page shown to B must not contain it."""
+
+
+@dataclass
+class World:
+    """Two ministries, a user per role, and ministry A's objects (ids by URL keyword)."""
+
+    a: Any
+    b: Any
+    users: dict[str, Any]
+    ids: dict[str, int] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def build_world(ministries: tuple[Any, Any]) -> World:
+    """Create the roles of both ministries and A's objects (through the real services)."""
+    from apps.gateway.services import api_key_create
+    from apps.quotas.limits import limit_set
+    from apps.registry.models import Alias
+    from apps.registry.services import alias_grant
+    from apps.tenancy.models import Team, TeamMembership, TeamSource
+    from apps.tenancy.scope import ministry_scope
+
+    a, b = ministries
+    users = {
+        "staff_a": make_user("walk-staff-a", a, ["staff"]),
+        "auditor_a": make_user("walk-auditor-a", a, ["staff", "ministry_auditor"]),
+        "admin_a": make_user("walk-admin-a", a, ["staff", "ministry_admin"]),
+        "auditor_b": make_user("walk-auditor-b", b, ["staff", "ministry_auditor"]),
+        "admin_b": make_user("walk-admin-b", b, ["staff", "ministry_admin"]),
+        "member_a": make_user(f"walk-member-a-{MARKER}", a, ["staff"]),
+    }
+    world = World(a=a, b=b, users=users)
+    granted = Alias.objects.create(name="walk-granted", display_name_ja="許可済み", display_name_en="Granted")
+    free = Alias.objects.create(name="walk-free", display_name_ja="未許可", display_name_en="Not granted")
+    alias_grant(actor=None, ministry=a, alias=granted)
+    alias_grant(actor=None, ministry=b, alias=granted)
+    world.extra.update(alias_granted=granted.pk, alias_free=free.pk)
+    with ministry_scope(ministry_id=a.pk):
+        team = Team.objects.create(code="walk-local", name=f"{MARKER} ローカル", source=TeamSource.LOCAL)
+        Team.objects.create(code="walk-sso", name=f"{MARKER} SSO", source=TeamSource.SSO)
+        row = TeamMembership.objects.create(team=team, user=users["member_a"], source=TeamSource.LOCAL)
+        limit = limit_set(actor=users["admin_a"], level="team", team=team, monthly_tokens=100_000)
+        key, _plain = api_key_create(
+            actor=users["admin_a"],
+            ministry=a,
+            name=f"{MARKER} key",
+            expires_at=timezone.now() + timedelta(days=30),
+        )
+    world.ids.update(
+        user_id=users["member_a"].pk,
+        team_id=team.pk,
+        team_membership_id=row.pk,
+        limit_id=limit.pk,
+        alias_id=granted.pk,
+    )
+    world.extra["api_key"] = key.pk
+    for name, factory in OBJECT_FACTORIES.items():
+        with ministry_scope(ministry_id=a.pk):
+            world.ids[name] = factory(world)
+    return world
+
+
+def _announcement(world: World) -> int:
+    from apps.console.models import Announcement
+
+    return int(Announcement.objects.create(ministry=world.a, title=f"{MARKER} 連絡", body="本文").pk)
+
+
+OBJECT_FACTORIES: dict[str, Callable[[World], int]] = {
+    "announcement_id": _announcement,
+}
+"""URL keyword → factory of ministry A's object (runs in A's scope; returns the id)."""
+
+PLATFORM_KWARGS = frozenset({"alias_id"})
+"""Ids of platform data (not ministry A's): another ministry's admin may name them too."""
+
+
+@dataclass(frozen=True)
+class UrlSpec:
+    """How one console URL behaves.
+
+    * ``methods``: what it answers (others: 405 for everyone);
+    * ``write``: its GET is a change form (auditors get 403, as on POST);
+    * ``post``: the POST body as A's admin would send it (built from the world);
+      A's admin must get ``admin_post`` and A's data must change (so the refusals
+      of everyone else are refusals of a real change);
+    * ``kwargs``: path keywords when they are not the world's defaults;
+    * ``expect``: overrides of the default per (method, role).
+    """
+
+    methods: frozenset[str] = frozenset({"GET"})
+    write: bool = False
+    post: Callable[[World], dict[str, Any]] | None = None
+    admin_post: int = 302
+    kwargs: Callable[[World], dict[str, Any]] | None = None
+    expect: dict[tuple[str, str], int] = field(default_factory=dict)
+
+
+GET = frozenset({"GET"})
+POST = frozenset({"POST"})
+BOTH = frozenset({"GET", "POST"})
+
+URL_SPECS: dict[str, UrlSpec] = {
+    # Staff read their ministry's announcements: not a console page, but in the namespace.
+    "announcement_detail": UrlSpec(expect={("GET", "staff_a"): 200}),
+    "home": UrlSpec(),
+    "member_list": UrlSpec(),
+    "member_detail": UrlSpec(),
+    "team_list": UrlSpec(),
+    "team_create": UrlSpec(methods=BOTH, write=True, post=lambda w: {"code": "walk-new", "name": "新チーム"}),
+    "team_detail": UrlSpec(),
+    "team_rename": UrlSpec(methods=POST, post=lambda w: {"name": "改名したチーム"}),
+    "team_delete": UrlSpec(methods=BOTH, write=True, post=lambda w: {}),
+    "team_member_add": UrlSpec(methods=POST, post=lambda w: {"user": w.users["staff_a"].pk}),
+    "team_member_remove": UrlSpec(methods=POST, post=lambda w: {}),
+    "model_list": UrlSpec(),
+    "model_allow": UrlSpec(
+        methods=POST,
+        post=lambda w: {},
+        kwargs=lambda w: {"alias_id": w.extra["alias_free"]},
+    ),
+    "model_disallow": UrlSpec(
+        methods=POST,
+        post=lambda w: {},
+        kwargs=lambda w: {"alias_id": w.extra["alias_granted"]},
+    ),
+    "limit_list": UrlSpec(),
+    "limit_create": UrlSpec(
+        methods=BOTH,
+        write=True,
+        # B's admin posting A's team id: refused by the form's choices (400), nothing changes.
+        post=lambda w: {"level": "user", "user": w.users["member_a"].pk, "monthly_tokens": "5000"},
+    ),
+    "limit_edit": UrlSpec(methods=BOTH, write=True, post=lambda w: {"monthly_tokens": "7", "rpm": "3"}),
+    "limit_delete": UrlSpec(methods=BOTH, write=True, post=lambda w: {}),
+    "retention": UrlSpec(methods=BOTH, post=lambda w: {"days": "90"}),
+}
+
+
+def touches_a_object(spec: UrlSpec, kwargs: dict[str, Any]) -> bool:
+    """Does the path name one of ministry A's objects (so another ministry must get 404)?"""
+    return any(name not in PLATFORM_KWARGS for name in kwargs)
+
+
+def expected_status(spec: UrlSpec, *, method: str, role: str, a_object: bool) -> int:
+    """The default rules (see the module docstring); ``spec.expect`` overrides them."""
+    if (method, role) in spec.expect:
+        return spec.expect[(method, role)]
+    if method not in spec.methods:
+        return 405
+    if role == "anonymous":
+        return LOGIN_REDIRECT
+    if role == "staff_a":
+        return 403
+    changing = method == "POST" or spec.write
+    if role in ("auditor_a", "auditor_b") and changing:
+        return 403  # read-only, refused before any object is looked up
+    if role in ("auditor_b", "admin_b"):
+        if a_object:
+            return 404  # another ministry's object: the same 404 as a missing one
+        return ANY if method == "POST" else 200
+    if role == "admin_a" and method == "POST":
+        return spec.admin_post
+    return 200
