@@ -32,3 +32,18 @@ def usage_rollup_recent_task() -> int:
     from .rollups import usage_rollup_recent
 
     return sum(result.upserted for result in usage_rollup_recent())
+
+
+@app.task(name="quotas.admission_reconcile", ignore_result=True)
+def admission_reconcile_task() -> dict[str, int]:
+    """Release leaked admission reservations and reseed the month counters from the ledger.
+
+    Scheduled by ``CELERY_BEAT_SCHEDULE`` (``quotas-admission-reconcile``, every
+    ``GENNAI_QUOTA_RECONCILE_SECONDS``). Platform work: each ministry's ledger is
+    read inside that ministry's own scope (:mod:`apps.quotas.reconcile`). Safe to
+    run twice at once: every step is an atomic script that writes the truth.
+    """
+    from .reconcile import reconcile
+
+    result = reconcile()
+    return {"released": result.released, "ministries": result.ministries, "counters": result.counters}
