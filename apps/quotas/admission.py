@@ -392,12 +392,16 @@ class _AsyncScripts:
     def __init__(self) -> None:
         import redis.asyncio as aredis
 
-        self.client = aredis.Redis.from_url(
+        # A blocking pool: under a burst, a request waits (bounded) for a connection
+        # instead of failing as if Redis were down.
+        pool = aredis.BlockingConnectionPool.from_url(
             settings.REDIS_URL,
+            max_connections=int(getattr(settings, "GENNAI_QUOTA_REDIS_CONNECTIONS", 64)),
+            timeout=2 * _timeout() + 1,
             socket_timeout=_timeout(),
             socket_connect_timeout=_timeout(),
-            max_connections=int(getattr(settings, "GENNAI_QUOTA_REDIS_CONNECTIONS", 64)),
         )
+        self.client = aredis.Redis(connection_pool=pool)
         self.admit = self.client.register_script(ADMIT_LUA)
         self.settle = self.client.register_script(SETTLE_LUA)
 

@@ -1,0 +1,217 @@
+"""Admission under concurrency (real Redis): no overspend, nothing left held, one set of counters
+for every process, and the per-zone policy when Redis is unreachable."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import random
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import redis
+from django.db import connections
+
+from apps.quotas import admission, limits
+from apps.quotas.admission import AdmissionUnavailable, QuotaExceeded, areserve, asettle, reserve, settle
+from apps.quotas.reconcile import reconcile
+
+from .admission_support import (  # noqa: F401  (quota_redis_fixture provides quota_redis)
+    admin_of,
+    counters,
+    new_id,
+    quota_redis_fixture,
+    set_limit,
+    staff_of,
+    team_with,
+    user_subject,
+)
+
+BUDGET = 12_000
+PROMPT, MAX_TOKENS = 40, 160  # each reservation: 200 tokens
+
+
+@pytest.mark.django_db(transaction=True)
+def test_200_concurrent_requests_never_overspend_and_leave_nothing_held(
+    quota_redis: redis.Redis, ministries: tuple[Any, Any], settings: Any
+) -> None:
+    """200 requests at once against a budget for 60: completed, failed mid-stream (partial usage),
+    disconnected (settled to what was produced), and abandoned (process died: never settled)."""
+    a, _ = ministries
+    user = staff_of(a)
+    team = team_with(a, "load", user)
+    set_limit(a, admin_of(a), level="team", team=team, monthly_tokens=BUDGET, monthly_yen=Decimal("100"))
+    subject = user_subject(a, user)
+    limits.ministry_limits(a.pk)  # warm this process's cache (the event loop never waits on it)
+    rng = random.Random(8)  # noqa: S311 (a reproducible mix of outcomes, not a secret)
+    outcomes = [rng.choice(["ok", "ok", "error", "disconnect", "abandon"]) for _ in range(200)]
+    settled_tokens: list[int] = []
+    settled_yen: list[Decimal] = []
+    admitted: list[int] = []
+
+    async def one(i: int, outcome: str) -> None:
+        try:
+            r = await areserve(
+                subject=subject,
+                prompt_tokens=PROMPT,
+                max_tokens=MAX_TOKENS,
+                request_id=new_id(),
+                price=Decimal(500),
+            )
+        except QuotaExceeded as exc:
+            assert (exc.level, exc.kind) == ("team", "budget")
+            return
+        admitted.append(i)
+        await asyncio.sleep(rng.random() / 100)  # the upstream streams
+        if outcome == "abandon":
+            return  # the process died: no settle, ever
+        completion = {"ok": rng.randint(1, MAX_TOKENS), "error": rng.randint(0, 20), "disconnect": 7}[outcome]
+        cost = Decimal(PROMPT + completion) * Decimal(500) / Decimal(1_000_000)
+        settled_tokens.append(PROMPT + completion)
+        settled_yen.append(cost)
+        await asettle(reservation=r, prompt_tokens=PROMPT, completion_tokens=completion, cost_yen=cost)
+
+    settings.GENNAI_QUOTA_RESERVATION_SECONDS = 2
+
+    async def run() -> None:
+        await asyncio.gather(*(one(i, o) for i, o in enumerate(outcomes)))
+
+    asyncio.run(run())
+    scope = f"m{a.pk}:t{team.pk}"
+    state = counters(quota_redis, scope)
+    # Check-then-reserve is atomic: used + held never passed the budget, so the overspend is
+    # at most one reservation (here zero: no upstream produced more than its max_tokens).
+    assert state["ut"] + state["ht"] <= BUDGET
+    # A refusal needs more than BUDGET - 200 consumed, and each request consumes at most 200.
+    assert len(admitted) >= BUDGET // (PROMPT + MAX_TOKENS)
+    abandoned = [i for i in admitted if outcomes[i] == "abandon"]
+    assert abandoned, "the mix must include abandoned requests"
+    assert state["ht"] == len(abandoned) * (PROMPT + MAX_TOKENS)
+    # The abandoned reservations expire; the reconciler releases them.
+    import time
+
+    time.sleep(2.2)
+    reconcile()
+    for name in ("p", f"m{a.pk}", scope, f"m{a.pk}:u{user.pk}"):
+        final = counters(quota_redis, name)
+        # The ledger has no rows (no journal here): every settled request is still a
+        # not-yet-drained note, so used == what was settled, exactly.
+        assert final == {
+            "ut": sum(settled_tokens),
+            "ht": 0,
+            "uy": sum(admission.yen_units(y) for y in settled_yen),
+            "hy": 0,
+        }, name
+    assert not quota_redis.zcard(f"{admission.PREFIX}open:{a.pk}")
+
+
+def _burst(n: int, subject: admission.Subject, out: Any) -> None:
+    """In another process: ``n`` reservations at once, never settled; report how many passed."""
+
+    async def run() -> int:
+        async def one() -> bool:
+            try:
+                await areserve(subject=subject, prompt_tokens=50, max_tokens=50, request_id=new_id())
+            except QuotaExceeded:
+                return False
+            return True
+
+        return sum(await asyncio.gather(*(one() for _ in range(n))))
+
+    out.put(asyncio.run(run()))
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("limit", ["max_concurrent", "monthly_tokens", "rpm"])
+def test_two_processes_share_one_set_of_limits(
+    limit: str, quota_redis: redis.Redis, ministries: tuple[Any, Any]
+) -> None:
+    """Two web processes each try 15 requests against a limit of 10: exactly 10 pass in total."""
+    a, _ = ministries
+    user = staff_of(a)
+    value = {"max_concurrent": 10, "monthly_tokens": 1000, "rpm": 10}[limit]
+    set_limit(a, admin_of(a), level="user", user=user, **{limit: value})
+    subject = user_subject(a, user)
+    limits.ministry_limits(a.pk)
+    connections.close_all()  # the child opens its own connection if it needs one
+    context = multiprocessing.get_context("fork")
+    out = context.Queue()
+    children = [context.Process(target=_burst, args=(15, subject, out)) for _ in range(2)]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(60)
+        assert child.exitcode == 0
+    passed = out.get(timeout=5) + out.get(timeout=5)
+    assert passed == 10
+    assert counters(quota_redis, f"m{a.pk}:u{user.pk}")["ht"] == 1000
+
+
+# --- Redis unreachable -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def redis_down(quota_redis: redis.Redis, settings: Any) -> None:
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+    admission.reset_clients_for_tests()
+
+
+@pytest.mark.parametrize("zone", ["external", "gov_cloud"])
+def test_redis_down_fails_closed_for_external_and_gov_cloud(
+    zone: str, redis_down: None, ministries: tuple[Any, Any]
+) -> None:
+    a, _ = ministries
+    subject = user_subject(a, staff_of(a), zone=zone)
+    with pytest.raises(AdmissionUnavailable) as excinfo:
+        reserve(subject=subject, prompt_tokens=1, max_tokens=1, request_id=new_id())
+    assert excinfo.value.kind == "unavailable"
+    assert excinfo.value.retry_after >= 1
+    with pytest.raises(AdmissionUnavailable):
+        asyncio.run(areserve(subject=subject, prompt_tokens=1, max_tokens=1, request_id=new_id()))
+
+
+def test_redis_down_on_prem_gets_a_bounded_grace(
+    redis_down: None, ministries: tuple[Any, Any], settings: Any
+) -> None:
+    a, _ = ministries
+    settings.GENNAI_QUOTA_REDIS_GRACE_PER_MINUTE = 3
+    subject = user_subject(a, staff_of(a), zone="on_prem")
+    granted = [reserve(subject=subject, prompt_tokens=1, max_tokens=1, request_id=new_id()) for _ in range(3)]
+    assert all(r.degraded for r in granted)
+    with pytest.raises(AdmissionUnavailable):  # the grace is spent: closed until the next minute
+        reserve(subject=subject, prompt_tokens=1, max_tokens=1, request_id=new_id())
+    settle(
+        reservation=granted[0], prompt_tokens=1, completion_tokens=1, cost_yen=Decimal(0)
+    )  # no-op, no raise
+
+
+def test_redis_down_policy_is_configurable_and_settle_never_raises(
+    quota_redis: redis.Redis, ministries: tuple[Any, Any], settings: Any
+) -> None:
+    a, _ = ministries
+    subject = user_subject(a, staff_of(a), zone="on_prem")
+    r = reserve(subject=subject, prompt_tokens=10, max_tokens=10, request_id=new_id())  # Redis up
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    settings.GENNAI_QUOTA_REDIS_DOWN = {"on_prem": "closed"}
+    admission.reset_clients_for_tests()
+    with pytest.raises(AdmissionUnavailable):
+        reserve(subject=subject, prompt_tokens=1, max_tokens=1, request_id=new_id())
+    asyncio.run(asettle(reservation=r, prompt_tokens=10, completion_tokens=3, cost_yen=Decimal(0)))
+    assert not r.settled  # left for the reconciler: the reservation expires and is released
+
+
+def test_refusal_message_speaks_the_request_language(
+    quota_redis: redis.Redis, ministries: tuple[Any, Any]
+) -> None:
+    from django.utils import translation
+
+    a, _ = ministries
+    user = staff_of(a)
+    set_limit(a, admin_of(a), level="user", user=user, rpm=0)
+    with translation.override("en"), pytest.raises(QuotaExceeded) as excinfo:
+        reserve(subject=user_subject(a, user), prompt_tokens=1, max_tokens=1, request_id=new_id())
+    assert "per-minute limit" in excinfo.value.message
+    with translation.override("ja"), pytest.raises(QuotaExceeded) as excinfo:
+        reserve(subject=user_subject(a, user), prompt_tokens=1, max_tokens=1, request_id=new_id())
+    assert "1分あたり" in excinfo.value.message
