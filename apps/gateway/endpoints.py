@@ -33,9 +33,9 @@ from apps.registry.providers.base import (
     UpstreamRejected,
 )
 from apps.registry.router import AllUpstreamsFailed, allowed_aliases, embed_inputs, stream_chat
-from apps.tenancy.connections import scoped_db_hop
+from apps.tenancy.connections import db_hop, scoped_db_hop
 
-from . import errors, validation
+from . import errors, keys, routing, validation
 from .auth import CONVERSATION_HEADER, LEVEL_HEADER, Caller, requested_level
 from .errors import ApiError
 from .relay import aggregate, relay
@@ -75,6 +75,37 @@ def _upstream_error(exc: BaseException) -> ApiError:
     return errors.upstream_failed(status, rejected=isinstance(exc, UpstreamRejected))
 
 
+# --- Caches refreshed ahead, once the first token is out ----------------------------
+
+_key_check: asyncio.Future[None] | None = None
+
+
+def refresh_ahead(caller: Caller, alias_name: str, level: int, kind: str) -> None:
+    """Start the background refreshes that keep the next requests off the database.
+
+    The route decision (:func:`.routing.refresh_ahead`) and the API keys' version
+    check (:func:`.keys.version_check_due`) are refreshed here, after a request's
+    first token went out, and not before its upstream call: each refresh is a
+    thread running Django code, which competes with the event loop for the GIL,
+    and before the upstream call it slowed that request's first token. Both keep
+    their hard bounds (a decision is never served past its lifetime, a key is
+    never judged from the cache once ``check_seconds()`` passed without a check),
+    so a refresh started late costs a request a wait, never a stale answer.
+    """
+    global _key_check
+    routing.refresh_ahead(caller, alias_name=alias_name, level=level, kind=kind)
+    if caller.api_key_id is not None and keys.version_check_due():
+        if _key_check is None or _key_check.done() or _key_check.get_loop() is not asyncio.get_running_loop():
+            _key_check = asyncio.ensure_future(_check_key_version())
+
+
+async def _check_key_version() -> None:
+    try:
+        await db_hop(keys.check_version)
+    except Exception:  # the next request's own check (in lookup_key) covers it; nothing is served stale
+        logger.exception("API key version re-check failed")
+
+
 # --- /v1/chat/completions --------------------------------------------------------
 
 
@@ -105,11 +136,15 @@ async def chat_completions(
     plan = outcome
     meter.revision = plan.alias.revision_number or None
     meter.model_name = plan.candidates[0].model_name if plan.candidates else None
+    # Admission checks that need the route (quotas) belong here: after routing,
+    # before the started entry and the upstream call; a refusal is recorded like
+    # the routing refusals above (meter.finish(REFUSED)) and returned.
     await meter.start()
     stream = stream_chat(plan, ChatRequest(messages=chat.messages, params=chat.params))
     try:
         try:
             deployment, first = await stream.__anext__()  # failover happens in here
+            await meter.confirm_start()  # Redis's answer, long since arrived: no token before it
         except (AllUpstreamsFailed, UpstreamError, StopAsyncIteration) as exc:
             logger.warning("chat %s: no upstream answered: %s", plan.alias.name, exc)
             error = _upstream_error(exc)
@@ -126,8 +161,15 @@ async def chat_completions(
             return Reply(
                 content_type="text/event-stream",
                 headers=SSE_HEADERS,
-                stream=relay(stream, first, meter, include_usage=chat.include_usage),
+                stream=relay(
+                    stream,
+                    first,
+                    meter,
+                    include_usage=chat.include_usage,
+                    after_first=lambda: refresh_ahead(caller, chat.model, level, ModelKind.CHAT),
+                ),
             )
+        refresh_ahead(caller, chat.model, level, ModelKind.CHAT)
         try:
             result = await aggregate(stream, first, meter)
         except UpstreamError as exc:
@@ -179,6 +221,7 @@ async def embeddings(*, caller: Caller, headers: Mapping[str, str], body: bytes,
     await meter.start()
     try:
         deployment, result = await embed_inputs(plan.candidates, lambda _deployment: params.inputs)
+        await meter.confirm_start()
     except (AllUpstreamsFailed, UpstreamError) as exc:
         logger.warning("embeddings %s: %s", plan.alias.name, exc)
         error = _upstream_error(exc)
@@ -189,6 +232,7 @@ async def embeddings(*, caller: Caller, headers: Mapping[str, str], body: bytes,
         await meter.finish(UsageStatus.INTERRUPTED)
         raise
     meter.first_token(deployment)
+    refresh_ahead(caller, params.model, level, ModelKind.EMBEDDING)
     meter.prompt_tokens = result.prompt_tokens
     prompt_tokens = meter.entry(UsageStatus.OK).prompt_tokens
     await meter.finish(UsageStatus.OK)

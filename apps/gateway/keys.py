@@ -160,6 +160,30 @@ def cached_key(plaintext: str) -> KeyInfo | None:
     return entry[0]
 
 
+def check_version(now: float | None = None) -> None:
+    """Re-read the ``gateway.api_keys`` version now (sync: I/O); forget every entry if it moved.
+
+    ``now`` is the moment the check counts from, taken before the read.
+    """
+    now = time.monotonic() if now is None else now
+    version = versions.read_version(VERSION_NAME)
+    with _cache.lock:
+        if _cache.version != version:
+            _cache.clear()
+            _cache.version = version
+        _cache.checked_at = now
+
+
+def version_check_due() -> bool:
+    """Whether the version check is past half its interval: time to re-check in the background.
+
+    The ``/v1`` hot path re-checks ahead (:mod:`apps.gateway.endpoints`), so that
+    no request waits for the check; :func:`cached_key` still answers nothing once
+    ``check_seconds()`` passed without one, so the bound on a revocation is unchanged.
+    """
+    return time.monotonic() - _cache.checked_at >= versions.check_seconds() / 2
+
+
 def lookup_key(plaintext: str) -> KeyInfo | None:
     """The facts of this key's prefix, from the cache or the database (sync: may do I/O).
 
@@ -172,12 +196,7 @@ def lookup_key(plaintext: str) -> KeyInfo | None:
         return None
     now = time.monotonic()
     if now - _cache.checked_at >= versions.check_seconds():
-        version = versions.read_version(VERSION_NAME)
-        with _cache.lock:
-            if _cache.version != version:
-                _cache.clear()
-                _cache.version = version
-            _cache.checked_at = now
+        check_version(now)
     entry = _cache.entries.get(prefix)
     if entry is not None and now - entry[1] < versions.max_age_seconds():
         return entry[0]

@@ -15,7 +15,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, TypeVar, cast
 
 from apps.quotas.models import UsageStatus
@@ -138,6 +138,7 @@ async def relay(
     usage: UsageMeter,
     *,
     include_usage: bool,
+    after_first: Callable[[], None] | None = None,
 ) -> AsyncIterator[bytes]:
     """SSE frames from upstream chunks: raw JSON bytes passed through, model renamed.
 
@@ -152,7 +153,9 @@ async def relay(
     frames gathered so far are yielded as one piece *before* any wait, so no
     frame is ever held back to wait for another — the byte stream is the same,
     in fewer writes. The first frame (the first token) always goes alone, and a
-    piece holds at most :data:`MAX_FRAMES_PER_WRITE` frames.
+    piece holds at most :data:`MAX_FRAMES_PER_WRITE` frames. ``after_first`` is
+    called once the first frame was taken by the server (background work that
+    must not delay the first token).
     """
     assert usage.deployment is not None
     needle = json.dumps(usage.deployment.served_model_name, ensure_ascii=False).encode()
@@ -185,6 +188,9 @@ async def relay(
                 yield batch[0] if len(batch) == 1 else b"".join(batch)
                 batch = []
                 limit = MAX_FRAMES_PER_WRITE
+                if after_first is not None:
+                    after_first()
+                    after_first = None
             failure: BaseException | None = None
             ended = False
             step: Any = None

@@ -1,7 +1,9 @@
 """Usage accounting of one ``/v1`` request: a meter filled in as the response goes.
 
 Per request the meter journals two entries (:mod:`apps.quotas.journal`): one
-``started`` before the upstream is called (:meth:`UsageMeter.start`) and one
+``started`` written before the upstream is called (:meth:`UsageMeter.start`;
+Redis's answer is awaited before the first token goes out,
+:meth:`UsageMeter.confirm_start`) and one
 ``finished`` when the request ends (:meth:`UsageMeter.finish`, exactly once,
 even while the request task is being cancelled by a client disconnect). No
 ORM work happens on the hot path; the journal is drained into ``UsageRecord``
@@ -19,10 +21,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from apps.quotas.journal import UsageEntry, journal_finished, journal_started, new_request_id
+from apps.quotas.journal import UsageEntry, journal_finished, journal_started_sent, new_request_id
 from apps.quotas.tokens import count_input_tokens, count_prompt_tokens
 from apps.registry.snapshot import DeploymentInfo
 
@@ -52,6 +55,7 @@ class UsageMeter:
     request_id: str = field(default_factory=new_request_id)
     created_at: float = field(default_factory=time.time)
     done: bool = False
+    start_answer: Callable[[], Awaitable[bool]] | None = None  # Redis's answer to the started entry
 
     def first_token(self, deployment: DeploymentInfo) -> None:
         self.deployment = deployment
@@ -96,8 +100,20 @@ class UsageMeter:
         )
 
     async def start(self) -> None:
-        """Journal the ``started`` entry: from here on the request cannot go unrecorded."""
-        await journal_started(self.entry(""))
+        """Write the ``started`` entry: from here on the request cannot go unrecorded.
+
+        When this returns the entry has left the process (one socket write to
+        Redis, before the upstream is called); Redis's answer arrives while the
+        upstream works and is awaited by :meth:`confirm_start`, before the first token
+        is relayed. This saves a Redis round trip in front of every first token.
+        """
+        self.start_answer = await journal_started_sent(self.entry(""))
+
+    async def confirm_start(self) -> bool:
+        """Whether Redis stored the ``started`` entry (awaits its answer; at once if it came)."""
+        if self.start_answer is None:
+            return False
+        return await self.start_answer()
 
     async def finish(self, status: str) -> None:
         """Journal the ``finished`` entry once, even if the request task is being cancelled."""

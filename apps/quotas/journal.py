@@ -51,6 +51,7 @@ import logging
 import time
 import uuid
 from collections import defaultdict, deque
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -192,7 +193,14 @@ class _Appender:
             if not waiter.done():
                 waiter.set_exception(RedisError(f"usage journal connection lost: {exc}"))
 
-    async def xadd(self, kind: bytes, payload: bytes) -> None:
+    async def send(self, kind: bytes, payload: bytes) -> asyncio.Future[None]:
+        """Write one ``XADD`` and return its pending answer, without waiting for it.
+
+        When this returns, the command has left the process: it was handed to the
+        kernel in one ``send`` (the transport's buffer is empty). If the socket
+        could not take it at once, the bytes would still be in this process's
+        memory, so this waits for Redis's answer instead, as :meth:`xadd` does.
+        """
         try:
             async with asyncio.timeout(self.TIMEOUT):
                 if self.writer is None:
@@ -207,13 +215,27 @@ class _Appender:
                 waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
                 self.waiters.append(waiter)
                 self.writer.write(_command(b"XADD", STREAM.encode(), b"*", b"k", kind, b"r", payload))
-                await waiter
+                if self.writer.transport.get_write_buffer_size():
+                    await asyncio.shield(waiter)
+                return waiter
         except TimeoutError as exc:
             self._fail(exc)
             raise RedisError("usage journal timed out") from exc
         except OSError as exc:
             self._fail(exc)
             raise RedisError(str(exc)) from exc
+
+    async def answer(self, waiter: asyncio.Future[None]) -> None:
+        """Redis's answer to a command written by :meth:`send` (within the timeout)."""
+        try:
+            async with asyncio.timeout(self.TIMEOUT):
+                await asyncio.shield(waiter)
+        except TimeoutError as exc:
+            self._fail(exc)
+            raise RedisError("usage journal timed out") from exc
+
+    async def xadd(self, kind: bytes, payload: bytes) -> None:
+        await self.answer(await self.send(kind, payload))
 
 
 _appenders: dict[int, _Appender] = {}
@@ -230,12 +252,46 @@ def _appender() -> _Appender:
 
 async def journal_started(entry: UsageEntry) -> bool:
     """Append the ``started`` entry; False (and logged) if the journal is unreachable."""
+    confirm = await journal_started_sent(entry)
+    return await confirm()
+
+
+async def journal_started_sent(entry: UsageEntry) -> Callable[[], Awaitable[bool]]:
+    """Write the ``started`` entry now; the returned ``confirm()`` awaits Redis's answer.
+
+    Why two steps: the ``/v1`` hot path writes the entry, calls the upstream while
+    Redis answers (a round trip saved before every first token), and confirms
+    before the first token is relayed. When this returns, the entry has left the
+    process (see :meth:`_Appender.send`). ``confirm()`` is True once Redis stored
+    the entry, False (and logged) if the journal is unreachable or refused it; a
+    failure is logged even if nobody confirms (a request cancelled meanwhile).
+    """
+    appender = _appender()
     try:
-        await _appender().xadd(b"s", entry.encode())
+        waiter = await appender.send(b"s", entry.encode())
     except (RedisError, OSError):
         logger.warning("usage journal unreachable (started %s)", entry.request_id, exc_info=True)
-        return False
-    return True
+        return _unconfirmed
+
+    def logged(done: asyncio.Future[None]) -> None:
+        failure = None if done.cancelled() else done.exception()
+        if failure is not None:
+            logger.warning("usage journal lost the started entry of %s: %s", entry.request_id, failure)
+
+    waiter.add_done_callback(logged)
+
+    async def confirm() -> bool:
+        try:
+            await appender.answer(waiter)
+        except (RedisError, OSError):
+            return False
+        return True
+
+    return confirm
+
+
+async def _unconfirmed() -> bool:
+    return False
 
 
 async def journal_finished(entry: UsageEntry) -> None:

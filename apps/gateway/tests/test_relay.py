@@ -310,3 +310,26 @@ def test_a_long_ready_run_is_cut_into_bounded_writes() -> None:
     rest = [content(f"t{i}") for i in range(40)]
     pieces = asyncio.run(relay_pieces(upstream(*rest), content("first"), usage))
     assert [p.count(b"data: ") for p in pieces] == [1, MAX_FRAMES_PER_WRITE, MAX_FRAMES_PER_WRITE, 8, 1]
+
+
+def test_after_first_runs_once_after_the_first_frame_was_taken() -> None:
+    """Background work (cache refreshes) starts only once the first token is out, and only once."""
+    usage, _ = make_usage()
+    calls: list[int] = []
+
+    async def run() -> list[int]:
+        frames = relay(
+            upstream(content("b"), content("c", "stop")),
+            content("a"),
+            usage,
+            include_usage=False,
+            after_first=lambda: calls.append(len(seen)),
+        )
+        seen: list[bytes] = []
+        async for piece in frames:
+            seen.append(piece)
+            if len(seen) == 1:
+                assert calls == [], "ran before the first frame was taken"
+        return calls
+
+    assert asyncio.run(run()) == [1]

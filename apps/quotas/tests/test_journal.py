@@ -196,3 +196,27 @@ def test_appender_selects_the_database_and_reports_redis_errors(
         assert stream.xlen(journal.STREAM) == 0  # nothing in database 0
     finally:
         other_db.delete(journal.STREAM)
+
+
+def test_started_entry_leaves_the_process_before_its_answer_is_awaited(
+    stream: redis.Redis, ministries: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hot path calls the upstream right after ``journal_started_sent``: the entry must
+    already be on its way to Redis then, not waiting for the event loop to run again."""
+    a, _ = ministries
+    monkeypatch.setattr(journal, "_appenders", {})
+    first, second = entry(a), entry(a)
+
+    async def run() -> bool:
+        await journal.journal_started(first)  # connects
+        confirm = await journal.journal_started_sent(second)
+        deadline = time.monotonic() + 5
+        while stream.xlen(journal.STREAM) < 2 and time.monotonic() < deadline:
+            time.sleep(0.001)  # blocks the event loop on purpose: Redis must get it anyway
+        assert stream.xlen(journal.STREAM) == 2
+        return await confirm()
+
+    assert asyncio.run(run()) is True
+    written: Any = stream.xrange(journal.STREAM, count=2)
+    fields = written[1][1]
+    assert (fields[b"k"], UsageEntry.decode(fields[b"r"]).request_id) == (b"s", second.request_id)
