@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from django import forms
@@ -59,12 +60,21 @@ class StyledModelForm(forms.ModelForm):  # type: ignore[type-arg]
         super().full_clean()
         _mark_errors(self)
 
+    # Optional fields whose blank means the model default: a blank submission of an
+    # unchanged default is not a change (no audit entry, no save).
+    blank_means_default: tuple[str, ...] = ()
+
     def changed_fields(self) -> dict[str, Any]:
         """Cleaned values of the model fields the user changed (what the service and audit get)."""
         model_fields = set(self._meta.fields or ())
         if self.instance.pk is None:
             return {name: self.cleaned_data[name] for name in self.fields if name in model_fields}
-        return {name: self.cleaned_data[name] for name in self.changed_data if name in model_fields}
+        return {
+            name: self.cleaned_data[name]
+            for name in self.changed_data
+            if name in model_fields
+            and not (name in self.blank_means_default and self.cleaned_data[name] == self.initial.get(name))
+        }
 
     def service_kwargs(self) -> dict[str, Any]:
         """Extra keyword arguments for the save service (the approval reason, where the form has one)."""
@@ -101,6 +111,7 @@ def _reason_field() -> forms.CharField:
 
 class ModelEntryForm(StyledModelForm):
     reason = _reason_field()
+    blank_means_default = ("price_input_per_1m", "price_output_per_1m")
 
     class Meta:
         model = Model
@@ -115,21 +126,35 @@ class ModelEntryForm(StyledModelForm):
             "clearance",
             "context_window",
             "parameter_count",
-            "price_input_per_1k",
-            "price_output_per_1k",
+            "price_input_per_1m",
+            "price_output_per_1m",
         ]
         help_texts = {
             "name": _("英小文字・数字・ハイフンの識別名（例: llm-jp-4-8b-instruct）。"),
             "clearance": _("このモデルに送信してよい情報の最高の機密性。"),
             "parameter_count": _("例: 8000000000（80億）。"),
-            "price_input_per_1k": _("円（税込）。"),
-            "price_output_per_1k": _("円（税込）。"),
+            "price_input_per_1m": _(
+                "100万トークンあたりの円（税込）。GPU時間単価のないデプロイメント（外部API等）の利用料計算に使います。"
+            ),
+            "price_output_per_1m": _("100万トークンあたりの円（税込）。"),
         }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for name in ("price_input_per_1m", "price_output_per_1m"):
+            self.fields[name].required = False  # blank = free (e.g. on-prem, priced by GPU-hour)
+
+    def clean_price_input_per_1m(self) -> Decimal:
+        return self.cleaned_data.get("price_input_per_1m") or Decimal(0)
+
+    def clean_price_output_per_1m(self) -> Decimal:
+        return self.cleaned_data.get("price_output_per_1m") or Decimal(0)
 
 
 class DeploymentForm(StyledModelForm):
     provider = forms.ChoiceField(label=_("プロバイダ"))
     reason = _reason_field()
+    blank_means_default = ("gpu_count",)
 
     class Meta:
         model = Deployment
@@ -145,6 +170,9 @@ class DeploymentForm(StyledModelForm):
             "clearance",
             "max_concurrency",
             "enabled",
+            "gpu_hour_yen",
+            "gpu_count",
+            "throughput_tokens_per_s",
         ]
         help_texts = {
             "base_url": _(
@@ -161,6 +189,15 @@ class DeploymentForm(StyledModelForm):
                 "配置先ゾーンが扱える最高の機密性。実効値はモデルの機密性との小さい方です。"
                 "外部クラウドのAPIは機密性1のみ。"
             ),
+            "gpu_hour_yen": _(
+                "オンプレミスの利用料計算用。1回の利用料 = トークン数 ÷ スループット ÷ 3600"
+                " × GPU時間単価 × 占有GPU数。"
+                "空欄ならモデルのトークン単価で計算します。"
+            ),
+            "gpu_count": _("このデプロイメントが占有するGPU数（共有GPUは割合、例: 0.5）。"),
+            "throughput_tokens_per_s": _(
+                "想定同時実行数での実測値（入力＋出力トークン/秒、inference bench で測定）。"
+            ),
         }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -175,6 +212,7 @@ class DeploymentForm(StyledModelForm):
         assert isinstance(provider_field, forms.ChoiceField)
         provider_field.choices = choices
         self.fields["secret_ref"].widget.attrs.update({"autocomplete": "off", "spellcheck": "false"})
+        self.fields["gpu_count"].required = False  # blank = one GPU (the model default)
 
     def full_clean(self) -> None:
         super().full_clean()
@@ -183,6 +221,10 @@ class DeploymentForm(StyledModelForm):
             data = dict(self.data.items())
             data["secret_ref"] = ""
             self.data = data
+
+    def clean_gpu_count(self) -> Decimal:
+        value = self.cleaned_data.get("gpu_count")
+        return Decimal(1) if value is None else Decimal(value)
 
     def clean_secret_ref(self) -> str:
         value = str(self.cleaned_data.get("secret_ref") or "").strip()

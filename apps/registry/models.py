@@ -7,10 +7,12 @@ data (:class:`AliasGrant`).
 
 from __future__ import annotations
 
+from decimal import Decimal
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.utils.translation import get_language
 from django.utils.translation import gettext_lazy as _
@@ -111,11 +113,21 @@ class Model(models.Model):
     context_window = models.PositiveIntegerField(_("コンテキスト長"))
     kind = models.CharField(_("種別"), max_length=16, choices=ModelKind.choices, default=ModelKind.CHAT)
     clearance = models.PositiveSmallIntegerField(_("取扱可能な機密性"), choices=Clearance.choices)
-    price_input_per_1k = models.DecimalField(
-        _("入力1kトークン単価"), max_digits=10, decimal_places=4, default=0
+    # Yen per one million tokens (tax included): the cost of a call on a deployment
+    # without a GPU-hour price (external APIs, vendor-hosted), see apps.quotas.pricing.
+    price_input_per_1m = models.DecimalField(
+        _("入力100万トークン単価（円）"),
+        max_digits=14,
+        decimal_places=4,
+        default=0,
+        validators=[MinValueValidator(Decimal(0))],
     )
-    price_output_per_1k = models.DecimalField(
-        _("出力1kトークン単価"), max_digits=10, decimal_places=4, default=0
+    price_output_per_1m = models.DecimalField(
+        _("出力100万トークン単価（円）"),
+        max_digits=14,
+        decimal_places=4,
+        default=0,
+        validators=[MinValueValidator(Decimal(0))],
     )
     status = models.CharField(
         _("状態"), max_length=16, choices=ModelStatus.choices, default=ModelStatus.CANDIDATE
@@ -152,6 +164,27 @@ class Deployment(models.Model):
         _("配置ゾーン"), max_length=16, choices=DeploymentZone.choices, default=DeploymentZone.ON_PREM
     )
     enabled = models.BooleanField(_("有効"), default=True)
+    # On-prem cost by GPU-hour share (apps.quotas.pricing): a call's tokens occupy
+    # tokens / throughput seconds of the deployment's GPUs. Unset price or
+    # throughput: the model's per-1M-token prices apply instead.
+    gpu_hour_yen = models.DecimalField(
+        _("GPU時間単価（円/GPU時間）"),
+        max_digits=12,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal(0))],
+    )
+    gpu_count = models.DecimalField(
+        _("占有GPU数"),
+        max_digits=6,
+        decimal_places=2,
+        default=1,
+        validators=[MinValueValidator(Decimal("0.01"))],
+    )
+    throughput_tokens_per_s = models.PositiveIntegerField(
+        _("実測スループット（トークン/秒）"), null=True, blank=True, validators=[MinValueValidator(1)]
+    )
     health = models.CharField(max_length=16, choices=HealthState.choices, default=HealthState.UNKNOWN)
     health_checked_at = models.DateTimeField(null=True, blank=True)
     health_detail = models.CharField(max_length=500, blank=True)

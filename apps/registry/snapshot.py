@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from django.db import transaction
 from django.db.models import F
@@ -22,7 +23,7 @@ from django.db.models import F
 from apps.tenancy import versions
 from apps.tenancy.scope import ScopeError, current_ministry_id
 
-from .models import Alias, AliasRoute, Deployment, HealthState
+from .models import Alias, AliasRoute, Deployment, HealthState, Model
 
 VERSION_NAME = versions.REGISTRY
 
@@ -42,6 +43,21 @@ class DeploymentInfo:
     model_name: str
     context_window: int
     model_status: str = "active"  # a retired model's deployments are never routed (router.routable)
+    # Pricing (apps.quotas.pricing): the model's yen per 1M tokens, and the
+    # deployment's GPU-hour price, GPUs occupied and measured throughput.
+    price_input_per_1m: Decimal = Decimal(0)
+    price_output_per_1m: Decimal = Decimal(0)
+    gpu_hour_yen: Decimal | None = None
+    gpu_count: Decimal = Decimal(1)
+    throughput_tokens_per_s: int | None = None
+
+
+@dataclass(frozen=True)
+class ModelPrice:
+    """A model's per-token prices, for calls recorded by model name without a deployment."""
+
+    price_input_per_1m: Decimal
+    price_output_per_1m: Decimal
 
 
 @dataclass(frozen=True)
@@ -70,6 +86,7 @@ class Snapshot:
     # Per-ministry allowlists, filled lazily inside each ministry's own scope
     # (AliasGrant is under RLS, so one ministry's request can only load its own).
     grants: dict[int, frozenset[int]] = field(default_factory=dict)
+    model_prices: dict[str, ModelPrice] = field(default_factory=dict)  # by Model.name
 
     def granted_alias_ids(self, ministry_id: int) -> frozenset[int]:
         """Alias ids ``ministry_id`` may use; must be called inside that ministry's scope."""
@@ -104,8 +121,17 @@ def _build(version: int) -> Snapshot:
             model_name=d.model.name,
             context_window=d.model.context_window,
             model_status=d.model.status,
+            price_input_per_1m=d.model.price_input_per_1m,
+            price_output_per_1m=d.model.price_output_per_1m,
+            gpu_hour_yen=d.gpu_hour_yen,
+            gpu_count=d.gpu_count,
+            throughput_tokens_per_s=d.throughput_tokens_per_s,
         )
         for d in Deployment.objects.select_related("model")
+    }
+    model_prices = {
+        m.name: ModelPrice(m.price_input_per_1m, m.price_output_per_1m)
+        for m in Model.objects.only("name", "price_input_per_1m", "price_output_per_1m")
     }
     routes: dict[int, list[RouteInfo]] = {}
     for route in AliasRoute.objects.filter(revision__alias__current_revision=F("revision")):
@@ -125,7 +151,7 @@ def _build(version: int) -> Snapshot:
             if revision
             else (),
         )
-    return Snapshot(version=version, aliases=aliases, deployments=deployments)
+    return Snapshot(version=version, aliases=aliases, deployments=deployments, model_prices=model_prices)
 
 
 class _Holder:

@@ -103,8 +103,8 @@ def site(
             kind="chat",
             clearance=2,
             status="active",
-            price_input_per_1k="0.0100",
-            price_output_per_1k="0.0300",
+            price_input_per_1m="10.0000",
+            price_output_per_1m="30.0000",
         )
         deployments.append(
             services.deployment_save(
