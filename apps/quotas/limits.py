@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -95,10 +95,10 @@ def _clean_values(values: dict[str, Any]) -> dict[str, Any]:
             number: Any = Decimal(str(value)) if name == "monthly_yen" else int(value)
         except (TypeError, ValueError, InvalidOperation):
             raise ValidationError(_("上限には0以上の数値を指定してください。")) from None
-        if number < 0 or (isinstance(number, Decimal) and not number.is_finite()):
+        if (isinstance(number, Decimal) and not number.is_finite()) or number < 0:
             raise ValidationError(_("上限には0以上の数値を指定してください。"))
         if name == "monthly_yen":
-            number = number.quantize(Decimal("0.01"))
+            number = number.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
             if number >= Decimal("1e12"):
                 raise ValidationError(_("上限には0以上の数値を指定してください。"))
         elif number > 2**31 - 1 and name != "monthly_tokens":
