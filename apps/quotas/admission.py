@@ -38,166 +38,71 @@ on Redis's clock. Month counters use the platform's time zone (Asia/Tokyo).
 
 from __future__ import annotations
 
-import asyncio
 import calendar
 import logging
-import threading
-import time
-import weakref
-from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_CEILING, Decimal
-from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
-from django.utils.translation import gettext as _
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ReadOnlyError, RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
+from .admission_redis import (
+    ADMIT_LUA,
+    LUA_DIR,
+    REDIS_DOWN,
+    SETTLE_LUA,
+    async_scripts,
+    redis_down_policy,
+    reset_clients_for_tests,
+    sync_scripts,
+    unavailable,
+)
+from .admission_types import (
+    PLATFORM,
+    AdmissionUnavailable,
+    BudgetLine,
+    Level,
+    QuotaExceeded,
+    Reservation,
+    Subject,
+    refusal_message,
+)
 from .budget_models import LimitLevel
 from .limits import YEN_UNITS, LimitValues, MinistryLimits, cached_ministry_limits, ministry_limits
+
+__all__ = [
+    "ADMIT_LUA",
+    "LUA_DIR",
+    "PLATFORM",
+    "SETTLE_LUA",
+    "AdmissionUnavailable",
+    "BudgetLine",
+    "Level",
+    "QuotaExceeded",
+    "Reservation",
+    "Subject",
+    "acap_max_tokens",
+    "areserve",
+    "asettle",
+    "budget_status",
+    "cap_max_tokens",
+    "redis_down_policy",
+    "refusal_message",
+    "reserve",
+    "reset_clients_for_tests",
+    "settle",
+    "subject_for_api_key",
+    "subject_for_user",
+]
 
 logger = logging.getLogger("gennai.quotas")
 
 PREFIX = "gennai:q:"
 """Every admission key starts with this (tests give each run its own)."""
 
-PLATFORM = "platform"
 DEFAULT_RESERVATION_SECONDS = 900.0
-# What "Redis is down" means: no connection, no answer in time, or a replica that cannot
-# take writes (during a failover). A script error is a bug and is raised, never waved through.
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError)
-DEFAULT_REDIS_DOWN = {"external": "closed", "gov_cloud": "closed", "on_prem": "grace"}
-LUA_DIR = Path(__file__).with_name("lua")
-
-
-def _lua(name: str) -> str:
-    return (LUA_DIR / f"{name}.lua").read_text()
-
-
-ADMIT_LUA = _lua("admit")
-SETTLE_LUA = _lua("settle")
-
-
-# --- Subjects, refusals, reservations --------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Subject:
-    """Who a request is charged to: every level whose limits apply to it.
-
-    ``zone`` is the zone of the deployment the request goes to (``external``,
-    ``gov_cloud``, ``on_prem``): it decides what happens when Redis is down.
-    """
-
-    ministry_id: int
-    user_id: int | None
-    api_key_id: int | None
-    team_ids: tuple[int, ...]
-    alias_name: str
-    zone: str
-
-
-class QuotaExceeded(Exception):
-    """A limit refused the request: answer HTTP 429 with ``Retry-After: retry_after``.
-
-    ``level`` is the refusing level (platform, ministry, team, user, api_key),
-    ``kind`` what ran out (budget, rpm, tpm, concurrency), ``alias`` the alias
-    when the refusing limit was that alias's own ("" = all aliases together).
-    ``message`` is localised in the active language.
-    """
-
-    def __init__(self, *, level: str, kind: str, retry_after: int, alias: str = "") -> None:
-        self.level = level
-        self.kind = kind
-        self.retry_after = max(1, int(retry_after))
-        self.alias = alias
-        self.message = refusal_message(level=level, kind=kind, retry_after=self.retry_after)
-        super().__init__(self.message)
-
-
-class AdmissionUnavailable(QuotaExceeded):
-    """Redis is unreachable and the zone's policy is to fail closed (kind ``unavailable``)."""
-
-    def __init__(self, *, retry_after: int = 5) -> None:
-        super().__init__(level=PLATFORM, kind="unavailable", retry_after=retry_after)
-
-
-def refusal_message(*, level: str, kind: str, retry_after: int) -> str:
-    """The user-facing explanation of a refusal (ja, or en in an English request)."""
-    levels = {
-        PLATFORM: _("プラットフォーム全体"),
-        LimitLevel.MINISTRY: _("府省庁"),
-        LimitLevel.TEAM: _("チーム"),
-        LimitLevel.USER: _("利用者"),
-        LimitLevel.API_KEY: _("APIキー"),
-    }
-    where = levels.get(level, level)
-    if kind == "budget":
-        return _(
-            "%(level)sの今月の利用上限に達しました。来月まで、または管理者が上限を変更するまでお待ちください。"
-        ) % {"level": where}
-    if kind == "concurrency":
-        return _(
-            "%(level)sの同時実行数の上限に達しています。実行中の処理が終わってから再度お試しください。"
-        ) % {"level": where}
-    if kind == "unavailable":
-        return _(
-            "利用量の確認ができないため、現在このモデルは利用できません。%(seconds)d秒後に再度お試しください。"
-        ) % {"seconds": retry_after}
-    return _("%(level)sの1分あたりの利用上限に達しました。%(seconds)d秒後に再度お試しください。") % {
-        "level": where,
-        "seconds": retry_after,
-    }
-
-
-@dataclass
-class Reservation:
-    """What :func:`areserve` held; pass it to :func:`asettle` exactly once (more is harmless).
-
-    ``degraded`` reservations were admitted under the Redis-down grace: nothing
-    is held in Redis, settling them does nothing, and the ledger row catches the
-    counters up at the next reconcile.
-    """
-
-    request_id: str
-    subject: Subject
-    tokens: int
-    yen_units: int
-    max_tokens: int
-    expires_at_ms: int = 0
-    degraded: bool = False
-    settled: bool = field(default=False, compare=False)
-
-
-@dataclass(frozen=True)
-class BudgetLine:
-    """One level's month budget, for "remaining budget" displays."""
-
-    level: str
-    alias_name: str
-    used_tokens: int
-    held_tokens: int
-    limit_tokens: int | None
-    used_yen: Decimal
-    limit_yen: Decimal | None
-
-    @property
-    def fraction(self) -> float | None:
-        """The larger of the token and yen fractions used (``None`` without a limit)."""
-        parts: list[float] = []
-        if self.limit_tokens:
-            parts.append((self.used_tokens + self.held_tokens) / self.limit_tokens)
-        elif self.limit_tokens == 0:
-            parts.append(1.0)
-        if self.limit_yen:
-            parts.append(float(self.used_yen / self.limit_yen))
-        elif self.limit_yen == 0:
-            parts.append(1.0)
-        return max(parts) if parts else None
 
 
 def subject_for_user(*, ministry_id: int, user: Any, alias_name: str, zone: str) -> Subject:
@@ -237,16 +142,6 @@ def subject_for_api_key(*, api_key: Any, alias_name: str, zone: str) -> Subject:
 
 
 # --- Levels ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Level:
-    """One counter scope of a request, with its limits (``None`` = no row)."""
-
-    scope: str
-    level: str
-    alias_name: str
-    limits: LimitValues | None
 
 
 def scopes_of(subject: Subject) -> list[tuple[str, str, int]]:
@@ -379,124 +274,6 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-# --- Redis clients ------------------------------------------------------------------------------
-
-
-def _timeout() -> float:
-    return float(getattr(settings, "GENNAI_QUOTA_REDIS_TIMEOUT_SECONDS", 0.5))
-
-
-class _AsyncScripts:
-    """One asyncio Redis client and its two scripts, per event loop (connections are loop-bound)."""
-
-    def __init__(self) -> None:
-        import redis.asyncio as aredis
-
-        # A blocking pool: under a burst, a request waits (bounded) for a connection
-        # instead of failing as if Redis were down.
-        pool = aredis.BlockingConnectionPool.from_url(
-            settings.REDIS_URL,
-            max_connections=int(getattr(settings, "GENNAI_QUOTA_REDIS_CONNECTIONS", 64)),
-            timeout=2 * _timeout() + 1,
-            socket_timeout=_timeout(),
-            socket_connect_timeout=_timeout(),
-        )
-        self.client = aredis.Redis(connection_pool=pool)
-        self.admit = self.client.register_script(ADMIT_LUA)
-        self.settle = self.client.register_script(SETTLE_LUA)
-
-
-_async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _AsyncScripts] = weakref.WeakKeyDictionary()
-
-
-def _ascripts() -> _AsyncScripts:
-    loop = asyncio.get_running_loop()
-    scripts = _async.get(loop)
-    if scripts is None:
-        scripts = _async[loop] = _AsyncScripts()
-    return scripts
-
-
-class _SyncScripts:
-    def __init__(self) -> None:
-        import redis
-
-        self.client = redis.Redis.from_url(
-            settings.REDIS_URL, socket_timeout=_timeout(), socket_connect_timeout=_timeout()
-        )
-        self.admit = self.client.register_script(ADMIT_LUA)
-        self.settle = self.client.register_script(SETTLE_LUA)
-
-
-_sync_local = threading.local()
-
-
-def _sscripts() -> _SyncScripts:
-    scripts = getattr(_sync_local, "scripts", None)
-    if scripts is None or getattr(_sync_local, "url", None) != settings.REDIS_URL:
-        scripts = _sync_local.scripts = _SyncScripts()
-        _sync_local.url = settings.REDIS_URL
-    return scripts
-
-
-def reset_clients_for_tests() -> None:
-    _async.clear()
-    _sync_local.__dict__.clear()
-    _grace.reset()
-
-
-# --- Redis down: the per-zone policy ------------------------------------------------------------
-
-
-class _Grace:
-    """Per-process admissions allowed per minute while Redis is unreachable (zones on ``grace``)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.minute = 0
-        self.count = 0
-
-    def take(self, per_minute: int) -> bool:
-        minute = int(time.time() // 60)
-        with self.lock:
-            if minute != self.minute:
-                self.minute, self.count = minute, 0
-            if self.count >= per_minute:
-                return False
-            self.count += 1
-            return True
-
-    def reset(self) -> None:
-        with self.lock:
-            self.minute, self.count = 0, 0
-
-
-_grace = _Grace()
-
-
-def redis_down_policy(zone: str) -> str:
-    """``closed`` or ``grace`` for ``zone``; unknown zones fail closed."""
-    policy = {**DEFAULT_REDIS_DOWN, **getattr(settings, "GENNAI_QUOTA_REDIS_DOWN", {})}
-    return "grace" if policy.get(zone, "closed") == "grace" else "closed"
-
-
-def _unavailable(reservation: Reservation, exc: BaseException) -> Reservation:
-    """Security: without Redis no limit can be checked; only a zone on ``grace`` gets a bounded pass."""
-    zone = reservation.subject.zone
-    per_minute = int(getattr(settings, "GENNAI_QUOTA_REDIS_GRACE_PER_MINUTE", 60))
-    if redis_down_policy(zone) == "grace" and _grace.take(per_minute):
-        logger.warning(
-            "admission: Redis unreachable, %s admitted under the %s grace: %s",
-            reservation.request_id,
-            zone,
-            exc,
-        )
-        reservation.degraded = True
-        return reservation
-    logger.error("admission: Redis unreachable, %s refused (zone %s): %s", reservation.request_id, zone, exc)
-    raise AdmissionUnavailable() from exc
-
-
 # --- Reserve and settle -------------------------------------------------------------------------
 
 
@@ -519,9 +296,9 @@ async def areserve(
     reservation = Reservation(request_id, subject, tokens, yen, int(max_tokens))
     args = admit_args(subject=subject, levels=levels, request_id=request_id, tokens=tokens, yen=yen)
     try:
-        reply = await _ascripts().admit(args=args)
+        reply = await async_scripts().admit(args=args)
     except REDIS_DOWN as exc:
-        return _unavailable(reservation, exc)
+        return unavailable(reservation, exc)
     return _outcome(reply, reservation)
 
 
@@ -539,9 +316,9 @@ def reserve(
     reservation = Reservation(request_id, subject, tokens, yen, int(max_tokens))
     args = admit_args(subject=subject, levels=levels, request_id=request_id, tokens=tokens, yen=yen)
     try:
-        reply = _sscripts().admit(args=args)
+        reply = sync_scripts().admit(args=args)
     except REDIS_DOWN as exc:
-        return _unavailable(reservation, exc)
+        return unavailable(reservation, exc)
     return _outcome(reply, reservation)
 
 
@@ -564,7 +341,9 @@ async def asettle(
     if reservation.degraded or reservation.settled:
         return
     try:
-        await _ascripts().settle(args=_settle_args(reservation, prompt_tokens, completion_tokens, cost_yen))
+        await async_scripts().settle(
+            args=_settle_args(reservation, prompt_tokens, completion_tokens, cost_yen)
+        )
         reservation.settled = True
     except (RedisError, OSError):
         logger.warning(
@@ -581,7 +360,7 @@ def settle(
     if reservation.degraded or reservation.settled:
         return
     try:
-        _sscripts().settle(args=_settle_args(reservation, prompt_tokens, completion_tokens, cost_yen))
+        sync_scripts().settle(args=_settle_args(reservation, prompt_tokens, completion_tokens, cost_yen))
         reservation.settled = True
     except (RedisError, OSError):
         logger.warning(
@@ -614,7 +393,7 @@ def budget_status(*, ministry_id: int, user_id: int, alias_name: str = "") -> li
         return []
     month = month_key()
     try:
-        client = _sscripts().client
+        client = sync_scripts().client
         pipe = client.pipeline(transaction=False)
         for level in levels:
             pipe.hmget(f"{PREFIX}{level.scope}:b:{month}", "ut", "ht", "uy")

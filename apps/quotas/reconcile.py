@@ -43,7 +43,7 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
-from . import admission
+from . import admission, admission_redis
 from .limits import ministry_limits
 
 logger = logging.getLogger("gennai.quotas")
@@ -75,7 +75,7 @@ class ReconcileResult:
 
 
 def _client() -> Any:
-    return admission._sscripts().client
+    return admission_redis.sync_scripts().client
 
 
 def month_bounds(now: datetime | None = None) -> tuple[str, datetime, datetime]:

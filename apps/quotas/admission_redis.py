@@ -1,0 +1,149 @@
+"""Admission's Redis side: the scripts, one client per event loop (and per thread), and the
+per-zone policy when Redis cannot be reached (see apps.quotas.admission)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import weakref
+from pathlib import Path
+
+from django.conf import settings
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .admission_types import AdmissionUnavailable, Reservation
+
+logger = logging.getLogger("gennai.quotas")
+
+# What "Redis is down" means: no connection, no answer in time, or a replica that cannot
+# take writes (during a failover). A script error is a bug and is raised, never waved through.
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError)
+DEFAULT_REDIS_DOWN = {"external": "closed", "gov_cloud": "closed", "on_prem": "grace"}
+LUA_DIR = Path(__file__).with_name("lua")
+
+
+def lua(name: str) -> str:
+    return (LUA_DIR / f"{name}.lua").read_text()
+
+
+ADMIT_LUA = lua("admit")
+SETTLE_LUA = lua("settle")
+
+
+def _timeout() -> float:
+    return float(getattr(settings, "GENNAI_QUOTA_REDIS_TIMEOUT_SECONDS", 0.5))
+
+
+class _AsyncScripts:
+    """One asyncio Redis client and its two scripts, per event loop (connections are loop-bound)."""
+
+    def __init__(self) -> None:
+        import redis.asyncio as aredis
+
+        # A blocking pool: under a burst, a request waits (bounded) for a connection
+        # instead of failing as if Redis were down.
+        pool = aredis.BlockingConnectionPool.from_url(
+            settings.REDIS_URL,
+            max_connections=int(getattr(settings, "GENNAI_QUOTA_REDIS_CONNECTIONS", 64)),
+            timeout=2 * _timeout() + 1,
+            socket_timeout=_timeout(),
+            socket_connect_timeout=_timeout(),
+        )
+        self.client = aredis.Redis(connection_pool=pool)
+        self.admit = self.client.register_script(ADMIT_LUA)
+        self.settle = self.client.register_script(SETTLE_LUA)
+
+
+_async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _AsyncScripts] = weakref.WeakKeyDictionary()
+
+
+def async_scripts() -> _AsyncScripts:
+    loop = asyncio.get_running_loop()
+    scripts = _async.get(loop)
+    if scripts is None:
+        scripts = _async[loop] = _AsyncScripts()
+    return scripts
+
+
+class _SyncScripts:
+    def __init__(self) -> None:
+        import redis
+
+        self.client = redis.Redis.from_url(
+            settings.REDIS_URL, socket_timeout=_timeout(), socket_connect_timeout=_timeout()
+        )
+        self.admit = self.client.register_script(ADMIT_LUA)
+        self.settle = self.client.register_script(SETTLE_LUA)
+
+
+_sync_local = threading.local()
+
+
+def sync_scripts() -> _SyncScripts:
+    scripts = getattr(_sync_local, "scripts", None)
+    if scripts is None or getattr(_sync_local, "url", None) != settings.REDIS_URL:
+        scripts = _sync_local.scripts = _SyncScripts()
+        _sync_local.url = settings.REDIS_URL
+    return scripts
+
+
+def reset_clients_for_tests() -> None:
+    _async.clear()
+    _sync_local.__dict__.clear()
+    _grace.reset()
+
+
+# --- Redis down: the per-zone policy ------------------------------------------------------------
+
+
+class _Grace:
+    """Per-process admissions allowed per minute while Redis is unreachable (zones on ``grace``)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.minute = 0
+        self.count = 0
+
+    def take(self, per_minute: int) -> bool:
+        minute = int(time.time() // 60)
+        with self.lock:
+            if minute != self.minute:
+                self.minute, self.count = minute, 0
+            if self.count >= per_minute:
+                return False
+            self.count += 1
+            return True
+
+    def reset(self) -> None:
+        with self.lock:
+            self.minute, self.count = 0, 0
+
+
+_grace = _Grace()
+
+
+def redis_down_policy(zone: str) -> str:
+    """``closed`` or ``grace`` for ``zone``; unknown zones fail closed."""
+    policy = {**DEFAULT_REDIS_DOWN, **getattr(settings, "GENNAI_QUOTA_REDIS_DOWN", {})}
+    return "grace" if policy.get(zone, "closed") == "grace" else "closed"
+
+
+def unavailable(reservation: Reservation, exc: BaseException) -> Reservation:
+    """Security: without Redis no limit can be checked; only a zone on ``grace`` gets a bounded pass."""
+    zone = reservation.subject.zone
+    per_minute = int(getattr(settings, "GENNAI_QUOTA_REDIS_GRACE_PER_MINUTE", 60))
+    if redis_down_policy(zone) == "grace" and _grace.take(per_minute):
+        logger.warning(
+            "admission: Redis unreachable, %s admitted under the %s grace: %s",
+            reservation.request_id,
+            zone,
+            exc,
+        )
+        reservation.degraded = True
+        return reservation
+    logger.error("admission: Redis unreachable, %s refused (zone %s): %s", reservation.request_id, zone, exc)
+    raise AdmissionUnavailable() from exc
