@@ -134,7 +134,8 @@ class LimitValuesForm(StyledForm):
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
         if all(cleaned.get(name) is None for name in self.VALUE_FIELDS) and not self.errors:
-            raise forms.ValidationError(_("少なくとも1つの上限を入力してください。"))
+            # add_error, not raise: the subclass still checks (and reports) the subject.
+            self.add_error(None, _("少なくとも1つの上限を入力してください。"))
         return cleaned
 
     def values(self) -> dict[str, Any]:
