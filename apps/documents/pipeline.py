@@ -30,6 +30,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from apps.quotas.context import usage_context
 from apps.search import embeddings
 from apps.search.base import ChunkRecord, get_backend
 
@@ -250,9 +251,12 @@ def run_embed_batch(*, document_id: int) -> bool:
     )
     if batch:
         workspace = Workspace.objects.get(pk=document.workspace_id)
-        vectors = embeddings.embed_passages(
-            ministry_id=document.ministry_id, texts=[c.text for c in batch], level=workspace.level
-        )
+        # One usage record per batch, charged to the uploader (rolled back with the
+        # batch if indexing fails, so a retried batch is not charged twice).
+        with usage_context(feature="ingest", user_id=document.uploaded_by_id):
+            vectors = embeddings.embed_passages(
+                ministry_id=document.ministry_id, texts=[c.text for c in batch], level=workspace.level
+            )
         records = [
             ChunkRecord(
                 chunk_id=c.pk,

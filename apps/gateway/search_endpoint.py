@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from apps.quotas.context import usage_context
 from apps.search.selectors import hybrid_search
 from apps.tenancy.connections import scoped_db_hop
 
@@ -112,13 +113,15 @@ def _search_sync(
     levels = key_workspaces(caller=caller, workspace_ids=workspace_ids)
     if not levels:
         return []
-    hits = hybrid_search(
-        ministry_id=caller.ministry_id,
-        workspace_ids=sorted(levels),
-        query=query,
-        level=max(levels.values()),
-        limit=top_k,
-    )
+    # The query embedding is charged to the key (its usage record: feature "search").
+    with usage_context(feature="search", api_key_id=caller.api_key_id, user_id=caller.user_id):
+        hits = hybrid_search(
+            ministry_id=caller.ministry_id,
+            workspace_ids=sorted(levels),
+            query=query,
+            level=max(levels.values()),
+            limit=top_k,
+        )
     names = dict(Document.objects.filter(pk__in={h.document_id for h in hits}).values_list("pk", "filename"))
     return [
         {

@@ -10,18 +10,24 @@ The e5 convention (``query: `` for search queries, ``passage: `` for indexed
 text) is applied here and only here, and only when the deployment that answers
 serves an e5-family model (see :func:`uses_e5_prefixes`). Other models get the
 raw text.
+
+Every call that reached a deployment (or tried to) writes one usage record in
+the active scope: ``feature`` "ingest" for passages and "search" for queries,
+unless the caller charged it elsewhere with
+:func:`apps.quotas.context.usage_context` (which also names the user or key).
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import Sequence
 
 from django.conf import settings
 
-from apps.registry.providers.base import UpstreamRejected
-from apps.registry.router import AllUpstreamsFailed, RouteRefused, embed_inputs, plan_route
+from apps.registry.providers.base import EmbedResult, UpstreamRejected
+from apps.registry.router import AllUpstreamsFailed, RoutePlan, RouteRefused, embed_inputs, plan_route
 from apps.registry.snapshot import DeploymentInfo
 from apps.tenancy.scope import current_ministry_id
 
@@ -64,7 +70,7 @@ def uses_e5_prefixes(deployment: DeploymentInfo) -> bool:
 
 async def _embed_batches(
     candidates: Sequence[DeploymentInfo], texts: Sequence[str], prefix: str
-) -> list[tuple[float, ...]]:
+) -> tuple[DeploymentInfo, EmbedResult]:
     """Embed ``texts`` in batches on the first candidate that answers (the router's failover)."""
 
     def inputs_for(deployment: DeploymentInfo) -> list[str]:
@@ -72,16 +78,15 @@ async def _embed_batches(
 
     try:
         # Each call runs on its own event loop: close that loop's clients (close=True).
-        _deployment, result = await embed_inputs(candidates, inputs_for, batch_size=_batch_size(), close=True)
+        return await embed_inputs(candidates, inputs_for, batch_size=_batch_size(), close=True)
     except UpstreamRejected as exc:
         # The upstream refused these inputs: another deployment would too.
         raise EmbeddingUnavailable(str(exc)) from exc
     except AllUpstreamsFailed as exc:
         raise EmbeddingUnavailable(str(exc) or "no embedding deployment") from exc
-    return [tuple(v) for v in result.vectors]
 
 
-def _embed(*, texts: Sequence[str], prefix: str, level: int) -> list[tuple[float, ...]]:
+def _embed(*, texts: Sequence[str], prefix: str, level: int, feature: str) -> list[tuple[float, ...]]:
     if not texts:
         return []
     try:
@@ -90,10 +95,58 @@ def _embed(*, texts: Sequence[str], prefix: str, level: int) -> list[tuple[float
         raise EmbeddingUnavailable(exc.message) from exc
     if plan.alias.kind != "embedding":
         raise EmbeddingUnavailable(f"alias {plan.alias.name!r} is not an embedding alias")
-    # A private event loop (never the web server's): the provider's pooled clients are
-    # per loop, and closing ours at the end cannot touch connections serving /v1.
-    # Called from async code this raises (RuntimeError): use a thread (sync_to_async).
-    return asyncio.run(_embed_batches(plan.candidates, texts, prefix))
+    started = time.perf_counter()
+    try:
+        # A private event loop (never the web server's): the provider's pooled clients are
+        # per loop, and closing ours at the end cannot touch connections serving /v1.
+        # Called from async code this raises (RuntimeError): use a thread (sync_to_async).
+        deployment, result = asyncio.run(_embed_batches(plan.candidates, texts, prefix))
+    except EmbeddingUnavailable as exc:
+        _record(plan=plan, feature=feature, texts=texts, started=started, status="error", detail=str(exc))
+        raise
+    _record(plan=plan, feature=feature, texts=texts, started=started, deployment=deployment, result=result)
+    return [tuple(v) for v in result.vectors]
+
+
+def _record(
+    *,
+    plan: RoutePlan,
+    feature: str,
+    texts: Sequence[str],
+    started: float,
+    deployment: DeploymentInfo | None = None,
+    result: EmbedResult | None = None,
+    status: str = "ok",
+    detail: str = "",
+) -> None:
+    """One usage record per embedding call (all its batches), charged to the caller's
+    :func:`~apps.quotas.context.usage_context` (feature, user or key) in the active scope."""
+    from apps.quotas.context import current_usage_context
+    from apps.quotas.services import usage_record_create
+    from apps.quotas.tokens import count_input_tokens
+
+    context = current_usage_context()
+    prompt_tokens, estimated = (result.prompt_tokens, False) if result else (0, False)
+    if result is not None and prompt_tokens <= 0:
+        prompt_tokens, estimated = count_input_tokens(
+            inputs=list(texts), model_name=deployment.model_name if deployment else None
+        )
+    usage_record_create(
+        alias_name=plan.alias.name,
+        status=status,
+        user_id=context.user_id if context else None,
+        api_key_id=context.api_key_id if context else None,
+        team_id=context.team_id if context else None,
+        feature=context.feature if context else feature,
+        deployment_id=deployment.id if deployment else None,
+        revision=plan.alias.revision_number or None,
+        endpoint="embeddings",
+        level=plan.level,
+        prompt_tokens=prompt_tokens,
+        prompt_tokens_estimated=estimated,
+        latency_ms=int((time.perf_counter() - started) * 1000),
+        detail=detail[:200],
+    )
 
 
 def _check_scope(ministry_id: int) -> None:
@@ -106,10 +159,10 @@ def _check_scope(ministry_id: int) -> None:
 def embed_passages(*, ministry_id: int, texts: Sequence[str], level: int = 1) -> list[tuple[float, ...]]:
     """Vectors for chunks to index (``passage: `` for e5), batched; one per text, same order."""
     _check_scope(ministry_id)
-    return _embed(texts=texts, prefix=PASSAGE_PREFIX, level=level)
+    return _embed(texts=texts, prefix=PASSAGE_PREFIX, level=level, feature="ingest")
 
 
 def embed_query(*, ministry_id: int, text: str, level: int = 1) -> tuple[float, ...]:
     """The vector of a search query (``query: `` for e5)."""
     _check_scope(ministry_id)
-    return _embed(texts=[text], prefix=QUERY_PREFIX, level=level)[0]
+    return _embed(texts=[text], prefix=QUERY_PREFIX, level=level, feature="search")[0]
