@@ -29,11 +29,13 @@ from django.utils.text import Truncator
 from django.utils.translation import gettext as _
 
 from apps.audit.services import audit_record
+from apps.quotas.services import usage_record_create
 from apps.quotas.tokens import count_prompt_tokens
 from apps.registry.providers.base import ChatRequest
 from apps.registry.router import RoutePlan, RouteRefused, allowed_aliases, plan_route
 from apps.tenancy.scope import ministry_scope
 
+from . import quota
 from .conf import MAX_LEVEL, MIN_LEVEL, max_message_chars
 from .models import TITLE_MAX_CHARS, Conversation, Message, Role, Status
 from .selectors import get_conversation_for_actor, history_for_upstream
@@ -207,12 +209,16 @@ def message_send(*, actor: Any, conversation: Conversation, content: str) -> Sen
 
     DESIGN invariant 6: the user's message is saved *first* and survives a
     refused route (allowlist, classification gate, no deployment): the answer
-    is then an error message that explains the refusal.
+    is then an error message that explains the refusal. A month budget that is
+    already used up refuses the message *before* anything is saved
+    (:class:`apps.chat.quota.QuotaRefused`, HTTP 429): the user keeps the text
+    in the composer and the conversation gets no half turn.
     """
     conversation = get_conversation_for_actor(actor=actor, conversation_id=conversation.pk)
     text = validate_content(content)
     message_reap_stale(conversation=conversation)
     _ensure_not_generating(conversation)
+    quota.precheck(ministry_id=conversation.ministry_id, user_id=actor.pk, alias_name=conversation.alias_name)
     user_message = Message.objects.create(
         conversation=conversation, role=Role.USER, content=text, status=Status.COMPLETE
     )
@@ -231,6 +237,7 @@ def message_regenerate(*, actor: Any, conversation: Conversation) -> Message:
     last_user = Message.objects.filter(conversation=conversation, role=Role.USER).order_by("-id").first()
     if last_user is None:
         raise ValidationError(_("再生成できる質問がありません。"), code="nothing")
+    quota.precheck(ministry_id=conversation.ministry_id, user_id=actor.pk, alias_name=conversation.alias_name)
     Message.objects.filter(conversation=conversation, role=Role.ASSISTANT, id__gt=last_user.pk).delete()
     conversation.save(update_fields=["updated_at"])
     return _start_answer(conversation)
@@ -272,6 +279,8 @@ class StreamJob:
     message_id: int
     plan: RoutePlan
     request: ChatRequest
+    # Budgets and limits: reserved before the router is called, settled at the end.
+    charge: quota.Charge | None = None
 
 
 @dataclass(frozen=True)
@@ -324,13 +333,21 @@ def stream_open(
         history = history_for_upstream(
             conversation=conversation, before_message_id=message.pk, max_chars=max(context_window, 1000)
         )
-        params = {"max_tokens": max(min(MAX_ANSWER_TOKENS, context_window // 2), 64)}
+        charge, max_tokens = quota.charge_for(
+            ministry_id=ministry_id,
+            user=actor,
+            plan=plan,
+            messages=history,
+            max_tokens=max(min(MAX_ANSWER_TOKENS, context_window // 2), 64),
+            feature="chat",
+        )
         return StreamJob(
             ministry_id=ministry_id,
             conversation_id=conversation.pk,
             message_id=message.pk,
             plan=plan,
-            request=ChatRequest(messages=history, params=params),
+            request=ChatRequest(messages=history, params={"max_tokens": max_tokens}),
+            charge=charge,
         )
 
 
@@ -381,11 +398,14 @@ def message_stream_update(
     completion_tokens_estimated: bool | None = None,
     ttft_ms: int | None = None,
     latency_ms: int | None = None,
+    ledger: Mapping[str, Any] | None = None,
 ) -> Message | None:
     """Persist a streaming answer: partial text (``status=None``) or its final state.
 
     One UPDATE. A partial save only touches a message that is still streaming;
-    the final save (``status`` given) also returns the message for rendering.
+    the final save (``status`` given) also returns the message for rendering,
+    and writes the answer's one usage record (``ledger``: the keyword arguments
+    of :func:`apps.quotas.services.usage_record_create`) in the same scope.
     """
     fields: dict[str, Any] = {"content": content, "updated_at": timezone.now()}
     optional = {
@@ -405,6 +425,8 @@ def message_stream_update(
             rows.filter(status=Status.STREAMING).update(**fields)
             return None
         rows.update(status=status, **fields)
+        if ledger is not None:
+            usage_record_create(**ledger)
         return rows.first()
 
 

@@ -6,7 +6,11 @@ Events (``Content-Type: text/event-stream``):
   (``sse-swap="token" hx-swap="beforeend"``);
 * ``done``: the final message fragment (Markdown rendered and sanitised, with
   status and usage); the page swaps it over the streaming element and closes
-  the EventSource (``sse-close="done"``).
+  the EventSource (``sse-close="done"``);
+* ``refused`` (before ``done``, instead of any token): a budget or rate limit
+  refused the answer; the data is the explanation (ja/en, with when it
+  resets). Not named ``error``: an EventSource reports its own connection
+  failures under that name.
 
 The relay is the hot path (DESIGN §4): per chunk it only appends to a list and
 formats one small event. It never writes to the database per chunk: partial
@@ -31,10 +35,13 @@ from django.template.loader import render_to_string
 from django.utils import translation
 from django.utils.translation import gettext as _
 
+from apps.quotas.admission import QuotaExceeded, Reservation, areserve, asettle
+from apps.quotas.alerts import alerts_after_settle
 from apps.registry.providers.base import UpstreamError, UpstreamInterrupted, UpstreamRejected
 from apps.registry.router import AllUpstreamsFailed, stream_chat
 from apps.tenancy.connections import db_hop
 
+from . import quota
 from .models import Message, Status
 from .services import StreamJob, answer_usage, message_stream_update, stop_requested
 
@@ -83,7 +90,15 @@ async def replay(
 
 
 async def relay(job: StreamJob, *, started: float, language: str | None = None) -> AsyncIterator[bytes]:
-    """Stream ``job``'s answer from the router to the browser, saving it on the way."""
+    """Stream ``job``'s answer from the router to the browser, saving it on the way.
+
+    With a charge (:mod:`apps.chat.quota`), the answer's estimate is reserved
+    before the router is called and settled to what was produced whatever ends
+    the stream (complete, upstream error, stop, client gone), right after the
+    final save that also writes the answer's usage record. A refused
+    reservation ends the stream with a ``refused`` event (the explanation) and
+    the answer saved as an error with that explanation: no half answer exists.
+    """
     parts: list[str] = []
     status: str = Status.COMPLETE
     error = ""
@@ -94,26 +109,82 @@ async def relay(job: StreamJob, *, started: float, language: str | None = None) 
     flushed_parts = 0
     alias = job.plan.alias
     alias_label = alias.display_name_en if (language or "ja").startswith("en") else alias.display_name_ja
+    charge = job.charge
+    reservation: Reservation | None = None
+    finished = False
 
-    async def save(final_status: str | None) -> Message | None:
-        return await db_hop(
-            message_stream_update,
-            ministry_id=job.ministry_id,
-            message_id=job.message_id,
-            content="".join(parts),
-            status=final_status,
-            error=error if final_status else None,
-            deployment_id=deployment_id,
-            **(
-                answer_usage(job=job, deployment_id=deployment_id, usage=usage, content_chunks=len(parts))
-                if final_status
-                else {}
-            ),
-            ttft_ms=ttft_ms if final_status else None,
-            latency_ms=int((time.monotonic() - started) * 1000) if final_status else None,
+    async def save(final_status: str | None, detail: str = "", ledger_status: str = "") -> Message | None:
+        fields = (
+            answer_usage(job=job, deployment_id=deployment_id, usage=usage, content_chunks=len(parts))
+            if final_status
+            else {}
         )
+        latency_ms = int((time.monotonic() - started) * 1000)
+        outcome = (
+            quota.outcome_for(
+                charge=charge,
+                plan=job.plan,
+                status=ledger_status or final_status,
+                deployment_id=deployment_id,
+                usage_fields=fields,
+                ttft_ms=ttft_ms,
+                latency_ms=latency_ms,
+                detail=detail,
+            )
+            if final_status and charge is not None
+            else None
+        )
+        try:
+            return await db_hop(
+                message_stream_update,
+                ministry_id=job.ministry_id,
+                message_id=job.message_id,
+                content="".join(parts),
+                status=final_status,
+                error=error if final_status else None,
+                deployment_id=deployment_id,
+                **fields,
+                ttft_ms=ttft_ms if final_status else None,
+                latency_ms=latency_ms if final_status else None,
+                ledger=outcome.ledger if outcome is not None else None,
+            )
+        finally:
+            if outcome is not None and reservation is not None:
+                # Settle to what was produced, even if the save failed or the task is cancelled.
+                await asyncio.shield(
+                    asettle(
+                        reservation=reservation,
+                        prompt_tokens=outcome.prompt_tokens,
+                        completion_tokens=outcome.completion_tokens,
+                        cost_yen=outcome.cost_yen,
+                    )
+                )
+
+    async def finish(final_status: str, detail: str = "", ledger_status: str = "") -> Message | None:
+        nonlocal finished
+        if finished:
+            return None
+        finished = True
+        return await save(final_status, detail, ledger_status)
 
     with translation.override(language):
+        if charge is not None:
+            try:
+                reservation = await areserve(
+                    subject=charge.subject,
+                    prompt_tokens=charge.prompt_tokens,
+                    max_tokens=charge.max_tokens,
+                    request_id=charge.request_id,
+                    price=charge.price_per_1m,
+                )
+            except QuotaExceeded as exc:
+                logger.info("chat stream %s refused: %s/%s", job.message_id, exc.level, exc.kind)
+                status, error = Status.ERROR, quota.refusal_text(exc)
+                final = await finish(Status.ERROR, detail=f"quota_{exc.kind}", ledger_status="refused")
+                yield sse_event("refused", html.escape(error, quote=False))
+                if final is not None:
+                    yield done_event(final, alias_label=alias_label)
+                return
         stream = stream_chat(job.plan, job.request)
         try:
             try:
@@ -167,8 +238,11 @@ async def relay(job: StreamJob, *, started: float, language: str | None = None) 
             status, error = Status.ERROR, _("回答の生成中にエラーが発生しました。")
         except (asyncio.CancelledError, GeneratorExit):
             # The browser went away (tab closed, reload, stop button): keep what we have.
-            await save(Status.INTERRUPTED)
+            await finish(Status.INTERRUPTED)
             raise
-        final = await save(status)
+        final = await finish(status)
         if final is not None:
             yield done_event(final, alias_label=alias_label)
+    if charge is not None and reservation is not None:
+        # After the last event (the user waits for nothing): queue the 80 %/100 % warnings if due.
+        await alerts_after_settle(charge.subject)

@@ -18,4 +18,5 @@ urlpatterns = [
         "<int:conversation_id>/messages/<int:message_id>/stream", views.message_stream, name="message_stream"
     ),
     path("<int:conversation_id>/messages/<int:message_id>/stop", views.message_stop, name="message_stop"),
+    path("notices/<int:notification_id>/dismiss", views.notice_dismiss, name="notice_dismiss"),
 ]

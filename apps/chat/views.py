@@ -26,13 +26,14 @@ from django.utils import translation
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
+from apps.console.notifications import notification_list_unread, notification_mark_read
 from apps.registry.models import Clearance
 from apps.registry.router import allowed_aliases
 from apps.registry.snapshot import get_snapshot
 from apps.tenancy.connections import db_hop
 from apps.tenancy.permissions import require_membership
 
-from . import services
+from . import quota, services
 from .conf import default_confidentiality, max_message_chars
 from .models import Conversation, Message
 from .selectors import (
@@ -66,7 +67,35 @@ def _sidebar_context(request: HttpRequest, *, current: Conversation | None = Non
     q = request.GET.get("q", "").strip()
     paginator = Paginator(conversation_list_for_actor(actor=request.user, q=q), PAGE_SIZE)
     page = paginator.get_page(request.GET.get("page"))
-    return {"conversations": page, "q": q, "current": current}
+    return {
+        "conversations": page,
+        "q": q,
+        "current": current,
+        **_budget_context(request),
+    }
+
+
+def _budget_context(request: HttpRequest) -> dict[str, Any]:
+    """The remaining-budget meter and the unread notices (budget warnings) of the sidebar."""
+    membership = request.membership  # type: ignore[attr-defined]
+    return {
+        "budget_lines": quota.budget_meter(ministry_id=membership.ministry_id, user_id=request.user.pk or 0),
+        "notices": notification_list_unread(actor=request.user),
+    }
+
+
+def _quota_refused(
+    request: HttpRequest, exc: quota.QuotaRefused, template: str, context: dict[str, Any]
+) -> HttpResponse:
+    """429 with ``Retry-After``; HTMX gets the message in the composer's error slot, nothing saved."""
+    if request.htmx:  # type: ignore[attr-defined]
+        response = render(request, "chat/_composer_errors.html", {"errors": [exc.message]}, status=429)
+        response["HX-Retarget"] = "#composer-errors"
+        response["HX-Reswap"] = "innerHTML"
+    else:
+        response = render(request, template, {**context, "errors": [exc.message]}, status=429)
+    response["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 def _new_form_context(
@@ -129,11 +158,23 @@ def conversation_create(request: HttpRequest) -> HttpResponse:
     try:
         if content.strip():
             services.validate_content(content)
+            quota.precheck(
+                ministry_id=request.membership.ministry_id,  # type: ignore[attr-defined]
+                user_id=request.user.pk or 0,
+                alias_name=alias_name,
+            )
         conversation = services.conversation_create(
             actor=request.user, alias_name=alias_name, level=level_raw
         )
     except ValidationError as exc:
         errors = exc.messages
+    except quota.QuotaRefused as exc:
+        context = {
+            **_sidebar_context(request),
+            **_new_form_context(request, level=_level(request, level_raw), alias_name=alias_name),
+            "content": content,
+        }
+        return _quota_refused(request, exc, "chat/index.html", context)
     else:
         if content.strip():
             services.message_send(actor=request.user, conversation=conversation, content=content)
@@ -223,6 +264,9 @@ def message_create(request: HttpRequest, conversation_id: int) -> HttpResponse:
     content = request.POST.get("content", "")
     try:
         result = services.message_send(actor=request.user, conversation=conversation, content=content)
+    except quota.QuotaRefused as exc:
+        context = _conversation_context(request, conversation, content=content)
+        return _quota_refused(request, exc, "chat/conversation.html", context)
     except ValidationError as exc:
         if request.htmx:  # type: ignore[attr-defined]
             return render(request, "chat/_composer_errors.html", {"errors": exc.messages}, status=422)
@@ -274,6 +318,10 @@ def message_regenerate(request: HttpRequest, conversation_id: int) -> HttpRespon
     conversation = get_conversation_for_actor(actor=request.user, conversation_id=conversation_id)
     try:
         message = services.message_regenerate(actor=request.user, conversation=conversation)
+    except quota.QuotaRefused as exc:
+        return _quota_refused(
+            request, exc, "chat/conversation.html", _conversation_context(request, conversation)
+        )
     except ValidationError as exc:
         if request.htmx:  # type: ignore[attr-defined]
             return render(request, "chat/_composer_errors.html", {"errors": exc.messages}, status=422)
@@ -317,3 +365,14 @@ async def message_stream(request: HttpRequest, conversation_id: int, message_id:
     for header, value in SSE_HEADERS.items():
         response[header] = value
     return response
+
+
+@login_required
+@require_membership
+@require_POST
+def notice_dismiss(request: HttpRequest, notification_id: int) -> HttpResponse:
+    """Mark one of the user's notices read (HTMX removes it from the sidebar)."""
+    notification_mark_read(actor=request.user, notification_id=notification_id)
+    if request.htmx:  # type: ignore[attr-defined]
+        return HttpResponse("")
+    return HttpResponseRedirect(reverse("chat:index"))

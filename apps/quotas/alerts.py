@@ -24,8 +24,9 @@ the ministry's budget however many users cross it).
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -103,6 +104,125 @@ def thresholds_to_report(
     return fresh
 
 
+# --- Reading the budget lines (mirrors admission.budget_status, with each line's subject) ---
+
+_local = threading.local()
+
+
+def _redis() -> Any:
+    import redis
+
+    client = getattr(_local, "client", None)
+    if client is None or getattr(_local, "url", None) != settings.REDIS_URL:
+        client = _local.client = redis.Redis.from_url(
+            settings.REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5
+        )
+        _local.url = settings.REDIS_URL
+    return client
+
+
+def budget_levels(subject: Any, limits: Any) -> list[tuple[Any, int]]:
+    """``(admission Level, subject id)`` of every level of ``subject`` that has a month budget.
+
+    The platform's own budget is left out: a ministry's users and admins can
+    neither see nor change it (platform admins watch it in the console).
+    """
+    from . import admission
+
+    ids = {scope: subject_id for scope, _level, subject_id in admission.scopes_of(subject)}
+    out = []
+    for level in admission.levels_of(subject, limits):
+        values = level.limits
+        if level.level == admission.PLATFORM or values is None:
+            continue
+        if values.monthly_tokens is None and values.monthly_yen_units is None:
+            continue
+        out.append((level, ids.get(level.scope.split("|", 1)[0], 0)))
+    return out
+
+
+def budget_uses(subject: Any, limits: Any, now: datetime | None = None) -> list[BudgetUse]:
+    """The month budget lines of ``subject`` (tokens and/or yen), read from admission's counters.
+
+    One Redis round trip; ``[]`` when there is no budget or Redis is unreachable
+    (warnings are advisory: admission is what enforces). The counters are
+    those of ``lua/admit.lua`` (``<scope>:b:<YYYYMM>``: used/held tokens and yen).
+    """
+    from redis.exceptions import RedisError
+
+    from . import admission
+    from .limits import YEN_UNITS
+
+    levels = budget_levels(subject, limits)
+    if not levels:
+        return []
+    month = admission.month_key(now)
+    try:
+        pipe = _redis().pipeline(transaction=False)
+        for level, _subject_id in levels:
+            pipe.hmget(f"{admission.PREFIX}{level.scope}:b:{month}", "ut", "ht", "uy", "hy")
+        replies = pipe.execute()
+    except (RedisError, OSError):
+        logger.warning("budget alerts: Redis unreachable", exc_info=True)
+        return []
+    lines: list[BudgetUse] = []
+    for (level, subject_id), (ut, ht, uy, hy) in zip(levels, replies, strict=True):
+        values = level.limits
+        common = {
+            "level": level.level,
+            "subject_id": subject_id,
+            "subject_label": "",
+            "alias_name": level.alias_name,
+        }
+        if values.monthly_tokens is not None:
+            used = Decimal(int(ut or 0) + int(ht or 0))
+            lines.append(BudgetUse(unit="tokens", used=used, limit=Decimal(values.monthly_tokens), **common))
+        if values.monthly_yen_units is not None:
+            used_yen = Decimal(int(uy or 0) + int(hy or 0)) / YEN_UNITS
+            limit_yen = Decimal(values.monthly_yen_units) / YEN_UNITS
+            lines.append(BudgetUse(unit="yen", used=used_yen, limit=limit_yen, **common))
+    return lines
+
+
+def alerts_maybe_enqueue(subject: Any) -> bool:
+    """Queue the alerts task if a budget line of ``subject`` reached a threshold new this month.
+
+    Sync (one Redis round trip, plus one ``SET NX`` per line at 80 % or more);
+    never raises: a failed check must not break the request that settled.
+    """
+    from .limits import ministry_limits
+    from .tasks import budget_alerts_task
+
+    if subject.user_id is None:
+        return False
+    try:
+        lines = budget_uses(subject, ministry_limits(subject.ministry_id))
+        fresh = thresholds_to_report(ministry_id=subject.ministry_id, user_id=subject.user_id, lines=lines)
+        if not fresh:
+            return False
+        budget_alerts_task.delay(ministry_id=subject.ministry_id, user_id=subject.user_id)
+    except Exception:
+        logger.exception("budget alerts check failed (ministry %s)", subject.ministry_id)
+        return False
+    return True
+
+
+async def alerts_after_settle(subject: Any) -> None:
+    """:func:`alerts_maybe_enqueue` from the event loop: nothing at all when no level has a budget.
+
+    The common case (no month budget anywhere above the user) is decided from
+    the process's limits cache without leaving the event loop.
+    """
+    from apps.tenancy.connections import db_hop
+
+    from .limits import cached_ministry_limits
+
+    limits = cached_ministry_limits(subject.ministry_id)
+    if limits is not None and not budget_levels(subject, limits):
+        return
+    await db_hop(alerts_maybe_enqueue, subject)
+
+
 # --- Writing the notifications (Celery task, inside the ministry scope) ---------------
 
 
@@ -141,17 +261,18 @@ def _create_once(*, ministry_id: int, recipient_id: int, kind: str, key: str, da
 
 def notification_text(kind: str, data: dict[str, Any]) -> str:
     """The notice in the active language (rendered when shown; rows keep only facts)."""
-    level_labels = {
-        "ministry": _("府省庁全体"),
-        "team": _("チーム"),
-        "user": _("あなた個人"),
-        "api_key": _("APIキー"),
-    }
-    subject = level_labels.get(data.get("level", ""), data.get("level", ""))
-    if data.get("level") in ("team", "api_key") and data.get("subject"):
-        subject = f"{subject}「{data['subject']}」"
+    level = data.get("level", "")
+    name = str(data.get("subject") or "")
+    if level == "team":
+        subject = _("チーム「%(name)s」") % {"name": name} if name else _("チーム")
+    elif level == "api_key":
+        subject = _("APIキー「%(name)s」") % {"name": name} if name else _("APIキー")
+    elif level == "user":
+        subject = _("あなた個人")
+    else:
+        subject = _("府省庁全体")
     if data.get("alias"):
-        subject = f"{subject}（{data['alias']}）"
+        subject = _("%(subject)s（%(alias)s）") % {"subject": subject, "alias": data["alias"]}
     amount = _amount(data.get("used", "0"), data.get("unit", "tokens"))
     limit = _amount(data.get("limit", "0"), data.get("unit", "tokens"))
     values = {"subject": subject, "used": amount, "limit": limit, "month": data.get("month", "")}
@@ -197,6 +318,30 @@ def _send_email(recipient: Any, kind: str, data: dict[str, Any]) -> bool:
         logger.exception("budget alert e-mail to user %s failed", recipient.pk)
         return False
     return True
+
+
+def budget_alerts_for_user(*, user_id: int, now: datetime | None = None) -> list[Any]:
+    """Re-read the user's budget lines (fresh) and notify what is due (the Celery task's body)."""
+    from apps.accounts.models import User
+    from apps.tenancy.models import Team
+
+    from . import admission
+    from .limits import ministry_limits
+
+    ministry_id = current_ministry_id()
+    if ministry_id is None:
+        raise ScopeError("budget_alerts_for_user needs an active ministry scope")
+    user = User.objects.filter(pk=user_id).first()
+    if user is None:
+        return []
+    subject = admission.subject_for_user(ministry_id=ministry_id, user=user, alias_name="", zone="on_prem")
+    lines = budget_uses(subject, ministry_limits(ministry_id), now=now)
+    names = dict(Team.objects.filter(pk__in=subject.team_ids).values_list("pk", "name"))
+    lines = [
+        replace(line, subject_label=names.get(line.subject_id, "")) if line.level == "team" else line
+        for line in lines
+    ]
+    return budget_alerts_send(user_id=user_id, lines=lines, now=now)
 
 
 def budget_alerts_send(*, user_id: int, lines: Iterable[BudgetUse], now: datetime | None = None) -> list[Any]:

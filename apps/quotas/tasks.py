@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from apps.tenancy.tasks import TenantTask
 from gennai.celery import app
 
 from .journal import usage_journal_drain
@@ -47,3 +48,17 @@ def admission_reconcile_task() -> dict[str, int]:
 
     result = reconcile()
     return {"released": result.released, "ministries": result.ministries, "counters": result.counters}
+
+
+@app.task(base=TenantTask, name="quotas.budget_alerts", ignore_result=True)
+def budget_alerts_task(*, ministry_id: int, user_id: int) -> int:
+    """Warn user ``user_id`` and notify their ministry's admins of budgets at 80 %/100 %.
+
+    Queued by :func:`apps.quotas.alerts.alerts_maybe_enqueue` after a request
+    settled, never on the request's path. ``TenantTask`` enters the ministry's
+    scope from ``ministry_id``; each notification is written at most once
+    (unique per recipient, threshold and month), so a retry is harmless.
+    """
+    from .alerts import budget_alerts_for_user
+
+    return len(budget_alerts_for_user(user_id=user_id))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import template
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import gettext as _
@@ -29,3 +31,20 @@ def seconds(milliseconds: int | None) -> str:
 def estimated_mark(estimated: bool) -> str:
     """``"（推定）"`` after a token count the platform estimated (the upstream sent none)."""
     return _("（推定）") if estimated else ""
+
+
+@register.filter(name="thousands")
+def thousands(value: Any) -> str:
+    """12345 → "12,345" (whole numbers; the sidebar's budget meter)."""
+    try:
+        return f"{int(value):,}"
+    except (TypeError, ValueError):
+        return ""
+
+
+@register.filter(name="notice_text")
+def notice_text(notice: Any) -> str:
+    """A notification's text in the active language (rows keep only facts)."""
+    from apps.quotas.alerts import notification_text
+
+    return notification_text(notice.kind, notice.data)

@@ -96,7 +96,7 @@ def test_user_and_admins_are_notified_exactly_once_and_admins_get_email(
     email = mail.outbox[0]
     assert email.to == ["admin-a@digital.example.go.jp"], "never B's admin"
     assert "80%" in email.body and "820" in email.body
-    assert "reached 80% of" in email.body, "English below the Japanese"
+    assert "has reached 80%" in email.body, "English below the Japanese"
     assert _notices(admin_b) == []
 
     # Another user crossing the same ministry budget: warned themself, admins not again.

@@ -1,8 +1,9 @@
 /*
  * Gennai chat: small behaviour on top of htmx + htmx-ext-sse. No build step.
  *
- * - 422 responses (validation errors) are swapped like successes, without the
- *   generic error banner of app.js: the server renders a message next to the form.
+ * - 422 responses (validation errors) and 429 (a budget used up; the server
+ *   retargets the message to the composer's error slot) are swapped like
+ *   successes, without the generic error banner of app.js.
  * - After a message is sent: clear the composer, keep focus in it and bring
  *   the new answer into view.
  * - Ctrl+Enter (⌘+Enter) sends from any textarea marked data-gn-submit-on-ctrl-enter.
@@ -17,7 +18,7 @@
 
   document.addEventListener("htmx:beforeSwap", function (event) {
     var xhr = event.detail && event.detail.xhr;
-    if (xhr && xhr.status === 422) {
+    if (xhr && (xhr.status === 422 || xhr.status === 429)) {
       event.detail.shouldSwap = true;
       event.detail.isError = false;
     }
