@@ -21,12 +21,13 @@ from apps.console import urls as console_urls
 from .url_matrix import (
     ANY,
     MARKER,
-    ROLES,
+    READ_RECORDS,
     URL_SPECS,
     UrlSpec,
     World,
     build_world,
     expected_status,
+    roles,
     touches_a_object,
 )
 
@@ -70,8 +71,17 @@ def fingerprint(world: World) -> str:
         }
     state["Membership"] = sorted(map(str, Membership.objects.filter(ministry=world.a).values_list()))
     state["ApiKey"] = sorted(map(str, ApiKey.objects.filter(ministry=world.a).values_list()))
-    state["AuditEvent"] = [str(AuditEvent.objects.filter(ministry=world.a).count())]
+    # Records of reads (an export, a cross-ministry look) are the audit trail doing its job, not a change.
+    changes = AuditEvent.objects.filter(ministry=world.a).exclude(action__in=READ_RECORDS)
+    state["AuditEvent"] = [str(changes.count())]
     return json.dumps(state, sort_keys=True)
+
+
+def _body(response: Any) -> str:
+    """The response text, also of a streamed one (exports)."""
+    if getattr(response, "streaming", False):
+        return b"".join(response.streaming_content).decode()
+    return str(response.content.decode())
 
 
 def _client(world: World, role: str) -> Client:
@@ -99,13 +109,14 @@ def test_console_url_as_every_role(name: str, keywords: list[str], ministries: A
     spec = URL_SPECS.get(name, UrlSpec())
     url, a_object = _url(world, name, keywords, spec)
     payload = spec.post(world) if spec.post else {}
-    for role in ROLES:
+    for role in roles():
         client = _client(world, role)
         for method in ("GET", "POST"):
             before = fingerprint(world)
             response = client.get(url) if method == "GET" else client.post(url, payload)
             want = expected_status(spec, method=method, role=role, a_object=a_object)
             where = f"{method} {url} as {role}"
+            assert response.status_code < 500, f"{where}: server error {response.status_code}"
             if want != ANY:
                 assert response.status_code == want, f"{where}: {response.status_code}, expected {want}"
             if want == 302 and role == "anonymous":
@@ -113,7 +124,7 @@ def test_console_url_as_every_role(name: str, keywords: list[str], ministries: A
             if role != "admin_a":
                 assert fingerprint(world) == before, f"{where} changed ministry A's data"
             if role in ("admin_b", "auditor_b") and response.status_code == 200:
-                assert MARKER not in response.content.decode(), f"{where} shows ministry A's names"
+                assert MARKER not in _body(response), f"{where} shows ministry A's names"
             if role == "admin_a" and method == "POST" and spec.post is not None and "POST" in spec.methods:
                 assert fingerprint(world) != before, f"{where} was meant to change ministry A's data"
 

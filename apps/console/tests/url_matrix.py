@@ -23,8 +23,19 @@ from django.utils import timezone
 
 from tests.support.fixtures import make_user
 
-ROLES = ("anonymous", "staff_a", "auditor_a", "auditor_b", "admin_b", "admin_a")
-"""Every role the walk uses, admin_a last (its POSTs change A's data)."""
+BASE_ROLES = ("anonymous", "staff_a", "auditor_a", "auditor_b", "admin_b")
+
+EXTRA_USERS: dict[str, tuple[str, list[str]]] = {}
+"""More roles for the walk: name → (``"a"`` or ``"b"``, membership roles), e.g.
+``EXTRA_USERS["platform_admin_a"] = ("a", ["staff", "platform_admin"])``. Unless a
+:class:`UrlSpec` says otherwise (``expect={"platform_admin_a": 200}``), an extra
+role is expected to get 403 from every console page that takes its method."""
+
+
+def roles() -> tuple[str, ...]:
+    """Every role the walk uses, admin_a last (its POSTs change A's data)."""
+    return (*BASE_ROLES, *EXTRA_USERS, "admin_a")
+
 
 LOGIN_REDIRECT = 302
 ANY = -1
@@ -63,6 +74,8 @@ def build_world(ministries: tuple[Any, Any]) -> World:
         "admin_b": make_user("walk-admin-b", b, ["staff", "ministry_admin"]),
         "member_a": make_user(f"walk-member-a-{MARKER}", a, ["staff"]),
     }
+    for role, (which, membership_roles) in EXTRA_USERS.items():
+        users[role] = make_user(f"walk-{role}", a if which == "a" else b, membership_roles)
     world = World(a=a, b=b, users=users)
     granted = Alias.objects.create(name="walk-granted", display_name_ja="許可済み", display_name_en="Granted")
     free = Alias.objects.create(name="walk-free", display_name_ja="未許可", display_name_en="Not granted")
@@ -119,7 +132,8 @@ class UrlSpec:
       A's admin must get ``admin_post`` and A's data must change (so the refusals
       of everyone else are refusals of a real change);
     * ``kwargs``: path keywords when they are not the world's defaults;
-    * ``expect``: overrides of the default per (method, role).
+    * ``expect``: overrides of the defaults, keyed by ``(method, role)`` or by ``role``
+      (both methods); ``(method, role)`` wins.
     """
 
     methods: frozenset[str] = frozenset({"GET"})
@@ -127,16 +141,41 @@ class UrlSpec:
     post: Callable[[World], dict[str, Any]] | None = None
     admin_post: int = 302
     kwargs: Callable[[World], dict[str, Any]] | None = None
-    expect: dict[tuple[str, str], int] = field(default_factory=dict)
+    expect: dict[tuple[str, str] | str, int] = field(default_factory=dict)
 
 
 GET = frozenset({"GET"})
 POST = frozenset({"POST"})
 BOTH = frozenset({"GET", "POST"})
 
+
+# Platform roles (realm roles, copied into the membership of their home ministry).
+EXTRA_USERS["platform_auditor_a"] = ("a", ["staff", "auditor"])
+EXTRA_USERS["platform_admin_b"] = ("b", ["staff", "platform_admin"])
+PLATFORM_ROLES = ("platform_auditor_a", "platform_admin_b")
+
+
+def _refused_to_ministry_roles(methods: frozenset[str]) -> dict[tuple[str, str] | str, int]:
+    """Every ministry role of the walk gets 403; the platform roles read (GET 200)."""
+    expect: dict[tuple[str, str] | str, int] = {
+        (m, r): 403 for m in methods for r in (*BASE_ROLES, "admin_a") if r != "anonymous"
+    }
+    expect.update({("GET", r): 200 for r in PLATFORM_ROLES})
+    return expect
+
+
+def _platform_reads(**extra: int) -> dict[tuple[str, str] | str, int]:
+    """The audit pages: platform roles read (their own ministry by default) like ministry auditors."""
+    expect: dict[tuple[str, str] | str, int] = {("GET", r): 200 for r in PLATFORM_ROLES}
+    expect.update({("POST", r): v for r, v in extra.items()})
+    return expect
+
+
 URL_SPECS: dict[str, UrlSpec] = {
     # Staff read their ministry's announcements: not a console page, but in the namespace.
-    "announcement_detail": UrlSpec(expect={("GET", "staff_a"): 200}),
+    "announcement_detail": UrlSpec(
+        expect={("GET", "staff_a"): 200, ("GET", "platform_auditor_a"): 200, ("GET", "platform_admin_b"): 404}
+    ),
     "home": UrlSpec(),
     "member_list": UrlSpec(),
     "member_detail": UrlSpec(),
@@ -168,7 +207,32 @@ URL_SPECS: dict[str, UrlSpec] = {
     "limit_edit": UrlSpec(methods=BOTH, write=True, post=lambda w: {"monthly_tokens": "7", "rpm": "3"}),
     "limit_delete": UrlSpec(methods=BOTH, write=True, post=lambda w: {}),
     "retention": UrlSpec(methods=BOTH, post=lambda w: {"days": "90"}),
+    # Insight pages (urls_insight.py). Usage and audit read the caller's own ministry only (B's
+    # roles get 200 with B's data, never A's); the exports are audited reads (READ_RECORDS).
+    "usage": UrlSpec(),
+    "usage_csv": UrlSpec(),
+    "audit_list": UrlSpec(expect=_platform_reads()),
+    "audit_export": UrlSpec(expect=_platform_reads()),
+    # Platform pages: no ministry role reaches them; platform auditors read, platform admins
+    # also change the platform budget (more in test_insight_platform.py).
+    "platform_ministries": UrlSpec(expect=_refused_to_ministry_roles(GET)),
+    "platform_usage": UrlSpec(expect=_refused_to_ministry_roles(GET)),
+    "platform_budget": UrlSpec(
+        methods=BOTH,
+        expect=_refused_to_ministry_roles(BOTH) | {("POST", "platform_admin_b"): 302},
+    ),
 }
+
+READ_RECORDS = frozenset(
+    {
+        "usage.export",
+        "audit.export",
+        "audit.cross_ministry_read",
+        "usage.cross_ministry_read",
+        "tenancy.cross_ministry_read",
+    }
+)
+"""Audit actions that record a read (not a change of ministry A's data)."""
 
 
 def touches_a_object(spec: UrlSpec, kwargs: dict[str, Any]) -> bool:
@@ -178,13 +242,14 @@ def touches_a_object(spec: UrlSpec, kwargs: dict[str, Any]) -> bool:
 
 def expected_status(spec: UrlSpec, *, method: str, role: str, a_object: bool) -> int:
     """The default rules (see the module docstring); ``spec.expect`` overrides them."""
-    if (method, role) in spec.expect:
-        return spec.expect[(method, role)]
+    for key in ((method, role), role):
+        if key in spec.expect:
+            return spec.expect[key]
     if method not in spec.methods:
         return 405
     if role == "anonymous":
         return LOGIN_REDIRECT
-    if role == "staff_a":
+    if role == "staff_a" or role in EXTRA_USERS:
         return 403
     changing = method == "POST" or spec.write
     if role in ("auditor_a", "auditor_b") and changing:

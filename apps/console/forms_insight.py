@@ -1,0 +1,109 @@
+"""Filter forms of the insight pages (usage dashboard, audit browser, platform views)."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Any
+
+from django import forms
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from apps.audit.selectors import AuditFilter
+
+#: Longest period of one view or export (a year and a day: any calendar year fits).
+MAX_PERIOD_DAYS = 366
+
+
+def this_month() -> tuple[date, date]:
+    today = timezone.localdate()
+    return today.replace(day=1), today
+
+
+class PeriodForm(forms.Form):
+    """A period of whole days (Japan time), both ends inclusive; defaults to this month."""
+
+    start = forms.DateField(label=_("開始日"), required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    end = forms.DateField(label=_("終了日"), required=False, widget=forms.DateInput(attrs={"type": "date"}))
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        first, last = this_month()
+        start = cleaned.get("start") or first
+        end = cleaned.get("end") or (last if start <= last else start)
+        if end < start:
+            raise forms.ValidationError(_("終了日は開始日以降の日付を指定してください。"))
+        if (end - start) > timedelta(days=MAX_PERIOD_DAYS):
+            raise forms.ValidationError(
+                _("期間は%(days)d日以内で指定してください。") % {"days": MAX_PERIOD_DAYS}
+            )
+        cleaned["start"], cleaned["end"] = start, end
+        return cleaned
+
+    def period(self) -> tuple[date, date]:
+        """The valid period, or this month when the form is invalid (the errors are shown)."""
+        if self.is_valid():
+            return self.cleaned_data["start"], self.cleaned_data["end"]
+        return this_month()
+
+
+USAGE_GROUPS = [
+    ("", _("日別（合計）")),
+    ("model", _("モデル別")),
+    ("feature", _("機能別")),
+    ("team", _("チーム別")),
+    ("user", _("ユーザー別")),
+]
+
+
+class UsageFilterForm(PeriodForm):
+    group_by = forms.ChoiceField(label=_("集計単位"), choices=USAGE_GROUPS, required=False)
+
+    def group(self) -> str | None:
+        if self.is_valid():
+            return self.cleaned_data.get("group_by") or None
+        return None
+
+
+class AuditFilterForm(PeriodForm):
+    """Filters of the audit browser; ``ministry`` only for platform readers (see the view)."""
+
+    action = forms.CharField(label=_("操作"), required=False, max_length=100)
+    actor = forms.CharField(label=_("実行者"), required=False, max_length=150)
+    ministry = forms.TypedChoiceField(label=_("府省庁"), required=False, coerce=int, empty_value=None)
+
+    def __init__(
+        self, *args: Any, ministry_choices: list[tuple[Any, str]] | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        if ministry_choices is None:
+            del self.fields["ministry"]
+        else:
+            field: forms.TypedChoiceField = self.fields["ministry"]  # type: ignore[assignment]
+            field.choices = [("", _("すべての府省庁")), *ministry_choices]
+
+    def audit_filter(self) -> AuditFilter:
+        start, end = self.period()
+        data = self.cleaned_data if self.is_valid() else {}
+        return AuditFilter(
+            action=(data.get("action") or "").strip(),
+            actor=(data.get("actor") or "").strip(),
+            start=start,
+            end=end,
+        )
+
+
+class PlatformLimitForm(forms.Form):
+    """The platform budget: limits for all aliases together (alias empty) or one alias."""
+
+    alias_name = forms.CharField(
+        label=_("モデル名（エイリアス、空欄はすべて）"), required=False, max_length=100
+    )
+    monthly_tokens = forms.IntegerField(label=_("月間トークン上限"), required=False, min_value=0)
+    monthly_yen = forms.DecimalField(
+        label=_("月間予算（円）"), required=False, min_value=0, max_digits=14, decimal_places=2
+    )
+    rpm = forms.IntegerField(label=_("毎分リクエスト数上限"), required=False, min_value=0)
+    tpm = forms.IntegerField(label=_("毎分トークン数上限"), required=False, min_value=0)
+    max_concurrent = forms.IntegerField(label=_("同時実行数上限"), required=False, min_value=0)
+    max_tokens = forms.IntegerField(label=_("max_tokens の上限"), required=False, min_value=0)
