@@ -1,0 +1,221 @@
+"""Admission (reserve + settle) latency per request under N-way concurrency, on one event loop.
+
+    .venv/bin/python -m gennai.devstack env -- .venv/bin/python benchmarks/admission.py \\
+        [--concurrency 200] [--requests 20000] [--hold-ms 0,50,1000] [--warmup 2000] [--json out.json]
+
+It configures Django with ``gennai.settings.test``, creates and migrates a
+scratch database (``bench_gennai_admission``) in owner mode, and creates one
+ministry with 5 teams and 40 users, each user in one team, with limits at
+every level (platform, ministry, team, user; all aliases and the alias): token
+and yen budgets, RPM, TPM and max concurrent, all far above what the run uses,
+so every request runs the full check-and-reserve script over 10 levels and is
+admitted.
+
+Then ``--concurrency`` coroutines on one asyncio event loop (the web process's
+situation) each repeat: ``areserve`` → hold for ``--hold-ms`` (the upstream's
+time; 0 = back to back, the saturation case) → ``asettle``, until
+``--requests`` requests are done. Reported per hold time: reserve, settle and
+reserve+settle latency (wall time the request waited for admission) p50 / p99
+/ max, requests per second, and the process CPU time per request (client side;
+Redis runs in its own process). Keys live under a scratch prefix, deleted at
+the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+import time
+import uuid
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--concurrency", type=int, default=200)
+    parser.add_argument("--requests", type=int, default=20000)
+    parser.add_argument("--warmup", type=int, default=2000)
+    parser.add_argument("--hold-ms", default="0,50,1000", help="comma-separated upstream hold times")
+    parser.add_argument("--database", default="bench_gennai_admission")
+    parser.add_argument("--json", type=Path, help="also write the results here as JSON")
+    return parser.parse_args()
+
+
+def setup_django(database: str) -> None:
+    sys.path.insert(0, str(ROOT))
+    os.environ["DJANGO_SETTINGS_MODULE"] = "gennai.settings.test"
+    os.environ["GENNAI_TEST_DB_NAME"] = database
+    import django
+
+    django.setup()
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float:
+    index = max(0, min(len(sorted_values) - 1, round(fraction * len(sorted_values)) - 1))
+    return sorted_values[index]
+
+
+def fill() -> list[Any]:
+    """One ministry, 5 teams, 40 users, limits at every level; returns the subjects."""
+    from apps.accounts.models import User
+    from apps.quotas import admission
+    from apps.quotas.models import Limit, PlatformLimit
+    from apps.tenancy.models import Membership, Ministry, Team, TeamMembership
+    from apps.tenancy.scope import ministry_scope
+
+    big = {
+        "monthly_tokens": 10**13,
+        "monthly_yen": Decimal("1e10"),
+        "rpm": 10**9,
+        "tpm": 2 * 10**9,
+        "max_concurrent": 10**6,
+    }
+    alias = "standard-chat"
+    ministry = Ministry.objects.create(code="bench", name_ja="ベンチ", name_en="Bench")
+    for alias_name in ("", alias):
+        PlatformLimit.objects.create(alias_name=alias_name, **big)
+    subjects = []
+    with ministry_scope(ministry_id=ministry.pk):
+        teams = [Team.objects.create(code=f"t{i}", name=f"t{i}") for i in range(5)]
+        for alias_name in ("", alias):
+            Limit.objects.create(level="ministry", alias_name=alias_name, **big)
+            for team in teams:
+                Limit.objects.create(level="team", team=team, alias_name=alias_name, **big)
+        for i in range(40):
+            user = User.objects.create(username=f"bench-{i}", subject=f"sub-bench-{i}")
+            Membership.objects.create(user=user, ministry=ministry, roles=["staff"])
+            TeamMembership.objects.create(team=teams[i % 5], user=user)
+            for alias_name in ("", alias):
+                Limit.objects.create(level="user", user=user, alias_name=alias_name, **big)
+    for i, user in enumerate(User.objects.filter(username__startswith="bench-").order_by("pk")):
+        subjects.append(
+            admission.subject_for_user(ministry_id=ministry.pk, user=user, alias_name=alias, zone="on_prem")
+        )
+        assert len(subjects[-1].team_ids) == 1, i
+    return subjects
+
+
+async def run(subjects: list[Any], *, concurrency: int, requests: int, hold: float) -> dict[str, Any]:
+    from apps.quotas.admission import areserve, asettle
+
+    reserve_s: list[float] = []
+    settle_s: list[float] = []
+    remaining = requests
+
+    async def worker(n: int) -> None:
+        nonlocal remaining
+        subject = subjects[n % len(subjects)]
+        while remaining > 0:
+            remaining -= 1
+            t0 = time.perf_counter()
+            r = await areserve(
+                subject=subject,
+                prompt_tokens=200,
+                max_tokens=800,
+                request_id=uuid.uuid4().hex,
+                price=Decimal(300),
+            )
+            t1 = time.perf_counter()
+            if hold:
+                await asyncio.sleep(hold)
+            t2 = time.perf_counter()
+            await asettle(reservation=r, prompt_tokens=200, completion_tokens=321, cost_yen=Decimal("0.1563"))
+            t3 = time.perf_counter()
+            reserve_s.append(t1 - t0)
+            settle_s.append(t3 - t2)
+
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(worker(n) for n in range(concurrency)))
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    both = sorted(r + s for r, s in zip(reserve_s, settle_s, strict=True))
+    out: dict[str, Any] = {
+        "requests": len(both),
+        "req_per_s": len(both) / wall,
+        "cpu_us_per_req": cpu / len(both) * 1e6,
+    }
+    for name, values in (
+        ("reserve", sorted(reserve_s)),
+        ("settle", sorted(settle_s)),
+        ("reserve+settle", both),
+    ):
+        out[name] = {
+            "p50_ms": percentile(values, 0.50) * 1e3,
+            "p99_ms": percentile(values, 0.99) * 1e3,
+            "max_ms": values[-1] * 1e3,
+        }
+    return out
+
+
+def main() -> int:
+    args = parse_args()
+    setup_django(args.database)
+    import redis
+    from django.conf import settings
+    from django.db import connection
+    from django.test.utils import setup_databases, teardown_databases
+
+    from apps.quotas import admission, limits
+    from apps.tenancy.db import owner_mode
+
+    admission.PREFIX = f"bench:q:{uuid.uuid4().hex[:8]}:"
+    with owner_mode():
+        config = setup_databases(verbosity=0, interactive=False, keepdb=False)
+    results: dict[str, Any] = {}
+    try:
+        subjects = fill()
+        limits.ministry_limits(subjects[0].ministry_id)
+        client = redis.Redis.from_url(settings.REDIS_URL)
+        info = client.info("server")
+        for hold_ms in [float(h) for h in args.hold_ms.split(",")]:
+            asyncio.run(
+                run(subjects, concurrency=args.concurrency, requests=args.warmup, hold=hold_ms / 1000)
+            )
+            results[f"hold_{hold_ms:g}ms"] = asyncio.run(
+                run(subjects, concurrency=args.concurrency, requests=args.requests, hold=hold_ms / 1000)
+            )
+        keys = list(client.scan_iter(match=admission.PREFIX + "*", count=1000))
+        for i in range(0, len(keys), 1000):
+            client.delete(*keys[i : i + 1000])
+    finally:
+        connection.close()
+        with owner_mode():
+            teardown_databases(config, verbosity=0)
+    env = {
+        "python": platform.python_version(),
+        "redis": info.get("redis_version"),
+        "cpus": os.cpu_count(),
+        "concurrency": args.concurrency,
+        "requests": args.requests,
+    }
+    print(
+        f"Redis {env['redis']}, Python {env['python']}, {env['cpus']} CPUs; concurrency {args.concurrency}\n"
+    )
+    print(
+        f"{'hold':>8} {'req/s':>8} {'CPU µs/req':>10}  {'what':<15} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}"
+    )
+    for name, row in results.items():
+        for what in ("reserve", "settle", "reserve+settle"):
+            lat = row[what]
+            head = (
+                f"{name[5:]:>8} {row['req_per_s']:>8.0f} {row['cpu_us_per_req']:>10.0f}"
+                if what == "reserve"
+                else " " * 28
+            )
+            print(f"{head}  {what:<15} {lat['p50_ms']:>8.3f} {lat['p99_ms']:>8.3f} {lat['max_ms']:>8.2f}")
+    if args.json:
+        args.json.write_text(json.dumps({"environment": env, "results": results}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
