@@ -54,10 +54,14 @@ from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from redis.exceptions import RedisError
+
+if TYPE_CHECKING:
+    from apps.registry.snapshot import Snapshot
 
 logger = logging.getLogger("gennai.quotas")
 
@@ -89,6 +93,12 @@ class UsageEntry:
     latency_ms: int = 0
     detail: str = ""
     created_at: float = field(default_factory=time.time)  # epoch seconds, when the request began
+    # Ledger fields (issue 8). Left at their defaults, the drainer fills them: the
+    # model from the deployment, the cost from the registry prices (apps.quotas.pricing).
+    feature: str = "api"
+    team_id: int | None = None  # users' requests only; API keys are charged to no team
+    model_name: str = ""
+    cost_yen: str = ""  # decimal as text (JSON has no decimals); "" = price it when drained
 
     def encode(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False).encode()
@@ -309,8 +319,30 @@ async def journal_finished(entry: UsageEntry) -> None:
 # --- Draining (a Celery worker, or tests) -------------------------------------------------
 
 
-def _record_fields(entry: UsageEntry) -> dict[str, Any]:
+def _record_fields(entry: UsageEntry, snapshot: Snapshot) -> dict[str, Any]:
+    from .pricing import cost_yen, model_name_for
+
+    prompt_tokens = max(int(entry.prompt_tokens), 0)
+    completion_tokens = max(int(entry.completion_tokens), 0)
+    model_name = entry.model_name[:200] or model_name_for(
+        deployment_id=entry.deployment_id, snapshot=snapshot
+    )
+    if entry.cost_yen:
+        cost = Decimal(entry.cost_yen)
+    else:
+        cost = cost_yen(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            deployment_id=entry.deployment_id,
+            model_name=model_name,
+            snapshot=snapshot,
+        )
     return {
+        "feature": entry.feature[:16],
+        # An API key's usage belongs to no team (teams group people).
+        "team_id": None if entry.api_key_id is not None else entry.team_id,
+        "model_name": model_name,
+        "cost_yen": cost,
         "ministry_id": entry.ministry_id,
         "request_id": uuid.UUID(entry.request_id),
         "api_key_id": entry.api_key_id,
@@ -320,9 +352,9 @@ def _record_fields(entry: UsageEntry) -> dict[str, Any]:
         "revision": entry.revision,
         "endpoint": entry.endpoint[:32],
         "level": entry.level,
-        "prompt_tokens": max(int(entry.prompt_tokens), 0),
+        "prompt_tokens": prompt_tokens,
         "prompt_tokens_estimated": bool(entry.prompt_tokens_estimated),
-        "completion_tokens": max(int(entry.completion_tokens), 0),
+        "completion_tokens": completion_tokens,
         "ttft_ms": None if entry.ttft_ms is None else max(int(entry.ttft_ms), 0),
         "latency_ms": max(int(entry.latency_ms), 0),
         "status": entry.status,
@@ -347,6 +379,10 @@ _UPDATE_FIELDS = [
     "status",
     "detail",
     "created_at",
+    "feature",
+    "team",
+    "model_name",
+    "cost_yen",
 ]
 
 
@@ -357,9 +393,12 @@ def usage_record_write(*, entries: list[UsageEntry], settlement: bool = False) -
     finish after a settlement); settlements (``settlement=True``) only insert.
     """
     from apps.gateway.models import ApiKey
+    from apps.registry.snapshot import get_snapshot
     from apps.tenancy.scope import ministry_scope
 
     from .models import UsageRecord
+
+    snapshot = get_snapshot()  # prices and model names for the whole batch (no query per row)
 
     by_ministry: dict[int, list[UsageEntry]] = defaultdict(list)
     for entry in entries:
@@ -368,7 +407,7 @@ def usage_record_write(*, entries: list[UsageEntry], settlement: bool = False) -
         # Security: each ministry's rows are written in that ministry's scope, so
         # RLS checks every row; a wrong ministry id cannot land in another's table.
         with ministry_scope(ministry_id=ministry_id):
-            rows = [UsageRecord(**_record_fields(entry)) for entry in group]
+            rows = [UsageRecord(**_record_fields(entry, snapshot)) for entry in group]
             if settlement:
                 UsageRecord.objects.bulk_create(rows, ignore_conflicts=True)
             else:
