@@ -37,13 +37,11 @@ from django.utils.translation import gettext as _
 from apps.quotas import admission
 from apps.quotas.admission import QuotaExceeded, Subject
 from apps.quotas.pricing import deployment_cost
+from apps.quotas.route_charge import plan_price_per_1m, plan_zone
 from apps.quotas.tokens import count_prompt_tokens
 from apps.registry.router import RoutePlan
 
 logger = logging.getLogger("gennai.chat")
-
-# The router may fail over to any candidate: admission follows the strictest zone among them.
-_ZONE_ORDER = ("on_prem", "gov_cloud", "external")
 
 
 @dataclass(frozen=True)
@@ -72,28 +70,6 @@ class QuotaRefused(Exception):
 
     def __str__(self) -> str:
         return self.message
-
-
-def plan_zone(plan: RoutePlan) -> str:
-    """The strictest zone among the plan's candidates (what happens when Redis is down)."""
-    from apps.registry.models import Deployment
-
-    ids = [d.id for d in plan.candidates]
-    zones = set(Deployment.objects.filter(pk__in=ids).values_list("zone", flat=True))
-    return max(zones or {"on_prem"}, key=lambda z: _ZONE_ORDER.index(z) if z in _ZONE_ORDER else 99)
-
-
-def _price_per_1m(plan: RoutePlan) -> Decimal | None:
-    """The highest price per 1M tokens (input or output) among the candidates; ``None`` if all free."""
-    prices = [
-        max(
-            deployment_cost(deployment=d, prompt_tokens=1_000_000, completion_tokens=0),
-            deployment_cost(deployment=d, prompt_tokens=0, completion_tokens=1_000_000),
-        )
-        for d in plan.candidates
-    ]
-    price = max(prices, default=Decimal(0))
-    return price if price > 0 else None
 
 
 def charge_for(
@@ -134,7 +110,7 @@ def charge_for(
         request_id=uuid.uuid4().hex,
         prompt_tokens=prompt_tokens,
         max_tokens=capped,
-        price_per_1m=_price_per_1m(plan),
+        price_per_1m=plan_price_per_1m(plan),
     )
     return charge, capped
 
@@ -265,5 +241,6 @@ def outcome_for(
         "team_id": charge.team_id,
         "model_name": model_name,
         "cost_yen": cost,
+        "request_id": charge.request_id,
     }
     return Outcome(ledger, prompt_tokens, completion_tokens, cost)

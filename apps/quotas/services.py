@@ -31,6 +31,7 @@ def usage_record_create(
     team_id: int | None = None,
     model_name: str = "",
     cost_yen: Decimal | None = None,
+    request_id: str | None = None,
 ) -> UsageRecord:
     """Record one model call for the active ministry (one INSERT, no audit: not a human change).
 
@@ -59,6 +60,8 @@ def usage_record_create(
         )
     record: UsageRecord = UsageRecord.objects.create(
         ministry_id=ministry_id,
+        # The admission reservation's id: the reconciler tells settled-and-ledgered requests by it.
+        request_id=request_id,
         api_key_id=api_key_id,
         user_id=user_id,
         alias_name=alias_name[:100],

@@ -50,6 +50,8 @@ class DeploymentInfo:
     gpu_hour_yen: Decimal | None = None
     gpu_count: Decimal = Decimal(1)
     throughput_tokens_per_s: int | None = None
+    # on_prem | gov_cloud | external: admission's Redis-down policy (apps.quotas.admission).
+    zone: str = "on_prem"
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,7 @@ def _build(version: int) -> Snapshot:
             gpu_hour_yen=d.gpu_hour_yen,
             gpu_count=d.gpu_count,
             throughput_tokens_per_s=d.throughput_tokens_per_s,
+            zone=d.zone,
         )
         for d in Deployment.objects.select_related("model")
     }

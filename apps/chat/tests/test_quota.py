@@ -22,6 +22,7 @@ from apps.chat.tests.factories import make_conversation, run_stream
 from apps.console.models import Notification, NotificationKind
 from apps.quotas import admission, alerts
 from apps.quotas.models import UsageRecord
+from apps.quotas.reconcile import reconcile
 from apps.quotas.tests.admission_support import (  # noqa: F401  (quota_redis_fixture provides quota_redis)
     admin_of,
     quota_redis_fixture,
@@ -205,6 +206,12 @@ def test_a_complete_answer_settles_to_its_usage_and_writes_one_ledger_row(
     assert record.model_name == reg.deployments[0].model.name
     (line,) = admission.budget_status(ministry_id=staff_a.ministry.pk, user_id=staff_a.user.pk)
     assert (line.level, line.used_tokens, line.held_tokens) == ("team", 12, 0)
+    # The row carries the reservation's id, so the reconciler counts it once (ledger), not
+    # twice (ledger + "settled, not in the ledger yet"): counters equal the ledger after a pass.
+    assert record.request_id is not None
+    reconcile()
+    (line,) = admission.budget_status(ministry_id=staff_a.ministry.pk, user_id=staff_a.user.pk)
+    assert (line.used_tokens, line.held_tokens) == (12, 0)
 
 
 def test_upstream_that_drops_mid_stream_is_settled_to_what_was_produced(staff_a: Actor, admin_a: Any) -> None:
