@@ -54,7 +54,7 @@ class ChunkRecord:
 
 @dataclass(frozen=True)
 class SearchHit:
-    """One retrieved chunk; ``score`` is the fused (RRF) score, higher is better.
+    """One retrieved chunk; ``score`` is the fused score (scale per backend), higher is better.
 
     A backend SHOULD fill ``similarity`` for hits its vector leg ranked.
     """
