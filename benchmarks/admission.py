@@ -180,9 +180,16 @@ def main() -> int:
             asyncio.run(
                 run(subjects, concurrency=args.concurrency, requests=args.warmup, hold=hold_ms / 1000)
             )
-            results[f"hold_{hold_ms:g}ms"] = asyncio.run(
+            client.config_resetstat()
+            row = asyncio.run(
                 run(subjects, concurrency=args.concurrency, requests=args.requests, hold=hold_ms / 1000)
             )
+            # Server-side time of the scripts (admit and settle together), independent of the client.
+            stats = client.info("commandstats")
+            evalsha = stats.get("cmdstat_evalsha", {})
+            row["redis_us_per_script"] = float(evalsha.get("usec_per_call", 0.0))
+            row["redis_scripts"] = int(evalsha.get("calls", 0))
+            results[f"hold_{hold_ms:g}ms"] = row
         keys = list(client.scan_iter(match=admission.PREFIX + "*", count=1000))
         for i in range(0, len(keys), 1000):
             client.delete(*keys[i : i + 1000])
@@ -207,9 +214,10 @@ def main() -> int:
         for what in ("reserve", "settle", "reserve+settle"):
             lat = row[what]
             head = (
-                f"{name[5:]:>8} {row['req_per_s']:>8.0f} {row['cpu_us_per_req']:>10.0f}"
+                f"{name[5:]:>8} {row['req_per_s']:>8.0f} {row['cpu_us_per_req']:>10.0f} "
+                f"{row['redis_us_per_script']:>15.1f}"
                 if what == "reserve"
-                else " " * 28
+                else " " * 44
             )
             print(f"{head}  {what:<15} {lat['p50_ms']:>8.3f} {lat['p99_ms']:>8.3f} {lat['max_ms']:>8.2f}")
     if args.json:

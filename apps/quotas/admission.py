@@ -157,13 +157,18 @@ def scopes_of(subject: Subject) -> list[tuple[str, str, int]]:
 
 
 def levels_of(subject: Subject, limits: MinistryLimits) -> list[Level]:
-    """Every counter the request is charged to: each scope for all aliases and for its alias."""
+    """The counters the request is charged to: each scope that has limits, for all aliases and
+    for its alias. A scope without any limit row (own or default) keeps no counter: admission
+    work grows with the limits that exist, not with the depth of the hierarchy."""
     out: list[Level] = []
     for scope, level, subject_id in scopes_of(subject):
-        out.append(Level(scope, level, "", limits.get(level, subject_id, "")))
+        values = limits.get(level, subject_id, "")
+        if values is not None:
+            out.append(Level(scope, level, "", values))
         if subject.alias_name:
-            alias_limits = limits.get(level, subject_id, subject.alias_name)
-            out.append(Level(f"{scope}|{subject.alias_name}", level, subject.alias_name, alias_limits))
+            values = limits.get(level, subject_id, subject.alias_name)
+            if values is not None:
+                out.append(Level(f"{scope}|{subject.alias_name}", level, subject.alias_name, values))
     return out
 
 

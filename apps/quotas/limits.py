@@ -140,6 +140,8 @@ def _clean_subject(*, ministry_id: int, level: str, team: Any, user: Any, api_ke
     if wanted is None:
         return {"team": None, "user": None, "api_key": None}
     ref = refs[wanted]
+    if ref is None:  # the default row of the level: applies to each team / user / key separately
+        return {"team": None, "user": None, "api_key": None}
     ref_id = getattr(ref, "pk", ref)
     if ref_id is None:
         raise ValidationError(_("対象を指定してください。"))
@@ -180,6 +182,12 @@ def limit_set(
     max_tokens: int | None = None,
 ) -> Limit:
     """Create or replace the limits of one subject of the active ministry (``None`` = unlimited).
+
+    ``level="team"``/``"user"``/``"api_key"`` without the reference sets the
+    level's *default*: it applies to each team / user / key of the ministry
+    separately (each has its own counters), unless that subject has its own row,
+    which then replaces the default entirely (a row with every value ``None``
+    exempts the subject).
 
     Audited as ``quota.limit_set`` with the values before and after; every
     process applies the new values within ``check_seconds()`` of the commit.
@@ -353,14 +361,17 @@ class MinistryLimits:
     """Every limit that can apply to a request of one ministry.
 
     ``rows`` maps ``(level, subject id, alias)`` to values, where the subject id
-    is the ministry's own id at ministry level and ``"platform"`` rows have id 0.
+    is the ministry's own id at ministry level, ``"platform"`` rows have id 0,
+    and a level's default row (applies to each team / user / key) has id 0.
     """
 
     ministry_id: int
     rows: dict[tuple[str, int, str], LimitValues] = field(default_factory=dict)
 
     def get(self, level: str, subject_id: int, alias_name: str) -> LimitValues | None:
-        return self.rows.get((level, subject_id, alias_name))
+        """The subject's own row, else its level's default row (subject id 0), else ``None``."""
+        own = self.rows.get((level, subject_id, alias_name))
+        return own if own is not None else self.rows.get((level, 0, alias_name))
 
 
 def load_ministry_limits(ministry_id: int) -> MinistryLimits:
@@ -377,7 +388,8 @@ def load_ministry_limits(ministry_id: int) -> MinistryLimits:
                 LimitLevel.USER: row["user_id"],
                 LimitLevel.API_KEY: row["api_key_id"],
             }[row["level"]]
-            rows[(row["level"], int(subject), row["alias_name"])] = LimitValues.of(row)
+            # A default row (no team/user/key) is stored under subject id 0.
+            rows[(row["level"], int(subject or 0), row["alias_name"])] = LimitValues.of(row)
     return MinistryLimits(ministry_id=ministry_id, rows=rows)
 
 

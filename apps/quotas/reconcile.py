@@ -35,7 +35,7 @@ import logging
 import time
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -44,7 +44,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from . import admission, admission_redis
-from .limits import ministry_limits
+from .limits import MinistryLimits, ministry_limits
 
 logger = logging.getLogger("gennai.quotas")
 
@@ -71,7 +71,6 @@ class ReconcileResult:
     released: int = 0
     ministries: int = 0
     counters: int = 0
-    aliases: set[str] = field(default_factory=set)
 
 
 def _client() -> Any:
@@ -108,43 +107,60 @@ def release_expired(*, client: Any = None) -> int:
     return released
 
 
+Groups = list[tuple[int | None, int | None, str, int, Decimal]]
+"""Ledger sums of one ministry's month: (user id, API key id, alias, tokens, yen)."""
+
+
 def _scope_values(
-    ministry_id: int,
-    groups: list[tuple[int | None, int | None, str, int, Decimal]],
-    teams_of: dict[int, list[int]],
+    ministry_id: int, groups: Groups, teams_of: dict[int, list[int]], limits: MinistryLimits
 ) -> dict[str, list[int]]:
-    """Ledger totals ``[tokens, yen units]`` per counter scope of one ministry."""
+    """Ledger totals ``[tokens, yen units]`` of every counter scope of one ministry that has limits.
+
+    Mirrors :func:`apps.quotas.admission.levels_of`: a scope without a limit row
+    (own or default) has no counter, so it gets no value either.
+    """
     totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     m = f"m{ministry_id}"
     for user_id, api_key_id, alias_name, tokens, yen in groups:
-        scopes = [m]
+        scopes = [(m, "ministry", ministry_id)]
         if user_id is not None:
-            scopes.append(f"{m}:u{user_id}")
-            scopes += [f"{m}:t{team_id}" for team_id in teams_of.get(user_id, ())]
+            scopes.append((f"{m}:u{user_id}", "user", user_id))
+            scopes += [(f"{m}:t{team_id}", "team", team_id) for team_id in teams_of.get(user_id, ())]
         if api_key_id is not None:
-            scopes.append(f"{m}:k{api_key_id}")
+            scopes.append((f"{m}:k{api_key_id}", "api_key", api_key_id))
         units = admission.yen_units(yen)
-        for scope in scopes:
-            for variant in (scope, f"{scope}|{alias_name}") if alias_name else (scope,):
+        for scope, level, subject_id in scopes:
+            variants = [(scope, "")] + ([(f"{scope}|{alias_name}", alias_name)] if alias_name else [])
+            for variant, alias in variants:
+                if limits.get(level, subject_id, alias) is None:
+                    continue
                 totals[variant][0] += int(tokens)
                 totals[variant][1] += units
     return totals
 
 
-def _limit_scopes(ministry_id: int) -> tuple[set[str], set[str]]:
-    """Scopes that have a limit row (ministry's own), and the aliases named by any limit."""
+def _own_limit_scopes(ministry_id: int, limits: MinistryLimits) -> set[str]:
+    """Scopes of the ministry's rows that name their subject (defaults are found by their counters)."""
     m = f"m{ministry_id}"
+    infix = {"team": ":t", "user": ":u", "api_key": ":k"}
     scopes: set[str] = set()
-    aliases: set[str] = set()
-    prefix = {"ministry": "", "team": ":t", "user": ":u", "api_key": ":k"}
-    for level, subject_id, alias_name in ministry_limits(ministry_id).rows:
-        if alias_name:
-            aliases.add(alias_name)
-        if level == admission.PLATFORM:
+    for level, subject_id, alias_name in limits.rows:
+        if level == admission.PLATFORM or (level != "ministry" and subject_id == 0):
             continue
-        scope = m if level == "ministry" else f"{m}{prefix[level]}{subject_id}"
+        scope = m if level == "ministry" else f"{m}{infix[level]}{subject_id}"
         scopes.add(f"{scope}|{alias_name}" if alias_name else scope)
-    return scopes, aliases
+    return scopes
+
+
+def _existing_counters(client: Any, month: str) -> dict[str, set[str]]:
+    """Scopes with a month counter in Redis, by ministry id ("p" for the platform); one SCAN."""
+    suffix = f":b:{month}"
+    found: dict[str, set[str]] = defaultdict(set)
+    for key in client.scan_iter(match=f"{admission.PREFIX}*{suffix}", count=1000):
+        scope = key.decode()[len(admission.PREFIX) : -len(suffix)]
+        head = scope.split("|", 1)[0].split(":", 1)[0]
+        found["p" if head == "p" else head[1:]].add(scope)
+    return found
 
 
 def _note_ids(raw: list[bytes]) -> dict[str, str]:
@@ -188,17 +204,21 @@ def _read_ledger(ministry_id: int, client: Any, start: datetime, end: datetime) 
 
 
 def reseed_ministry(
-    *, ministry_id: int, client: Any = None, now: datetime | None = None
-) -> tuple[int, set[str]]:
-    """Reseed one ministry's counters of the current month; returns (counters written, aliases seen)."""
+    *, ministry_id: int, client: Any = None, now: datetime | None = None, existing: set[str] | None = None
+) -> tuple[int, Groups]:
+    """Reseed one ministry's counters of the current month; returns (counters written, ledger groups).
+
+    ``existing``: the ministry's scopes that have a counter in Redis now (from
+    :func:`_existing_counters`); each is rewritten, so drift on a counter with
+    no usage in the ledger is reset too.
+    """
     client = client or _client()
     month, start, end = month_bounds(now)
     groups, in_ledger, teams_of = _read_ledger(ministry_id, client, start, end)
-    totals = _scope_values(ministry_id, groups, teams_of)
-    limit_scopes, aliases = _limit_scopes(ministry_id)
-    for scope in limit_scopes:
+    limits = ministry_limits(ministry_id)
+    totals = _scope_values(ministry_id, groups, teams_of, limits)
+    for scope in _own_limit_scopes(ministry_id, limits) | (existing or set()):
         totals.setdefault(scope, [0, 0])
-    aliases |= {alias for _u, _k, alias, _t, _y in groups if alias}
     args: list[Any] = [
         admission.PREFIX,
         ministry_id,
@@ -212,18 +232,43 @@ def reseed_ministry(
     for scope, (tokens, yen) in totals.items():
         args += [scope, tokens, yen]
     written = int(client.register_script(RESEED_LUA)(args=args))
-    return written, aliases
+    return written, groups
 
 
-def reseed_platform(*, ministry_ids: list[int], aliases: set[str], client: Any = None) -> None:
-    """Platform counters := the sum of the ministries' (run after the ministries were reseeded)."""
+def ledger_by_alias(groups: Groups) -> dict[str, list[int]]:
+    """``{alias: [tokens, yen units]}`` of ledger groups, ``""`` = all aliases together."""
+    sums: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for _user, _key, alias_name, tokens, yen in groups:
+        units = admission.yen_units(yen)
+        for alias in {"", alias_name}:
+            sums[alias][0] += int(tokens)
+            sums[alias][1] += units
+    return sums
+
+
+def reseed_platform(
+    *,
+    ministry_ids: list[int],
+    sums: dict[str, list[int]],
+    client: Any = None,
+    existing: set[str] | None = None,
+) -> int:
+    """Platform counters := every ministry's ledger + notes + open reservations (after the ministries).
+
+    ``sums``: the ledger of every ministry by alias (:func:`ledger_by_alias`, added up). Only the
+    scopes the platform's limits name, and counters that exist, are written.
+    """
     from .budget_models import PlatformLimit
 
     client = client or _client()
     month, _start, _end = month_bounds()
-    aliases = aliases | {a for a in PlatformLimit.objects.values_list("alias_name", flat=True) if a}
-    args = [admission.PREFIX, month, len(ministry_ids), *ministry_ids, len(aliases), *sorted(aliases)]
-    client.register_script(PLATFORM_LUA)(args=args)
+    aliases = PlatformLimit.objects.values_list("alias_name", flat=True)
+    scopes = {f"p|{alias}" if alias else "p" for alias in aliases} | (existing or set())
+    args: list[Any] = [admission.PREFIX, month, len(ministry_ids), *ministry_ids, len(scopes)]
+    for scope in sorted(scopes):
+        tokens, yen = sums.get(scope[2:] if scope.startswith("p|") else "", [0, 0])
+        args += [scope, tokens, yen]
+    return int(client.register_script(PLATFORM_LUA)(args=args))
 
 
 def reconcile(*, client: Any = None) -> ReconcileResult:
@@ -232,11 +277,20 @@ def reconcile(*, client: Any = None) -> ReconcileResult:
 
     client = client or _client()
     result = ReconcileResult(released=release_expired(client=client))
+    month, _start, _end = month_bounds()
+    existing = _existing_counters(client, month)
     ministry_ids = list(Ministry.objects.order_by("pk").values_list("pk", flat=True))
+    platform: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for ministry_id in ministry_ids:
-        written, aliases = reseed_ministry(ministry_id=ministry_id, client=client)
+        written, groups = reseed_ministry(
+            ministry_id=ministry_id, client=client, existing=existing.get(str(ministry_id), set())
+        )
         result.ministries += 1
         result.counters += written
-        result.aliases |= aliases
-    reseed_platform(ministry_ids=ministry_ids, aliases=result.aliases, client=client)
+        for alias, (tokens, yen) in ledger_by_alias(groups).items():
+            platform[alias][0] += tokens
+            platform[alias][1] += yen
+    result.counters += reseed_platform(
+        ministry_ids=ministry_ids, sums=platform, client=client, existing=existing.get("p", set())
+    )
     return result

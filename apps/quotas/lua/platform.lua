@@ -1,33 +1,80 @@
--- Reseed the platform's month counters as the sum of every ministry's (after those were reseeded).
+-- Reseed the platform's month counters (after every ministry's was reseeded).
 --
--- Every admission increments the platform counter and its ministry's counter in the
--- same script, so the platform's value is by construction the sum of the ministries'.
+--   used = the ledger's sum over every ministry (passed in)
+--        + usage settled in Redis whose UsageRecord was not yet in the ministries'
+--          ledger snapshots (the notes left after the ministries' reseeds)
+--   held = the estimates of the open reservations of every ministry
 --
--- ARGV: 1 prefix, 2 month, 3 number of ministries, then their ids, then the number of
---       aliases, then the alias names ("" = all aliases is always included).
+-- ARGV: 1 prefix, 2 month (YYYYMM), 3 number of ministries, then their ids, then the
+--       number of counters, then per counter 3 values: scope ("p" or "p|<alias>"),
+--       ledger tokens, ledger yen (1/10,000 yen).
+-- Returns the number of counters written.
 local P, month = ARGV[1], ARGV[2]
 local nm = tonumber(ARGV[3])
-local na = tonumber(ARGV[4 + nm])
 local function int(x)
   if x == 0 then
     return '0'  -- never "-0", which Redis does not take as an integer
   end
   return string.format('%.0f', x)
 end
-local suffixes = {''}
-for i = 1, na do
-  suffixes[#suffixes + 1] = '|' .. ARGV[4 + nm + i]
+local function is_platform(sv)
+  return sv == 'p' or string.sub(sv, 1, 2) == 'p|'
 end
-for _, suffix in ipairs(suffixes) do
-  local s = {0, 0, 0, 0}
-  for i = 1, nm do
-    local v = redis.call('HMGET', P .. 'm' .. ARGV[3 + i] .. suffix .. ':b:' .. month, 'ut', 'uy', 'ht', 'hy')
-    for j = 1, 4 do
-      s[j] = s[j] + (tonumber(v[j]) or 0)
+
+local target, order = {}, {}
+local function slot(sv)
+  local s = target[sv]
+  if s == nil then
+    s = {0, 0, 0, 0}
+    target[sv] = s
+    order[#order + 1] = sv
+  end
+  return s
+end
+
+local pos = 4 + nm
+local nc = tonumber(ARGV[pos])
+for i = 0, nc - 1 do
+  local b = pos + 1 + i * 3
+  local s = slot(ARGV[b])
+  s[1] = s[1] + tonumber(ARGV[b + 1])
+  s[2] = s[2] + tonumber(ARGV[b + 2])
+end
+
+for m = 1, nm do
+  local mid = ARGV[3 + m]
+  local notes = redis.call('HGETALL', P .. 'settled:' .. mid)
+  for i = 1, #notes, 2 do
+    local ts, tok, yen, mo, svs = string.match(notes[i + 1], '^(%d+)|(-?%d+)|(-?%d+)|(%d+)|(.*)$')
+    if ts ~= nil and mo == month then
+      for sv in string.gmatch(svs, '[^\n]+') do
+        if is_platform(sv) then
+          local s = slot(sv)
+          s[1] = s[1] + tonumber(tok)
+          s[2] = s[2] + tonumber(yen)
+        end
+      end
     end
   end
-  local bkey = P .. 'p' .. suffix .. ':b:' .. month
+  local open = redis.call('ZRANGE', P .. 'open:' .. mid, 0, -1)
+  for _, rid in ipairs(open) do
+    local v = redis.call('HMGET', P .. 'res:' .. rid, 't', 'y', 'mo', 's', 'x')
+    if v[1] and v[3] == month and v[5] ~= '1' then
+      for sv in string.gmatch(v[4], '[^\n]+') do
+        if is_platform(sv) then
+          local s = slot(sv)
+          s[3] = s[3] + tonumber(v[1])
+          s[4] = s[4] + tonumber(v[2])
+        end
+      end
+    end
+  end
+end
+
+for _, sv in ipairs(order) do
+  local s = target[sv]
+  local bkey = P .. sv .. ':b:' .. month
   redis.call('HSET', bkey, 'ut', int(s[1]), 'uy', int(s[2]), 'ht', int(s[3]), 'hy', int(s[4]))
   redis.call('EXPIRE', bkey, 3456000)
 end
-return #suffixes
+return #order

@@ -43,19 +43,24 @@ for sv in string.gmatch(h['s'], '[^\n]+') do
   local bkey = P .. sv .. ':b:' .. h['mo']
   if not released then
     redis.call('HINCRBY', bkey, 'ht', int(-est_tok))
-    redis.call('HINCRBY', bkey, 'hy', int(-est_yen))
+    if est_yen ~= 0 then
+      redis.call('HINCRBY', bkey, 'hy', int(-est_yen))
+    end
   end
   if mode == 's' then
     redis.call('HINCRBY', bkey, 'ut', ARGV[4])
-    redis.call('HINCRBY', bkey, 'uy', ARGV[5])
+    if act_yen ~= 0 then
+      redis.call('HINCRBY', bkey, 'uy', ARGV[5])
+    end
   end
 end
 if not released then
   if mode == 's' then
-    for tk in string.gmatch(h['tp'], '[^\n]+') do
-      if redis.call('EXISTS', tk) == 1 then
-        if redis.call('INCRBY', tk, int(act_tok - est_tok)) < 0 then
-          redis.call('SET', tk, 0, 'KEEPTTL')
+    -- Correct the minute's token count to the actual usage (if that minute still exists).
+    for wk in string.gmatch(h['tp'], '[^\n]+') do
+      if act_tok ~= est_tok and redis.call('EXISTS', wk) == 1 then
+        if redis.call('HINCRBY', wk, 't', int(act_tok - est_tok)) < 0 then
+          redis.call('HSET', wk, 't', 0)
         end
       end
     end

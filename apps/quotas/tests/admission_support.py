@@ -85,3 +85,24 @@ def counters(client: redis.Redis, scope: str) -> dict[str, int]:
     raw: dict[bytes, bytes] = client.hgetall(f"{admission.PREFIX}{scope}:b:{admission.month_key()}")  # type: ignore[assignment]
     values = {k.decode(): int(v) for k, v in raw.items()}
     return {name: values.get(name, 0) for name in ("ut", "ht", "uy", "hy")}
+
+
+BIG = 10**12
+
+
+def limit_every_level(
+    ministry: Any, *, team: Any = None, user: Any = None, alias: str = "standard-chat"
+) -> None:
+    """A far-away token budget on the platform, the ministry, ``team`` and ``user``, for all aliases and
+    for ``alias``: every level then keeps counters (a level without limits keeps none)."""
+    from apps.quotas.models import PlatformLimit
+
+    grant_alias(ministry, alias)
+    admin = admin_of(ministry)
+    for alias_name in ("", alias):
+        PlatformLimit.objects.get_or_create(alias_name=alias_name, defaults={"monthly_tokens": BIG})
+        set_limit(ministry, admin, level="ministry", alias_name=alias_name, monthly_tokens=BIG)
+        if team is not None:
+            set_limit(ministry, admin, level="team", team=team, alias_name=alias_name, monthly_tokens=BIG)
+        if user is not None:
+            set_limit(ministry, admin, level="user", user=user, alias_name=alias_name, monthly_tokens=BIG)

@@ -15,6 +15,7 @@ from .admission_support import (  # noqa: F401  (quota_redis_fixture provides qu
     admin_of,
     counters,
     grant_alias,
+    limit_every_level,
     new_id,
     quota_redis_fixture,
     set_limit,
@@ -36,6 +37,7 @@ def test_reserve_holds_the_estimate_and_settle_replaces_it_on_every_level(
     a, _ = ministries
     user = staff_of(a)
     team = team_with(a, "kikaku", user)
+    limit_every_level(a, team=team, user=user)
     subject = user_subject(a, user)
     r = reserve(
         subject=subject, prompt_tokens=100, max_tokens=400, request_id=new_id(), price=Decimal("1000")
@@ -226,6 +228,7 @@ def test_a_refused_request_holds_nothing(quota_redis: redis.Redis, ministries: t
 
 def test_same_request_id_cannot_reserve_twice(quota_redis: redis.Redis, ministries: tuple[Any, Any]) -> None:
     a, _ = ministries
+    limit_every_level(a)
     subject = user_subject(a, staff_of(a))
     request_id = new_id()
     reserve(subject=subject, prompt_tokens=1, max_tokens=1, request_id=request_id)
@@ -251,3 +254,31 @@ def _subject_at(level: str, ministry: Any) -> tuple[admission.Subject, dict[str,
     team = team_with(ministry, f"team-{user.pk}", user)
     refs: dict[str, Any] = {"team": {"team": team}, "user": {"user": user}}.get(level, {})
     return user_subject(ministry, user), refs
+
+
+def test_a_level_without_limits_keeps_no_counter(
+    quota_redis: redis.Redis, ministries: tuple[Any, Any]
+) -> None:
+    """Admission work grows with the limits that exist: here only the user's."""
+    a, _ = ministries
+    user = staff_of(a)
+    set_limit(a, admin_of(a), level="user", user=user, monthly_tokens=1000)
+    reserve(subject=user_subject(a, user), prompt_tokens=10, max_tokens=10, request_id=new_id())
+    month = admission.month_key()
+    budgets = sorted(k.decode() for k in quota_redis.scan_iter(match=f"{admission.PREFIX}*:b:{month}"))
+    assert budgets == [f"{admission.PREFIX}m{a.pk}:u{user.pk}:b:{month}"]
+
+
+def test_a_default_user_limit_applies_to_each_user_separately(
+    quota_redis: redis.Redis, ministries: tuple[Any, Any]
+) -> None:
+    a, _ = ministries
+    admin, first, second, exempt = admin_of(a), staff_of(a), staff_of(a), staff_of(a)
+    set_limit(a, admin, level="user", monthly_tokens=100)  # no user: every user's default
+    set_limit(a, admin, level="user", user=exempt, monthly_tokens=None)  # an own row replaces it
+    for user in (first, second):
+        reserve(subject=user_subject(a, user), prompt_tokens=80, max_tokens=0, request_id=new_id())
+        exc = refused(user_subject(a, user), tokens=30)
+        assert (exc.level, exc.kind) == ("user", "budget")
+    for _ in range(3):
+        reserve(subject=user_subject(a, exempt), prompt_tokens=80, max_tokens=0, request_id=new_id())

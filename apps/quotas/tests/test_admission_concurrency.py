@@ -20,6 +20,7 @@ from apps.quotas.reconcile import reconcile
 from .admission_support import (  # noqa: F401  (quota_redis_fixture provides quota_redis)
     admin_of,
     counters,
+    limit_every_level,
     new_id,
     quota_redis_fixture,
     set_limit,
@@ -41,6 +42,7 @@ def test_200_concurrent_requests_never_overspend_and_leave_nothing_held(
     a, _ = ministries
     user = staff_of(a)
     team = team_with(a, "load", user)
+    limit_every_level(a, team=team, user=user)
     set_limit(a, admin_of(a), level="team", team=team, monthly_tokens=BUDGET, monthly_yen=Decimal("100"))
     subject = user_subject(a, user)
     limits.ministry_limits(a.pk)  # warm this process's cache (the event loop never waits on it)

@@ -91,7 +91,7 @@ def test_another_ministrys_objects_and_rows_are_out_of_reach(ministries: tuple[A
 @pytest.mark.parametrize(
     "fields",
     [
-        {"level": "user"},  # no user given
+        {"level": "user", "user": 0},  # no such user
         {"level": "ministry", "user": "x"},  # a subject the level does not take
         {"level": "nope"},
         {"level": "ministry", "rpm": -1},

@@ -19,6 +19,7 @@ from apps.tenancy.scope import ministry_scope
 from .admission_support import (  # noqa: F401  (quota_redis_fixture provides quota_redis)
     admin_of,
     counters,
+    limit_every_level,
     new_id,
     quota_redis_fixture,
     set_limit,
@@ -58,6 +59,7 @@ def test_drift_is_replaced_by_the_ledger(quota_redis: redis.Redis, ministries: t
     a, _ = ministries
     user = staff_of(a)
     team = team_with(a, "drift", user)
+    limit_every_level(a, team=team, user=user)
     served(a, user, (100, 20), "0.5")
     served(a, user, (30, 7), "0.25")
     scopes = [
@@ -128,6 +130,7 @@ def test_settled_usage_not_yet_in_the_ledger_is_kept_then_not_counted_twice(
 ) -> None:
     a, _ = ministries
     user = staff_of(a)
+    limit_every_level(a, user=user)
     request_id = served(a, user, (50, 10), "0", in_ledger=False)  # the journal has not drained yet
     reconcile()
     assert counters(quota_redis, f"m{a.pk}:u{user.pk}")["ut"] == 60
@@ -142,6 +145,7 @@ def test_open_reservations_stay_held_across_a_reseed(
 ) -> None:
     a, _ = ministries
     user = staff_of(a)
+    limit_every_level(a, user=user)
     r = reserve(subject=user_subject(a, user), prompt_tokens=100, max_tokens=400, request_id=new_id())
     reconcile()
     assert counters(quota_redis, f"m{a.pk}:u{user.pk}") == {"ut": 0, "ht": 500, "uy": 0, "hy": 0}
@@ -153,6 +157,8 @@ def test_platform_counter_is_the_sum_of_the_ministries(
     quota_redis: redis.Redis, ministries: tuple[Any, Any]
 ) -> None:
     a, b = ministries
+    limit_every_level(a)
+    limit_every_level(b)
     served(a, staff_of(a), (10, 5), "0")
     served(b, staff_of(b), (20, 1), "0")
     quota_redis.hincrby(f"{admission.PREFIX}p:b:{admission.month_key()}", "ut", 12345)
