@@ -15,6 +15,7 @@ platform's, as plain frozen values.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ from apps.tenancy.models import Membership, Role
 from apps.tenancy.scope import ScopeError, current_ministry_id, ministry_scope
 
 from .budget_models import Limit, LimitLevel, PlatformLimit
+
+logger = logging.getLogger("gennai.quotas")
 
 VERSION_NAME = "quotas.limits"
 """Cache version of every Limit and PlatformLimit row (one name: changes are rare admin actions)."""
@@ -229,7 +232,7 @@ def limit_set(
             "after": _snapshot(row),
         },
     )
-    invalidate()
+    invalidate(ministry_id=ministry_id)
     return row
 
 
@@ -256,7 +259,7 @@ def limit_delete(*, actor: Any, limit_id: int) -> None:
         },
     )
     row.delete()
-    invalidate()
+    invalidate(ministry_id=ministry_id)
 
 
 @transaction.atomic
@@ -455,10 +458,28 @@ def _drop_local() -> None:
         _cache.checked_at = 0.0
 
 
-def invalidate() -> None:
-    """Announce a limit change: call inside the transaction of the change (see apps.tenancy.versions)."""
+def invalidate(*, ministry_id: int | None = None) -> None:
+    """Announce a limit change: call inside the transaction of the change (see apps.tenancy.versions).
+
+    With ``ministry_id``, that ministry's counters are also reseeded from the
+    ledger right after the commit (a newly limited scope starts from its month's
+    usage, not from zero); without it (platform rows) the periodic reconcile does it.
+    """
     versions.bump_version(VERSION_NAME)
     transaction.on_commit(_drop_local)
+    if ministry_id is not None:
+        transaction.on_commit(lambda: _queue_reseed(ministry_id))
+
+
+def _queue_reseed(ministry_id: int) -> None:
+    from kombu.exceptions import OperationalError
+
+    from .tasks import admission_reseed_ministry_task
+
+    try:
+        admission_reseed_ministry_task.delay(ministry_id=ministry_id)
+    except (OperationalError, OSError):  # the broker is down: the periodic reconcile reseeds within a minute
+        logger.warning("could not queue the reseed of ministry %s", ministry_id, exc_info=True)
 
 
 def reset_for_tests() -> None:

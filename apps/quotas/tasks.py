@@ -62,3 +62,16 @@ def budget_alerts_task(*, ministry_id: int, user_id: int) -> int:
     from .alerts import budget_alerts_for_user
 
     return len(budget_alerts_for_user(user_id=user_id))
+
+
+@app.task(name="quotas.admission_reseed_ministry", ignore_result=True)
+def admission_reseed_ministry_task(*, ministry_id: int) -> int:
+    """Reseed one ministry's admission counters now (queued when its limits change).
+
+    A scope that just got its first limit has no counter yet: without this it
+    would count from zero until the next periodic reconcile. Platform work like
+    :func:`admission_reconcile_task`; the ledger is read in the ministry's scope.
+    """
+    from .reconcile import reseed_ministry
+
+    return reseed_ministry(ministry_id=ministry_id)[0]

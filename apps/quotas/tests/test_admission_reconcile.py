@@ -165,3 +165,20 @@ def test_platform_counter_is_the_sum_of_the_ministries(
     reconcile()
     assert counters(quota_redis, "p")["ut"] == 36
     assert counters(quota_redis, "p|standard-chat")["ut"] == 36
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_new_limit_starts_from_the_months_usage_not_from_zero(
+    quota_redis: redis.Redis, ministries: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The commit of limit_set queues a reseed of the ministry (run inline here)."""
+    from gennai.celery import app
+
+    monkeypatch.setattr(app.conf, "task_always_eager", True)
+    a, _ = ministries
+    user = staff_of(a)
+    ledger(a, new_id(), user, (700, 200), "0")  # used earlier this month, before any limit
+    set_limit(a, admin_of(a), level="user", user=user, monthly_tokens=1000)
+    assert counters(quota_redis, f"m{a.pk}:u{user.pk}")["ut"] == 900
+    with pytest.raises(QuotaExceeded):
+        reserve(subject=user_subject(a, user), prompt_tokens=50, max_tokens=100, request_id=new_id())
