@@ -294,3 +294,32 @@ def test_limit_list_filters_by_level_and_keeps_the_filter_across_pages(world: Wo
     teams = _as(world, "auditor_a").get("/console/limits/", {"level": "team"}).content.decode()
     assert len(re.findall(r'data-testid="limit-\d+"', teams)) == 1
     assert 'data-testid="limit-create"' not in teams  # read-only for auditors
+
+
+def test_ministry_pages_are_translated(world: World) -> None:
+    """In English, nothing Japanese is left below the console nav but the names people gave things."""
+    japanese = re.compile(r"[\u3000-\u30ff\u3400-\u9fff\uff00-\uffef]")
+    client = _as(world, "admin_a")
+    client.cookies["django_language"] = "en"
+    member, team, limit = world.users["member_a"].pk, world.ids["team_id"], world.ids["limit_id"]
+    pages = [
+        "/console/",
+        "/console/members/",
+        f"/console/members/{member}/",
+        "/console/teams/",
+        "/console/teams/new/",
+        f"/console/teams/{team}/",
+        f"/console/teams/{team}/delete/",
+        "/console/models/",
+        "/console/limits/",
+        "/console/limits/new/",
+        f"/console/limits/{limit}/edit/",
+        f"/console/limits/{limit}/delete/",
+        "/console/retention/",
+    ]
+    for url in pages:
+        html = client.get(url, HTTP_ACCEPT_LANGUAGE="en").content.decode()
+        main = html[html.index('data-testid="console-nav"') : html.index("</main>")].split("</nav>", 1)[1]
+        # Names people gave things (the world's team names and the alias display names) are data.
+        text = re.sub(r"WALKMARK [^<]*|許可済み|未許可", "", main)
+        assert not japanese.findall(text), (url, sorted(set(japanese.findall(text)))[:20])
