@@ -3,7 +3,7 @@
 Reads come from :mod:`apps.quotas.selectors` with the request's active
 membership as the actor: they run in that ministry's scope (ORM and RLS), so
 the dashboard cannot show another ministry's usage whatever the query string
-says. The chart's data is embedded as JSON (``json_script``) and drawn by
+says. The chart's data is embedded as JSON in the canvas's ``data-chart`` attribute and drawn by
 ``gennai/js/usage-chart.js`` with the vendored Chart.js: no inline script, so
 the page keeps the strict Content-Security-Policy.
 """
@@ -11,6 +11,7 @@ the page keeps the strict Content-Security-Policy.
 from __future__ import annotations
 
 import csv
+import json
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import date, timedelta
@@ -104,7 +105,10 @@ def usage_dashboard(request: HttpRequest) -> HttpResponse:
         "totals": totals if group_by else [],
         "day_rows": rows if not group_by else [],
         "summary": _summary(totals),
-        "chart": chart_data(rows=rows, totals=totals, start=start, end=end),
+        # Autoescaped into the canvas's data-chart attribute (JSON text, never markup).
+        "chart_json": json.dumps(
+            chart_data(rows=rows, totals=totals, start=start, end=end), ensure_ascii=False
+        ),
         "csv_query": f"start={start.isoformat()}&end={end.isoformat()}&group_by={group_by or ''}",
     }
     if getattr(request, "htmx", False):

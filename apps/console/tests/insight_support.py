@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, time
 from decimal import Decimal
+from html import unescape
 from typing import Any
 
 from django.test import Client
@@ -81,8 +82,8 @@ def add_usage(
 
 
 def chart_json(html: str) -> dict[str, Any]:
-    """The Chart.js data the page embedded with json_script."""
-    match = re.search(r'<script id="usage-chart-data" type="application/json">(.*?)</script>', html, re.S)
+    """The Chart.js data the page embedded in the canvas's ``data-chart`` attribute."""
+    match = re.search(r'<canvas id="usage-chart"[^>]*\sdata-chart="([^"]*)"', html)
     assert match, "the usage page must embed its chart data"
-    data: dict[str, Any] = json.loads(match.group(1))
+    data: dict[str, Any] = json.loads(unescape(match.group(1)))
     return data

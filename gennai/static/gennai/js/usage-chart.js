@@ -1,8 +1,8 @@
 /* Usage dashboard chart (console 利用状況).
  *
- * Reads the data that the server rendered with json_script (no inline script, so the strict
+ * Reads the data that the server rendered into the canvas's data-chart attribute (no inline script, so the strict
  * Content-Security-Policy holds) and draws it with the vendored Chart.js. Runs on page load and
- * again whenever htmx swaps in new results (the filter form), destroying the previous chart.
+ * again whenever htmx loads new results (the filter form), destroying the previous chart.
  */
 (function () {
   "use strict";
@@ -10,15 +10,11 @@
   var COLORS = ["#0017c1", "#e25100", "#259d63", "#ca00c1", "#7f5c00", "#00a3bf", "#ec0000", "#4d4d4d", "#999999"];
 
   function draw() {
-    var canvas = document.querySelector("canvas[data-chart-source]");
+    var canvas = document.querySelector("canvas[data-chart]");
     if (!canvas || typeof window.Chart === "undefined") {
       return;
     }
-    var source = document.getElementById(canvas.getAttribute("data-chart-source"));
-    if (!source) {
-      return;
-    }
-    var data = JSON.parse(source.textContent);
+    var data = JSON.parse(canvas.getAttribute("data-chart"));
     data.datasets.forEach(function (dataset, i) {
       var color = COLORS[i % COLORS.length];
       dataset.backgroundColor = color;
@@ -45,8 +41,12 @@
 
   function start() {
     draw();
-    document.body.addEventListener("htmx:afterSwap", function () {
-      draw();
+    // htmx:load fires on the swapped-in content (in the document), also after an outerHTML swap,
+    // where htmx:afterSwap goes to the detached old element and never reaches <body>.
+    document.body.addEventListener("htmx:load", function (event) {
+      if (event.target && event.target.querySelector && event.target.querySelector("canvas[data-chart]")) {
+        draw();
+      }
     });
   }
 
