@@ -6,10 +6,14 @@ front ends translate HTTP: the lean ASGI application (:mod:`apps.gateway.asgi`,
 API keys, the hot path) and the Django views (:mod:`apps.gateway.views`,
 browser sessions with CSRF). Both therefore enforce exactly the same rules.
 
-Per request: authentication from the in-process key cache, one database hop for
-routing inside the ministry scope, one journal append before the upstream is
-called, the upstream call, and one journal append at the end (see
-:mod:`apps.gateway.usage`). Nothing per chunk but the byte relay.
+Per request, in front of the first token: authentication from the in-process
+key cache, the route (a decision reused for at most 0.25 s, see
+:mod:`.routing`), the ``started`` journal entry written (its answer awaited
+only before the first token is relayed), the upstream call. After the first
+token: the background refreshes of the route and key caches
+(:func:`refresh_ahead`), the relay, one journal append at the end (see
+:mod:`apps.gateway.usage`). Nothing per chunk but the byte relay. Nothing in
+front of the first token waits for a thread or the database in steady state.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from apps.quotas.admission import QuotaExceeded
 from apps.quotas.models import UsageStatus
 from apps.registry.models import Alias, ModelKind
 from apps.registry.providers.base import (
@@ -35,7 +40,7 @@ from apps.registry.providers.base import (
 from apps.registry.router import AllUpstreamsFailed, allowed_aliases, embed_inputs, stream_chat
 from apps.tenancy.connections import db_hop, scoped_db_hop
 
-from . import errors, keys, routing, validation
+from . import admission, errors, keys, routing, validation
 from .auth import CONVERSATION_HEADER, LEVEL_HEADER, Caller, requested_level
 from .errors import ApiError
 from .relay import aggregate, relay
@@ -136,10 +141,22 @@ async def chat_completions(
     plan = outcome
     meter.revision = plan.alias.revision_number or None
     meter.model_name = plan.candidates[0].model_name if plan.candidates else None
-    # Admission checks that need the route (quotas) belong here: after routing,
-    # before the started entry and the upstream call; a refusal is recorded like
-    # the routing refusals above (meter.finish(REFUSED)) and returned.
-    await meter.start()
+    # Budgets and limits: reserved after routing, before the started entry and the
+    # upstream call; settled by meter.finish, which every ending of the request reaches.
+    try:
+        meter.reservation = await admission.reserve_chat(
+            caller=caller, plan=plan, messages=chat.messages, params=chat.params, request_id=meter.request_id
+        )
+    except QuotaExceeded as exc:
+        meter.detail = f"quota_{exc.kind}"
+        meter.messages = None  # nothing reached a model: the refused row counts no tokens
+        await meter.finish(UsageStatus.REFUSED)
+        return error_reply(admission.quota_error(exc))
+    try:
+        await meter.start()
+    except asyncio.CancelledError:  # the client left between the reservation and the upstream call
+        await meter.finish(UsageStatus.INTERRUPTED)
+        raise
     stream = stream_chat(plan, ChatRequest(messages=chat.messages, params=chat.params))
     try:
         try:

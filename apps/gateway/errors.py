@@ -35,13 +35,18 @@ class ApiError(Exception):
         self.message = f"{ja} / {en}" if en else ja
         self.code = code
         self.param = param
+        # Overrides of the status's usual ``type`` (e.g. ``insufficient_quota``), extra headers (Retry-After).
+        self.error_type: str | None = None
+        self.headers: dict[str, str] = {}
 
 
-def error_body(message: str, *, status: int, code: str | None, param: str | None = None) -> dict[str, Any]:
+def error_body(
+    message: str, *, status: int, code: str | None, param: str | None = None, error_type: str | None = None
+) -> dict[str, Any]:
     return {
         "error": {
             "message": message,
-            "type": _TYPES.get(status, "server_error"),
+            "type": error_type or _TYPES.get(status, "server_error"),
             "param": param,
             "code": code,
         }
@@ -51,10 +56,11 @@ def error_body(message: str, *, status: int, code: str | None, param: str | None
 def error_parts(exc: ApiError) -> tuple[int, dict[str, str], bytes]:
     """``(status, extra headers, JSON body)`` of an error, for any HTTP front end."""
     body = json.dumps(
-        error_body(exc.message, status=exc.status, code=exc.code, param=exc.param), ensure_ascii=False
+        error_body(exc.message, status=exc.status, code=exc.code, param=exc.param, error_type=exc.error_type),
+        ensure_ascii=False,
     ).encode()
     headers = {"WWW-Authenticate": 'Bearer realm="gennai"'} if exc.status == 401 else {}
-    return exc.status, headers, body
+    return exc.status, {**headers, **exc.headers}, body
 
 
 def error_response(exc: ApiError) -> HttpResponse:

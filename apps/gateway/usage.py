@@ -23,9 +23,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
+from apps.quotas.admission import Reservation, asettle
 from apps.quotas.journal import UsageEntry, journal_finished, journal_started_sent, new_request_id
+from apps.quotas.pricing import deployment_cost
 from apps.quotas.tokens import count_input_tokens, count_prompt_tokens
 from apps.registry.snapshot import DeploymentInfo
 
@@ -56,6 +59,7 @@ class UsageMeter:
     created_at: float = field(default_factory=time.time)
     done: bool = False
     start_answer: Callable[[], Awaitable[bool]] | None = None  # Redis's answer to the started entry
+    reservation: Reservation | None = None  # admission (apps.gateway.admission): settled by finish
 
     def first_token(self, deployment: DeploymentInfo) -> None:
         self.deployment = deployment
@@ -116,13 +120,38 @@ class UsageMeter:
         return await self.start_answer()
 
     async def finish(self, status: str) -> None:
-        """Journal the ``finished`` entry once, even if the request task is being cancelled."""
+        """Journal the ``finished`` entry once, even if the request task is being cancelled.
+
+        A reserved request is settled here too, to exactly its ledger row's tokens
+        and cost (the entry carries the cost, so the drainer records the same number).
+        """
         if self.done:
             return
         self.done = True
+        entry = self.entry(status)
+        if self.reservation is not None:
+            entry.cost_yen = str(self._cost(entry.prompt_tokens, entry.completion_tokens))
         try:
-            await asyncio.shield(journal_finished(self.entry(status)))
+            await asyncio.shield(journal_finished(entry))
         except asyncio.CancelledError:  # the shielded write still completes
             raise
         except Exception:
             logger.exception("usage record failed (request %s)", self.request_id)
+        finally:
+            if self.reservation is not None:
+                await asyncio.shield(
+                    asettle(
+                        reservation=self.reservation,
+                        prompt_tokens=entry.prompt_tokens,
+                        completion_tokens=entry.completion_tokens,
+                        cost_yen=Decimal(entry.cost_yen),
+                    )
+                )
+
+    def _cost(self, prompt_tokens: int, completion_tokens: int) -> Decimal:
+        """The call's price from the deployment that answered (none answered: nothing to pay)."""
+        if self.deployment is None:
+            return Decimal(0)
+        return deployment_cost(
+            deployment=self.deployment, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
+        )

@@ -1,0 +1,122 @@
+"""``/v1`` under the ministry's budgets and limits (:mod:`apps.quotas.admission`).
+
+Each chat completion is reserved after authentication and routing and before
+the upstream call (one ``EVALSHA``, no database for an API key), and settled
+when its usage meter finishes (:meth:`apps.gateway.usage.UsageMeter.finish`,
+which every ending reaches: complete, upstream error, client gone, relay
+failure) with exactly the numbers of its ledger row, so the counters and the
+ledger agree without waiting for the reconciler.
+
+``max_tokens``: the request's own value (``max_completion_tokens`` or
+``max_tokens``) lowered to every level's cap; when a level caps it or the client
+asked for a value, the capped value is what the upstream receives, so the
+reservation bounds the answer. Without either, the reservation assumes
+:data:`DEFAULT_MAX_TOKENS`.
+
+A refusal is an OpenAI-shaped 429 (``type`` ``insufficient_quota`` for a month
+budget, ``rate_limit_exceeded`` for RPM/TPM/concurrency) with ``Retry-After``;
+Redis unreachable under a fail-closed zone is a 503 with ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from apps.quotas import admission
+from apps.quotas.admission import AdmissionUnavailable, QuotaExceeded, Reservation, Subject
+from apps.quotas.route_charge import plan_price_per_1m, plan_zone
+from apps.quotas.tokens import count_prompt_tokens
+from apps.registry.router import RoutePlan
+from apps.tenancy.connections import db_hop
+
+from .auth import Caller
+from .errors import ApiError
+
+#: The completion a request without ``max_tokens`` is assumed to need (chat's own default).
+DEFAULT_MAX_TOKENS = 2048
+
+
+def _user_team_ids(ministry_id: int, user_id: int) -> tuple[int, ...]:
+    from apps.tenancy.models import TeamMembership
+    from apps.tenancy.scope import ministry_scope
+
+    with ministry_scope(ministry_id=ministry_id):
+        return tuple(sorted(TeamMembership.objects.filter(user_id=user_id).values_list("team_id", flat=True)))
+
+
+async def subject_for_caller(caller: Caller, plan: RoutePlan) -> Subject:
+    """The levels a request is charged to: an API key (and its ministry), or a user and their teams.
+
+    Security: the ministry is the caller's (from the key or the session's
+    membership), never from the request; a user's teams are read inside that
+    ministry's scope. An API key belongs to no team.
+    """
+    zone = plan_zone(plan)
+    if caller.api_key_id is not None:
+        return Subject(
+            ministry_id=caller.ministry_id,
+            user_id=None,
+            api_key_id=caller.api_key_id,
+            team_ids=(),
+            alias_name=plan.alias.name,
+            zone=zone,
+        )
+    assert caller.user_id is not None
+    team_ids = await db_hop(_user_team_ids, caller.ministry_id, caller.user_id)
+    return Subject(
+        ministry_id=caller.ministry_id,
+        user_id=caller.user_id,
+        api_key_id=None,
+        team_ids=team_ids,
+        alias_name=plan.alias.name,
+        zone=zone,
+    )
+
+
+async def reserve_chat(
+    *,
+    caller: Caller,
+    plan: RoutePlan,
+    messages: list[dict[str, Any]],
+    params: dict[str, Any],
+    request_id: str,
+) -> Reservation:
+    """Reserve a chat completion (raises :class:`QuotaExceeded`); may lower ``params``' max tokens."""
+    subject = await subject_for_caller(caller, plan)
+    requested = params.get("max_completion_tokens") or params.get("max_tokens")
+    capped = await admission.acap_max_tokens(subject=subject, requested=requested, default=DEFAULT_MAX_TOKENS)
+    capped = max(capped, 1)
+    if requested is not None or capped < DEFAULT_MAX_TOKENS:
+        # The upstream must not produce more than was reserved (and than any level allows).
+        key = "max_completion_tokens" if "max_completion_tokens" in params else "max_tokens"
+        params[key] = capped
+    model_name = plan.candidates[0].model_name if plan.candidates else None
+    prompt_tokens, _estimated = count_prompt_tokens(messages=messages, model_name=model_name)
+    return await admission.areserve(
+        subject=subject,
+        prompt_tokens=prompt_tokens,
+        max_tokens=capped,
+        request_id=request_id,
+        price=plan_price_per_1m(plan),
+    )
+
+
+def quota_error(exc: QuotaExceeded) -> ApiError:
+    """The OpenAI-shaped refusal: 429 (503 when admission is unavailable) with ``Retry-After``."""
+    from django.utils import translation
+
+    with translation.override("ja"):
+        ja = admission.refusal_message(level=exc.level, kind=exc.kind, retry_after=exc.retry_after)
+    with translation.override("en"):
+        en = admission.refusal_message(level=exc.level, kind=exc.kind, retry_after=exc.retry_after)
+    if isinstance(exc, AdmissionUnavailable):
+        error = ApiError(503, ja, en, code="admission_unavailable")
+        error.error_type = "service_unavailable"
+    elif exc.kind == "budget":
+        error = ApiError(429, ja, en, code="budget_exceeded")
+        error.error_type = "insufficient_quota"
+    else:
+        error = ApiError(429, ja, en, code=f"{exc.kind}_limit_exceeded")
+        error.error_type = "rate_limit_exceeded"
+    error.headers = {"Retry-After": str(exc.retry_after)}
+    return error
