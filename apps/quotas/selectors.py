@@ -136,41 +136,51 @@ def _raw_days(*, start: date, end: date) -> tuple[date, date] | None:
     return (first_raw, end) if first_raw <= end else None
 
 
-def _rolled(*, start: date, end: date, column: str | None) -> list[UsageRow]:
+def _fields(column: str | None, per_day: bool) -> list[str]:
+    return (["day"] if per_day else []) + ([column] if column else [])
+
+
+def _grouped(queryset: Any, fields: list[str], sums: dict[str, Any]) -> list[dict[str, Any]]:
+    """``sums`` per distinct ``fields`` in SQL; with no fields, one row of totals (not per row)."""
+    if not fields:
+        totals = queryset.aggregate(**sums)
+        return [totals] if totals.get("requests") else []
+    return list(queryset.values(*fields).annotate(**sums).order_by())
+
+
+def _rolled(*, start: date, end: date, column: str | None, per_day: bool) -> list[UsageRow]:
     from .rollup_models import UsageDaily
 
-    fields = ["day"] + ([column] if column else [])
-    rows = (
-        UsageDaily.objects.filter(day__gte=start, day__lte=end)
-        .values(*fields)
-        .annotate(**{name: Sum(name) for name in _SUMS})
-        .order_by()
+    rows = _grouped(
+        UsageDaily.objects.filter(day__gte=start, day__lte=end),
+        _fields(column, per_day),
+        {name: Sum(name) for name in _SUMS},
     )
     return [_row(row, column) for row in rows]
 
 
-def _raw(*, start: date, end: date, column: str | None) -> list[UsageRow]:
+def _raw(*, start: date, end: date, column: str | None, per_day: bool) -> list[UsageRow]:
     from .models import UsageRecord
 
     lower, upper = day_bounds(start, end)
-    fields = ["day"] + ([column] if column else [])
-    rows = (
-        UsageRecord.objects.filter(created_at__gte=lower, created_at__lt=upper)
-        .annotate(day=TruncDate("created_at", tzinfo=local_zone()))
-        .values(*fields)
-        .annotate(
-            requests=Count("id"),
-            errors=Count("id", filter=Q(status="error")),
-            refused=Count("id", filter=Q(status="refused")),
-            interrupted=Count("id", filter=Q(status="interrupted")),
-            prompt_tokens=Coalesce(Sum("prompt_tokens"), 0),
-            completion_tokens=Coalesce(Sum("completion_tokens"), 0),
-            cost_yen=Sum("cost_yen"),
-            latency_ms_sum=Coalesce(Sum("latency_ms"), 0),
-            ttft_ms_sum=Coalesce(Sum("ttft_ms"), 0),
-            ttft_count=Count("ttft_ms"),
-        )
-        .order_by()
+    queryset = UsageRecord.objects.filter(created_at__gte=lower, created_at__lt=upper)
+    if per_day:
+        queryset = queryset.annotate(day=TruncDate("created_at", tzinfo=local_zone()))
+    rows = _grouped(
+        queryset,
+        _fields(column, per_day),
+        {
+            "requests": Count("id"),
+            "errors": Count("id", filter=Q(status="error")),
+            "refused": Count("id", filter=Q(status="refused")),
+            "interrupted": Count("id", filter=Q(status="interrupted")),
+            "prompt_tokens": Coalesce(Sum("prompt_tokens"), 0),
+            "completion_tokens": Coalesce(Sum("completion_tokens"), 0),
+            "cost_yen": Sum("cost_yen"),
+            "latency_ms_sum": Coalesce(Sum("latency_ms"), 0),
+            "ttft_ms_sum": Coalesce(Sum("ttft_ms"), 0),
+            "ttft_count": Count("ttft_ms"),
+        },
     )
     return [_row(row, column) for row in rows]
 
@@ -178,7 +188,7 @@ def _raw(*, start: date, end: date, column: str | None) -> list[UsageRow]:
 def _row(values: dict[str, Any], column: str | None) -> UsageRow:
     sums: dict[str, Any] = {name: values[name] or 0 for name in _SUMS}
     sums["cost_yen"] = Decimal(sums["cost_yen"])
-    return UsageRow(day=values["day"], key=values[column] if column else None, label="", **sums)
+    return UsageRow(day=values.get("day"), key=values[column] if column else None, label="", **sums)
 
 
 def _labels(rows: list[UsageRow], group_by: str | None, ministry_id: int) -> None:
@@ -206,17 +216,28 @@ def _labels(rows: list[UsageRow], group_by: str | None, ministry_id: int) -> Non
             row.label = "" if row.key is None else str(row.key)
 
 
-def usage_by_day(*, actor: Any, start: date, end: date, group_by: str | None = None) -> list[UsageRow]:
-    """Usage of the actor's ministry per day (and per ``group_by`` key), days ``start``..``end``."""
+def _usage(*, actor: Any, start: date, end: date, group_by: str | None, per_day: bool) -> list[UsageRow]:
+    """Rollups for finished days plus raw records for the rest, grouped in SQL (by day if
+    ``per_day``); a key may come twice (once from each source) when not per day."""
     ministry_id = _check(actor=actor, start=start, end=end, group_by=group_by)
     column = GROUP_BY[group_by] if group_by else None
     with ministry_scope(ministry_id=ministry_id):
         raw = _raw_days(start=start, end=end)
         rolled_end = end if raw is None else raw[0] - timedelta(days=1)
-        rows = _rolled(start=start, end=rolled_end, column=column) if start <= rolled_end else []
+        rows = (
+            _rolled(start=start, end=rolled_end, column=column, per_day=per_day)
+            if start <= rolled_end
+            else []
+        )
         if raw is not None:
-            rows += _raw(start=raw[0], end=raw[1], column=column)
+            rows += _raw(start=raw[0], end=raw[1], column=column, per_day=per_day)
         _labels(rows, group_by, ministry_id)
+    return rows
+
+
+def usage_by_day(*, actor: Any, start: date, end: date, group_by: str | None = None) -> list[UsageRow]:
+    """Usage of the actor's ministry per day (and per ``group_by`` key), days ``start``..``end``."""
+    rows = _usage(actor=actor, start=start, end=end, group_by=group_by, per_day=True)
     rows.sort(key=lambda r: (r.day or start, -r.cost_yen, -r.total_tokens, str(r.key)))
     return rows
 
@@ -224,7 +245,7 @@ def usage_by_day(*, actor: Any, start: date, end: date, group_by: str | None = N
 def usage_totals(*, actor: Any, start: date, end: date, group_by: str | None = None) -> list[UsageRow]:
     """Usage of the actor's ministry over the whole period, one row per ``group_by`` key."""
     totals: dict[Any, UsageRow] = {}
-    for row in usage_by_day(actor=actor, start=start, end=end, group_by=group_by):
+    for row in _usage(actor=actor, start=start, end=end, group_by=group_by, per_day=False):
         total = totals.get(row.key)
         if total is None:
             total = totals[row.key] = UsageRow(day=None, key=row.key, label=row.label)
