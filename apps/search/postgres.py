@@ -20,7 +20,7 @@ from apps.tenancy.scope import ScopeError, current_ministry_id
 
 from .base import ChunkRecord, SearchHealth, SearchHit, rrf_fuse
 from .models import IndexedChunk
-from .tokenize import tokens
+from .tokenize import index_terms, query_word_groups
 
 TABLE = IndexedChunk._meta.db_table
 _COLUMNS = (
@@ -40,25 +40,26 @@ def vector_literal(values: Sequence[float]) -> str:
 
 
 def tsquery_text(query: str) -> str:
-    """An OR of the query's Sudachi forms, each a quoted tsquery lexeme ('' when none)."""
+    """An OR of the query's Sudachi forms and synonym groups, each a quoted tsquery lexeme ('' when none)."""
     seen: dict[str, None] = {}
-    for token in tokens(query):
+    for token in index_terms(query):
         seen.setdefault(token, None)
     return " | ".join("'" + t.replace("\\", "\\\\").replace("'", "''") + "'" for t in seen)
 
 
 def score_fuse(
     *,
-    query_words: set[str],
+    query_words: Sequence[frozenset[str]],
     similarity: dict[int, float],
     stored_tokens: dict[int, str],
     lexical_weight: float,
 ) -> dict[int, float]:
     """Hybrid score of each candidate: cosine similarity + ``lexical_weight`` × word coverage.
 
-    Coverage is the share of the query's distinct content words (Sudachi forms,
-    :func:`tokens`) present in the candidate's stored tokens, as in
-    :mod:`apps.search.relevance`. Why not RRF: RRF counts only ranks, so a chunk
+    Coverage is the share of the query's distinct content words present in the
+    candidate's stored terms, a word counting as present when its form or one of
+    its Sudachi synonym groups is (:func:`query_word_groups`; マイカー covers a
+    passage that says 自家用車). Why not RRF: RRF counts only ranks, so a chunk
     that both legs list (lexically because it shares one common word such as 旅費
     or 使う) beats the vector leg's clear first even when the lexical match is
     weak; on the retrieval-quality corpus (docs/documents.md) RRF put the answer
@@ -69,7 +70,8 @@ def score_fuse(
     floor = min(similarity.values())
     scores: dict[int, float] = {}
     for key, stored in stored_tokens.items():
-        found = len(query_words.intersection((stored or "").split()))
+        terms = set((stored or "").split())
+        found = sum(1 for word in query_words if not word.isdisjoint(terms))
         coverage = found / len(query_words) if query_words else 0.0
         scores[key] = similarity.get(key, floor) + lexical_weight * coverage
     return scores
@@ -141,7 +143,7 @@ class PostgresBackend:
                     chunk.page_end,
                     chunk.char_start,
                     chunk.char_end,
-                    " ".join(tokens(f"{chunk.heading}\n{chunk.text}")),
+                    " ".join(index_terms(f"{chunk.heading}\n{chunk.text}")),
                     None if chunk.embedding is None else vector_literal(chunk.embedding),
                 ]
             )
@@ -253,7 +255,7 @@ class PostgresBackend:
                     f"SELECT id, tokens FROM {TABLE} WHERE {where} AND id = ANY(%s)", [*params, candidates]
                 )
                 fused = score_fuse(
-                    query_words=set(tokens(query)),
+                    query_words=query_word_groups(query),
                     similarity=similarity,
                     stored_tokens=dict(cursor.fetchall()),
                     lexical_weight=self.lexical_weight,

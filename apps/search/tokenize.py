@@ -6,6 +6,15 @@ so a query matches the forms it was indexed with (``附属`` / ``付属``,
 ``行なう`` / ``行う``, full/half width). Punctuation, symbols, whitespace,
 particles, auxiliary verbs and dependent words (する, なる, こと) are dropped: they carry no meaning alone and
 would make an OR query match nearly every chunk.
+
+Synonyms: ``sudachidict-core`` gives each word the ids of its synonym groups
+(the groups of the Sudachi synonym dictionary). :func:`index_terms` adds them as
+terms ``syn<id>`` to what the PostgreSQL backend indexes and queries, so words
+that differ but mean the same meet in the lexical leg: マイカー / 自家用車,
+捨てる / 廃棄, 了承 / 承認, 飛行機 / 航空機, 保管 / 保存. :func:`query_word_groups`
+gives each query word with its synonym terms, so a passage that uses a synonym
+covers the word (the hybrid score's coverage). :func:`tokens` (words only) is what
+relevance checks count.
 """
 
 from __future__ import annotations
@@ -45,10 +54,15 @@ def _dictionary() -> Dictionary:
         return _dict
 
 
-def tokens(text: str) -> list[str]:
-    """Normalised content-word forms of ``text``, lower-cased, in order (duplicates kept)."""
+# A synonym group as a term: letters then digits, one word for PostgreSQL's 'simple'
+# parser (never split, never equal to a number of the text).
+SYNONYM_PREFIX = "syn"
+
+
+def _word_groups(text: str) -> list[list[str]]:
+    """Each content word of ``text``: ``[form, syn<id>, …]`` (duplicates kept, in order)."""
     text = unicodedata.normalize("NFKC", text)
-    result: list[str] = []
+    result: list[list[str]] = []
     # Sudachi refuses inputs over ~49 KB: tokenise long texts in slices.
     for start in range(0, len(text), 8000):
         for morpheme in _tokenizer().tokenize(text[start : start + 8000]):  # type: ignore[attr-defined]
@@ -56,7 +70,7 @@ def tokens(text: str) -> list[str]:
                 continue
             form = morpheme.normalized_form().strip().lower()
             if form:
-                result.append(form)
+                result.append([form, *(f"{SYNONYM_PREFIX}{g}" for g in morpheme.synonym_group_ids())])
             # A long unit (出張旅費) also yields its short units (出張, 旅費), so
             # "出張の費用" still meets it: recall on compounds and jargon.
             parts = morpheme.split(SplitMode.A)
@@ -64,8 +78,23 @@ def tokens(text: str) -> list[str]:
                 for part in parts:
                     sub = part.normalized_form().strip().lower()
                     if sub and sub != form and not _dropped(part.part_of_speech()):
-                        result.append(sub)
+                        result.append([sub, *(f"{SYNONYM_PREFIX}{g}" for g in part.synonym_group_ids())])
     return result
+
+
+def tokens(text: str) -> list[str]:
+    """Normalised content-word forms of ``text``, lower-cased, in order (duplicates kept)."""
+    return [group[0] for group in _word_groups(text)]
+
+
+def index_terms(text: str) -> list[str]:
+    """What the lexical index holds for ``text`` (and a query looks for): words and synonym groups."""
+    return [term for group in _word_groups(text) for term in group]
+
+
+def query_word_groups(text: str) -> list[frozenset[str]]:
+    """The distinct words of a query, each with its synonym terms (one set per word)."""
+    return list(dict.fromkeys(frozenset(group) for group in _word_groups(text)))
 
 
 def token_string(text: str) -> str:
