@@ -26,6 +26,11 @@ server process and of the upstream process divided by the requests completed
 in that phase. The load generator is a minimal HTTP/1.1 client on asyncio
 streams, so that it takes as little of the machine's CPU as possible.
 
+With ``--interleave`` (concurrency 1 only) the targets instead take turns request
+by request on one keep-alive connection each, so that a load that moves within
+seconds (a shared machine) weighs on every target alike: the fair way to read a
+before/after difference of a millisecond.
+
 Output: a Markdown table on stdout and ``--json`` (see docs/performance.md).
 """
 
@@ -261,6 +266,52 @@ async def run_phase(target: Target, concurrency: int, seconds: float, upstream_p
     return phase
 
 
+async def run_interleaved(targets: list[Target], seconds: float, upstream_pid: int) -> list[Phase]:
+    """Concurrency 1, one request per target in turn (the order rotating each cycle).
+
+    Why: on a shared machine the load moves within seconds, and phases of a few
+    seconds per target (A B A B) can land in different weather. Alternating
+    request by request gives every target the same conditions, so the added
+    time to first token of one target over another is a fair difference even
+    when the absolute numbers are inflated by others' work. Server CPU is the
+    target's own process (it serves nothing else meanwhile); upstream CPU is
+    shared out per request.
+    """
+    phases = [Phase(target=t.name, concurrency=1) for t in targets]
+    requests = [build_request(t) for t in targets]
+    conns = [Connection(t.port) for t in targets]
+    server_before = [cpu_seconds(t.pid) for t in targets]
+    upstream_before = cpu_seconds(upstream_pid)
+    start = time.perf_counter()
+    deadline = start + seconds
+    cycle = 0
+    try:
+        while time.perf_counter() < deadline:
+            for offset in range(len(targets)):
+                i = (cycle + offset) % len(targets)
+                try:
+                    phases[i].samples.append(await conns[i].request(requests[i]))
+                except (OSError, RuntimeError, asyncio.IncompleteReadError, ValueError) as exc:
+                    phases[i].errors += 1
+                    if phases[i].errors <= 3:
+                        print(f"  {targets[i].name}: {exc}", file=sys.stderr)
+                    conns[i].close()
+            cycle += 1
+    finally:
+        for conn in conns:
+            conn.close()
+    elapsed = time.perf_counter() - start
+    done = sum(len(p.samples) for p in phases) or 1
+    upstream_cpu = cpu_seconds(upstream_pid) - upstream_before
+    for phase, target, before in zip(phases, targets, server_before, strict=True):
+        phase.elapsed = elapsed * len(phase.samples) / done  # its share of the wall time
+        phase.upstream_cpu = upstream_cpu * len(phase.samples) / done
+        # "direct" is the upstream itself, which served every target meanwhile.
+        own = target.pid != upstream_pid
+        phase.server_cpu = cpu_seconds(target.pid) - before if own else phase.upstream_cpu
+    return phases
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * (len(ordered) - 1) + 0.5))]
@@ -346,6 +397,11 @@ def main() -> int:
     parser.add_argument("--seed", help=argparse.SUPPRESS)
     parser.add_argument("--profile", type=Path, help="record the gateway with py-spy into this SVG")
     parser.add_argument(
+        "--interleave",
+        action="store_true",
+        help="concurrency 1 only: alternate the targets request by request (fair under a moving load)",
+    )
+    parser.add_argument(
         "--baseline",
         type=Path,
         help="also run the gateway from this source tree (e.g. `git archive <commit>`), as 'baseline'",
@@ -430,9 +486,15 @@ def main() -> int:
             spy_cmd += ["-p", str(gateway.pid), "-r", "200", "--nonblocking"]
             spy = subprocess.Popen(spy_cmd, stdout=subprocess.DEVNULL)
         results: dict[str, dict[str, Any]] = {}
-        for concurrency in [int(c) for c in args.concurrency.split(",")]:
+        concurrencies = [1] if args.interleave else [int(c) for c in args.concurrency.split(",")]
+        for concurrency in concurrencies:
             phases: dict[str, list[Phase]] = {t.name: [] for t in targets}
             for _round in range(args.rounds):
+                if args.interleave:
+                    seconds = args.seconds * len(targets)  # as long as the A B … phases together
+                    for phase in asyncio.run(run_interleaved(targets, seconds, upstream.pid)):
+                        phases[phase.target].append(phase)
+                    continue
                 for target in targets:
                     phase = asyncio.run(run_phase(target, concurrency, args.seconds, upstream.pid))
                     phases[target.name].append(phase)
