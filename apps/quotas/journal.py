@@ -7,8 +7,10 @@ in bulk (:func:`usage_journal_drain`, scheduled by Celery beat every few seconds
 
 Two kinds of entry per request, both carrying the request's id (a UUID):
 
-* ``started`` — appended *before* the upstream is called: ministry, key/user,
-  alias, level, endpoint, time and the estimated prompt size;
+* ``started`` — written to Redis *before* the upstream is called (the command
+  has left the process; Redis's answer is awaited before the first token is
+  relayed, :func:`journal_started_sent`): ministry, key/user, alias, level,
+  endpoint, time and the estimated prompt size;
 * ``finished`` — appended when the request ends (complete, interrupted, failed,
   refused or the client went away): the whole usage record.
 
@@ -25,8 +27,11 @@ What "exactly one usage record per request" means, precisely:
 3. a ``finished`` entry that arrives after its request was settled replaces the
    settlement (a stream that outlived the settle time), so the record is always
    the best knowledge, and still one row;
-4. a process killed before its ``started`` entry was written never called an
-   upstream: there is nothing to record (and nothing was consumed).
+4. a process killed before its ``started`` entry was sent never called an
+   upstream: there is nothing to record (and nothing was consumed). An entry
+   sent just before the process died is in the kernel's socket buffers, which
+   the kernel still delivers; only a connection reset at that moment (replies
+   unread in our receive buffer) could drop it.
 
 Re-draining never duplicates: rows are keyed by ``(ministry, request_id)``
 (unique), ``finished`` entries are upserted and settlements only inserted if no
