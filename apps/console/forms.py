@@ -131,10 +131,18 @@ class LimitValuesForm(StyledForm):
 
     VALUE_FIELDS = ("monthly_tokens", "monthly_yen", "rpm", "tpm", "max_concurrent", "max_tokens")
 
+    def __init__(self, *args: Any, exemption_allowed: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # A row of one team / user / key with every value empty exempts that subject from its
+        # level's default row; for the ministry or a default row an empty row means nothing.
+        self.exemption_allowed = exemption_allowed
+
+    def all_empty(self) -> bool:
+        return all(self.cleaned_data.get(name) is None for name in self.VALUE_FIELDS)
+
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
-        if all(cleaned.get(name) is None for name in self.VALUE_FIELDS) and not self.errors:
-            # add_error, not raise: the subclass still checks (and reports) the subject.
+        if not self.exemption_allowed and not self.errors and self.all_empty():
             self.add_error(None, _("少なくとも1つの上限を入力してください。"))
         return cleaned
 
@@ -145,29 +153,43 @@ class LimitValuesForm(StyledForm):
 class LimitCreateForm(LimitValuesForm):
     """Subject (level + team / user / API key of the acting ministry) and alias, then the values.
 
+    At the team / user / key level, leaving the subject empty makes the row that
+    level's default (applied to each team / user / key separately); a row of one
+    subject with every value empty exempts that subject from the default.
+
     Security: the team, user and key choices are querysets of the acting
     ministry; an id of another ministry is "not one of the available choices".
     ``apps.quotas.limits.limit_set`` checks the subject against the active
     ministry once more.
     """
 
-    level = forms.ChoiceField(label=_("対象のレベル"), choices=())
+    level = forms.ChoiceField(
+        label=_("対象のレベル"),
+        choices=(),
+        help_text=_(
+            "チーム・利用者・APIキーのレベルで対象を選ばないと、その行は既定値として各対象に個別に"
+            "適用されます。対象を選んで上限をすべて空欄にすると、その対象は既定値の適用外になります。"
+        ),
+    )
     team: forms.ModelChoiceField[Any] = forms.ModelChoiceField(
         label=_("チーム"),
         queryset=None,
         required=False,
+        empty_label=_("（既定値: 各チームに個別に適用）"),
         error_messages={"invalid_choice": _("この府省庁のチームから選んでください。")},
     )
     user = UserChoiceField(
         label=_("利用者"),
         queryset=User.objects.none(),
         required=False,
+        empty_label=_("（既定値: 各利用者に個別に適用）"),
         error_messages={"invalid_choice": _("この府省庁のメンバーから選んでください。")},
     )
     api_key: forms.ModelChoiceField[Any] = forms.ModelChoiceField(
         label=_("APIキー"),
         queryset=None,
         required=False,
+        empty_label=_("（既定値: 各APIキーに個別に適用）"),
         error_messages={"invalid_choice": _("この府省庁のAPIキーから選んでください。")},
     )
     alias_name = forms.ChoiceField(
@@ -197,13 +219,12 @@ class LimitCreateForm(LimitValuesForm):
         self.fields["alias_name"].choices = [("", _("すべてのモデル")), *((n, n) for n in alias_names)]  # type: ignore[attr-defined]
 
     def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
-        level = cleaned.get("level")
-        # Exactly the reference the level names; the others are dropped, not trusted.
+        level = self.cleaned_data.get("level")
+        # Exactly the reference the level names; the others are dropped, not trusted. No
+        # reference at the team / user / key level is that level's default row.
         wanted = {"team": "team", "user": "user", "api_key": "api_key"}.get(level or "")
         for name in ("team", "user", "api_key"):
             if name != wanted:
-                cleaned[name] = None
-            elif cleaned.get(name) is None and name not in self.errors:
-                self.add_error(name, _("対象を選んでください。"))
-        return cleaned
+                self.cleaned_data[name] = None
+        self.exemption_allowed = wanted is not None and self.cleaned_data.get(wanted) is not None
+        return super().clean()

@@ -94,7 +94,8 @@ def limit_edit(request: HttpRequest, limit_id: int) -> HttpResponse:
     """Change the values of one limit row; its subject and alias stay (delete and add to move it)."""
     row = get_limit_for_actor(actor=request.user, limit_id=limit_id)
     initial = {name: getattr(row, name) for name in LimitValuesForm.VALUE_FIELDS}
-    form = LimitValuesForm(post_data(request), initial=initial)
+    has_subject = (row.team_id or row.user_id or row.api_key_id) is not None
+    form = LimitValuesForm(post_data(request), initial=initial, exemption_allowed=has_subject)
     if form.is_valid():
         try:
             limit_set(

@@ -122,8 +122,11 @@ def test_limit_form_errors_in_both_languages(world: World) -> None:
     assert "少なくとも1つの上限を入力してください。" in ja
     client.cookies["django_language"] = "en"
     en = client.post("/console/limits/new/", {"level": "team"}, HTTP_ACCEPT_LANGUAGE="en").content.decode()
-    assert "Enter at least one limit." in en
-    assert "Choose the subject." in en
+    assert "Enter at least one limit." in en  # a default row with no values means nothing
+    en = client.post(
+        "/console/limits/new/", {"level": "team", "team": "999999", "rpm": "5"}, HTTP_ACCEPT_LANGUAGE="en"
+    ).content.decode()
+    assert "Choose a team of this ministry." in en
 
 
 # --- Teams -----------------------------------------------------------------------------------
@@ -323,3 +326,20 @@ def test_ministry_pages_are_translated(world: World) -> None:
         # Names people gave things (the world's team names and the alias display names) are data.
         text = re.sub(r"WALKMARK [^<]*|許可済み|未許可", "", main)
         assert not japanese.findall(text), (url, sorted(set(japanese.findall(text)))[:20])
+
+
+def test_default_rows_and_exemptions(world: World) -> None:
+    """No subject at the user level: the default for each user; one user's empty row exempts them."""
+    client = _as(world, "admin_a")
+    assert client.post("/console/limits/new/", {"level": "user", "monthly_tokens": "100"}).status_code == 302
+    member = world.users["member_a"]
+    assert client.post("/console/limits/new/", {"level": "user", "user": member.pk}).status_code == 302
+    with ministry_scope(ministry_id=world.a.pk):
+        default = Limit.objects.get(level="user", user=None)
+        exempt = Limit.objects.get(level="user", user=member)
+    assert default.monthly_tokens == 100 and exempt.monthly_tokens is None and exempt.rpm is None
+    page = client.get("/console/limits/", {"level": "user"}).content.decode()
+    assert 'data-testid="limit-default"' in page and 'data-testid="limit-exempt"' in page
+    # Editing: the default row needs a value, the exemption may stay empty.
+    assert client.post(f"/console/limits/{default.pk}/edit/", {}).status_code == 400
+    assert client.post(f"/console/limits/{exempt.pk}/edit/", {}).status_code == 302
