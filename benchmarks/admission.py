@@ -1,15 +1,23 @@
 """Admission (reserve + settle) latency per request under N-way concurrency, on one event loop.
 
     .venv/bin/python -m gennai.devstack env -- .venv/bin/python benchmarks/admission.py \\
-        [--concurrency 200] [--requests 20000] [--hold-ms 0,50,1000] [--warmup 2000] [--json out.json]
+        [--concurrency 200] [--requests 20000] [--hold-ms 0,50,1000] [--warmup 2000]
+        [--limits every|typical] [--json out.json]
 
 It configures Django with ``gennai.settings.test``, creates and migrates a
 scratch database (``bench_gennai_admission``) in owner mode, and creates one
-ministry with 5 teams and 40 users, each user in one team, with limits at
-every level (platform, ministry, team, user; all aliases and the alias): token
-and yen budgets, RPM, TPM and max concurrent, all far above what the run uses,
-so every request runs the full check-and-reserve script over 10 levels and is
-admitted.
+ministry with 5 teams and 40 users, each user in one team. ``--limits every``
+(the worst case) puts limits on every counter a request touches (platform,
+ministry, team, user; all aliases and the alias: 8 counters): token and yen
+budgets, RPM, TPM and max concurrent. ``--limits typical`` sets a ministry token
+budget and a default per-user token budget and RPM (2 counters). All limits are
+far above what the run uses, so every request is admitted.
+
+With a hold time, each coroutine starts after a random part of it and holds
+0.5–1.5 × the hold time, so the requests in flight are spread out (as real
+arrivals are) rather than 200 arriving in the same instant; ``--hold-ms 0``
+is the closed-loop saturation case, whose latency is the queue (Little's law:
+200 in flight ÷ throughput).
 
 Then ``--concurrency`` coroutines on one asyncio event loop (the web process's
 situation) each repeat: ``areserve`` → hold for ``--hold-ms`` (the upstream's
@@ -28,6 +36,7 @@ import asyncio
 import json
 import os
 import platform
+import random
 import sys
 import time
 import uuid
@@ -46,6 +55,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--warmup", type=int, default=2000)
     parser.add_argument("--hold-ms", default="0,50,1000", help="comma-separated upstream hold times")
+    parser.add_argument(
+        "--limits",
+        choices=["every", "typical"],
+        default="every",
+        help="every: limits on all 8 counters of a request (worst case); "
+        "typical: a ministry budget and a default per-user budget + RPM (2 counters)",
+    )
     parser.add_argument("--database", default="bench_gennai_admission")
     parser.add_argument("--json", type=Path, help="also write the results here as JSON")
     return parser.parse_args()
@@ -65,8 +81,8 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
     return sorted_values[index]
 
 
-def fill() -> list[Any]:
-    """One ministry, 5 teams, 40 users, limits at every level; returns the subjects."""
+def fill(every: bool) -> list[Any]:
+    """One ministry, 5 teams, 40 users, and their limits; returns the subjects."""
     from apps.accounts.models import User
     from apps.quotas import admission
     from apps.quotas.models import Limit, PlatformLimit
@@ -82,21 +98,30 @@ def fill() -> list[Any]:
     }
     alias = "standard-chat"
     ministry = Ministry.objects.create(code="bench", name_ja="ベンチ", name_en="Bench")
-    for alias_name in ("", alias):
-        PlatformLimit.objects.create(alias_name=alias_name, **big)
-    subjects = []
+    aliases = ("", alias) if every else ("",)
+    if every:
+        for alias_name in aliases:
+            PlatformLimit.objects.create(alias_name=alias_name, **big)
     with ministry_scope(ministry_id=ministry.pk):
         teams = [Team.objects.create(code=f"t{i}", name=f"t{i}") for i in range(5)]
-        for alias_name in ("", alias):
-            Limit.objects.create(level="ministry", alias_name=alias_name, **big)
+        for alias_name in aliases:
+            Limit.objects.create(
+                level="ministry", alias_name=alias_name, monthly_tokens=big["monthly_tokens"]
+            )
+            if not every:
+                # The default row of the user level: each user has their own budget and RPM.
+                Limit.objects.create(level="user", monthly_tokens=10**9, rpm=10**6)
+                continue
             for team in teams:
                 Limit.objects.create(level="team", team=team, alias_name=alias_name, **big)
         for i in range(40):
             user = User.objects.create(username=f"bench-{i}", subject=f"sub-bench-{i}")
             Membership.objects.create(user=user, ministry=ministry, roles=["staff"])
             TeamMembership.objects.create(team=teams[i % 5], user=user)
-            for alias_name in ("", alias):
-                Limit.objects.create(level="user", user=user, alias_name=alias_name, **big)
+            if every:
+                for alias_name in aliases:
+                    Limit.objects.create(level="user", user=user, alias_name=alias_name, **big)
+    subjects = []
     for i, user in enumerate(User.objects.filter(username__startswith="bench-").order_by("pk")):
         subjects.append(
             admission.subject_for_user(ministry_id=ministry.pk, user=user, alias_name=alias, zone="on_prem")
@@ -115,6 +140,10 @@ async def run(subjects: list[Any], *, concurrency: int, requests: int, hold: flo
     async def worker(n: int) -> None:
         nonlocal remaining
         subject = subjects[n % len(subjects)]
+        jitter = random.Random(n)  # noqa: S311 (spreading arrivals, not a secret)
+        if hold:
+            # Requests in flight arrive spread out, as real ones do, not in lock-step bursts of N.
+            await asyncio.sleep(jitter.uniform(0, hold))
         while remaining > 0:
             remaining -= 1
             t0 = time.perf_counter()
@@ -127,7 +156,7 @@ async def run(subjects: list[Any], *, concurrency: int, requests: int, hold: flo
             )
             t1 = time.perf_counter()
             if hold:
-                await asyncio.sleep(hold)
+                await asyncio.sleep(hold * jitter.uniform(0.5, 1.5))
             t2 = time.perf_counter()
             await asettle(reservation=r, prompt_tokens=200, completion_tokens=321, cost_yen=Decimal("0.1563"))
             t3 = time.perf_counter()
@@ -172,7 +201,7 @@ def main() -> int:
         config = setup_databases(verbosity=0, interactive=False, keepdb=False)
     results: dict[str, Any] = {}
     try:
-        subjects = fill()
+        subjects = fill(args.limits == "every")
         limits.ministry_limits(subjects[0].ministry_id)
         client = redis.Redis.from_url(settings.REDIS_URL)
         info = client.info("server")
@@ -203,6 +232,7 @@ def main() -> int:
         "cpus": os.cpu_count(),
         "concurrency": args.concurrency,
         "requests": args.requests,
+        "limits": args.limits,
     }
     print(
         f"Redis {env['redis']}, Python {env['python']}, {env['cpus']} CPUs; concurrency {args.concurrency}\n"

@@ -38,6 +38,7 @@ on Redis's clock. Month counters use the platform's time zone (Asia/Tokyo).
 
 from __future__ import annotations
 
+import asyncio
 import calendar
 import logging
 from datetime import datetime
@@ -190,13 +191,33 @@ async def acap_max_tokens(*, subject: Subject, requested: int | None, default: i
     return _cap(levels_of(subject, await _alimits(subject.ministry_id)), requested, default)
 
 
+_refreshing: dict[tuple[int, int], asyncio.Task[MinistryLimits]] = {}
+
+
 async def _alimits(ministry_id: int) -> MinistryLimits:
+    """The ministry's limits without blocking the loop: from the cache, or one refresh in a thread.
+
+    Single flight: when the cache needs its version check (every ``check_seconds()``), the
+    first request of the loop does the database hop and every concurrent request of that
+    ministry awaits the same result. Without this, 200 in-flight requests queued 200
+    database hops behind each other on the one thread-sensitive executor twice a second.
+    """
     limits = cached_ministry_limits(ministry_id)
     if limits is not None:
         return limits
     from apps.tenancy.connections import db_hop
 
-    return await db_hop(ministry_limits, ministry_id)
+    loop = asyncio.get_running_loop()
+    key = (id(loop), ministry_id)
+    task = _refreshing.get(key)
+    if task is None or task.get_loop() is not loop:
+        task = loop.create_task(db_hop(ministry_limits, ministry_id))
+        _refreshing[key] = task
+        task.add_done_callback(
+            lambda done: _refreshing.pop(key, None) if _refreshing.get(key) is done else None
+        )
+    # Shielded: a request that goes away must not cancel the refresh the others wait for.
+    return await asyncio.shield(task)
 
 
 # --- Arguments of the scripts -----------------------------------------------------------------
