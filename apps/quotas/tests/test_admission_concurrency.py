@@ -217,3 +217,35 @@ def test_refusal_message_speaks_the_request_language(
     with translation.override("ja"), pytest.raises(QuotaExceeded) as excinfo:
         reserve(subject=user_subject(a, user), prompt_tokens=1, max_tokens=1, request_id=new_id())
     assert "1分あたり" in excinfo.value.message
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_requests_share_one_refresh_of_the_limits(
+    quota_redis: redis.Redis, ministries: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the cache must re-check its version, 100 concurrent requests cause one database hop."""
+    a, _ = ministries
+    user = staff_of(a)
+    set_limit(a, admin_of(a), level="user", user=user, monthly_tokens=10**9)
+    subject = user_subject(a, user)
+    loads: list[int] = []
+    real = limits.ministry_limits
+
+    def counted(ministry_id: int) -> Any:
+        loads.append(ministry_id)  # counts the hops; the real cache and database answer
+        return real(ministry_id)
+
+    monkeypatch.setattr(admission, "ministry_limits", counted)
+    limits.reset_for_tests()  # nothing cached: the first request of the burst must load
+
+    async def burst() -> None:
+        await asyncio.gather(
+            *(
+                areserve(subject=subject, prompt_tokens=1, max_tokens=1, request_id=new_id())
+                for _ in range(100)
+            )
+        )
+
+    asyncio.run(burst())
+    assert loads == [a.pk]
+    assert counters(quota_redis, f"m{a.pk}:u{user.pk}")["ht"] == 200
