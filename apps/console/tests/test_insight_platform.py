@@ -67,3 +67,12 @@ def test_platform_admin_sets_the_platform_budget_auditor_only_reads(people: Peop
     assert 'data-testid="platform-limit-all"' in html and 'data-testid="platform-limit-form"' not in html
     assert auditor.post(BUDGET, {"monthly_tokens": "1"}).status_code == 403
     assert PlatformLimit.objects.get(alias_name="").monthly_tokens == 5_000_000
+
+
+def test_platform_roles_find_the_console_from_the_header(people: People) -> None:
+    html = client_for(people.platform_auditor).get("/").content.decode()
+    assert f'href="{MINISTRIES}" class="gn-btn gn-btn-tertiary gn-btn-sm" data-testid="nav-console"' in html
+    assert 'data-testid="nav-console"' not in client_for(people.staff_a).get("/").content.decode()
+    nav = client_for(people.platform_admin).get(MINISTRIES).content.decode()
+    assert 'data-testid="console-nav-platform"' in nav and 'data-testid="console-nav-audit"' in nav
+    assert 'data-testid="console-nav-usage"' not in nav  # no ministry role: no ministry usage
