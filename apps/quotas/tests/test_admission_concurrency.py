@@ -6,16 +6,20 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import random
+import uuid
 from decimal import Decimal
 from typing import Any
 
 import pytest
 import redis
 from django.db import connections
+from django.db.models import F, Sum
 
 from apps.quotas import admission, limits
 from apps.quotas.admission import AdmissionUnavailable, QuotaExceeded, areserve, asettle, reserve, settle
+from apps.quotas.models import UsageRecord
 from apps.quotas.reconcile import reconcile
+from apps.tenancy.scope import ministry_scope
 
 from .admission_support import (  # noqa: F401  (quota_redis_fixture provides quota_redis)
     admin_of,
@@ -51,6 +55,7 @@ def test_200_concurrent_requests_never_overspend_and_leave_nothing_held(
     settled_tokens: list[int] = []
     settled_yen: list[Decimal] = []
     admitted: list[int] = []
+    ledger_rows: list[tuple[str, int, Decimal, str]] = []
 
     async def one(i: int, outcome: str) -> None:
         try:
@@ -72,6 +77,7 @@ def test_200_concurrent_requests_never_overspend_and_leave_nothing_held(
         cost = Decimal(PROMPT + completion) * Decimal(500) / Decimal(1_000_000)
         settled_tokens.append(PROMPT + completion)
         settled_yen.append(cost)
+        ledger_rows.append((r.request_id, completion, cost, outcome))
         await asettle(reservation=r, prompt_tokens=PROMPT, completion_tokens=completion, cost_yen=cost)
 
     settings.GENNAI_QUOTA_RESERVATION_SECONDS = 2
@@ -106,6 +112,34 @@ def test_200_concurrent_requests_never_overspend_and_leave_nothing_held(
             "hy": 0,
         }, name
     assert not quota_redis.zcard(f"{admission.PREFIX}open:{a.pk}")
+    # The journal drains every finished request into the ledger; the abandoned ones become
+    # "gateway_lost" rows with their prompt only. Then the counters equal the ledger.
+    lost = [(new_id(), 0, Decimal(0), "abandon") for _ in abandoned]
+    with ministry_scope(ministry_id=a.pk):
+        UsageRecord.objects.bulk_create(
+            UsageRecord(
+                ministry=a,
+                request_id=uuid.UUID(request_id),
+                user=user,
+                alias_name="standard-chat",
+                status={"ok": "ok", "abandon": "interrupted"}.get(outcome, "error"),
+                prompt_tokens=PROMPT,
+                completion_tokens=completion,
+                cost_yen=cost,
+            )
+            for request_id, completion, cost, outcome in ledger_rows + lost
+        )
+    reconcile()
+    with ministry_scope(ministry_id=a.pk):
+        ledger = UsageRecord.objects.aggregate(tokens=Sum(F("prompt_tokens") + F("completion_tokens")))
+        yen = UsageRecord.objects.aggregate(yen=Sum("cost_yen"))["yen"]
+    assert counters(quota_redis, scope) == {
+        "ut": ledger["tokens"],
+        "ht": 0,
+        "uy": admission.yen_units(yen),
+        "hy": 0,
+    }
+    assert ledger["tokens"] == sum(settled_tokens) + PROMPT * len(abandoned)
 
 
 def _burst(n: int, subject: admission.Subject, out: Any) -> None:
