@@ -249,3 +249,20 @@ def test_csv_neutralises_formulas(ministries: tuple[Any, Any]) -> None:
         UsageRecord.objects.create(alias_name="=HYPERLINK(1)", status="ok", created_at=_at(0, 9))
     lines = list(usage_csv_rows(actor=admin, start=local_today(), end=local_today(), group_by="alias"))
     assert lines[1][3] == "'=HYPERLINK(1)"
+
+
+def test_beat_runs_the_recent_rollup(
+    ministries: tuple[Any, Any], usage: dict[str, Any], settings: Any
+) -> None:
+    from apps.quotas.tasks import usage_rollup_recent_task
+
+    entry = settings.CELERY_BEAT_SCHEDULE["quotas-usage-rollup"]
+    assert entry["task"] == usage_rollup_recent_task.name == "quotas.usage_rollup_recent"
+    assert usage_rollup_recent_task() > 0
+    a, _ = ministries
+    today = local_today()
+    with ministry_scope(ministry_id=a.pk):
+        assert _rolled_sums(first=today - timedelta(days=1), last=today) == _raw_sums(
+            first=today - timedelta(days=1), last=today
+        )
+        assert not UsageDaily.objects.filter(day__lt=today - timedelta(days=1)).exists()
