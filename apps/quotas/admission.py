@@ -4,7 +4,8 @@ What this module guarantees, and why:
 
 * **One atomic step for every level.** A request's levels — the platform, its
   ministry, each of the user's teams, the user or the API key, each for all
-  aliases and for the request's alias — are checked and reserved by one Lua
+  aliases and for the request's alias, wherever a limit row (own or the level's
+  default) exists — are checked and reserved by one Lua
   script (``lua/admit.lua``), one ``EVALSHA``. Redis runs a script alone, so
   concurrent requests (in any number of processes: the counters live only in
   Redis) cannot all pass a check that only one of them should pass. A user in
@@ -27,7 +28,7 @@ What this module guarantees, and why:
   and a maximum age (:mod:`apps.quotas.limits`, DESIGN invariant 11); the
   script receives the values as arguments.
 * **Redis down** is decided per zone (``GENNAI_QUOTA_REDIS_DOWN``): fail closed
-  (``AdmissionUnavailable``, HTTP 503/429 with Retry-After) for external and
+  (``AdmissionUnavailable``: HTTP 429 with Retry-After) for external and
   government-cloud models; for on-prem models a small per-process grace
   (``GENNAI_QUOTA_REDIS_GRACE_PER_MINUTE`` admissions a minute) keeps work going.
 
