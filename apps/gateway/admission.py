@@ -1,6 +1,6 @@
 """``/v1`` under the ministry's budgets and limits (:mod:`apps.quotas.admission`).
 
-Each chat completion is reserved after authentication and routing and before
+Each chat completion and embeddings request is reserved after authentication and routing and before
 the upstream call (one ``EVALSHA``, no database for an API key), and settled
 when its usage meter finishes (:meth:`apps.gateway.usage.UsageMeter.finish`,
 which every ending reaches: complete, upstream error, client gone, relay
@@ -25,7 +25,7 @@ from typing import Any
 from apps.quotas import admission
 from apps.quotas.admission import AdmissionUnavailable, QuotaExceeded, Reservation, Subject
 from apps.quotas.route_charge import plan_price_per_1m, plan_zone
-from apps.quotas.tokens import count_prompt_tokens
+from apps.quotas.tokens import count_input_tokens, count_prompt_tokens
 from apps.registry.router import RoutePlan
 from apps.tenancy.connections import db_hop
 
@@ -96,6 +96,22 @@ async def reserve_chat(
         subject=subject,
         prompt_tokens=prompt_tokens,
         max_tokens=capped,
+        request_id=request_id,
+        price=plan_price_per_1m(plan),
+    )
+
+
+async def reserve_embeddings(
+    *, caller: Caller, plan: RoutePlan, inputs: list[str], request_id: str
+) -> Reservation:
+    """Reserve an embeddings request: its counted input tokens, no completion."""
+    subject = await subject_for_caller(caller, plan)
+    model_name = plan.candidates[0].model_name if plan.candidates else None
+    tokens, _estimated = count_input_tokens(inputs=inputs, model_name=model_name)
+    return await admission.areserve(
+        subject=subject,
+        prompt_tokens=tokens,
+        max_tokens=0,
         request_id=request_id,
         price=plan_price_per_1m(plan),
     )

@@ -235,7 +235,20 @@ async def embeddings(*, caller: Caller, headers: Mapping[str, str], body: bytes,
         return error_reply(outcome)
     plan = outcome
     meter.revision = plan.alias.revision_number or None
-    await meter.start()
+    try:
+        meter.reservation = await admission.reserve_embeddings(
+            caller=caller, plan=plan, inputs=params.inputs, request_id=meter.request_id
+        )
+    except QuotaExceeded as exc:
+        meter.detail = f"quota_{exc.kind}"
+        meter.inputs = None  # nothing reached a model: the refused row counts no tokens
+        await meter.finish(UsageStatus.REFUSED)
+        return error_reply(admission.quota_error(exc))
+    try:
+        await meter.start()
+    except asyncio.CancelledError:
+        await meter.finish(UsageStatus.INTERRUPTED)
+        raise
     try:
         deployment, result = await embed_inputs(plan.candidates, lambda _deployment: params.inputs)
         await meter.confirm_start()

@@ -146,3 +146,22 @@ def test_client_disconnect_is_settled_to_what_was_produced(
     # The concurrency slot came back with the settle: the next request is admitted.
     world.primary.tokens, world.primary.delay = 5, 0.0
     assert _post(asgi_server, plaintext).status_code == 200
+
+
+def test_embeddings_are_reserved_settled_and_refused_like_chat(
+    asgi_server: AsgiServer, world: World, make_key: Any, quota_redis: redis.Redis, admin_a: Any
+) -> None:
+    key, plaintext = make_key()
+    set_limit(world.ministry_a, admin_a, level="api_key", api_key=key, monthly_tokens=100_000)
+    url = asgi_server.url + "/v1/embeddings"
+    headers = {"Authorization": f"Bearer {plaintext}"}
+    ok = httpx.post(url, headers=headers, json={"model": "embed", "input": ["予算", "要求"]}, timeout=10)
+    assert ok.status_code == 200
+    [row] = usage_rows(world.ministry_a)
+    assert row.prompt_tokens > 0
+    assert _settled(quota_redis, world, key) == {"ut": row.prompt_tokens, "ht": 0, "uy": 0, "hy": 0}
+
+    set_limit(world.ministry_a, admin_a, level="api_key", api_key=key, monthly_tokens=row.prompt_tokens)
+    refused = httpx.post(url, headers=headers, json={"model": "embed", "input": ["予算"]}, timeout=10)
+    assert refused.status_code == 429 and refused.json()["error"]["type"] == "insufficient_quota"
+    assert "retry-after" in refused.headers
