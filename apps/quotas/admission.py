@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import calendar
 import logging
+import re
 from datetime import datetime
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
@@ -105,6 +106,7 @@ PREFIX = "gennai:q:"
 """Every admission key starts with this (tests give each run its own)."""
 
 DEFAULT_RESERVATION_SECONDS = 900.0
+_ALIAS = re.compile(r"[-a-zA-Z0-9_]{1,100}")  # registry aliases are slugs (Alias.name)
 
 
 def subject_for_user(*, ministry_id: int, user: Any, alias_name: str, zone: str) -> Subject:
@@ -162,6 +164,10 @@ def levels_of(subject: Subject, limits: MinistryLimits) -> list[Level]:
     """The counters the request is charged to: each scope that has limits, for all aliases and
     for its alias. A scope without any limit row (own or default) keeps no counter: admission
     work grows with the limits that exist, not with the depth of the hierarchy."""
+    if subject.alias_name and not _ALIAS.fullmatch(subject.alias_name):
+        # Security: the alias becomes part of Redis key names and of the script's
+        # newline-separated lists; registry aliases are slugs, anything else is refused.
+        raise ValueError(f"not an alias name: {subject.alias_name[:100]!r}")
     out: list[Level] = []
     for scope, level, subject_id in scopes_of(subject):
         values = limits.get(level, subject_id, "")

@@ -123,11 +123,11 @@ def _scope_values(
     m = f"m{ministry_id}"
     for user_id, api_key_id, alias_name, tokens, yen in groups:
         scopes = [(m, "ministry", ministry_id)]
-        if user_id is not None:
+        if api_key_id is not None:  # as admission: a key's request is not its creator's
+            scopes.append((f"{m}:k{api_key_id}", "api_key", api_key_id))
+        elif user_id is not None:
             scopes.append((f"{m}:u{user_id}", "user", user_id))
             scopes += [(f"{m}:t{team_id}", "team", team_id) for team_id in teams_of.get(user_id, ())]
-        if api_key_id is not None:
-            scopes.append((f"{m}:k{api_key_id}", "api_key", api_key_id))
         units = admission.yen_units(yen)
         for scope, level, subject_id in scopes:
             variants = [(scope, "")] + ([(f"{scope}|{alias_name}", alias_name)] if alias_name else [])

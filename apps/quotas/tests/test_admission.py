@@ -282,3 +282,13 @@ def test_a_default_user_limit_applies_to_each_user_separately(
         assert (exc.level, exc.kind) == ("user", "budget")
     for _ in range(3):
         reserve(subject=user_subject(a, exempt), prompt_tokens=80, max_tokens=0, request_id=new_id())
+
+
+def test_an_alias_that_is_no_slug_never_reaches_redis(
+    quota_redis: redis.Redis, ministries: tuple[Any, Any]
+) -> None:
+    a, _ = ministries
+    subject = user_subject(a, staff_of(a), alias="x\nm1:b:202601")
+    with pytest.raises(ValueError):
+        reserve(subject=subject, prompt_tokens=1, max_tokens=1, request_id=new_id())
+    assert not list(quota_redis.scan_iter(match=f"{admission.PREFIX}*"))
