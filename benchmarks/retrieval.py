@@ -4,17 +4,26 @@
 
 Creates a scratch database (``bench_gennai_retrieval``), loads N chunks of ≈200
 Japanese characters (made-up katakana words drawn from a Zipf distribution, joined
-by particles) with random unit 384-d vectors through
-``PostgresBackend.index_chunks`` (Sudachi tokenising included), spread over 100
-workspaces of one ministry plus 1 % for a second ministry; builds the GIN and
-HNSW indexes after the load (as one would for a bulk import) and then times
-``search`` for queries that filter on 5 of the 100 workspaces: hybrid, lexical
-only, vector only. Results go to docs/performance.md.
+by particles) with random unit 384-d vectors, spread over 100 workspaces of one
+ministry plus 1 % for a second ministry; builds the GIN and HNSW indexes after the
+load (as one would for a bulk import) and then times ``PostgresBackend.search``
+for queries that filter on 5 of the 100 workspaces: hybrid, lexical only, vector
+only.
+
+Loaders: ``--loader backend`` goes through ``PostgresBackend.index_chunks``
+(Sudachi on every chunk, ≈400 chunks/s here: 1M chunks take ≈40 minutes);
+``--loader copy`` (default) writes the same rows with one ``COPY``: each made-up
+word is tokenised by Sudachi once and the chunk's ``tokens``/``tsv`` are built
+from its words (checked against :func:`apps.search.tokenize.tokens` on a sample
+of chunks before loading), so 1M chunks load in minutes. ``--explain`` prints
+``EXPLAIN (ANALYZE, BUFFERS)`` of the statements ``search`` itself sends.
+Results go to docs/performance.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -22,6 +31,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 KATAKANA = "アイウエオカキクケコサシスセソタチツテトナニヌネノハヒフヘホマミムメモヤユヨラリルレロワン"
@@ -29,6 +39,8 @@ KATAKANA = "アイウエオカキクケコサシスセソタチツテトナニ�
 # frequencies like real text, so the lexical leg's posting lists range from huge to tiny.
 VOCABULARY = ["".join(random.Random(i).choices(KATAKANA, k=3 + i % 3)) for i in range(20_000)]  # noqa: S311
 WEIGHTS = [1 / (rank + 1) for rank in range(len(VOCABULARY))]
+# Cumulative once: choices(weights=…) would re-accumulate 20,000 weights for every chunk.
+CUM_WEIGHTS = list(itertools.accumulate(WEIGHTS))
 
 
 def parse_args() -> argparse.Namespace:
@@ -38,7 +50,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=2000)
     parser.add_argument("--database", default="bench_gennai_retrieval")
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--explain", action="store_true", help="print EXPLAIN ANALYZE of each leg once")
+    parser.add_argument("--explain", action="store_true", help="print EXPLAIN ANALYZE of each statement once")
+    parser.add_argument("--loader", choices=["copy", "backend"], default="copy")
+    parser.add_argument(
+        "--iterate",
+        type=Path,
+        help="after the run, keep the data: each time DIR/go appears, reload apps.search.postgres, "
+        "EXPLAIN and measure again into DIR/result.json (for tuning the backend)",
+    )
+    parser.add_argument("--maintenance-work-mem", default="2GB", help="for the index builds")
     return parser.parse_args()
 
 
@@ -52,7 +72,7 @@ def setup_django(database: str) -> None:
 
 
 def text(rng: random.Random) -> tuple[str, list[str]]:
-    words = rng.choices(VOCABULARY, weights=WEIGHTS, k=40)
+    words = rng.choices(VOCABULARY, cum_weights=CUM_WEIGHTS, k=40)
     return "".join(w + rng.choice("のをはにがと、") for w in words)[:200] + "。", words
 
 
@@ -67,36 +87,177 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-def explain(ministry_id: int, sample: tuple[list[str], tuple[float, ...]], dims: int) -> None:
-    from django.db import connection, transaction
+def explain(backend: object, ministry_id: int, sample: tuple[list[str], tuple[float, ...]]) -> None:
+    """EXPLAIN (ANALYZE, BUFFERS) of every statement one hybrid ``search`` sends, as it sends them."""
+    from django.db import connection
 
-    from apps.search.postgres import TABLE, tsquery_text, vector_literal
     from apps.tenancy.scope import ministry_scope
 
     words, vector = sample
-    query = tsquery_text(" ".join(words[k] for k in (0, 9, 18)))
-    where = "ministry_id = %s AND workspace_id = ANY(%s)"
-    params = [ministry_id, [1, 8, 15, 22, 50]]
-    with ministry_scope(ministry_id=ministry_id), transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-        cursor.execute("SET LOCAL hnsw.ef_search = 40")
-        for label, sql, extra in (
-            (
-                "lexical",
-                f"SELECT id FROM {TABLE}, to_tsquery('simple', %s) q WHERE {where} AND tsv @@ q "
-                "ORDER BY ts_rank_cd(tsv, q) DESC, id LIMIT 40",
-                [query, *params],
-            ),
-            (
-                "vector",
-                f"SELECT id FROM {TABLE} WHERE {where} AND embedding IS NOT NULL "
-                "ORDER BY embedding <=> %s::vector LIMIT 40",
-                [*params, vector_literal(vector)],
-            ),
-        ):
-            cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql, extra)
-            plan = [row[0] for row in cursor.fetchall() if "::vector" not in row[0]]
-            print(f"--- {label} ({query})", *plan, sep="\n")
+    statements: list[tuple[str, Any]] = []
+
+    def record(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+        statements.append((sql, params))
+        return execute(sql, params, many, context)
+
+    search_args = {
+        "ministry_id": ministry_id,
+        "workspace_ids": [1, 8, 15, 22, 50],
+        "query": " ".join(words[k] for k in (0, 9, 18)),
+        "query_embedding": vector,
+        "limit": 10,
+    }
+    with ministry_scope(ministry_id=ministry_id), connection.execute_wrapper(record):
+        backend.search(**search_args)  # type: ignore[attr-defined]
+    with ministry_scope(ministry_id=ministry_id), connection.cursor() as cursor:
+        for sql, params in statements:
+            verb = sql.lstrip().split(None, 1)[0].upper()
+            if verb == "SET":
+                cursor.execute(sql, params)
+                print("---", sql % tuple(params or ()))
+            if verb not in ("SELECT", "WITH"):
+                continue  # savepoints, SET (applied above)
+            cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql, params)
+            print("---", " ".join(sql.split())[:160], *[row[0] for row in cursor.fetchall()], sep="\n")
+
+
+def _tsvector(words: list[str]) -> str:
+    """``to_tsvector('simple', ' '.join(words))`` in text form (positions from 1)."""
+    positions: dict[str, list[int]] = {}
+    for n, word in enumerate(words, start=1):
+        positions.setdefault(word, []).append(n)
+    return " ".join(f"'{w}':{','.join(map(str, p))}" for w, p in positions.items())
+
+
+def _word_tokens(body: str, words: list[str]) -> list[str]:
+    """The tokens Sudachi gives ``body``: its words in order, the last one as cut at 200 characters."""
+    core = body[:-1]  # without the final "。"
+    result: list[str] = []
+    position = 0
+    for word in words:
+        piece = core[position : position + len(word)]
+        if piece:
+            result.append(piece.lower())
+        position += len(word) + 1  # the particle or comma after it
+        if position >= len(core):
+            break
+    return result
+
+
+def copy_load(args: argparse.Namespace, ministries: tuple[object, object], dims: int) -> list:  # type: ignore[type-arg]
+    """Load ``args.chunks`` rows with COPY; returns the query samples (words, vector)."""
+    import numpy as np
+    from django.db import connection
+
+    from apps.search.postgres import TABLE
+    from apps.search.tokenize import tokens
+    from apps.tenancy.db import owner_mode
+    from apps.tenancy.scope import ministry_scope
+
+    a, b = ministries
+    rng = random.Random(7)  # noqa: S311 - synthetic data
+    vectors = np.random.default_rng(7)
+    # Every made-up word is one Sudachi token; checked on real chunks below.
+    samples: list[tuple[list[str], tuple[float, ...]]] = []
+    checked = mismatched = 0
+    columns = (
+        "ministry_id, chunk_id, workspace_id, document_id, ordinal, text, heading, page_start, page_end, "
+        "char_start, char_end, tokens, tsv, embedding, indexed_at"
+    )
+    with owner_mode(), connection.cursor() as cursor:
+        cursor.execute(f"CREATE UNLOGGED TABLE bench_staging AS SELECT {columns} FROM {TABLE} WITH NO DATA")
+        cursor.execute("GRANT SELECT ON bench_staging TO PUBLIC")
+        raw = cursor.cursor
+        for start in range(0, args.chunks, args.batch):
+            ministry = b if (start // args.batch) % 100 == 99 else a
+            count = min(start + args.batch, args.chunks) - start
+            block = vectors.standard_normal((count, dims), dtype=np.float32)
+            block /= np.linalg.norm(block, axis=1, keepdims=True)
+            scaled = np.rint(block * 1_000_000).astype(np.int32)
+            lines = []
+            for j, i in enumerate(range(start, start + count)):
+                body, words = text(rng)
+                word_tokens = _word_tokens(body, words)
+                if checked < 200 and j == 0:
+                    checked += 1
+                    mismatched += tokens(body) != word_tokens
+                vector = block[j]
+                if len(samples) < args.queries and rng.random() < 0.01:
+                    samples.append((words, tuple(float(x) for x in vector)))
+                # Integers (scaled by 10^6) format several times faster than floats; normalised on insert.
+                literal = "[" + ",".join(map(str, scaled[j].tolist())) + "]"
+                lines.append(
+                    f"{ministry.pk}\t{i + 1}\t{1 + i % 100}\t{1 + i // 20}\t{i % 20}\t{body}\t\t1\t1\t0\t"  # type: ignore[attr-defined]
+                    f"{len(body)}\t{' '.join(word_tokens)}\t{_tsvector(word_tokens)}\t{literal}\tnow\n"
+                )
+            with raw.copy(f"COPY bench_staging ({columns}) FROM STDIN") as copy:
+                copy.write("".join(lines))
+    # COPY cannot write through row-level security: move the rows with INSERT … SELECT, each
+    # ministry's inside its own scope (the policy's check applies).
+    connection.close()
+    for ministry in (a, b):
+        with ministry_scope(ministry_id=ministry.pk), connection.cursor() as cursor:  # type: ignore[attr-defined]
+            normalised = columns.replace("embedding", "l2_normalize(embedding)")
+            cursor.execute(
+                f"INSERT INTO {TABLE} ({columns}) SELECT {normalised} FROM bench_staging "
+                "WHERE ministry_id = %s",
+                [ministry.pk],  # type: ignore[attr-defined]
+            )
+    with owner_mode(), connection.cursor() as cursor:
+        cursor.execute("DROP TABLE bench_staging")
+    connection.close()
+    print(f"copy loader: Sudachi agreed with the word tokens on {checked - mismatched}/{checked} chunks")
+    return samples
+
+
+def _reloaded_backend(variant: Path) -> object:
+    """A fresh ``PostgresBackend``, from ``variant`` if that file exists (else apps/search/postgres.py)."""
+    import importlib
+    import importlib.util
+
+    from apps.search import base, postgres, tokenize
+
+    for module in (tokenize, base):
+        importlib.reload(module)
+    if not variant.exists():
+        return importlib.reload(postgres).PostgresBackend()
+    spec = importlib.util.spec_from_file_location("apps.search.postgres_variant", variant)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module.PostgresBackend()
+
+
+def measure(backend: object, ministry_id: int, samples: list[tuple[list[str], tuple[float, ...]]]) -> dict:  # type: ignore[type-arg]
+    """p50/p95 of ``search`` per mode; two rounds over the same queries, the first (cache warm-up) dropped."""
+    from apps.tenancy.scope import ministry_scope
+
+    workspaces = list(range(1, 101))
+    results: dict[str, object] = {}
+    for mode in ("hybrid", "lexical", "vector", "hybrid", "lexical", "vector"):
+        timings = []
+        for n, (words, vector) in enumerate(samples):
+            # A query: three words of a chunk, and a vector near that chunk's.
+            query = " ".join(words[k] for k in (0, 9, 18)) if mode != "vector" else ""
+            qrng = random.Random(n)  # noqa: S311 - synthetic data
+            noisy = tuple(x + qrng.gauss(0, 0.01) for x in vector)
+            chosen = [1 + (n * 7 + k) % 100 for k in range(4)] + qrng.sample(workspaces, 1)
+            t = time.perf_counter()
+            with ministry_scope(ministry_id=ministry_id):
+                backend.search(  # type: ignore[attr-defined]
+                    ministry_id=ministry_id,
+                    workspace_ids=chosen,
+                    query=query,
+                    query_embedding=noisy if mode != "lexical" else None,
+                    limit=10,
+                )
+            timings.append((time.perf_counter() - t) * 1000)
+        results[mode] = {
+            "p50_ms": round(statistics.median(timings), 1),
+            "p95_ms": round(pct(timings, 95), 1),
+            "queries": len(timings),
+        }
+        print(mode, results[mode], flush=True)
+    return results
 
 
 def main() -> int:
@@ -127,7 +288,9 @@ def main() -> int:
         rng = random.Random(7)  # noqa: S311 - synthetic data
         started = time.perf_counter()
         samples: list[tuple[list[str], tuple[float, ...]]] = []
-        for start in range(0, args.chunks, args.batch):
+        if args.loader == "copy":
+            samples = copy_load(args, (a, b), dims)
+        for start in range(0, args.chunks if args.loader == "backend" else 0, args.batch):
             ministry = b if (start // args.batch) % 100 == 99 else a
             chunks = []
             for i in range(start, min(start + args.batch, args.chunks)):
@@ -152,8 +315,10 @@ def main() -> int:
             with ministry_scope(ministry_id=ministry.pk):
                 backend.index_chunks(ministry_id=ministry.pk, chunks=chunks)
         results["load_s"] = round(time.perf_counter() - started, 1)
+        print("load_s", results["load_s"], flush=True)
+        results["loader"] = args.loader
         with owner_mode(), connection.cursor() as cursor:
-            cursor.execute("SET maintenance_work_mem = '512MB'")
+            cursor.execute("SET maintenance_work_mem = %s", [args.maintenance_work_mem])
             t = time.perf_counter()
             cursor.execute(f"CREATE INDEX search_chunk_tsv ON {TABLE} USING gin (tsv)")
             results["gin_build_s"] = round(time.perf_counter() - t, 1)
@@ -169,34 +334,19 @@ def main() -> int:
             cursor.execute(f"VACUUM (ANALYZE) {TABLE}")
             results["vacuum_s"] = round(time.perf_counter() - t, 1)
         connection.close()
-        workspaces = list(range(1, 101))
+        print("loaded", json.dumps(results), flush=True)
         if args.explain:
-            explain(a.pk, samples[0], dims)
-        # Two rounds over the same queries; the first warms the caches and is not reported.
-        for mode in ("hybrid", "lexical", "vector", "hybrid", "lexical", "vector"):
-            timings = []
-            for n, (words, vector) in enumerate(samples):
-                # A query: three words of a chunk, and a vector near that chunk's.
-                query = " ".join(words[k] for k in (0, 9, 18)) if mode != "vector" else ""
-                qrng = random.Random(n)  # noqa: S311 - synthetic data
-                noisy = tuple(x + qrng.gauss(0, 0.01) for x in vector)
-                chosen = [1 + (n * 7 + k) % 100 for k in range(4)] + qrng.sample(workspaces, 1)
-                t = time.perf_counter()
-                with ministry_scope(ministry_id=a.pk):
-                    backend.search(
-                        ministry_id=a.pk,
-                        workspace_ids=chosen,
-                        query=query,
-                        query_embedding=noisy if mode != "lexical" else None,
-                        limit=10,
-                    )
-                timings.append((time.perf_counter() - t) * 1000)
-            results[mode] = {
-                "p50_ms": round(statistics.median(timings), 1),
-                "p95_ms": round(pct(timings, 95), 1),
-                "queries": len(timings),
-            }
-            print(mode, results[mode], flush=True)
+            explain(backend, a.pk, samples[0])
+        results.update(measure(backend, a.pk, samples))
+        while args.iterate:  # keep the data; measure again after each code change
+            trigger = args.iterate / "go"
+            while not trigger.exists():
+                time.sleep(1)
+            trigger.unlink()
+            backend = _reloaded_backend(args.iterate / "postgres.py")
+            explain(backend, a.pk, samples[0])
+            round_results = measure(backend, a.pk, samples)
+            (args.iterate / "result.json").write_text(json.dumps(round_results, indent=2))
     finally:
         connection.close()
         with owner_mode():

@@ -202,74 +202,103 @@ class PostgresBackend:
             return []  # nothing is public by default
         # Security: the access rule is in the SQL of every leg and of the final fetch.
         where = "ministry_id = %s AND workspace_id = ANY(%s)"
+        where_t = "t.ministry_id = %s AND t.workspace_id = ANY(%s)"  # the same, on the final join's alias
         params: list[Any] = [ministry_id, workspaces]
         if document_ids is not None:
             where += " AND document_id = ANY(%s)"
+            where_t += " AND t.document_id = ANY(%s)"
             params.append(sorted({int(d) for d in document_ids}))
         depth = max(limit * self.candidates_factor, 40)
-        rankings: list[list[int]] = []
-        similarity: dict[int, float] = {}  # cosine similarity of the vector leg's rows
-        with transaction.atomic(), connection.cursor() as cursor:
-            lexeme_query = tsquery_text(query)
+        lexeme_query = tsquery_text(query)
+        # One statement ranks both legs and returns every candidate's row (id, leg, rank, distance,
+        # stored tokens, columns): one round trip instead of one per leg plus two fetches
+        # (docs/performance.md: retrieval). savepoint=False: the caller's scope is already a
+        # transaction, and a savepoint would cost two more round trips for nothing to roll back.
+        legs: list[str] = []
+        leg_params: list[Any] = []
+        ctes: list[str] = []
+        cte_params: list[Any] = []
+        with transaction.atomic(savepoint=False), connection.cursor() as cursor:
             if lexeme_query:
-                cursor.execute(
-                    f"SELECT id FROM {TABLE}, to_tsquery('simple', %s) q WHERE {where} AND tsv @@ q "
-                    "ORDER BY ts_rank_cd(tsv, q) DESC, id LIMIT %s",
-                    [lexeme_query, *params, depth],
+                legs.append(
+                    f"SELECT id, 'l' AS leg, row_number() OVER (ORDER BY rank DESC, id) AS rank_no, "
+                    f"NULL::float8 AS distance FROM (SELECT id, ts_rank_cd(tsv, q) AS rank "
+                    f"FROM {TABLE}, to_tsquery('simple', %s) q WHERE {where} AND tsv @@ q "
+                    "ORDER BY rank DESC, id LIMIT %s) lexical"
                 )
-                rankings.append([row[0] for row in cursor.fetchall()])
+                leg_params += [lexeme_query, *params, depth]
             if query_embedding is not None:
                 vector = vector_literal(query_embedding)
-                # How many rows the caller may see (index-only count, stopped at the threshold).
-                cursor.execute(
-                    f"SELECT count(*) FROM (SELECT 1 FROM {TABLE} WHERE {where} LIMIT %s) scoped",
-                    [*params, self.exact_vector_threshold],
-                )
-                if cursor.fetchone()[0] < self.exact_vector_threshold:
+                if self._few_rows(cursor, where=where, params=params):
                     # Few rows: exact distances over just those rows beat walking the whole
                     # ministry's HNSW graph for the few neighbours that pass the filter.
-                    cursor.execute(
-                        f"WITH scoped AS MATERIALIZED (SELECT id, embedding FROM {TABLE} WHERE {where} "
-                        "AND embedding IS NOT NULL) "
-                        "SELECT id, embedding <=> %s::vector AS distance FROM scoped "
-                        "ORDER BY distance LIMIT %s",
-                        [*params, vector, depth],
+                    ctes.append(
+                        f"scoped AS MATERIALIZED (SELECT id, embedding FROM {TABLE} WHERE {where} "
+                        "AND embedding IS NOT NULL)"
                     )
+                    cte_params += params
+                    source, source_params = "scoped", []
                 else:
                     # Filtered HNSW: keep scanning until enough rows pass the filters (pgvector ≥ 0.8).
-                    cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-                    cursor.execute("SET LOCAL hnsw.ef_search = %s", [max(depth, 40)])
                     cursor.execute(
-                        f"SELECT id, embedding <=> %s::vector AS distance FROM {TABLE} "
-                        f"WHERE {where} AND embedding IS NOT NULL ORDER BY distance LIMIT %s",
-                        [vector, *params, depth],
+                        "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), "
+                        "set_config('hnsw.ef_search', %s, true)",
+                        [str(depth)],
                     )
-                vector_rows = cursor.fetchall()
-                rankings.append([row[0] for row in vector_rows])
-                similarity = {row[0]: 1.0 - float(row[1]) for row in vector_rows}
-            if similarity:
-                # Both legs' candidates, scored together (see score_fuse); the tokens were
-                # stored at index time, so the query is not re-tokenised per candidate.
-                candidates = sorted(set(similarity).union(*rankings))
-                cursor.execute(
-                    f"SELECT id, tokens FROM {TABLE} WHERE {where} AND id = ANY(%s)", [*params, candidates]
+                    source = f"{TABLE} WHERE {where} AND embedding IS NOT NULL"
+                    source_params = list(params)
+                legs.append(
+                    "SELECT id, 'v' AS leg, row_number() OVER (ORDER BY distance, id) AS rank_no, distance "
+                    f"FROM (SELECT id, embedding <=> %s::vector AS distance FROM {source} "
+                    "ORDER BY distance LIMIT %s) nearest"
                 )
-                fused = score_fuse(
-                    query_words=query_word_groups(query),
-                    similarity=similarity,
-                    stored_tokens=dict(cursor.fetchall()),
-                    lexical_weight=self.lexical_weight,
-                )
-            else:
-                fused = rrf_fuse(rankings)
-            best = sorted(fused, key=lambda key: (-fused[key], key))[:limit]
-            if not best:
+                leg_params += [vector, *source_params, depth]
+            if not legs:
                 return []
+            with_clause = f"WITH {', '.join(ctes)} " if ctes else ""
+            union = " UNION ALL ".join(f"({leg})" for leg in legs)
+            # Security: the final join repeats the access rule on the rows it returns.
             cursor.execute(
-                f"SELECT id, {_COLUMNS} FROM {TABLE} WHERE {where} AND id = ANY(%s)", [*params, best]
+                f"{with_clause}SELECT c.id, c.leg, c.rank_no, c.distance, t.tokens, "
+                + ", ".join(f"t.{column.strip()}" for column in _COLUMNS.split(","))
+                + f" FROM ({union}) c JOIN {TABLE} t ON t.id = c.id "
+                f"WHERE {where_t}",
+                [*cte_params, *leg_params, *params],
             )
-            rows = {row[0]: row[1:] for row in cursor.fetchall()}
-        return [_hit(rows[key], fused[key], similarity.get(key)) for key in best if key in rows]
+            fetched = cursor.fetchall()
+        rankings: dict[str, list[tuple[int, int]]] = {"l": [], "v": []}
+        similarity: dict[int, float] = {}  # cosine similarity of the vector leg's rows
+        stored_tokens: dict[int, str] = {}
+        columns: dict[int, Sequence[Any]] = {}
+        for key, leg, rank_no, distance, tokens, *row in fetched:
+            rankings[leg].append((rank_no, key))
+            if distance is not None:
+                similarity[key] = 1.0 - float(distance)
+            stored_tokens[key] = tokens
+            columns[key] = row
+        if similarity:
+            # Both legs' candidates, scored together (see score_fuse); the tokens were
+            # stored at index time, so the query is not re-tokenised per candidate.
+            fused = score_fuse(
+                query_words=query_word_groups(query),
+                similarity=similarity,
+                stored_tokens=stored_tokens,
+                lexical_weight=self.lexical_weight,
+            )
+        else:
+            fused = rrf_fuse(
+                [[key for _rank, key in sorted(ranking)] for ranking in rankings.values() if ranking]
+            )
+        best = sorted(fused, key=lambda key: (-fused[key], key))[:limit]
+        return [_hit(columns[key], fused[key], similarity.get(key)) for key in best]
+
+    def _few_rows(self, cursor: Any, *, where: str, params: list[Any]) -> bool:
+        """Whether the caller sees fewer than ``exact_vector_threshold`` rows (index-only count, capped)."""
+        cursor.execute(
+            f"SELECT count(*) FROM (SELECT 1 FROM {TABLE} WHERE {where} LIMIT %s) scoped",
+            [*params, self.exact_vector_threshold],
+        )
+        return bool(cursor.fetchone()[0] < self.exact_vector_threshold)
 
     def health(self) -> SearchHealth:
         try:
