@@ -4,6 +4,8 @@ ministry's data (and only its data), regrouping through htmx redraws it, all und
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +15,8 @@ from django.test import Client
 from apps.console.tests.insight_support import add_usage, make_people
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+SCREENSHOTS = Path(os.environ.get("GENNAI_SCREENSHOTS", ".gennai/test/screenshots"))
 
 
 def _sign_in(page: Any, base: str, user: Any) -> None:
@@ -54,6 +58,8 @@ def test_usage_chart_renders_with_data(page: Any, live_server: Any, ministries: 
     )
     assert painted > 500
     assert page.get_by_test_id("usage-tokens").inner_text() == "900"
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "console-usage.png"), full_page=True)
 
     # Regroup by model: htmx swaps the results and the chart is redrawn with one series per model.
     page.get_by_test_id("usage-group").select_option("model")
@@ -66,3 +72,30 @@ def test_usage_chart_renders_with_data(page: Any, live_server: Any, ministries: 
     assert "group_by=model" in page.url  # hx-push-url: the view can be bookmarked
     embedded = json.loads(page.get_by_test_id("usage-chart").get_attribute("data-chart") or "{}")
     assert "model-of-b" not in json.dumps(embedded)
+
+
+def test_audit_browser_filters_in_place(page: Any, live_server: Any, ministries: Any) -> None:
+    from apps.audit.services import audit_record
+
+    people = make_people(ministries)
+    audit_record(actor=people.admin_a, action="e2e.visible", target_type="thing", ministry_id=people.a.pk)
+    audit_record(actor=people.admin_b, action="e2e.of_b", target_type="thing", ministry_id=people.b.pk)
+    base = live_server.url
+    _sign_in(page, base, people.auditor_a)
+    page.goto(f"{base}/console/audit/")
+    cells = page.get_by_test_id("audit-action-cell")
+    cells.first.wait_for()
+    shown = set(cells.all_inner_texts())
+    assert "e2e.visible" in shown and "accounts.login" in shown and "e2e.of_b" not in shown
+    page.get_by_test_id("audit-action").fill("e2e.")
+    page.get_by_test_id("audit-filter").get_by_role("button").click()
+    page.wait_for_function("() => location.search.includes('action=e2e.')")  # hx-push-url
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('[data-testid=audit-action-cell]')]"
+        ".every(c => c.textContent.startsWith('e2e.'))"
+    )
+    assert page.get_by_test_id("audit-action-cell").all_inner_texts() == ["e2e.visible"]
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "console-audit.png"), full_page=True)
+    export = page.get_by_test_id("audit-export").get_attribute("href") or ""
+    assert export.startswith("/console/audit/export.jsonl?") and "action=e2e." in export
