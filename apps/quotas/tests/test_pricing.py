@@ -159,3 +159,23 @@ def test_registry_forms_edit_prices(priced: dict[str, Any]) -> None:
     for field, bad in (("gpu_count", "0"), ("throughput_tokens_per_s", "0"), ("gpu_hour_yen", "-1")):
         deployment_form = DeploymentForm(data={**base, field: bad}, instance=deployment)
         assert not deployment_form.is_valid() and field in deployment_form.errors, field
+
+
+def test_deployment_list_shows_the_gpu_price(priced: dict[str, Any]) -> None:
+    from django.test import Client
+    from django.urls import reverse
+    from django.utils import translation
+
+    from apps.tenancy.models import Ministry
+    from tests.support.fixtures import make_user
+
+    ministry, _ = Ministry.objects.get_or_create(code="digital", defaults={"name_ja": "デ", "name_en": "D"})
+    client = Client()
+    client.force_login(make_user("buyer", ministry, ["procurement_officer"]))
+    page = client.get(reverse("registry:deployment_list")).content.decode()
+    assert "GPU時間単価 720.00円 × 2.00 GPU・400 トークン/秒" in page
+    assert page.count('data-testid="deployment-gpu-price"') == 2  # unmeasured: "—" tokens/s
+    with translation.override("en"):
+        client.cookies["django_language"] = "en"
+        page = client.get(reverse("registry:deployment_list"), HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    assert "GPU-hour price 720.00 yen × 2.00 GPU · 400 tokens/s" in page
