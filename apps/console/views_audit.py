@@ -104,6 +104,9 @@ def audit_list(request: HttpRequest) -> HttpResponse:
         "scope": scope,
         "action_names": audit_action_names(scope=scope),
         "export_ministry_id": ministry_id,
+        # The period in force (this month when none was given), shown in the date fields.
+        "start": filters.start,
+        "end": filters.end,
     }
     if getattr(request, "htmx", False):
         return render(request, "console/insight/_audit_table.html", context)
