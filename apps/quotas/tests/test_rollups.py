@@ -266,3 +266,19 @@ def test_beat_runs_the_recent_rollup(
             first=today - timedelta(days=1), last=today
         )
         assert not UsageDaily.objects.filter(day__lt=today - timedelta(days=1)).exists()
+
+
+def test_purged_days_keep_their_rollups(ministries: tuple[Any, Any], usage: dict[str, Any]) -> None:
+    """Raw records of a day deleted (retention): re-running the backfill keeps that day's rollup."""
+    a, _ = ministries
+    today = local_today()
+    old_day = today - timedelta(days=4)
+    usage_rollup(ministry_id=a.pk, first=today - timedelta(days=5), last=today)
+    with ministry_scope(ministry_id=a.pk):
+        kept = _rolled_sums(first=old_day, last=old_day)
+        assert kept["requests"]
+        lower = datetime.combine(old_day, time.min, tzinfo=local_zone())
+        UsageRecord.objects.filter(created_at__gte=lower, created_at__lt=lower + timedelta(days=1)).delete()
+    usage_rollup(ministry_id=a.pk, first=today - timedelta(days=5), last=today)
+    with ministry_scope(ministry_id=a.pk):
+        assert _rolled_sums(first=old_day, last=old_day) == kept
