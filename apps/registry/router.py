@@ -157,6 +157,37 @@ def plan_route(
     return RoutePlan(alias=alias, candidates=(primary, *rest), level=level)
 
 
+def plan_deployment(*, deployment_id: int, level: int) -> RoutePlan:
+    """A plan with exactly one deployment, for callers that must measure that deployment.
+
+    Used by procurement evaluation (apps.evaluation), which compares deployments
+    and so must not fail over to another. There is no alias and no allowlist:
+    evaluation suites are platform data, not ministry content. The
+    classification gate still holds: a deployment cleared below ``level`` (or
+    disabled, or of a retired model) is refused.
+    """
+    deployment = get_snapshot().deployments.get(deployment_id)
+    if deployment is None or not routable(deployment):
+        raise RouteRefused("no_deployment", _("このモデルは現在利用できません。"), status=503)
+    if deployment.clearance < level:
+        raise RouteRefused(
+            "classification",
+            _("機密性%(level)sの情報は「%(name)s」に送信できません（このモデルは機密性%(max)sまで）。")
+            % {"level": level, "name": deployment.name, "max": deployment.clearance},
+        )
+    alias = AliasInfo(
+        id=0,
+        name=f"deployment:{deployment.name}",
+        display_name_ja=deployment.name,
+        display_name_en=deployment.name,
+        kind="chat",
+        revision_id=None,
+        revision_number=0,
+        routes=(),
+    )
+    return RoutePlan(alias=alias, candidates=(deployment,), level=level)
+
+
 class _Upstream(Protocol):
     """What a target is built from: a snapshot's DeploymentInfo or a Deployment row."""
 

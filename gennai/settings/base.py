@@ -183,6 +183,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 30.0,
         "options": {"expires": 25},
     },
+    # Canary promotions (apps/evaluation/promotion.py): roll back a canary over its error/latency thresholds.
+    "evaluation-promotion-watch": {
+        "task": "evaluation.promotion_watch",
+        "schedule": float(os.environ.get("GENNAI_PROMOTION_WATCH_SECONDS", "60")),
+        "options": {"expires": 55},
+    },
     # API keys of creators demoted or disabled in Keycloak who never sign in again.
     "gateway-api-key-creators": {
         "task": "gateway.api_key_creators_recheck",

@@ -1,0 +1,177 @@
+"""Executing a run: one item at a time, each saved as it finishes, resumable after a worker dies.
+
+Only pending items are picked, so a redelivered task continues where the dead
+worker stopped without redoing finished items. An item is written only while
+still pending, so even a duplicate delivery (one run is processed by one task
+chain; the lock is not held over the model call, on purpose: invariant 10)
+never counts an item twice. A model call's failure and the judge's failure are
+recorded on the item; the run goes on.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from apps.quotas.pricing import cost_yen
+from apps.quotas.services import usage_record_create
+from apps.registry.router import RouteRefused, plan_deployment
+from apps.registry.snapshot import get_snapshot
+from apps.tenancy.scope import ministry_scope
+
+from . import metrics
+from .calls import CallResult, run_call
+from .models import ItemStatus, MetricKind, Run, RunItem, RunStatus
+
+JUDGE_MAX_TOKENS = 64
+
+
+def _record_usage(run: Run, *, deployment_id: int, result: CallResult, label: str) -> Decimal:
+    """Usage of one evaluation call, in the charged ministry's ledger (feature ``eval``)."""
+    cost = cost_yen(
+        prompt_tokens=result.prompt_tokens,
+        completion_tokens=result.completion_tokens,
+        deployment_id=deployment_id,
+    )
+    with ministry_scope(ministry_id=run.charged_ministry_id):
+        usage_record_create(
+            alias_name=label[:100],
+            status="error" if result.error else "ok",
+            user_id=run.created_by_id,
+            deployment_id=deployment_id,
+            endpoint="eval",
+            level=run.suite.level,
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens,
+            ttft_ms=result.ttft_ms,
+            latency_ms=result.latency_ms,
+            detail=result.error[:200],
+            feature="eval",
+            cost_yen=cost,
+        )
+    return cost
+
+
+def _call(run: Run, deployment_id: int, *, messages: list[dict[str, str]], max_tokens: int) -> CallResult:
+    try:
+        plan = plan_deployment(deployment_id=deployment_id, level=run.suite.level)
+    except RouteRefused as exc:
+        return CallResult(
+            output="", ttft_ms=None, latency_ms=0, prompt_tokens=0, completion_tokens=0, error=exc.message
+        )
+    return run_call(plan, messages=messages, max_tokens=max_tokens)
+
+
+def _judge(run: Run, item: RunItem) -> None:
+    """Ask the judge deployment for a 1–5 score; a failure or an unreadable reply is recorded."""
+    if run.judge_deployment_id is None:
+        item.judge_error = "no judge deployment"
+        return
+    task = item.task
+    prompt = metrics.judge_prompt(
+        rubric=task.rubric, input=task.input, reference=task.reference, output=item.output
+    )
+    result = _call(
+        run,
+        run.judge_deployment_id,
+        messages=[{"role": "user", "content": prompt}],
+        max_tokens=JUDGE_MAX_TOKENS,
+    )
+    _record_usage(run, deployment_id=run.judge_deployment_id, result=result, label="eval-judge")
+    item.judge_reply = result.output[:4000]
+    if result.error:
+        item.judge_error = result.error
+        return
+    score = metrics.parse_judge_score(result.output)
+    if score is None:
+        item.judge_error = "no 1-5 score in the judge's reply"
+        return
+    item.judge_score = score
+    item.score = (score - 1) / 4
+
+
+def execute_item(run: Run, item: RunItem) -> RunItem:
+    """Answer, score and save one item (the caller picked it as pending)."""
+    task = item.task
+    result = _call(
+        run,
+        item.candidate.deployment_id,
+        messages=[{"role": "user", "content": task.input}],
+        max_tokens=run.max_tokens,
+    )
+    item.cost_yen = _record_usage(
+        run, deployment_id=item.candidate.deployment_id, result=result, label=item.candidate.label
+    )
+    item.output = result.output
+    item.latency_ms = result.latency_ms
+    item.ttft_ms = result.ttft_ms
+    item.prompt_tokens = result.prompt_tokens
+    item.completion_tokens = result.completion_tokens
+    item.tokens_per_s = result.tokens_per_s
+    if result.error:
+        item.error = result.error
+        item.status = ItemStatus.ERROR
+    else:
+        if task.metric == MetricKind.JUDGE:
+            _judge(run, item)
+        else:
+            item.score = metrics.REFERENCE_METRICS[task.metric](result.output, task.reference)
+        item.status = ItemStatus.DONE
+    item.finished_at = timezone.now()
+    with transaction.atomic():
+        # Only a still-pending row is written, so a duplicate delivery cannot count an item twice.
+        updated = RunItem.objects.filter(pk=item.pk, status=ItemStatus.PENDING).update(
+            status=item.status,
+            output=item.output,
+            latency_ms=item.latency_ms,
+            ttft_ms=item.ttft_ms,
+            prompt_tokens=item.prompt_tokens,
+            completion_tokens=item.completion_tokens,
+            tokens_per_s=item.tokens_per_s,
+            cost_yen=item.cost_yen,
+            score=item.score,
+            judge_score=item.judge_score,
+            judge_reply=item.judge_reply,
+            error=item.error[:500],
+            judge_error=item.judge_error[:500],
+            finished_at=item.finished_at,
+        )
+        if updated:
+            Run.objects.filter(pk=run.pk).update(done=F("done") + 1)
+    return item
+
+
+def _next_pending(run: Run) -> RunItem | None:
+    with transaction.atomic():
+        return (
+            RunItem.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("task", "candidate")
+            .filter(run=run, status=ItemStatus.PENDING)
+            .order_by("task__position", "candidate__position")
+            .first()
+        )
+
+
+def execute_run(run_id: int, *, limit: int | None = None) -> bool:
+    """Answer up to ``limit`` pending items of the run; True when none is left (run complete)."""
+    run = Run.objects.select_related("suite").get(pk=run_id)
+    if run.status == RunStatus.COMPLETE:
+        return True
+    Run.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(status=RunStatus.RUNNING)
+    get_snapshot()  # warm the routing snapshot once, not per item
+    answered = 0
+    while limit is None or answered < limit:
+        item = _next_pending(run)
+        if item is None:
+            break
+        execute_item(run, item)
+        answered += 1
+    if RunItem.objects.filter(run=run, status=ItemStatus.PENDING).exists():
+        return False
+    Run.objects.filter(pk=run.pk).exclude(status=RunStatus.COMPLETE).update(
+        status=RunStatus.COMPLETE, finished_at=timezone.now()
+    )
+    return True
