@@ -193,8 +193,8 @@ def test_register_vendor_model_deployment_and_alias(users: dict[str, Any], setti
             "clearance": "2",
             "context_window": "8192",
             "parameter_count": "8000000000",
-            "price_input_per_1k": "0.01",
-            "price_output_per_1k": "0.03",
+            "price_input_per_1m": "10",
+            "price_output_per_1m": "30",
             "reason": "国産モデル、オンプレミス運用のため機密性2",
         },
     )
@@ -202,6 +202,7 @@ def test_register_vendor_model_deployment_and_alias(users: dict[str, Any], setti
     model = Model.objects.get(name="llm-jp-4-8b")
     # Four-eyes: registered at 機密性1; the raise to 2 waits for a second person.
     assert (model.clearance, model.status, model.parameter_count) == (1, "candidate", 8_000_000_000)
+    assert (model.price_input_per_1m, model.price_output_per_1m) == (10, 30)
     change = ChangeRequest.objects.get(model=model, status="pending")
     assert change.payload == {"from": 1, "to": 2} and change.proposed_by == user
     assert "8B" in client.get(reverse("registry:model_list")).content.decode()
