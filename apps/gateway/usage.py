@@ -21,12 +21,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from apps.quotas.admission import Reservation, asettle
+from apps.quotas.alerts import alerts_after_settle
 from apps.quotas.journal import UsageEntry, journal_finished, journal_started_sent, new_request_id
 from apps.quotas.pricing import deployment_cost
 from apps.quotas.tokens import count_input_tokens, count_prompt_tokens
@@ -35,6 +36,15 @@ from apps.registry.snapshot import DeploymentInfo
 from .auth import Caller
 
 logger = logging.getLogger("gennai.gateway")
+
+_tasks: set[asyncio.Task[None]] = set()
+
+
+def _background(work: Coroutine[Any, Any, None]) -> None:
+    """Run ``work`` after the request without waiting for it (a reference keeps it alive)."""
+    task = asyncio.ensure_future(work)
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
 
 
 @dataclass
@@ -147,6 +157,8 @@ class UsageMeter:
                         cost_yen=Decimal(entry.cost_yen),
                     )
                 )
+                # The 80 %/100 % budget notices, off the response's path (it may still be sending).
+                _background(alerts_after_settle(self.reservation.subject))
 
     def _cost(self, prompt_tokens: int, completion_tokens: int) -> Decimal:
         """The call's price from the deployment that answered (none answered: nothing to pay)."""

@@ -86,20 +86,30 @@ def _seconds_left_in_month(now: datetime | None = None) -> int:
     return max(int((first_next - local).total_seconds()), 60)
 
 
-def _marker(ministry_id: int, user_id: int, line: BudgetUse, threshold: int, month: str) -> str:
-    return f"gennai:quota:alerted:{month}:{ministry_id}:{user_id}:{line.line_key()}:{threshold}"
+def _marker(ministry_id: int, who: str, line: BudgetUse, threshold: int, month: str) -> str:
+    return f"gennai:quota:alerted:{month}:{ministry_id}:{who}:{line.line_key()}:{threshold}"
 
 
 def thresholds_to_report(
-    *, ministry_id: int, user_id: int, lines: Iterable[BudgetUse], now: datetime | None = None
+    *,
+    ministry_id: int,
+    user_id: int | None,
+    lines: Iterable[BudgetUse],
+    now: datetime | None = None,
+    api_key_id: int | None = None,
 ) -> list[tuple[BudgetUse, int]]:
-    """(line, threshold) pairs reached and not yet marked this month; marks them (``SET NX``)."""
+    """(line, threshold) pairs reached and not yet marked this month; marks them (``SET NX``).
+
+    Marked per requester (the user, or the API key) and line: each user is warned
+    of a shared (ministry or team) budget once, too.
+    """
     month = month_key(now)
     ttl = _seconds_left_in_month(now) + 86_400
+    who = f"u{user_id}" if user_id is not None else f"k{api_key_id}"
     fresh: list[tuple[BudgetUse, int]] = []
     for line in lines:
         for threshold in line.reached():
-            if cache.add(_marker(ministry_id, user_id, line, threshold, month), 1, timeout=ttl):
+            if cache.add(_marker(ministry_id, who, line, threshold, month), 1, timeout=ttl):
                 fresh.append((line, threshold))
     return fresh
 
@@ -193,14 +203,21 @@ def alerts_maybe_enqueue(subject: Any) -> bool:
     from .limits import ministry_limits
     from .tasks import budget_alerts_task
 
-    if subject.user_id is None:
+    if subject.user_id is None and subject.api_key_id is None:
         return False
     try:
         lines = budget_uses(subject, ministry_limits(subject.ministry_id))
-        fresh = thresholds_to_report(ministry_id=subject.ministry_id, user_id=subject.user_id, lines=lines)
+        fresh = thresholds_to_report(
+            ministry_id=subject.ministry_id,
+            user_id=subject.user_id,
+            api_key_id=subject.api_key_id,
+            lines=lines,
+        )
         if not fresh:
             return False
-        budget_alerts_task.delay(ministry_id=subject.ministry_id, user_id=subject.user_id)
+        budget_alerts_task.delay(
+            ministry_id=subject.ministry_id, user_id=subject.user_id, api_key_id=subject.api_key_id
+        )
     except Exception:
         logger.exception("budget alerts check failed (ministry %s)", subject.ministry_id)
         return False
@@ -210,17 +227,20 @@ def alerts_maybe_enqueue(subject: Any) -> bool:
 async def alerts_after_settle(subject: Any) -> None:
     """:func:`alerts_maybe_enqueue` from the event loop: nothing at all when no level has a budget.
 
-    The common case (no month budget anywhere above the user) is decided from
-    the process's limits cache without leaving the event loop.
+    The common case (no month budget anywhere above the requester) is decided
+    from the process's limits cache without leaving the event loop. Never raises.
     """
     from apps.tenancy.connections import db_hop
 
     from .limits import cached_ministry_limits
 
-    limits = cached_ministry_limits(subject.ministry_id)
-    if limits is not None and not budget_levels(subject, limits):
-        return
-    await db_hop(alerts_maybe_enqueue, subject)
+    try:
+        limits = cached_ministry_limits(subject.ministry_id)
+        if limits is not None and not budget_levels(subject, limits):
+            return
+        await db_hop(alerts_maybe_enqueue, subject)
+    except Exception:
+        logger.exception("budget alerts check failed (ministry %s)", subject.ministry_id)
 
 
 # --- Writing the notifications (Celery task, inside the ministry scope) ---------------
@@ -231,7 +251,7 @@ def _dedupe_key(month: str, line: BudgetUse, threshold: int, *, per_user: int | 
     return f"budget:{month}:{who}{line.line_key()}:{threshold}"
 
 
-def _facts(line: BudgetUse, threshold: int, month: str, user_id: int) -> dict[str, Any]:
+def _facts(line: BudgetUse, threshold: int, month: str, user_id: int | None) -> dict[str, Any]:
     return {
         "level": line.level,
         "subject_id": line.subject_id,
@@ -344,8 +364,32 @@ def budget_alerts_for_user(*, user_id: int, now: datetime | None = None) -> list
     return budget_alerts_send(user_id=user_id, lines=lines, now=now)
 
 
-def budget_alerts_send(*, user_id: int, lines: Iterable[BudgetUse], now: datetime | None = None) -> list[Any]:
-    """Notify the user and the ministry's admins of every threshold each line has reached.
+def budget_alerts_for_api_key(*, api_key_id: int, now: datetime | None = None) -> list[Any]:
+    """An API key's budgets (the key's own, the ministry's): its ministry's admins are notified."""
+    from apps.gateway.models import ApiKey
+
+    from . import admission
+    from .limits import ministry_limits
+
+    ministry_id = current_ministry_id()
+    if ministry_id is None:
+        raise ScopeError("budget_alerts_for_api_key needs an active ministry scope")
+    key = ApiKey.objects.filter(pk=api_key_id).first()
+    if key is None:
+        return []
+    subject = admission.subject_for_api_key(api_key=key, alias_name="", zone="on_prem")
+    lines = [
+        replace(line, subject_label=key.name) if line.level == "api_key" else line
+        for line in budget_uses(subject, ministry_limits(ministry_id), now=now)
+    ]
+    return budget_alerts_send(user_id=None, lines=lines, now=now)
+
+
+def budget_alerts_send(
+    *, user_id: int | None, lines: Iterable[BudgetUse], now: datetime | None = None
+) -> list[Any]:
+    """Notify the user (if a user made the request) and the ministry's admins of every threshold
+    each line has reached.
 
     Runs in the active ministry scope (the task's). Returns the notifications
     created by this call; a threshold already notified this month creates
@@ -363,12 +407,16 @@ def budget_alerts_send(*, user_id: int, lines: Iterable[BudgetUse], now: datetim
         for threshold in line.reached():
             kind = NotificationKind.BUDGET_EXHAUSTED if threshold >= 100 else NotificationKind.BUDGET_WARNING
             data = _facts(line, threshold, month, user_id)
-            own = _create_once(
-                ministry_id=ministry_id,
-                recipient_id=user_id,
-                kind=kind,
-                key=_dedupe_key(month, line, threshold, per_user=user_id),
-                data=data,
+            own = (
+                _create_once(
+                    ministry_id=ministry_id,
+                    recipient_id=user_id,
+                    kind=kind,
+                    key=_dedupe_key(month, line, threshold, per_user=user_id),
+                    data=data,
+                )
+                if user_id is not None
+                else None
             )
             if own is not None:
                 created.append(own)

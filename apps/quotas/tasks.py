@@ -51,17 +51,22 @@ def admission_reconcile_task() -> dict[str, int]:
 
 
 @app.task(base=TenantTask, name="quotas.budget_alerts", ignore_result=True)
-def budget_alerts_task(*, ministry_id: int, user_id: int) -> int:
-    """Warn user ``user_id`` and notify their ministry's admins of budgets at 80 %/100 %.
+def budget_alerts_task(*, ministry_id: int, user_id: int | None = None, api_key_id: int | None = None) -> int:
+    """Warn user ``user_id`` and notify their ministry's admins of budgets at 80 %/100 %
+    (for an API key's request, ``api_key_id``: the admins only).
 
     Queued by :func:`apps.quotas.alerts.alerts_maybe_enqueue` after a request
     settled, never on the request's path. ``TenantTask`` enters the ministry's
     scope from ``ministry_id``; each notification is written at most once
     (unique per recipient, threshold and month), so a retry is harmless.
     """
-    from .alerts import budget_alerts_for_user
+    from .alerts import budget_alerts_for_api_key, budget_alerts_for_user
 
-    return len(budget_alerts_for_user(user_id=user_id))
+    if user_id is not None:
+        return len(budget_alerts_for_user(user_id=user_id))
+    if api_key_id is not None:
+        return len(budget_alerts_for_api_key(api_key_id=api_key_id))
+    return 0
 
 
 @app.task(name="quotas.admission_reseed_ministry", ignore_result=True)

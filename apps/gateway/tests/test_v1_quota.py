@@ -165,3 +165,34 @@ def test_embeddings_are_reserved_settled_and_refused_like_chat(
     refused = httpx.post(url, headers=headers, json={"model": "embed", "input": ["予算"]}, timeout=10)
     assert refused.status_code == 429 and refused.json()["error"]["type"] == "insufficient_quota"
     assert "retry-after" in refused.headers
+
+
+def test_an_api_key_reaching_80_percent_notifies_the_ministrys_admins_once(
+    asgi_server: AsgiServer, world: World, make_key: Any, quota_redis: redis.Redis, admin_a: Any
+) -> None:
+    from django.core import mail
+
+    from apps.console.models import Notification, NotificationKind
+    from gennai.celery import app as celery_app
+
+    mail.outbox.clear()
+    admin_a.email = "v1-admin@digital.example.go.jp"
+    admin_a.save()
+    key, plaintext = make_key(name="会計システム")
+    # The estimate (12 counted prompt + max_tokens 1) fits 15; the upstream then reports
+    # 7 prompt + 5 completion = 12 of 15 (80 %).
+    set_limit(world.ministry_a, admin_a, level="api_key", api_key=key, monthly_tokens=15, max_tokens=1)
+    celery_app.conf.task_always_eager = True
+    try:
+        assert _post(asgi_server, plaintext).status_code == 200
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and not mail.outbox:
+            time.sleep(0.05)
+    finally:
+        celery_app.conf.task_always_eager = False
+    with ministry_scope(ministry_id=world.ministry_a.pk):
+        notices = list(Notification.objects.values_list("recipient_id", "kind", "data"))
+    assert [(r, k) for r, k, _ in notices] == [(admin_a.pk, NotificationKind.BUDGET_WARNING)]
+    assert notices[0][2]["subject"] == "会計システム"
+    assert [m.to for m in mail.outbox] == [["v1-admin@digital.example.go.jp"]]
+    assert "APIキー「会計システム」" in mail.outbox[0].body
