@@ -226,7 +226,7 @@ def _sync_approval(promotion: Promotion) -> None:
 def promotion_check(*, promotion: Promotion, now: Any = None) -> Promotion:
     """One watch step: start an approved canary, or roll back one over its thresholds."""
     promotion = (
-        Promotion.objects.select_for_update()
+        Promotion.objects.select_for_update(of=("self",))
         .select_related("alias", "deployment", "change_request")
         .get(pk=promotion.pk)
     )
