@@ -362,28 +362,54 @@ def _settle_args(
     return [PREFIX, reservation.request_id, "s", tokens, yen_units(cost_yen)]
 
 
+SETTLE_RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0, 16.0)
+"""Seconds between background retries of a settle that could not reach Redis (settling is idempotent)."""
+
+_retrying: set[asyncio.Task[None]] = set()
+
+
 async def asettle(
     *, reservation: Reservation, prompt_tokens: int, completion_tokens: int, cost_yen: Decimal
 ) -> None:
     """Replace the reservation with the actual usage on every level; idempotent, never raises for Redis.
 
     Call it in a ``finally`` (upstream errors, disconnects and stopped streams
-    settle to what was produced). If Redis is unreachable the reservation
+    settle to what was produced). If Redis cannot be reached, the settle is
+    retried in the background for about half a minute (a blip must not hold the
+    reservation's budget and slot until it expires); after that the reservation
     expires and the reconciler catches the counters up from the ledger.
     """
     if reservation.degraded or reservation.settled:
         return
+    args = _settle_args(reservation, prompt_tokens, completion_tokens, cost_yen)
     try:
-        await async_scripts().settle(
-            args=_settle_args(reservation, prompt_tokens, completion_tokens, cost_yen)
-        )
+        await async_scripts().settle(args=args)
         reservation.settled = True
-    except (RedisError, OSError):
-        logger.warning(
-            "admission: settle of %s failed; the reconciler will repair it",
-            reservation.request_id,
-            exc_info=True,
+    except REDIS_DOWN:
+        logger.warning("admission: settle of %s failed, retrying in the background", reservation.request_id)
+        task = asyncio.get_running_loop().create_task(_retry_settle(reservation, args))
+        _retrying.add(task)  # keep a reference until done (the loop holds tasks weakly)
+        task.add_done_callback(_retrying.discard)
+    except RedisError:
+        logger.exception(
+            "admission: settle of %s failed; the reconciler will repair it", reservation.request_id
         )
+
+
+async def _retry_settle(reservation: Reservation, args: list[Any]) -> None:
+    for delay in SETTLE_RETRY_DELAYS:
+        await asyncio.sleep(delay)
+        if reservation.settled:
+            return
+        try:
+            await async_scripts().settle(args=args)
+        except REDIS_DOWN:
+            continue
+        except RedisError:
+            break
+        reservation.settled = True
+        return
+    logger.warning("admission: settle of %s gave up; the reconciler will repair it", reservation.request_id)
 
 
 def settle(

@@ -283,3 +283,58 @@ def test_concurrent_requests_share_one_refresh_of_the_limits(
     asyncio.run(burst())
     assert loads == [a.pk]
     assert counters(quota_redis, f"m{a.pk}:u{user.pk}")["ht"] == 200
+
+
+def test_a_settle_that_missed_redis_is_retried_when_it_is_back(
+    quota_redis: redis.Redis, ministries: tuple[Any, Any], settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Redis blip at settle time must not hold the budget and slot until the reservation expires.
+
+    The web process reaches Redis through a TCP relay that the test takes down and brings back.
+    """
+    from redis.asyncio.connection import parse_url
+
+    a, _ = ministries
+    user = staff_of(a)
+    set_limit(a, admin_of(a), level="user", user=user, monthly_tokens=10_000, max_concurrent=1)
+    subject = user_subject(a, user)
+    limits.ministry_limits(a.pk)
+    real = parse_url(settings.REDIS_URL)
+    monkeypatch.setattr(admission, "SETTLE_RETRY_DELAYS", (0.2, 0.2, 0.4, 0.8, 1.6))
+    relayed: list[asyncio.StreamWriter] = []
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(real["host"], real["port"])
+        relayed.extend([writer, up_writer])
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            while data := await src.read(65536):
+                dst.write(data)
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True)
+
+    async def run() -> Any:
+        server = await asyncio.start_server(relay, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        settings.REDIS_URL = f"redis://127.0.0.1:{port}/{real.get('db', 0)}"
+        r = await areserve(subject=subject, prompt_tokens=10, max_tokens=90, request_id=new_id())
+        server.close()  # Redis goes away
+        for writer in relayed:
+            writer.close()
+        await asyncio.sleep(0.1)  # the web process notices the lost connection
+        await asettle(reservation=r, prompt_tokens=10, completion_tokens=5, cost_yen=Decimal(0))
+        assert not r.settled
+        assert quota_redis.zcard(f"{admission.PREFIX}m{a.pk}:u{user.pk}:c") == 1  # the slot is still held
+        server = await asyncio.start_server(relay, "127.0.0.1", port)  # Redis is back
+        for _ in range(40):
+            await asyncio.sleep(0.1)
+            if r.settled:
+                break
+        server.close()
+        return r
+
+    admission.reset_clients_for_tests()
+    r = asyncio.run(run())
+    assert r.settled
+    assert counters(quota_redis, f"m{a.pk}:u{user.pk}") == {"ut": 15, "ht": 0, "uy": 0, "hy": 0}
