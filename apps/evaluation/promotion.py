@@ -39,7 +39,7 @@ ERROR_STATUSES = ("error", "interrupted")
 def canary_routes(alias: Alias, deployment: Deployment, percent: int) -> list[tuple[Deployment, int]]:
     """The current routes scaled to ``100 - percent`` in total, plus ``percent`` for the candidate."""
     if not 1 <= percent <= 99:
-        raise ValidationError(_("カナリアの割合は1〜99%%で指定してください。"))
+        raise ValidationError(_("カナリアの割合は1〜99パーセントで指定してください。"))
     current = []
     if alias.current_revision is not None:
         current = [
