@@ -34,6 +34,8 @@ from apps.documents.tests.factories import (
     sweep_workspace,
     sweep_workspace_member,
 )
+from apps.evaluation.models import ArenaBattle, ArenaVote
+from apps.evaluation.tests.factories import sweep_arena_battle, sweep_arena_vote
 from apps.quotas.models import Limit, UsageDaily, UsageRecord
 from apps.registry.models import Alias, AliasGrant
 from apps.search.models import IndexedChunk
@@ -83,6 +85,8 @@ FACTORIES: dict[type[TenantModel], Callable[[Any], TenantModel]] = {
     Answer: sweep_answer,
     Team: sweep_team,
     TeamMembership: sweep_team_membership,
+    ArenaBattle: sweep_arena_battle,
+    ArenaVote: sweep_arena_vote,
 }
 
 
@@ -92,6 +96,7 @@ PLATFORM_LEVEL: dict[str, str] = {
     "tenancy.Membership": "identity: the middleware reads it before a scope exists; it names the scope",
     "gateway.ApiKey": "identity of /v1: authentication finds it before a scope exists; it names the ministry",
     "audit.AuditEvent": "platform-wide append-only chain (ministry may be null); auditors read across them",
+    "evaluation.Run": "procurement platform data, no ministry content; the ministry is whose ledger pays",
 }
 
 
