@@ -160,10 +160,8 @@ def scopes_of(subject: Subject) -> list[tuple[str, str, int]]:
     return out
 
 
-def levels_of(subject: Subject, limits: MinistryLimits) -> list[Level]:
-    """The counters the request is charged to: each scope that has limits, for all aliases and
-    for its alias. A scope without any limit row (own or default) keeps no counter: admission
-    work grows with the limits that exist, not with the depth of the hierarchy."""
+def _rows_of(subject: Subject, limits: MinistryLimits) -> list[Level]:
+    """Every limit row that applies to the request (own or default), for all aliases and its alias."""
     if subject.alias_name and not _ALIAS.fullmatch(subject.alias_name):
         # Security: the alias becomes part of Redis key names and of the script's
         # newline-separated lists; registry aliases are slugs, anything else is refused.
@@ -180,6 +178,13 @@ def levels_of(subject: Subject, limits: MinistryLimits) -> list[Level]:
     return out
 
 
+def levels_of(subject: Subject, limits: MinistryLimits) -> list[Level]:
+    """The counters the request is charged to: each scope with a counted limit (budget, RPM, TPM or
+    concurrency), for all aliases and for its alias. A scope without one keeps no counter, so
+    admission work grows with the limits that exist, not with the depth of the hierarchy."""
+    return [level for level in _rows_of(subject, limits) if level.limits is not None and level.limits.counted]
+
+
 def _cap(levels: list[Level], requested: int | None, default: int) -> int:
     value = default if requested is None or requested <= 0 else int(requested)
     for level in levels:
@@ -190,12 +195,12 @@ def _cap(levels: list[Level], requested: int | None, default: int) -> int:
 
 def cap_max_tokens(*, subject: Subject, requested: int | None, default: int) -> int:
     """``requested`` (or ``default``) lowered to the smallest ``max_tokens`` cap of any level (sync)."""
-    return _cap(levels_of(subject, ministry_limits(subject.ministry_id)), requested, default)
+    return _cap(_rows_of(subject, ministry_limits(subject.ministry_id)), requested, default)
 
 
 async def acap_max_tokens(*, subject: Subject, requested: int | None, default: int) -> int:
     """:func:`cap_max_tokens` for the event loop (hops to a thread only to refresh the cache)."""
-    return _cap(levels_of(subject, await _alimits(subject.ministry_id)), requested, default)
+    return _cap(_rows_of(subject, await _alimits(subject.ministry_id)), requested, default)
 
 
 _refreshing: dict[tuple[int, int], asyncio.Task[MinistryLimits]] = {}

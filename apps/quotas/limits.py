@@ -346,6 +346,20 @@ class LimitValues:
     max_concurrent: int | None = None
     max_tokens: int | None = None
 
+    @property
+    def counted(self) -> bool:
+        """Whether this row needs counters (a budget, RPM, TPM or concurrency; not only a max_tokens cap)."""
+        return any(
+            value is not None
+            for value in (
+                self.monthly_tokens,
+                self.monthly_yen_units,
+                self.rpm,
+                self.tpm,
+                self.max_concurrent,
+            )
+        )
+
     @classmethod
     def of(cls, row: Any) -> LimitValues:
         yen = row["monthly_yen"]

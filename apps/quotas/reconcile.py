@@ -132,7 +132,8 @@ def _scope_values(
         for scope, level, subject_id in scopes:
             variants = [(scope, "")] + ([(f"{scope}|{alias_name}", alias_name)] if alias_name else [])
             for variant, alias in variants:
-                if limits.get(level, subject_id, alias) is None:
+                values = limits.get(level, subject_id, alias)
+                if values is None or not values.counted:
                     continue
                 totals[variant][0] += int(tokens)
                 totals[variant][1] += units
@@ -144,8 +145,8 @@ def _own_limit_scopes(ministry_id: int, limits: MinistryLimits) -> set[str]:
     m = f"m{ministry_id}"
     infix = {"team": ":t", "user": ":u", "api_key": ":k"}
     scopes: set[str] = set()
-    for level, subject_id, alias_name in limits.rows:
-        if level == admission.PLATFORM or (level != "ministry" and subject_id == 0):
+    for (level, subject_id, alias_name), values in limits.rows.items():
+        if level == admission.PLATFORM or (level != "ministry" and subject_id == 0) or not values.counted:
             continue
         scope = m if level == "ministry" else f"{m}{infix[level]}{subject_id}"
         scopes.add(f"{scope}|{alias_name}" if alias_name else scope)

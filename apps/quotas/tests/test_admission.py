@@ -263,6 +263,8 @@ def test_a_level_without_limits_keeps_no_counter(
     a, _ = ministries
     user = staff_of(a)
     set_limit(a, admin_of(a), level="user", user=user, monthly_tokens=1000)
+    set_limit(a, admin_of(a), level="ministry", max_tokens=4096)  # a cap alone needs no counter
+    set_limit(a, admin_of(a), level="team", rpm=5)  # a default for teams; this user is in none
     reserve(subject=user_subject(a, user), prompt_tokens=10, max_tokens=10, request_id=new_id())
     month = admission.month_key()
     budgets = sorted(k.decode() for k in quota_redis.scan_iter(match=f"{admission.PREFIX}*:b:{month}"))
