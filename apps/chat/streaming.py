@@ -185,6 +185,13 @@ async def relay(job: StreamJob, *, started: float, language: str | None = None) 
                 if final is not None:
                     yield done_event(final, alias_label=alias_label)
                 return
+            except Exception:  # admission itself failed: fail closed, but end the answer explained
+                logger.exception("chat stream %s: admission failed", job.message_id)
+                status, error = Status.ERROR, _("回答の生成中にエラーが発生しました。")
+                final = await finish(Status.ERROR, detail="admission_error", ledger_status="refused")
+                if final is not None:
+                    yield done_event(final, alias_label=alias_label)
+                return
         stream = stream_chat(job.plan, job.request)
         try:
             try:

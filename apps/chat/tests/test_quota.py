@@ -316,3 +316,37 @@ def test_the_sidebar_shows_the_meter_and_the_users_notices(
     assert other.post(f"/chat/notices/{notice.pk}/dismiss").status_code == 404, "not the recipient"
     assert client.post(f"/chat/notices/{notice.pk}/dismiss", HTTP_HX_REQUEST="true").status_code == 200
     assert "月間予算の80%に達しました" not in client.get("/chat/").content.decode()
+
+
+@pytest.mark.parametrize(
+    ("failure", "shown", "detail"),
+    [
+        (admission.AdmissionUnavailable(retry_after=5), "利用量の確認ができないため", "quota_unavailable"),
+        (RuntimeError("boom"), "回答の生成中にエラーが発生しました", "admission_error"),
+    ],
+)
+def test_admission_that_cannot_decide_fails_closed_with_an_explained_answer(
+    staff_a: Actor,
+    quota_redis: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    failure: Exception,
+    shown: str,
+    detail: str,
+) -> None:
+    from apps.chat import streaming
+
+    async def failing_reserve(**_kwargs: Any) -> Any:
+        raise failure
+
+    monkeypatch.setattr(streaming, "areserve", failing_reserve)
+    with FakeUpstream(tokens=3) as fake:
+        reg = register_alias(upstreams=[Upstream(fake.url)], ministries=[staff_a.ministry])
+        conversation = _conversation(staff_a, reg.alias.name)
+        answer, url = _ask(staff_a, conversation)
+        result = run_stream(staff_a.user, url)
+        assert fake.requests == 0
+    assert result.done is not None and shown in result.done.data
+    with ministry_scope(ministry_id=staff_a.ministry.pk):
+        answer.refresh_from_db()
+    assert (answer.status, answer.content) == (Status.ERROR, "")
+    assert [(r.status, r.detail) for r in _records(staff_a)] == [("refused", detail)]
