@@ -21,6 +21,8 @@ from django.db import connection, models, transaction
 from django.db.utils import DatabaseError, IntegrityError
 from django.utils import timezone
 
+from apps.aiapps.models import AppFavourite, AppRun, MinistryApp
+from apps.aiapps.tests.factories import sweep_app_favourite, sweep_app_run, sweep_ministry_app
 from apps.chat.models import Conversation, Message
 from apps.chat.tests.factories import sweep_conversation, sweep_message
 from apps.console.models import Announcement, Notification
@@ -84,6 +86,9 @@ FACTORIES: dict[type[TenantModel], Callable[[Any], TenantModel]] = {
     DocumentRetention: sweep_retention,
     Answer: sweep_answer,
     Team: sweep_team,
+    MinistryApp: sweep_ministry_app,
+    AppRun: sweep_app_run,
+    AppFavourite: sweep_app_favourite,
     TeamMembership: sweep_team_membership,
     ArenaBattle: sweep_arena_battle,
     ArenaVote: sweep_arena_vote,
