@@ -83,13 +83,18 @@ async def reserve_chat(
 ) -> Reservation:
     """Reserve a chat completion (raises :class:`QuotaExceeded`); may lower ``params``' max tokens."""
     subject = await subject_for_caller(caller, plan)
-    requested = params.get("max_completion_tokens") or params.get("max_tokens")
+    # Both spellings count: an upstream may honour either (llama.cpp reads only
+    # ``max_tokens``), so the larger one is what a client could get, and is capped.
+    given = [params[k] for k in ("max_completion_tokens", "max_tokens") if params.get(k) is not None]
+    requested = max(given) if given else None
     capped = await admission.acap_max_tokens(subject=subject, requested=requested, default=DEFAULT_MAX_TOKENS)
     capped = max(capped, 1)
-    if requested is not None or capped < DEFAULT_MAX_TOKENS:
-        # The upstream must not produce more than was reserved (and than any level allows).
-        key = "max_completion_tokens" if "max_completion_tokens" in params else "max_tokens"
-        params[key] = capped
+    # The upstream must not produce more than was reserved (and than any level allows):
+    # the cap is always written, also when the client sent none (an upstream's own
+    # default may be "until the context is full").
+    params["max_tokens"] = capped
+    if "max_completion_tokens" in params:
+        params["max_completion_tokens"] = capped
     model_name = plan.candidates[0].model_name if plan.candidates else None
     prompt_tokens, _estimated = count_prompt_tokens(messages=messages, model_name=model_name)
     return await admission.areserve(
