@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.utils import translation
+from django.utils.safestring import mark_safe
 
 from apps.chat.markdown import render_markdown
 from apps.documents import answers
@@ -53,7 +54,7 @@ def run_context(run: AppRun) -> dict[str, Any]:
     if run.sources:
         output_html = answers_html(run, content)
     elif run.output_format == OutputFormat.MARKDOWN and content:
-        output_html = render_markdown(content)
+        output_html = mark_safe(render_markdown(content))  # noqa: S308 - sanitised by nh3 with an allowlist
     else:
         output_html = ""
     english = (translation.get_language() or "ja").startswith("en")

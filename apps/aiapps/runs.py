@@ -150,7 +150,9 @@ def run_start(
         corrected = kobun.apply_suggestions(checked, found)
     sources: list[Source] = []
     if workspace is not None and (app.kind == AppKind.GROUNDED or app.uses_workspace):
-        sources = _sources(workspace=workspace, query=render_prompt(app.prompt_template, inputs))
+        # The query is what the user typed (not the template's wording around it).
+        query = "\n".join(v for v in inputs.values() if v.strip())
+        sources = _sources(workspace=workspace, query=query)
     with transaction.atomic():
         conversation = chat_services.conversation_create(
             actor=actor, alias_name=alias_name, level=level_value, title=f"{app.display_name}"[:200]

@@ -77,7 +77,9 @@ def test_staff_proofreads_and_sees_findings_and_streamed_explanation(
     page.wait_for_url(f"{base}/")
     page.get_by_test_id("nav-apps").click()
     page.wait_for_url(f"{base}/apps/")
-    page.locator('[data-testid="app-card"]').filter(has_text="校正（公用文）").get_by_test_id("app-link").click()
+    page.locator('[data-testid="app-card"]').filter(has_text="校正（公用文）").get_by_test_id(
+        "app-link"
+    ).click()
     page.get_by_test_id("field-text").fill(SAMPLE)
     page.get_by_test_id("model-select").select_option(registered.alias.name)
     page.get_by_test_id("run-submit").click()
@@ -104,7 +106,8 @@ def test_staff_proofreads_and_sees_findings_and_streamed_explanation(
     assert len(lengths) >= 3, f"expected the output to grow while streaming, saw {lengths}"
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "aiapps-kobun.png"), full_page=True)
-    assert "修正理由11" in page.get_by_test_id("run-output").inner_text()
+    output = page.get_by_test_id("run-output").inner_text()
+    assert "修正理由11" in output and "<p>" not in output  # Markdown rendered, not shown as text
     # The findings stay after the final fragment replaced the streaming one, and survive a reload.
     page.reload()
     assert page.get_by_test_id("finding-mark").count() == len(expected)

@@ -63,6 +63,7 @@ def test_kobun_run_shows_deterministic_findings_and_streams_the_model(staff_a: A
     assert "公用文作成の考え方" in prompt[0]["content"]
     assert result.tokens == ["説明0 ", "説明1 ", "説明2 "]
     assert result.done is not None and 'data-status="complete"' in result.done.data
+    assert "<p>説明0 説明1 説明2</p>" in result.done.data  # sanitised Markdown, not escaped
     with ministry_scope(ministry_id=staff_a.ministry.pk):
         message = Message.objects.get(pk=run.message_id)
         usage = UsageRecord.objects.get(request_id__isnull=False, feature="app", user_id=staff_a.user.pk)
