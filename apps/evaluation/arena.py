@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -22,7 +23,7 @@ from django.utils.translation import gettext as _
 from apps.audit.services import audit_record
 from apps.quotas.services import usage_record_create
 from apps.registry.models import Alias
-from apps.registry.router import RouteRefused, allowed_aliases, plan_route
+from apps.registry.router import RoutePlan, RouteRefused, allowed_aliases, plan_route
 from apps.registry.snapshot import get_snapshot
 from apps.tenancy.scope import current_ministry_id
 
@@ -39,21 +40,17 @@ def arena_candidates(*, level: int) -> list[str]:
     return [a.name for a in allowed_aliases(level=level) if a.kind == "chat"]
 
 
-async def _both(plans: list[Any], prompt: str) -> list[CallResult]:
-    messages = [{"role": "user", "content": prompt}]
-    try:
-        return list(await asyncio.gather(*(call(p, messages=messages, max_tokens=MAX_TOKENS) for p in plans)))
-    finally:
-        await close_clients(plans)
+@dataclass(frozen=True)
+class ArenaDraw:
+    """Two routed candidates for one prompt (no database object: it crosses the async gap)."""
+
+    prompt: str
+    level: int
+    plans: tuple[RoutePlan, RoutePlan]
 
 
-def arena_battle_create(
-    *, actor: Any, prompt: str, level: int, rng: random.Random | None = None
-) -> ArenaBattle:
-    """Draw two different allowed aliases, answer the prompt with both, save the battle.
-
-    The model calls run before any transaction is opened (invariant 10).
-    """
+def arena_draw(*, actor: Any, prompt: str, level: int, rng: random.Random | None = None) -> ArenaDraw:
+    """Validate and draw two different allowed aliases; inside the actor's ministry scope."""
     prompt = prompt.strip()
     if not prompt or len(prompt) > MAX_PROMPT_CHARS:
         raise ValidationError(_("質問を1〜%(n)d文字で入力してください。") % {"n": MAX_PROMPT_CHARS})
@@ -64,11 +61,25 @@ def arena_battle_create(
         raise ValidationError(_("この機密性で比較できるモデルが2つ以上ありません。"))
     name_a, name_b = (rng or _rng).sample(names, 2)
     try:
-        plans = [plan_route(alias_name=name, level=level) for name in (name_a, name_b)]
+        plans = (plan_route(alias_name=name_a, level=level), plan_route(alias_name=name_b, level=level))
     except RouteRefused as exc:
         raise ValidationError(exc.message) from None
-    results = asyncio.run(_both(plans, prompt))
-    for plan, result in zip(plans, results, strict=True):
+    return ArenaDraw(prompt=prompt, level=level, plans=plans)
+
+
+async def arena_answer(draw: ArenaDraw) -> list[CallResult]:
+    """Both answers, concurrently; no database connection is used (invariant 10)."""
+    messages = [{"role": "user", "content": draw.prompt}]
+    try:
+        calls = (call(p, messages=messages, max_tokens=MAX_TOKENS) for p in draw.plans)
+        return list(await asyncio.gather(*calls))
+    finally:
+        await close_clients(list(draw.plans))
+
+
+def arena_battle_save(*, actor: Any, draw: ArenaDraw, results: list[CallResult]) -> ArenaBattle:
+    """Record both calls' usage and the battle; inside the actor's ministry scope."""
+    for plan, result in zip(draw.plans, results, strict=True):
         usage_record_create(
             alias_name=plan.alias.name,
             status="error" if result.error else "ok",
@@ -76,7 +87,7 @@ def arena_battle_create(
             deployment_id=plan.candidates[0].id,
             revision=plan.alias.revision_number,
             endpoint="arena",
-            level=level,
+            level=draw.level,
             prompt_tokens=result.prompt_tokens,
             completion_tokens=result.completion_tokens,
             ttft_ms=result.ttft_ms,
@@ -84,21 +95,30 @@ def arena_battle_create(
             detail=result.error[:200],
             feature="eval",
         )
-    aliases = {a.name: a for a in Alias.objects.filter(name__in=[name_a, name_b])}
+    aliases = {a.pk: a for a in Alias.objects.filter(pk__in=[p.alias.id for p in draw.plans])}
     a, b = results
     battle: ArenaBattle = ArenaBattle.objects.create(
         ministry_id=current_ministry_id(),
         user=actor,
-        prompt=prompt,
-        level=level,
-        alias_a=aliases[name_a],
-        alias_b=aliases[name_b],
+        prompt=draw.prompt,
+        level=draw.level,
+        alias_a=aliases[draw.plans[0].alias.id],
+        alias_b=aliases[draw.plans[1].alias.id],
         answer_a=a.output,
         answer_b=b.output,
         error_a="" if not a.error else _("回答を取得できませんでした。"),
         error_b="" if not b.error else _("回答を取得できませんでした。"),
     )
     return battle
+
+
+def arena_battle_create(
+    *, actor: Any, prompt: str, level: int, rng: random.Random | None = None
+) -> ArenaBattle:
+    """Draw, answer and save in one synchronous call (tests, shell). The page uses the async view,
+    which holds no database connection while the models answer."""
+    draw = arena_draw(actor=actor, prompt=prompt, level=level, rng=rng)
+    return arena_battle_save(actor=actor, draw=draw, results=asyncio.run(arena_answer(draw)))
 
 
 def get_battle_for_actor(*, actor: Any, battle_id: int) -> ArenaBattle:

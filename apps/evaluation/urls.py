@@ -19,5 +19,6 @@ urlpatterns: list[URLPattern] = [
     path("promotions/<int:promotion_id>/full/", views.promotion_full, name="promotion_full"),
     path("promotions/<int:promotion_id>/rollback/", views.promotion_rollback, name="promotion_rollback"),
     path("arena/", views_arena.arena, name="arena"),
+    path("arena/ask/", views_arena.arena_ask, name="arena_ask"),
     path("arena/<int:battle_id>/", views_arena.battle, name="arena_battle"),
 ]

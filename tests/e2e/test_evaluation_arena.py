@@ -1,5 +1,8 @@
 """Browser: a staff member asks the blind arena, reads two anonymous answers, votes, sees the names
-and the ministry leaderboard."""
+and the ministry leaderboard.
+
+Served by uvicorn (tests/support/asgi.py), as in production: the ask view is async and must
+work on the event loop with its database hops (DESIGN invariant 10)."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from apps.registry.snapshot import reset_for_tests
 from apps.tenancy.models import Ministry
 from apps.tenancy.scope import ministry_scope
 from tests.e2e.test_registry import shoot, sign_in
+from tests.support.asgi import AsgiServer
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.idp import DevIdP
 from tests.support.registry import Upstream, register_alias
@@ -23,9 +27,18 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
-def site(dev_idp: DevIdP, live_server: Any) -> Iterator[str]:
+def asgi_server(transactional_db: None) -> Iterator[str]:
+    server = AsgiServer().start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def site(dev_idp: DevIdP, asgi_server: str) -> Iterator[str]:
     call_command("seed_demo", verbosity=0)
-    dev_idp.register_app(live_server.url)
+    dev_idp.register_app(asgi_server)
     reset_for_tests()
     breaker.reset()
     digital = Ministry.objects.get(code="digital")
@@ -33,7 +46,7 @@ def site(dev_idp: DevIdP, live_server: Any) -> Iterator[str]:
         register_alias(upstreams=[Upstream(one.url)], ministries=[digital], name="arena-one")
         register_alias(upstreams=[Upstream(two.url)], ministries=[digital], name="arena-two")
         reset_for_tests()
-        yield str(live_server.url)
+        yield asgi_server
     reset_for_tests()
 
 

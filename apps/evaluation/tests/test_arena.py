@@ -152,7 +152,8 @@ def test_leaderboards_match_bradley_terry_by_hand(aliases: Any, staff_a: Any, st
 def test_vote_through_the_pages(aliases: Any, staff_a: Any) -> None:
     client = Client()
     client.force_login(staff_a.user)
-    response = client.post(reverse("evaluation:arena"), {"prompt": "首都は？", "level": "2"})
+    assert client.post(reverse("evaluation:arena_ask"), {"prompt": "", "level": "2"}).status_code == 400
+    response = client.post(reverse("evaluation:arena_ask"), {"prompt": "首都は？", "level": "2"})
     assert response.status_code == 302
     page = client.get(response["Location"]).content.decode()
     assert "はい" in page or "いいえ" in page
