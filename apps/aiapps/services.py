@@ -8,6 +8,7 @@ from an imported file; ids in a file are never used.
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -100,7 +101,7 @@ def app_propose(*, actor: Any, app_id: int) -> PlatformApp:
         ).exists():
             raise ValidationError(_("このアプリは既に提案済みです。"))
         proposal = PlatformApp.objects.create(
-            key=f"m{app.ministry_id}-{app.pk}-{PlatformApp.objects.count() + 1}",
+            key=f"m{app.ministry_id}-{app.pk}-{uuid.uuid4().hex[:8]}",
             status=CatalogueStatus.PROPOSED,
             source_app_id=app.pk,
             source_ministry_id=app.ministry_id,

@@ -140,3 +140,30 @@ def test_kobun_with_the_real_local_model(
         message = Message.objects.get(pk=run.message_id)
         assert message.status == Status.COMPLETE and message.content.strip()
         assert UsageRecord.objects.filter(feature="app", status="ok").count() == 1
+
+
+def test_a_file_field_sends_the_extracted_text(staff_a: Actor) -> None:
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from apps.aiapps import services
+
+    definition = {
+        "name_ja": "資料の要点",
+        "prompt_template": "次の資料の要点:\n{{doc}}",
+        "fields": [{"name": "doc", "label": "資料", "kind": "file", "options": [], "required": True}],
+    }
+    with ministry_scope(ministry_id=staff_a.ministry.pk):
+        app = services.app_create(actor=staff_a.user, data=definition)
+    with FakeUpstream(tokens=1) as fake:
+        reg = register_alias(upstreams=[Upstream(fake.url)], ministries=[staff_a.ministry])
+        upload = SimpleUploadedFile("memo.md", "# 会議メモ\n\n予算は来週確定する。".encode())
+        run = _run_of(
+            staff_a,
+            client_for(staff_a).post(
+                f"/apps/m{app.pk}/", {"alias": reg.alias.name, "level": "1", "doc": upload}
+            ),
+        )
+        run_stream(staff_a.user, f"/apps/runs/{run.pk}/stream")
+        sent = fake.last_body["messages"][-1]["content"]
+    assert sent.startswith("次の資料の要点:\n") and "予算は来週確定する。" in sent
+    assert "予算は来週確定する。" in run.inputs["doc"]
