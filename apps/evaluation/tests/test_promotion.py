@@ -170,3 +170,15 @@ def test_rollback_through_the_page(setup: Any, officer: Any, staff_a: Any) -> No
     assert promotion.state == PromotionState.ROLLED_BACK
     assert _routes(alias) == {"incumbent": 100}
     assert Promotion.objects.count() == 1
+
+
+def test_beat_task_runs_the_watch(setup: Any, officer: Any, ministries: Any) -> None:
+    from apps.evaluation.tasks import promotion_watch
+
+    alias, candidate = setup
+    promotion_start(
+        actor=officer.user, alias=alias, deployment=candidate, percent=10, reason="r", min_requests=2
+    )
+    _calls(ministries[0], candidate, ok=0, errors=2)
+    assert promotion_watch.apply().get() == {"checked": 1, "rolled_back": 1}
+    assert _routes(alias) == {"incumbent": 100}

@@ -157,3 +157,30 @@ def test_classification_gate_and_roles(officer: Any, staff_a: Any, fake: FakeUps
     client.force_login(staff_a.user)
     assert client.get(reverse("evaluation:suite_list")).status_code == 403
     assert Run.objects.count() == 0
+
+
+def test_celery_task_answers_a_chunk_then_requeues_the_rest(officer: Any) -> None:
+    from unittest import mock
+
+    from apps.evaluation.tasks import ITEMS_PER_TASK, run_evaluation
+
+    with FakeUpstream(tokens=2, word="東京") as ok:
+        deployment = register_alias(upstreams=[Upstream(ok.url)]).deployments[0]
+        reset_for_tests()
+        suite = suite_create(actor=officer.user, name="チャンク")
+        rows = "".join(f"質問{i},東京\n" for i in range(ITEMS_PER_TASK + 2))
+        suite_import(
+            actor=officer.user, suite=suite, filename="s.csv", data=f"input,reference\n{rows}".encode()
+        )
+        run = run_create(actor=officer.user, suite=suite, deployments=[deployment])
+        with mock.patch.object(run_evaluation, "delay") as delay:
+            run_evaluation.apply(kwargs={"run_id": run.pk})
+            run.refresh_from_db()
+            assert run.done == ITEMS_PER_TASK and run.status == RunStatus.RUNNING
+            delay.assert_called_once_with(run_id=run.pk)
+            delay.reset_mock()
+            run_evaluation.apply(kwargs={"run_id": run.pk})
+            run.refresh_from_db()
+            assert run.done == ITEMS_PER_TASK + 2 and run.status == RunStatus.COMPLETE
+            delay.assert_not_called()
+        assert ok.requests == ITEMS_PER_TASK + 2
