@@ -216,28 +216,26 @@ class PostgresBackend:
         # transaction, and a savepoint would cost two more round trips for nothing to roll back.
         legs: list[str] = []
         leg_params: list[Any] = []
-        ctes: list[str] = []
-        cte_params: list[Any] = []
         with transaction.atomic(savepoint=False), connection.cursor() as cursor:
             if lexeme_query:
+                # ts_rank, not ts_rank_cd: this leg only picks candidates (score_fuse scores them by
+                # word coverage), and cover density cost 2-3x per matching row (docs/performance.md).
                 legs.append(
                     f"SELECT id, 'l' AS leg, row_number() OVER (ORDER BY rank DESC, id) AS rank_no, "
-                    f"NULL::float8 AS distance FROM (SELECT id, ts_rank_cd(tsv, q) AS rank "
+                    f"NULL::float8 AS distance FROM (SELECT id, ts_rank(tsv, q) AS rank "
                     f"FROM {TABLE}, to_tsquery('simple', %s) q WHERE {where} AND tsv @@ q "
                     "ORDER BY rank DESC, id LIMIT %s) lexical"
                 )
                 leg_params += [lexeme_query, *params, depth]
             if query_embedding is not None:
                 vector = vector_literal(query_embedding)
+                candidates = f"SELECT id, embedding <=> %s::vector AS distance FROM {TABLE} WHERE {where} "
                 if self._few_rows(cursor, where=where, params=params):
                     # Few rows: exact distances over just those rows beat walking the whole
-                    # ministry's HNSW graph for the few neighbours that pass the filter.
-                    ctes.append(
-                        f"scoped AS MATERIALIZED (SELECT id, embedding FROM {TABLE} WHERE {where} "
-                        "AND embedding IS NOT NULL)"
-                    )
-                    cte_params += params
-                    source, source_params = "scoped", []
+                    # ministry's HNSW graph for the few neighbours that pass the filter. "+ 0"
+                    # keeps the planner off the HNSW index (an ORDER BY it cannot serve) without
+                    # materialising 1.5 KB vectors in a CTE, which spilled to disk.
+                    order = "distance + 0"
                 else:
                     # Filtered HNSW: keep scanning until enough rows pass the filters (pgvector ≥ 0.8).
                     cursor.execute(
@@ -245,25 +243,23 @@ class PostgresBackend:
                         "set_config('hnsw.ef_search', %s, true)",
                         [str(depth)],
                     )
-                    source = f"{TABLE} WHERE {where} AND embedding IS NOT NULL"
-                    source_params = list(params)
+                    order = "distance"
                 legs.append(
                     "SELECT id, 'v' AS leg, row_number() OVER (ORDER BY distance, id) AS rank_no, distance "
-                    f"FROM (SELECT id, embedding <=> %s::vector AS distance FROM {source} "
-                    "ORDER BY distance LIMIT %s) nearest"
+                    f"FROM (SELECT id, distance FROM ({candidates}AND embedding IS NOT NULL) scored "
+                    f"ORDER BY {order} LIMIT %s) nearest"
                 )
-                leg_params += [vector, *source_params, depth]
+                leg_params += [vector, *params, depth]
             if not legs:
                 return []
-            with_clause = f"WITH {', '.join(ctes)} " if ctes else ""
             union = " UNION ALL ".join(f"({leg})" for leg in legs)
             # Security: the final join repeats the access rule on the rows it returns.
             cursor.execute(
-                f"{with_clause}SELECT c.id, c.leg, c.rank_no, c.distance, t.tokens, "
+                "SELECT c.id, c.leg, c.rank_no, c.distance, t.tokens, "
                 + ", ".join(f"t.{column.strip()}" for column in _COLUMNS.split(","))
                 + f" FROM ({union}) c JOIN {TABLE} t ON t.id = c.id "
                 f"WHERE {where_t}",
-                [*cte_params, *leg_params, *params],
+                [*leg_params, *params],
             )
             fetched = cursor.fetchall()
         rankings: dict[str, list[tuple[int, int]]] = {"l": [], "v": []}
