@@ -76,3 +76,4 @@ def test_platform_roles_find_the_console_from_the_header(people: People) -> None
     nav = client_for(people.platform_admin).get(MINISTRIES).content.decode()
     assert 'data-testid="console-nav-platform"' in nav and 'data-testid="console-nav-audit"' in nav
     assert 'data-testid="console-nav-usage"' not in nav  # no ministry role: no ministry usage
+    assert 'data-testid="console-nav-members"' not in nav  # nor the ministry pages (they answer 403)
