@@ -9,6 +9,12 @@ from typing import Any
 import pytest
 from django.test import Client
 
+from apps.aiapps.tests.factories import (
+    app_edit_url_of_staff_a,
+    app_export_url_of_staff_a,
+    run_url_of_staff_a,
+    shared_app_url_of_staff_a,
+)
 from apps.chat.tests.factories import (
     conversation_url_of_staff_a,
     delete_confirm_url_of_staff_a,
@@ -42,6 +48,10 @@ ENDPOINTS: list[tuple[str, Callable[[Any], str]]] = [
     ("documents_status", document_status_url_of_staff_a),
     ("documents_download", document_download_url_of_staff_a),
     ("documents_delete_confirm", document_delete_url_of_staff_a),
+    ("aiapps_shared_app", shared_app_url_of_staff_a),
+    ("aiapps_edit", app_edit_url_of_staff_a),
+    ("aiapps_export", app_export_url_of_staff_a),
+    ("aiapps_run", run_url_of_staff_a),
 ]
 
 

@@ -54,3 +54,52 @@ def sweep_app_run(ministry: Any) -> AppRun:
 
 def sweep_app_favourite(ministry: Any) -> AppFavourite:
     return AppFavourite(ministry=ministry, user=_owner(), ministry_app=_saved_app(ministry))
+
+
+# --- URLs for the cross-app endpoint sweep (tests/test_tenant_endpoints.py) ---------
+
+
+def _staff_a_app(ministry: Any, **extra: Any) -> MinistryApp:
+    from apps.accounts.models import User
+
+    owner = User.objects.get(username="staff-a")
+    return MinistryApp.objects.create(ministry=ministry, owner=owner, **{**SIMPLE, **extra})
+
+
+def shared_app_url_of_staff_a(ministry: Any) -> str:
+    from django.urls import reverse
+
+    return reverse("aiapps:app", args=[_staff_a_app(ministry, visibility="ministry").ref])
+
+
+def app_edit_url_of_staff_a(ministry: Any) -> str:
+    from django.urls import reverse
+
+    return reverse("aiapps:app_edit", args=[_staff_a_app(ministry).pk])
+
+
+def app_export_url_of_staff_a(ministry: Any) -> str:
+    from django.urls import reverse
+
+    return reverse("aiapps:app_export", args=[_staff_a_app(ministry).ref])
+
+
+def run_url_of_staff_a(ministry: Any) -> str:
+    from apps.accounts.models import User
+    from apps.chat.models import Role, Status
+    from apps.chat.tests.factories import make_conversation, make_message
+
+    owner = User.objects.get(username="staff-a")
+    conversation = make_conversation(owner, ministry)
+    message = make_message(conversation, role=Role.ASSISTANT, content="出力", status=Status.COMPLETE)
+    run = AppRun.objects.create(
+        ministry=ministry,
+        ministry_app=_staff_a_app(ministry),
+        app_name="挨拶文",
+        user=owner,
+        inputs={"name": "A"},
+        alias_name="test-chat",
+        conversation=conversation,
+        message=message,
+    )
+    return run.get_absolute_url()
