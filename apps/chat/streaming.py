@@ -37,6 +37,7 @@ from django.utils.translation import gettext as _
 
 from apps.quotas.admission import QuotaExceeded, Reservation, areserve, asettle
 from apps.quotas.alerts import alerts_after_settle
+from apps.quotas.route_charge import reserve_or_release
 from apps.registry.providers.base import UpstreamError, UpstreamInterrupted, UpstreamRejected
 from apps.registry.router import AllUpstreamsFailed, stream_chat
 from apps.tenancy.connections import db_hop
@@ -169,13 +170,23 @@ async def relay(job: StreamJob, *, started: float, language: str | None = None) 
 
     with translation.override(language):
         if charge is not None:
+
+            async def released(made: Reservation) -> None:
+                # The browser left while admission ran: settle (to nothing) and end the answer.
+                nonlocal reservation
+                reservation = made
+                await finish(Status.INTERRUPTED)
+
             try:
-                reservation = await areserve(
-                    subject=charge.subject,
-                    prompt_tokens=charge.prompt_tokens,
-                    max_tokens=charge.max_tokens,
-                    request_id=charge.request_id,
-                    price=charge.price_per_1m,
+                reservation = await reserve_or_release(
+                    areserve(
+                        subject=charge.subject,
+                        prompt_tokens=charge.prompt_tokens,
+                        max_tokens=charge.max_tokens,
+                        request_id=charge.request_id,
+                        price=charge.price_per_1m,
+                    ),
+                    released,
                 )
             except QuotaExceeded as exc:
                 logger.info("chat stream %s refused: %s/%s", job.message_id, exc.level, exc.kind)

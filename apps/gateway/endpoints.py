@@ -31,6 +31,7 @@ from typing import Any
 
 from apps.quotas.admission import QuotaExceeded
 from apps.quotas.models import UsageStatus
+from apps.quotas.route_charge import reserve_or_release
 from apps.registry.models import Alias, ModelKind
 from apps.registry.providers.base import (
     ChatRequest,
@@ -144,8 +145,15 @@ async def chat_completions(
     # Budgets and limits: reserved after routing, before the started entry and the
     # upstream call; settled by meter.finish, which every ending of the request reaches.
     try:
-        meter.reservation = await admission.reserve_chat(
-            caller=caller, plan=plan, messages=chat.messages, params=chat.params, request_id=meter.request_id
+        meter.reservation = await reserve_or_release(
+            admission.reserve_chat(
+                caller=caller,
+                plan=plan,
+                messages=chat.messages,
+                params=chat.params,
+                request_id=meter.request_id,
+            ),
+            meter.release,
         )
     except QuotaExceeded as exc:
         meter.detail = f"quota_{exc.kind}"
@@ -236,8 +244,11 @@ async def embeddings(*, caller: Caller, headers: Mapping[str, str], body: bytes,
     plan = outcome
     meter.revision = plan.alias.revision_number or None
     try:
-        meter.reservation = await admission.reserve_embeddings(
-            caller=caller, plan=plan, inputs=params.inputs, request_id=meter.request_id
+        meter.reservation = await reserve_or_release(
+            admission.reserve_embeddings(
+                caller=caller, plan=plan, inputs=params.inputs, request_id=meter.request_id
+            ),
+            meter.release,
         )
     except QuotaExceeded as exc:
         meter.detail = f"quota_{exc.kind}"

@@ -29,6 +29,7 @@ from typing import Any
 from apps.quotas.admission import Reservation, asettle
 from apps.quotas.alerts import alerts_after_settle
 from apps.quotas.journal import UsageEntry, journal_finished, journal_started_sent, new_request_id
+from apps.quotas.models import UsageStatus
 from apps.quotas.pricing import deployment_cost
 from apps.quotas.tokens import count_input_tokens, count_prompt_tokens
 from apps.registry.snapshot import DeploymentInfo
@@ -159,6 +160,11 @@ class UsageMeter:
                 )
                 # The 80 %/100 % budget notices, off the response's path (it may still be sending).
                 _background(alerts_after_settle(self.reservation.subject))
+
+    async def release(self, reservation: Reservation) -> None:
+        """The client left while its reservation was made: record it and settle the reservation."""
+        self.reservation = reservation
+        await self.finish(UsageStatus.INTERRUPTED)
 
     def _cost(self, prompt_tokens: int, completion_tokens: int) -> Decimal:
         """The call's price from the deployment that answered (none answered: nothing to pay)."""

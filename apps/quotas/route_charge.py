@@ -8,10 +8,13 @@ most expensive candidate: a reservation never under-estimates.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 
 from apps.registry.router import RoutePlan
 
+from .admission_types import Reservation
 from .pricing import deployment_cost
 
 #: Zones from the least to the most strict about Redis being down.
@@ -35,3 +38,27 @@ def plan_price_per_1m(plan: RoutePlan) -> Decimal | None:
     ]
     price = max(prices, default=Decimal(0))
     return price if price > 0 else None
+
+
+async def reserve_or_release(
+    reserve: Awaitable[Reservation], on_cancel: Callable[[Reservation], Awaitable[None]]
+) -> Reservation:
+    """Await a reservation so that a cancellation while it is made cannot leak it.
+
+    A client that goes away while the admission script runs cancels the request
+    task; without this the reservation would be made in Redis but never seen,
+    holding its budget and its concurrency slot until it expires. Here the
+    script's call is shielded: on cancellation it is awaited to its end, its
+    reservation (if any) handed to ``on_cancel`` (which settles it — to nothing,
+    as nothing reached a model), and the cancellation goes on.
+    """
+    task = asyncio.ensure_future(reserve)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        try:
+            reservation = await task
+        except Exception:  # noqa: BLE001 - refused or failed: nothing was reserved, nothing to release
+            raise asyncio.CancelledError() from None
+        await on_cancel(reservation)
+        raise

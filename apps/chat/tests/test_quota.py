@@ -350,3 +350,43 @@ def test_admission_that_cannot_decide_fails_closed_with_an_explained_answer(
         answer.refresh_from_db()
     assert (answer.status, answer.content) == (Status.ERROR, "")
     assert [(r.status, r.detail) for r in _records(staff_a)] == [("refused", detail)]
+
+
+def test_browser_leaving_while_admission_runs_leaks_no_reservation(
+    staff_a: Actor, admin_a: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reservation made after the cancellation is released at once, not held for 15 minutes."""
+    import asyncio
+
+    from apps.chat import streaming
+
+    real = streaming.areserve
+
+    async def slow_reserve(**kwargs: Any) -> Any:
+        await asyncio.sleep(0.5)  # a slow Redis: the browser leaves meanwhile
+        return await real(**kwargs)
+
+    monkeypatch.setattr(streaming, "areserve", slow_reserve)
+    set_limit(
+        staff_a.ministry, admin_a, level="user", user=staff_a.user, monthly_tokens=100_000, max_concurrent=1
+    )
+    with FakeUpstream(tokens=3) as fake:
+        reg = register_alias(upstreams=[Upstream(fake.url)], ministries=[staff_a.ministry])
+        conversation = _conversation(staff_a, reg.alias.name)
+        answer, url = _ask(staff_a, conversation)
+        with pytest.raises(TimeoutError):
+            run_stream(staff_a.user, url, timeout=0.2)
+        assert fake.requests == 0
+    with ministry_scope(ministry_id=staff_a.ministry.pk):
+        answer.refresh_from_db()
+    assert answer.status == Status.INTERRUPTED
+    line = _user_line(staff_a)
+    assert (line.used_tokens, line.held_tokens) == (0, 0)
+    assert [(r.status, r.prompt_tokens) for r in _records(staff_a)] == [("interrupted", 0)]
+    # The concurrency slot is free again: the next answer is admitted.
+    monkeypatch.setattr(streaming, "areserve", real)
+    with FakeUpstream(tokens=2) as fake:
+        reg = register_alias(upstreams=[Upstream(fake.url)], ministries=[staff_a.ministry])
+        conversation = _conversation(staff_a, reg.alias.name)
+        answer, url = _ask(staff_a, conversation)
+        assert run_stream(staff_a.user, url).tokens == ["tok0 ", "tok1 "]
