@@ -33,8 +33,10 @@ What "exactly one usage record per request" means, precisely:
    the kernel still delivers; only a connection reset at that moment (replies
    unread in our receive buffer) could drop it.
 
-Re-draining never duplicates: rows are keyed by ``(ministry, request_id)``
-(unique), ``finished`` entries are upserted and settlements only inserted if no
+Re-draining never duplicates: rows are keyed by ``(ministry, request_id,
+created_at)`` (unique; ``created_at`` because the table is partitioned by month,
+:mod:`apps.quotas.partitions`, and every entry of a request carries the same
+start time), ``finished`` entries are upserted and settlements only inserted if no
 row exists. Entries are deleted from the stream only after their rows
 committed, so a drainer killed half-way re-reads them.
 
@@ -383,7 +385,6 @@ _UPDATE_FIELDS = [
     "latency_ms",
     "status",
     "detail",
-    "created_at",
     "feature",
     "team",
     "model_name",
@@ -419,7 +420,10 @@ def usage_record_write(*, entries: list[UsageEntry], settlement: bool = False) -
                 UsageRecord.objects.bulk_create(
                     rows,
                     update_conflicts=True,
-                    unique_fields=["ministry", "request_id"],
+                    # created_at is in the key (monthly partitions): every entry of a
+                    # request carries its start time (UsageMeter.created_at), so a
+                    # re-drain or a late finish meets the same row.
+                    unique_fields=["ministry", "request_id", "created_at"],
                     update_fields=_UPDATE_FIELDS,
                 )
     if settlement:

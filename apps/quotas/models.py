@@ -70,7 +70,15 @@ class UsageRecord(TenantModel):
         indexes = [models.Index(fields=["ministry", "-created_at"], name="usage_ministry_new_idx")]
         constraints = [
             # One row per request: the journal drainer upserts on this (idempotent re-drain).
-            models.UniqueConstraint(fields=["ministry", "request_id"], name="usage_ministry_request_uniq")
+            # created_at is part of it because the table is partitioned by month on
+            # created_at (apps.quotas.partitions): PostgreSQL requires the partition key
+            # in every unique key. Every entry of a request carries the request's start
+            # time, so the key is still one per request. In the database the primary key
+            # is (id, created_at) too; Django keeps ``id`` as ``pk`` (ids stay unique:
+            # one identity sequence), and nothing references this table.
+            models.UniqueConstraint(
+                fields=["ministry", "request_id", "created_at"], name="usage_ministry_request_at_uniq"
+            )
         ]
 
     def __str__(self) -> str:
