@@ -98,6 +98,10 @@ class FakeCluster:
                 return dot / (math.sqrt(sum(a * a for a in q)) * math.sqrt(sum(b * b for b in v)) or 1)
 
             ranked = sorted(docs, key=cosine, reverse=True)[: knn["k"]]
+
+            def score(d: dict[str, Any]) -> float:
+                return (1.0 + cosine(d)) / 2  # Elasticsearch's _score for cosine similarity
+
         else:
             query = body["query"]["bool"]
             docs = [d for d in docs if self.matches(d, query["filter"])]
@@ -107,8 +111,16 @@ class FakeCluster:
                 return len(words & set(d["text"] + d.get("heading", "")))
 
             ranked = sorted((d for d in docs if overlap(d)), key=overlap, reverse=True)
+
+            def score(d: dict[str, Any]) -> float:
+                return float(overlap(d))
+
         hits = [
-            {"_id": str(d["chunk_id"]), "_source": {k: v for k, v in d.items() if k != "embedding"}}
+            {
+                "_id": str(d["chunk_id"]),
+                "_score": score(d),
+                "_source": {k: v for k, v in d.items() if k != "embedding"},
+            }
             for d in ranked[: body["size"]]
         ]
         return {"hits": {"hits": hits}, "status": 200}

@@ -276,3 +276,11 @@ def test_ministry_keys_expire_and_are_renewed(
     search(es, a, [WS_A], "旅費")
     assert cluster.requests[-1].api_key != first
     assert cluster.requests[-1].api_key in cluster.keys
+
+
+def test_knn_hits_report_cosine_similarity(es: ElasticsearchBackend, loaded: tuple[Any, Any]) -> None:
+    """Relevance evidence (apps/search/relevance.py): the kNN leg's _score (1 + cos) / 2 becomes cos."""
+    a, _ = loaded
+    (hit,) = search(es, a, [WS_A], "出張旅費", query_embedding=(1.0, 1.0, 0.5))
+    assert hit.similarity is not None and abs(hit.similarity - 1.0) < 1e-9  # chunk 1's vector is the query's
+    assert search(es, a, [WS_A], "出張旅費")[0].similarity is None  # BM25 only: no vector evidence
