@@ -126,12 +126,14 @@ def run_start(
 ) -> AppRun:
     """Create a run (and its streaming message); the model is called by the stream view.
 
-    Security: the workspace (given, or attached to a ministry app) is re-fetched through
-    membership; a workspace's 機密性 level raises the run's level, never lowers it.
+    Security: the chosen workspace is re-fetched through membership; its 機密性 level
+    raises the run's level, never lowers it.
     """
     level_value = chat_services.validate_level(level)
     workspace: Workspace | None = None
-    wanted = workspace_id or (app.workspace_id if isinstance(app, MinistryApp) else None)
+    # Only the workspace posted with the form: an app's attached workspace is merely the form's
+    # default, so a colleague running a shared app is never bound to a workspace they cannot see.
+    wanted = workspace_id
     if wanted not in (None, "", "0", 0):
         try:
             workspace = get_workspace_for_actor(actor=actor, workspace_id=int(str(wanted)))

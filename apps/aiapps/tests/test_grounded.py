@@ -86,3 +86,33 @@ def test_diet_answer_cites_the_workspace(
     # Without a workspace the app refuses to run (nothing to ground the answer in).
     missing = client_for(staff_a).post(f"/apps/{ref}/", {**data, "workspace": ""})
     assert missing.status_code == 422 and "ワークスペースを選んでください" in missing.content.decode()
+
+
+def test_an_attached_workspace_is_only_a_default_for_members(
+    staff_a: Actor,
+    colleague_a: Actor,
+    shared_workspace: Any,  # noqa: F811
+) -> None:
+    from apps.aiapps import services
+
+    definition = {
+        "name_ja": "規程の確認",
+        "prompt_template": "{{q}}",
+        "fields": [{"name": "q", "label": "質問", "kind": "text", "options": [], "required": True}],
+        "uses_workspace": True,
+    }
+    with ministry_scope(ministry_id=staff_a.ministry.pk):
+        app = services.app_create(actor=staff_a.user, data=definition, workspace_id=shared_workspace.pk)
+        services.app_set_visibility(actor=staff_a.user, app_id=app.pk, visibility="ministry")
+    owner_form = client_for(staff_a).get(f"/apps/m{app.pk}/").content.decode()
+    assert f'<option value="{shared_workspace.pk}" selected>' in owner_form
+    colleague_form = client_for(colleague_a).get(f"/apps/m{app.pk}/").content.decode()
+    assert shared_workspace.name not in colleague_form  # not a member: not offered
+    with FakeUpstream(tokens=1) as fake:
+        reg = register_alias(upstreams=[Upstream(fake.url)], ministries=[staff_a.ministry])
+        data = {"alias": reg.alias.name, "level": "1", "q": "出張旅費は", "workspace": shared_workspace.pk}
+        assert client_for(colleague_a).post(f"/apps/m{app.pk}/", data).status_code == 404
+        run = _run_of(
+            colleague_a, client_for(colleague_a).post(f"/apps/m{app.pk}/", {**data, "workspace": ""})
+        )
+    assert run.workspace_id_used is None and run.sources == []
