@@ -124,7 +124,11 @@ def alias_options(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "chat/_alias_options.html",
-        {"aliases": aliases, "alias_name": request.GET.get("alias") or (aliases[0].name if aliases else "")},
+        {
+            "aliases": aliases,
+            "level": level,
+            "alias_name": request.GET.get("alias") or (aliases[0].name if aliases else ""),
+        },
     )
 
 

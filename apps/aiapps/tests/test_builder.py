@@ -193,3 +193,11 @@ def test_favourites_come_first(staff_a: Actor) -> None:
     client.post(f"/apps/p{kobun.pk}/favourite")  # toggles off
     refs = re.findall(r'data-ref="(\w+)"', client.get("/apps/").content.decode())
     assert refs[0] == f"p{PlatformApp.objects.get(key='summarize').pk}"
+
+
+def test_catalogue_in_english_and_the_model_picker_per_level(staff_a: Actor) -> None:
+    client = client_for(staff_a)
+    page = client.get("/apps/", HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    assert "Proofread (official style)" in page and "Diet answer draft" in page and "Built-in" in page
+    picker = client.get("/apps/alias-options", {"level": "3"}).content.decode()
+    assert 'data-testid="no-models"' in picker and "機密性3" in picker
