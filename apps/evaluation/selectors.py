@@ -13,6 +13,7 @@ from typing import Any
 from django.db.models import Count, QuerySet
 from django.http import Http404
 
+from apps.registry.models import DeploymentZone
 from apps.registry.permissions import access_for_user
 from apps.tenancy.models import Ministry
 from apps.tenancy.scope import ministry_scope
@@ -106,6 +107,15 @@ class CandidateReport:
     bench_tokens_per_s: float | None = None
     bench_concurrency: int | None = None
     deployment_id: int = 0
+
+    @property
+    def zone_label(self) -> str:
+        return str(DeploymentZone(self.zone).label) if self.zone in DeploymentZone.values else self.zone
+
+    @property
+    def quality_in_order(self) -> list[float | None]:
+        """Quality per metric in ``MetricKind`` order (the report's columns); None where no task used it."""
+        return [self.quality.get(metric) for metric in MetricKind.values]
 
 
 def _bench_best(bench: Any) -> tuple[float | None, int | None]:
