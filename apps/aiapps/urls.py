@@ -12,6 +12,7 @@ urlpatterns = [
     path("runs/", views.run_list, name="run_list"),
     path("runs/<int:run_id>/", views.run_detail, name="run"),
     path("runs/<int:run_id>/stream", views.run_stream, name="run_stream"),
+    path("runs/<int:run_id>/stop", views.run_stop, name="run_stop"),
     path("builder/new", views_builder.app_new, name="app_new"),
     path("builder/preview", views_builder.preview, name="preview"),
     path("builder/import", views_builder.app_import, name="app_import"),

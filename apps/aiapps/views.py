@@ -22,6 +22,7 @@ from django.utils import translation
 from django.views.decorators.http import require_GET, require_POST
 
 from apps.chat import quota as chat_quota
+from apps.chat import services as chat_services
 from apps.chat.conf import default_confidentiality
 from apps.chat.streaming import SSE_HEADERS, relay, sse_event
 from apps.documents.selectors import workspace_list_for_actor
@@ -157,6 +158,18 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     context = run_context(run)
     context["connect"] = run.message.is_streaming and not run.message.is_claimed
     return render(request, "aiapps/run_detail.html", context)
+
+
+@login_required
+@require_membership
+@require_POST
+def run_stop(request: HttpRequest, run_id: int) -> HttpResponse:
+    """Stop a streaming run: chat's stop flag, which the relay checks several times a second."""
+    run = get_run_for_actor(actor=request.user, run_id=run_id)
+    chat_services.message_stop(actor=request.user, conversation=run.conversation, message=run.message)
+    if request.htmx:  # type: ignore[attr-defined]
+        return HttpResponse(status=204)  # the stream's final fragment shows the interrupted state
+    return HttpResponseRedirect(run.get_absolute_url())
 
 
 def _render_final(run: AppRun) -> str:

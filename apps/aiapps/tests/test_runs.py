@@ -167,3 +167,15 @@ def test_a_file_field_sends_the_extracted_text(staff_a: Actor) -> None:
         sent = fake.last_body["messages"][-1]["content"]
     assert sent.startswith("次の資料の要点:\n") and "予算は来週確定する。" in sent
     assert "予算は来週確定する。" in run.inputs["doc"]
+
+
+def test_a_run_can_be_stopped_by_its_user_only(staff_a: Actor, staff_b: Actor) -> None:
+    ref = f"p{PlatformApp.objects.get(key='summarize').pk}"
+    with FakeUpstream(tokens=1) as fake:
+        reg = register_alias(upstreams=[Upstream(fake.url)], ministries=[staff_a.ministry])
+        run = _start(staff_a, ref, reg.alias.name, text="本文です。", length="3行程度")
+        assert client_for(staff_b).post(f"/apps/runs/{run.pk}/stop").status_code == 404
+        assert client_for(staff_a).post(f"/apps/runs/{run.pk}/stop").status_code == 302
+        result = run_stream(staff_a.user, f"/apps/runs/{run.pk}/stream")
+        assert fake.requests == 0  # stopped before the stream claimed it: no model call
+    assert result.done is not None and 'data-status="interrupted"' in result.done.data
