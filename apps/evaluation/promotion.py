@@ -81,6 +81,8 @@ def promotion_start(
 ) -> Promotion:
     """Give ``deployment`` ``percent`` % of ``alias``'s traffic (or propose it for approval)."""
     require_edit(actor)
+    # Lock the alias first: two officers starting canaries at once are serialised here.
+    alias = Alias.objects.select_for_update().get(pk=alias.pk)
     if Promotion.objects.filter(
         alias=alias, state__in=[PromotionState.CANARY, PromotionState.AWAITING_APPROVAL]
     ).exists():
@@ -132,8 +134,14 @@ def promotion_full(*, actor: Any, promotion: Promotion, reason: str) -> Promotio
     outcome = alias_set_routes(
         actor=actor, alias=promotion.alias, routes=[(promotion.deployment, 100)], reason=reason
     )
-    # The candidate already has traffic, so the four-eyes rule has nothing new to approve.
-    assert isinstance(outcome, AliasRevision)
+    if not isinstance(outcome, AliasRevision):
+        # Not expected (the candidate already has traffic, so four-eyes has nothing new to
+        # approve), but if the registry asks for approval, the promotion waits for it.
+        promotion.state = PromotionState.AWAITING_APPROVAL
+        promotion.change_request = outcome
+        promotion.save(update_fields=["state", "change_request", "updated_at"])
+        _audit(actor, promotion, "full_proposed", change_request=outcome.pk, reason=reason)
+        return promotion
     promotion.state = PromotionState.FULL
     promotion.save(update_fields=["state", "updated_at"])
     _audit(actor, promotion, "full", revision=outcome.number, reason=reason)
@@ -213,8 +221,17 @@ def _sync_approval(promotion: Promotion) -> None:
         return
     if request.status == ChangeStatus.APPLIED:
         alias = Alias.objects.select_related("current_revision").get(pk=promotion.alias_id)
-        promotion.state = PromotionState.CANARY
-        promotion.canary_revision = alias.current_revision.number if alias.current_revision else None
+        revision = alias.current_revision
+        weighted = (
+            set(revision.routes.filter(weight__gt=0).values_list("deployment_id", flat=True))
+            if revision
+            else set()
+        )
+        # An approved full switch (only the candidate has traffic) is done; anything else is the canary.
+        promotion.state = (
+            PromotionState.FULL if weighted == {promotion.deployment_id} else PromotionState.CANARY
+        )
+        promotion.canary_revision = revision.number if revision else None
         promotion.canary_started_at = request.decided_at or timezone.now()
     else:
         promotion.state = PromotionState.REJECTED
