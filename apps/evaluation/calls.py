@@ -54,6 +54,10 @@ async def call(plan: RoutePlan, *, messages: list[dict[str, str]], max_tokens: i
     except (UpstreamError, AllUpstreamsFailed, RouteRefused, OSError) as exc:
         # Our own messages only (UpstreamError never carries the upstream body).
         error = f"{type(exc).__name__}: {exc}"[:500]
+    except Exception as exc:  # noqa: BLE001 - one failed call must not stop a run
+        # Anything else (a refused secret reference, an egress refusal, a provider bug) is
+        # recorded by its type only: its text might carry what it should not.
+        error = type(exc).__name__
     latency = round((time.perf_counter() - started) * 1000)
     output = "".join(parts)
     model_name = plan.candidates[0].model_name if plan.candidates else None

@@ -184,3 +184,23 @@ def test_celery_task_answers_a_chunk_then_requeues_the_rest(officer: Any) -> Non
             assert run.done == ITEMS_PER_TASK + 2 and run.status == RunStatus.COMPLETE
             delay.assert_not_called()
         assert ok.requests == ITEMS_PER_TASK + 2
+
+
+def test_unexpected_call_failure_is_recorded_by_type_only(
+    officer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from apps.evaluation import calls
+
+    def broken(plan: Any, request: Any) -> Any:
+        raise RuntimeError("secret text that must not be stored")
+
+    monkeypatch.setattr(calls, "stream_chat", broken)
+    with FakeUpstream(tokens=2) as ok:
+        deployment = register_alias(upstreams=[Upstream(ok.url)]).deployments[0]
+        reset_for_tests()
+        suite = suite_create(actor=officer.user, name="例外")
+        suite_import(actor=officer.user, suite=suite, filename="s.csv", data=b"input,reference\na,b\n")
+        run = run_create(actor=officer.user, suite=suite, deployments=[deployment])
+        assert execute_run(run.pk) is True
+    item = RunItem.objects.get(run=run)
+    assert item.status == ItemStatus.ERROR and item.error == "RuntimeError"
