@@ -49,7 +49,7 @@ class Charge:
     """What one answer is charged to and the estimate to reserve (no ORM objects: crosses into async)."""
 
     subject: Subject
-    feature: str  # "chat" or "rag"
+    feature: str  # "chat", "rag" or "app"
     request_id: str
     prompt_tokens: int
     max_tokens: int

@@ -178,7 +178,7 @@ async def relay(job: StreamJob, *, started: float, language: str | None = None) 
                 await finish(Status.INTERRUPTED)
 
             try:
-                reservation = await reserve_or_release(
+                made = await reserve_or_release(
                     areserve(
                         subject=charge.subject,
                         prompt_tokens=charge.prompt_tokens,
@@ -188,6 +188,7 @@ async def relay(job: StreamJob, *, started: float, language: str | None = None) 
                     ),
                     released,
                 )
+                reservation = made
             except QuotaExceeded as exc:
                 logger.info("chat stream %s refused: %s/%s", job.message_id, exc.level, exc.kind)
                 status, error = Status.ERROR, quota.refusal_text(exc)

@@ -20,6 +20,8 @@ Redis unreachable under a fail-closed zone is a 503 with ``Retry-After``.
 
 from __future__ import annotations
 
+import asyncio
+from decimal import Decimal
 from typing import Any
 
 from apps.quotas import admission
@@ -119,6 +121,50 @@ async def reserve_embeddings(
         max_tokens=0,
         request_id=request_id,
         price=plan_price_per_1m(plan),
+    )
+
+
+def _embedding_plan(level: int) -> RoutePlan | None:
+    """The plan of the search embedding alias (inside the ministry scope), ``None`` if refused."""
+    from apps.registry.router import RouteRefused, plan_route
+    from apps.search.embeddings import _alias_name
+
+    try:
+        return plan_route(alias_name=_alias_name(), level=level)
+    except RouteRefused:  # no embedding for this ministry: the search falls back to words, no model call
+        return None
+
+
+async def reserve_search(*, caller: Caller, query: str, request_id: str) -> Reservation | None:
+    """Reserve ``/v1/search``'s query embedding (its counted tokens), ``None`` if no model is called.
+
+    The embedding's own usage record is written where the model is called
+    (:mod:`apps.search.embeddings`, charged through ``usage_context``), under
+    another request id; so this reservation is settled to nothing
+    (:func:`release`) and the reconciler brings the recorded tokens into the
+    counters. What the reservation enforces is every level's RPM, TPM,
+    concurrency and the budget's headroom before the model is called.
+    """
+    from apps.tenancy.connections import scoped_db_hop
+
+    plan = await scoped_db_hop(_embedding_plan, ministry_id=caller.ministry_id)(caller.max_level)
+    if plan is None or not plan.candidates:
+        return None
+    subject = await subject_for_caller(caller, plan)
+    tokens, _estimated = count_input_tokens(inputs=[query], model_name=plan.candidates[0].model_name)
+    return await admission.areserve(
+        subject=subject,
+        prompt_tokens=tokens,
+        max_tokens=0,
+        request_id=request_id,
+        price=plan_price_per_1m(plan),
+    )
+
+
+async def release(reservation: Reservation) -> None:
+    """Settle a reservation to nothing (its usage reaches the counters from the ledger)."""
+    await asyncio.shield(
+        admission.asettle(reservation=reservation, prompt_tokens=0, completion_tokens=0, cost_yen=Decimal(0))
     )
 
 

@@ -145,7 +145,7 @@ async def chat_completions(
     # Budgets and limits: reserved after routing, before the started entry and the
     # upstream call; settled by meter.finish, which every ending of the request reaches.
     try:
-        meter.reservation = await reserve_or_release(
+        reserved = await reserve_or_release(
             admission.reserve_chat(
                 caller=caller,
                 plan=plan,
@@ -155,6 +155,7 @@ async def chat_completions(
             ),
             meter.release,
         )
+        meter.reservation = reserved
     except QuotaExceeded as exc:
         meter.detail = f"quota_{exc.kind}"
         meter.messages = None  # nothing reached a model: the refused row counts no tokens
@@ -244,12 +245,13 @@ async def embeddings(*, caller: Caller, headers: Mapping[str, str], body: bytes,
     plan = outcome
     meter.revision = plan.alias.revision_number or None
     try:
-        meter.reservation = await reserve_or_release(
+        reserved = await reserve_or_release(
             admission.reserve_embeddings(
                 caller=caller, plan=plan, inputs=params.inputs, request_id=meter.request_id
             ),
             meter.release,
         )
+        meter.reservation = reserved
     except QuotaExceeded as exc:
         meter.detail = f"quota_{exc.kind}"
         meter.inputs = None  # nothing reached a model: the refused row counts no tokens

@@ -24,13 +24,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from apps.quotas.admission import QuotaExceeded, Reservation
 from apps.quotas.context import usage_context
+from apps.quotas.journal import new_request_id
+from apps.quotas.route_charge import reserve_or_release
 from apps.search.selectors import hybrid_search
 from apps.tenancy.connections import scoped_db_hop
 
-from . import validation
+from . import admission, validation
 from .auth import Caller
-from .endpoints import Reply, json_reply
+from .endpoints import Reply, error_reply, json_reply
 from .errors import ApiError
 
 MAX_QUERY_CHARS = 2000
@@ -143,7 +146,23 @@ def _search_sync(
 
 async def search(*, caller: Caller, body: bytes) -> Reply:
     query, workspace_ids, top_k = search_params(validation.parse_json(body))
-    rows = await scoped_db_hop(_search_sync, ministry_id=caller.ministry_id)(
-        caller, query, workspace_ids, top_k
-    )
+    # The query embedding is a model call: under the key's rate limits and budgets (429 over them).
+    try:
+        reservation = await reserve_or_release(
+            admission.reserve_search(caller=caller, query=query, request_id=new_request_id()),
+            _release_if_any,
+        )
+    except QuotaExceeded as exc:
+        return error_reply(admission.quota_error(exc))
+    try:
+        rows = await scoped_db_hop(_search_sync, ministry_id=caller.ministry_id)(
+            caller, query, workspace_ids, top_k
+        )
+    finally:
+        await _release_if_any(reservation)
     return json_reply({"object": "list", "data": rows})
+
+
+async def _release_if_any(reservation: Reservation | None) -> None:
+    if reservation is not None:
+        await admission.release(reservation)

@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
+from typing import TypeVar
 
 from apps.registry.router import RoutePlan
 
-from .admission_types import Reservation
 from .pricing import deployment_cost
+
+T = TypeVar("T")  # a Reservation (or None where nothing had to be reserved)
 
 #: Zones from the least to the most strict about Redis being down.
 ZONE_ORDER = ("on_prem", "gov_cloud", "external")
@@ -40,9 +42,7 @@ def plan_price_per_1m(plan: RoutePlan) -> Decimal | None:
     return price if price > 0 else None
 
 
-async def reserve_or_release(
-    reserve: Awaitable[Reservation], on_cancel: Callable[[Reservation], Awaitable[None]]
-) -> Reservation:
+async def reserve_or_release(reserve: Awaitable[T], on_cancel: Callable[[T], Awaitable[None]]) -> T:
     """Await a reservation so that a cancellation while it is made cannot leak it.
 
     A client that goes away while the admission script runs cancels the request
