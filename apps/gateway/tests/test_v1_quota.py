@@ -196,3 +196,25 @@ def test_an_api_key_reaching_80_percent_notifies_the_ministrys_admins_once(
     assert notices[0][2]["subject"] == "会計システム"
     assert [m.to for m in mail.outbox] == [["v1-admin@digital.example.go.jp"]]
     assert "APIキー「会計システム」" in mail.outbox[0].body
+
+
+def test_search_query_embedding_is_admitted_with_the_keys_limits(
+    world: World, make_key: Any, embedding_server: Any, settings: Any, quota_redis: redis.Redis, admin_a: Any
+) -> None:
+    from apps.gateway.tests.test_v1_search import call
+    from apps.search.tests.test_retriever import _indexed
+    from tests.support.embedding import register_standard_embedding
+    from tests.support.fixtures import make_user
+
+    settings.ALLOWED_HOSTS = ["testserver"]
+    register_standard_embedding(embedding_server)
+    _indexed(
+        make_user("quota-owner-a", world.ministry_a, ["staff"]), world.ministry_a, name="規程", text="宿泊料"
+    )
+    key, plaintext = make_key()
+    set_limit(world.ministry_a, admin_a, level="api_key", api_key=key, rpm=1, monthly_tokens=100_000)
+    first, _ = call(plaintext, {"query": "宿泊料"})
+    second, body = call(plaintext, {"query": "宿泊料"})
+    assert (first, second) == (200, 429)
+    assert body["error"]["type"] == "rate_limit_exceeded"
+    assert _key_counters(quota_redis, world, key)["ht"] == 0, "released after the search"
