@@ -3,6 +3,10 @@
 Security: candidates are drawn only from the aliases the voter's ministry may
 use (its AliasGrant allowlist) that can take the prompt's 機密性 level, and
 both calls go through ``plan_route`` (allowlist + classification gate again).
+Both calls are admitted like a chat answer (reserve on every budget and rate
+level before any model is called, settle to what was produced afterwards,
+also when the request fails or is cancelled): a user whose budget is used up
+gets no answers from the arena either.
 A model granted only to ministry A is therefore never shown to, nor voted on
 by, staff of B; the vote re-checks both grants. Battles and votes are
 TenantModels (the prompt is ministry content).
@@ -12,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import random
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from decimal import Decimal
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -21,6 +27,10 @@ from django.http import Http404
 from django.utils.translation import gettext as _
 
 from apps.audit.services import audit_record
+from apps.chat import quota as chat_quota
+from apps.quotas import admission
+from apps.quotas.admission_types import QuotaExceeded, Reservation
+from apps.quotas.pricing import cost_yen
 from apps.quotas.services import usage_record_create
 from apps.registry.models import Alias
 from apps.registry.router import RoutePlan, RouteRefused, allowed_aliases, plan_route
@@ -47,6 +57,9 @@ class ArenaDraw:
     prompt: str
     level: int
     plans: tuple[RoutePlan, RoutePlan]
+    # One reservation per call (admission), and the max_tokens each was reserved for.
+    reservations: tuple[Reservation, ...] = ()
+    max_tokens: tuple[int, ...] = ()
 
 
 def arena_draw(*, actor: Any, prompt: str, level: int, rng: random.Random | None = None) -> ArenaDraw:
@@ -64,14 +77,58 @@ def arena_draw(*, actor: Any, prompt: str, level: int, rng: random.Random | None
         plans = (plan_route(alias_name=name_a, level=level), plan_route(alias_name=name_b, level=level))
     except RouteRefused as exc:
         raise ValidationError(exc.message) from None
-    return ArenaDraw(prompt=prompt, level=level, plans=plans)
+    return _admit(ArenaDraw(prompt=prompt, level=level, plans=plans), actor=actor)
+
+
+def _admit(draw: ArenaDraw, *, actor: Any) -> ArenaDraw:
+    """Security: reserve both calls on every level before any model is called (or refuse)."""
+    ministry_id = current_ministry_id()
+    assert ministry_id is not None
+    messages = [{"role": "user", "content": draw.prompt}]
+    reservations: list[Reservation] = []
+    caps: list[int] = []
+    try:
+        for plan in draw.plans:
+            charge, capped = chat_quota.charge_for(
+                ministry_id=ministry_id,
+                user=actor,
+                plan=plan,
+                messages=messages,
+                max_tokens=MAX_TOKENS,
+                feature="eval",
+            )
+            reservations.append(
+                admission.reserve(
+                    subject=charge.subject,
+                    prompt_tokens=charge.prompt_tokens,
+                    max_tokens=capped,
+                    request_id=charge.request_id,
+                    price=charge.price_per_1m,
+                )
+            )
+            caps.append(capped)
+    except QuotaExceeded as exc:
+        _release(reservations)  # the first call was admitted, the second not: give it back
+        raise ValidationError(chat_quota.refusal_text(exc)) from None
+    return replace(draw, reservations=tuple(reservations), max_tokens=tuple(caps))
+
+
+def arena_release(draw: ArenaDraw) -> None:
+    """Settle any reservation not settled yet to nothing (a failed or cancelled ask); idempotent."""
+    _release(draw.reservations)
+
+
+def _release(reservations: Iterable[Reservation]) -> None:
+    for reservation in reservations:
+        admission.settle(reservation=reservation, prompt_tokens=0, completion_tokens=0, cost_yen=Decimal(0))
 
 
 async def arena_answer(draw: ArenaDraw) -> list[CallResult]:
     """Both answers, concurrently; no database connection is used (invariant 10)."""
     messages = [{"role": "user", "content": draw.prompt}]
     try:
-        calls = (call(p, messages=messages, max_tokens=MAX_TOKENS) for p in draw.plans)
+        caps = draw.max_tokens or (MAX_TOKENS,) * len(draw.plans)
+        calls = (call(p, messages=messages, max_tokens=cap) for p, cap in zip(draw.plans, caps, strict=True))
         return list(await asyncio.gather(*calls))
     finally:
         await close_clients(list(draw.plans))
@@ -79,8 +136,23 @@ async def arena_answer(draw: ArenaDraw) -> list[CallResult]:
 
 def arena_battle_save(*, actor: Any, draw: ArenaDraw, results: list[CallResult]) -> ArenaBattle:
     """Record both calls' usage and the battle; inside the actor's ministry scope."""
-    for plan, result in zip(draw.plans, results, strict=True):
+    reservations: list[Reservation | None] = list(draw.reservations) or [None] * len(draw.plans)
+    for plan, result, reservation in zip(draw.plans, results, reservations, strict=True):
+        cost = cost_yen(
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens,
+            deployment_id=plan.candidates[0].id,
+        )
+        if reservation is not None:
+            admission.settle(
+                reservation=reservation,
+                prompt_tokens=result.prompt_tokens,
+                completion_tokens=result.completion_tokens,
+                cost_yen=cost,
+            )
         usage_record_create(
+            request_id=reservation.request_id if reservation is not None else None,
+            cost_yen=cost,
             alias_name=plan.alias.name,
             status="error" if result.error else "ok",
             user_id=actor.pk,
@@ -118,7 +190,10 @@ def arena_battle_create(
     """Draw, answer and save in one synchronous call (tests, shell). The page uses the async view,
     which holds no database connection while the models answer."""
     draw = arena_draw(actor=actor, prompt=prompt, level=level, rng=rng)
-    return arena_battle_save(actor=actor, draw=draw, results=asyncio.run(arena_answer(draw)))
+    try:
+        return arena_battle_save(actor=actor, draw=draw, results=asyncio.run(arena_answer(draw)))
+    finally:
+        arena_release(draw)
 
 
 def get_battle_for_actor(*, actor: Any, battle_id: int) -> ArenaBattle:

@@ -7,6 +7,9 @@ the scope from the membership); battles are read only through
 
 from __future__ import annotations
 
+import asyncio
+
+from asgiref.sync import sync_to_async
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -65,10 +68,14 @@ async def arena_ask(request: HttpRequest) -> HttpResponse:
         except ValidationError as exc:
             form.add_error(None, exc)
         else:
-            results = await arena_services.arena_answer(draw)
-            saved = await scoped_db_hop(arena_services.arena_battle_save, ministry_id=ministry_id)(
-                actor=request.user, draw=draw, results=results
-            )
+            try:
+                results = await arena_services.arena_answer(draw)
+                saved = await scoped_db_hop(arena_services.arena_battle_save, ministry_id=ministry_id)(
+                    actor=request.user, draw=draw, results=results
+                )
+            finally:
+                # Settled to what was produced on save; to nothing if the ask failed or was cancelled.
+                await asyncio.shield(sync_to_async(arena_services.arena_release)(draw))
             return HttpResponseRedirect(reverse("evaluation:arena_battle", args=[saved.pk]))
     return await scoped_db_hop(_arena_page, ministry_id=ministry_id)(request, form, status=400)
 
