@@ -10,15 +10,19 @@ recorded on the item; the run goes on.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from apps.chat import quota as chat_quota
+from apps.quotas import admission
+from apps.quotas.admission_types import AdmissionUnavailable, QuotaExceeded, Reservation
 from apps.quotas.pricing import cost_yen
 from apps.quotas.services import usage_record_create
-from apps.registry.router import RouteRefused, plan_deployment
+from apps.registry.router import RoutePlan, RouteRefused, plan_deployment
 from apps.registry.snapshot import get_snapshot
 from apps.tenancy.scope import ministry_scope
 
@@ -29,15 +33,26 @@ from .models import ItemStatus, MetricKind, Run, RunItem, RunStatus
 JUDGE_MAX_TOKENS = 64
 
 
-def _record_usage(run: Run, *, deployment_id: int, result: CallResult, label: str) -> Decimal:
-    """Usage of one evaluation call, in the charged ministry's ledger (feature ``eval``)."""
+def _record_usage(
+    run: Run, *, deployment_id: int, result: CallResult, label: str, reservation: Reservation | None
+) -> Decimal:
+    """Usage of one evaluation call in the charged ministry's ledger (feature ``eval``), and its
+    admission reservation settled to what the call produced."""
     cost = cost_yen(
         prompt_tokens=result.prompt_tokens,
         completion_tokens=result.completion_tokens,
         deployment_id=deployment_id,
     )
+    if reservation is not None:
+        admission.settle(
+            reservation=reservation,
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens,
+            cost_yen=cost,
+        )
     with ministry_scope(ministry_id=run.charged_ministry_id):
         usage_record_create(
+            request_id=reservation.request_id if reservation is not None else None,
             alias_name=label[:100],
             status="error" if result.error else "ok",
             user_id=run.created_by_id,
@@ -55,14 +70,67 @@ def _record_usage(run: Run, *, deployment_id: int, result: CallResult, label: st
     return cost
 
 
-def _call(run: Run, deployment_id: int, *, messages: list[dict[str, str]], max_tokens: int) -> CallResult:
+def _failed(error: str) -> CallResult:
+    return CallResult(
+        output="", ttft_ms=None, latency_ms=0, prompt_tokens=0, completion_tokens=0, error=error
+    )
+
+
+def _admit(
+    run: Run, plan: RoutePlan, *, messages: list[dict[str, str]], max_tokens: int
+) -> tuple[Reservation | None, int]:
+    """Security: an evaluation call is admitted like a chat answer, in the charged ministry, for
+    the officer who started the run (their, their teams' and the ministry's budgets and rate
+    limits apply). A run whose creator was deleted since runs as the system, unadmitted."""
+    if run.created_by is None:
+        return None, max_tokens
+    # A deployment is evaluated outside any alias: the limits for all aliases apply (an empty
+    # alias name), not those of an alias that happens to share a name.
+    unaliased = replace(plan, alias=replace(plan.alias, name=""))
+    with ministry_scope(ministry_id=run.charged_ministry_id):
+        charge, capped = chat_quota.charge_for(
+            ministry_id=run.charged_ministry_id,
+            user=run.created_by,
+            plan=unaliased,
+            messages=messages,
+            max_tokens=max_tokens,
+            feature="eval",
+        )
+    reservation = admission.reserve(
+        subject=charge.subject,
+        prompt_tokens=charge.prompt_tokens,
+        max_tokens=capped,
+        request_id=charge.request_id,
+        price=charge.price_per_1m,
+    )
+    return reservation, capped
+
+
+def _call(
+    run: Run, deployment_id: int, *, messages: list[dict[str, str]], max_tokens: int, label: str
+) -> tuple[CallResult, Decimal]:
+    """Route, admit, call and record one evaluation call: every failure is a result, not an exception."""
     try:
         plan = plan_deployment(deployment_id=deployment_id, level=run.suite.level)
+        reservation, capped = _admit(run, plan, messages=messages, max_tokens=max_tokens)
     except RouteRefused as exc:
-        return CallResult(
-            output="", ttft_ms=None, latency_ms=0, prompt_tokens=0, completion_tokens=0, error=exc.message
-        )
-    return run_call(plan, messages=messages, max_tokens=max_tokens)
+        return _failed(exc.message), Decimal(0)
+    except AdmissionUnavailable:
+        return _failed("admission unavailable"), Decimal(0)
+    except QuotaExceeded as exc:
+        return _failed(chat_quota.refusal_text(exc)[:500]), Decimal(0)
+    try:
+        result = run_call(plan, messages=messages, max_tokens=capped)
+    except BaseException:
+        if reservation is not None:  # give the reservation back before the worker goes down
+            admission.settle(
+                reservation=reservation, prompt_tokens=0, completion_tokens=0, cost_yen=Decimal(0)
+            )
+        raise
+    cost = _record_usage(
+        run, deployment_id=deployment_id, result=result, label=label, reservation=reservation
+    )
+    return result, cost
 
 
 def _judge(run: Run, item: RunItem) -> None:
@@ -74,13 +142,13 @@ def _judge(run: Run, item: RunItem) -> None:
     prompt = metrics.judge_prompt(
         rubric=task.rubric, input=task.input, reference=task.reference, output=item.output
     )
-    result = _call(
+    result, _cost = _call(
         run,
         run.judge_deployment_id,
         messages=[{"role": "user", "content": prompt}],
         max_tokens=JUDGE_MAX_TOKENS,
+        label="eval-judge",
     )
-    _record_usage(run, deployment_id=run.judge_deployment_id, result=result, label="eval-judge")
     item.judge_reply = result.output[:4000]
     if result.error:
         item.judge_error = result.error
@@ -96,14 +164,12 @@ def _judge(run: Run, item: RunItem) -> None:
 def execute_item(run: Run, item: RunItem) -> RunItem:
     """Answer, score and save one item (the caller picked it as pending)."""
     task = item.task
-    result = _call(
+    result, item.cost_yen = _call(
         run,
         item.candidate.deployment_id,
         messages=[{"role": "user", "content": task.input}],
         max_tokens=run.max_tokens,
-    )
-    item.cost_yen = _record_usage(
-        run, deployment_id=item.candidate.deployment_id, result=result, label=item.candidate.label
+        label=item.candidate.label,
     )
     item.output = result.output
     item.latency_ms = result.latency_ms

@@ -5,6 +5,7 @@ from typing import Any
 
 import pytest
 
+from apps.quotas.tests.admission_support import quota_redis_fixture  # noqa: F401  (fixture quota_redis)
 from apps.registry import snapshot
 from apps.registry.breaker import breaker
 from apps.registry.providers import openai_compatible

@@ -204,3 +204,46 @@ def test_unexpected_call_failure_is_recorded_by_type_only(
         assert execute_run(run.pk) is True
     item = RunItem.objects.get(run=run)
     assert item.status == ItemStatus.ERROR and item.error == "RuntimeError"
+
+
+def test_run_calls_are_admitted_against_the_officers_budget(officer: Any, quota_redis: Any) -> None:
+    """Security: an officer whose month budget is used up gets no model calls through a run either."""
+    from apps.quotas.tests.admission_support import admin_of, set_limit
+
+    ministry = officer.ministry
+    set_limit(
+        ministry, admin_of(ministry, "eval-budget-admin"), level="user", user=officer.user, monthly_tokens=1
+    )
+    with FakeUpstream(tokens=2) as ok:
+        deployment = register_alias(upstreams=[Upstream(ok.url)]).deployments[0]
+        reset_for_tests()
+        suite = suite_create(actor=officer.user, name="予算")
+        suite_import(actor=officer.user, suite=suite, filename="s.csv", data=b"input,reference\na,b\nc,d\n")
+        run = run_create(actor=officer.user, suite=suite, deployments=[deployment])
+        assert execute_run(run.pk) is True  # refused items are recorded; the run still completes
+        assert ok.requests == 0
+    errors = list(RunItem.objects.filter(run=run).values_list("status", "error"))
+    assert all(status == ItemStatus.ERROR and error for status, error in errors) and len(errors) == 2
+
+
+def test_run_settles_to_what_was_produced(officer: Any, quota_redis: Any) -> None:
+    from apps.quotas import admission
+
+    settled: list[int] = []
+    real_settle = admission.settle
+
+    def spy(**kwargs: Any) -> Any:
+        settled.append(kwargs["completion_tokens"])
+        return real_settle(**kwargs)
+
+    with FakeUpstream(tokens=3, word="東京") as ok, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(admission, "settle", spy)
+        deployment = register_alias(upstreams=[Upstream(ok.url)]).deployments[0]
+        reset_for_tests()
+        suite = suite_create(actor=officer.user, name="精算")
+        suite_import(
+            actor=officer.user, suite=suite, filename="s.csv", data="input,reference\n首都,東京\n".encode()
+        )
+        run = run_create(actor=officer.user, suite=suite, deployments=[deployment])
+        assert execute_run(run.pk) is True
+    assert settled == [3]
