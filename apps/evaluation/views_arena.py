@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 
-from asgiref.sync import sync_to_async
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -19,7 +18,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from apps.registry.permissions import registry_access
 from apps.registry.router import allowed_aliases
-from apps.tenancy.connections import scoped_db_hop
+from apps.tenancy.connections import db_hop, scoped_db_hop
 from apps.tenancy.permissions import require_membership
 
 from . import arena as arena_services
@@ -75,7 +74,7 @@ async def arena_ask(request: HttpRequest) -> HttpResponse:
                 )
             finally:
                 # Settled to what was produced on save; to nothing if the ask failed or was cancelled.
-                await asyncio.shield(sync_to_async(arena_services.arena_release)(draw))
+                await asyncio.shield(db_hop(arena_services.arena_release, draw))
             return HttpResponseRedirect(reverse("evaluation:arena_battle", args=[saved.pk]))
     return await scoped_db_hop(_arena_page, ministry_id=ministry_id)(request, form, status=400)
 
