@@ -172,7 +172,8 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(os.environ.get("GENNAI_USAGE_ROLLUP_SECONDS", "300")),
         "options": {"expires": 290},
     },
-    # Admission: release leaked reservations, reseed month counters from the ledger (apps/quotas/reconcile.py).
+    # Admission: release leaked reservations, reseed month counters from the ledger
+    # (apps/quotas/reconcile.py).
     "quotas-admission-reconcile": {
         "task": "quotas.admission_reconcile",
         "schedule": float(os.environ.get("GENNAI_QUOTA_RECONCILE_SECONDS", "60")),
