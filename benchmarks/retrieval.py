@@ -210,7 +210,7 @@ def copy_load(args: argparse.Namespace, ministries: tuple[object, object], dims:
     return samples
 
 
-def _reloaded_backend(variant: Path) -> object:
+def _reloaded_backend(variant: Path) -> Any:
     """A fresh ``PostgresBackend``, from ``variant`` if that file exists (else apps/search/postgres.py)."""
     import importlib
     import importlib.util

@@ -201,7 +201,8 @@ class FakeUpstream:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        name = host.decode() if isinstance(host, bytes) else host
+        return f"http://{name}:{port}"
 
     def __enter__(self) -> FakeUpstream:
         self._thread.start()
