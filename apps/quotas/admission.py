@@ -73,7 +73,14 @@ from .admission_types import (
     refusal_message,
 )
 from .budget_models import LimitLevel
-from .limits import YEN_UNITS, LimitValues, MinistryLimits, cached_ministry_limits, ministry_limits
+from .limits import (
+    YEN_UNITS,
+    LimitValues,
+    MinistryLimits,
+    cached_ministry_limits,
+    ministry_limits,
+    refresh_ahead_ministry_limits,
+)
 
 __all__ = [
     "ADMIT_LUA",
@@ -206,6 +213,11 @@ async def acap_max_tokens(*, subject: Subject, requested: int | None, default: i
 _refreshing: dict[tuple[int, int], asyncio.Task[MinistryLimits]] = {}
 
 
+def _log_refresh_failure(task: asyncio.Task[MinistryLimits]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("admission: refreshing the limits cache failed", exc_info=task.exception())
+
+
 async def _alimits(ministry_id: int) -> MinistryLimits:
     """The ministry's limits without blocking the loop: from the cache, or one refresh in a thread.
 
@@ -228,6 +240,14 @@ async def _alimits(ministry_id: int) -> MinistryLimits:
         task.add_done_callback(
             lambda done: _refreshing.pop(key, None) if _refreshing.get(key) is done else None
         )
+        # Nobody may await a refresh-ahead task: its failure is logged, not left unretrieved.
+        task.add_done_callback(_log_refresh_failure)
+    # Refresh ahead: just after a check fell due, this request goes on with the cached
+    # limits while the refresh runs (the p99 of reserve otherwise carries one database hop
+    # per check interval); see limits.refresh_ahead_ministry_limits for the bound.
+    ahead = refresh_ahead_ministry_limits(ministry_id)
+    if ahead is not None:
+        return ahead
     # Shielded: a request that goes away must not cancel the refresh the others wait for.
     return await asyncio.shield(task)
 

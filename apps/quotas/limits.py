@@ -440,6 +440,27 @@ def cached_ministry_limits(ministry_id: int) -> MinistryLimits | None:
     return entry[0]
 
 
+def refresh_ahead_ministry_limits(ministry_id: int) -> MinistryLimits | None:
+    """The cached limits while their version check is due but not overdue (event-loop safe).
+
+    Between one and two ``check_seconds()`` after the last check, a request may
+    use the cached limits while one refresh runs beside it (see
+    ``apps.quotas.admission._alimits``), instead of waiting for that database
+    hop: so a lowered limit still reaches every process within two check
+    intervals (about a second) plus one hop, and the entry's maximum age is
+    unchanged (invariant 11). With ``check_seconds() == 0`` (tests) nothing is
+    ever served this way.
+    """
+    now = time.monotonic()
+    check = versions.check_seconds()
+    if check <= 0 or now - _cache.checked_at >= 2 * check:
+        return None
+    entry = _cache.entries.get(ministry_id)
+    if entry is None or now - entry[1] >= versions.max_age_seconds():
+        return None
+    return entry[0]
+
+
 def ministry_limits(ministry_id: int) -> MinistryLimits:
     """The limits of ``ministry_id`` from the cache or PostgreSQL (sync: may do I/O).
 
