@@ -22,7 +22,6 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from apps.chat import quota as chat_quota
 from apps.chat import services as chat_services
 from apps.chat.models import Message, Role, Status
 from apps.documents.answers import Source, page_label
@@ -30,7 +29,6 @@ from apps.documents.detect import Rejection, detect_type
 from apps.documents.models import Chunk, Workspace
 from apps.documents.parsers import parse
 from apps.documents.selectors import get_workspace_for_actor
-from apps.registry.providers.base import ChatRequest
 from apps.registry.router import RouteRefused, plan_route
 from apps.search.relevance import evidence
 from apps.search.selectors import hybrid_search
@@ -253,23 +251,14 @@ def run_stream_open(*, ministry_id: int, actor: Any, run_id: int) -> chat_servic
             message.refresh_from_db()
             return RunReplay(message=message)
         system_prompt, template = _definition(run)
-        messages = build_prompt(run=run, system_prompt=system_prompt, template=template)
-        context_window = min((d.context_window for d in plan.candidates), default=4096)
-        charge, max_tokens = chat_quota.charge_for(
+        return chat_services.charged_stream_job(
             ministry_id=ministry_id,
-            user=actor,
-            plan=plan,
-            messages=messages,
-            max_tokens=max(min(chat_services.MAX_ANSWER_TOKENS, context_window // 2), 64),
-            feature="app",
-        )
-        return chat_services.StreamJob(
-            ministry_id=ministry_id,
+            actor=actor,
             conversation_id=run.conversation_id,
             message_id=message.pk,
             plan=plan,
-            request=ChatRequest(messages=messages, params={"max_tokens": max_tokens}),
-            charge=charge,
+            messages=build_prompt(run=run, system_prompt=system_prompt, template=template),
+            feature="app",
         )
 
 

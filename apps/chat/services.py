@@ -333,22 +333,51 @@ def stream_open(
         history = history_for_upstream(
             conversation=conversation, before_message_id=message.pk, max_chars=max(context_window, 1000)
         )
-        charge, max_tokens = quota.charge_for(
+        return charged_stream_job(
             ministry_id=ministry_id,
-            user=actor,
-            plan=plan,
-            messages=history,
-            max_tokens=max(min(MAX_ANSWER_TOKENS, context_window // 2), 64),
-            feature="chat",
-        )
-        return StreamJob(
-            ministry_id=ministry_id,
+            actor=actor,
             conversation_id=conversation.pk,
             message_id=message.pk,
             plan=plan,
-            request=ChatRequest(messages=history, params={"max_tokens": max_tokens}),
-            charge=charge,
+            messages=history,
+            feature="chat",
         )
+
+
+def charged_stream_job(
+    *,
+    ministry_id: int,
+    actor: Any,
+    conversation_id: int,
+    message_id: int,
+    plan: RoutePlan,
+    messages: list[dict[str, Any]],
+    feature: str,
+) -> StreamJob:
+    """The relay's job for one answer, with its charge: chat, cited answers and AI apps alike.
+
+    Inside ``ministry_scope(ministry_id)``. The answer may use half the smallest
+    context window of the route's deployments (at most :data:`MAX_ANSWER_TOKENS`,
+    at least 64), lowered further by every budget level's ``max_tokens`` cap; the
+    relay reserves that before the model is called and settles at the end.
+    """
+    context_window = min((d.context_window for d in plan.candidates), default=4096)
+    charge, max_tokens = quota.charge_for(
+        ministry_id=ministry_id,
+        user=actor,
+        plan=plan,
+        messages=messages,
+        max_tokens=max(min(MAX_ANSWER_TOKENS, context_window // 2), 64),
+        feature=feature,
+    )
+    return StreamJob(
+        ministry_id=ministry_id,
+        conversation_id=conversation_id,
+        message_id=message_id,
+        plan=plan,
+        request=ChatRequest(messages=messages, params={"max_tokens": max_tokens}),
+        charge=charge,
+    )
 
 
 def answer_usage(

@@ -28,10 +28,8 @@ from django.http import Http404
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from apps.chat import quota as chat_quota
 from apps.chat import services as chat_services
 from apps.chat.models import Message, Role, Status
-from apps.registry.providers.base import ChatRequest
 from apps.registry.router import RouteRefused, plan_route
 from apps.search.base import SearchHit
 from apps.search.relevance import evidence
@@ -333,24 +331,15 @@ def answer_stream_open(
             )
             message.refresh_from_db()
             return AnswerReplay(message=message)
-        context_window = min((d.context_window for d in plan.candidates), default=4096)
-        messages = build_prompt(answer=answer)
         # Budgets and limits: reserved by chat's relay before the model is called (feature "rag").
-        charge, max_tokens = chat_quota.charge_for(
+        return chat_services.charged_stream_job(
             ministry_id=ministry_id,
-            user=actor,
-            plan=plan,
-            messages=messages,
-            max_tokens=max(min(chat_services.MAX_ANSWER_TOKENS, context_window // 2), 64),
-            feature="rag",
-        )
-        return chat_services.StreamJob(
-            ministry_id=ministry_id,
+            actor=actor,
             conversation_id=conversation.pk,
             message_id=message.pk,
             plan=plan,
-            request=ChatRequest(messages=messages, params={"max_tokens": max_tokens}),
-            charge=charge,
+            messages=build_prompt(answer=answer),
+            feature="rag",
         )
 
 
