@@ -155,29 +155,9 @@ class _Appender:
         self.reading: asyncio.Task[None] | None = None
 
     async def _connect(self) -> None:
-        options = self.options
-        if "path" in options:
-            reader, writer = await asyncio.open_unix_connection(options["path"])
-        else:
-            ssl = None
-            if "SSL" in getattr(options.get("connection_class"), "__name__", ""):
-                import ssl as ssl_module
+        from .redis_pipe import open_connection
 
-                ssl = ssl_module.create_default_context()
-            reader, writer = await asyncio.open_connection(options["host"], options["port"], ssl=ssl)
-        setup: list[bytes] = []
-        if options.get("password"):
-            auth = [options["username"].encode()] if options.get("username") else []
-            setup.append(_command(b"AUTH", *auth, options["password"].encode()))
-        if options.get("db"):
-            setup.append(_command(b"SELECT", str(options["db"]).encode()))
-        if setup:
-            writer.write(b"".join(setup))
-            for _ in setup:
-                line = await reader.readline()
-                if not line.startswith(b"+"):
-                    writer.close()
-                    raise RedisError(line.decode(errors="replace").strip() or "connection closed")
+        reader, writer = await open_connection(self.options)
         self.reader, self.writer = reader, writer
         self.reading = asyncio.get_running_loop().create_task(self._read_replies(reader))
 

@@ -22,11 +22,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+if TYPE_CHECKING:
+    from redis.asyncio.connection import ConnectKwargs
 
 
 def encode_command(*parts: Any) -> bytes:
@@ -66,6 +69,38 @@ async def read_reply(reader: asyncio.StreamReader) -> Any:
     raise RedisConnectionError(f"unexpected reply from Redis: {line[:40]!r}")
 
 
+async def open_connection(options: ConnectKwargs) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection to Redis from ``redis.asyncio.connection.parse_url`` options: TCP (TLS for
+    ``rediss://``) or a Unix socket, then ``AUTH`` and ``SELECT`` when the URL asks for them.
+
+    Shared by this pipe and the usage journal's appender (:mod:`apps.quotas.journal`).
+    Raises :class:`redis.exceptions.ConnectionError` when Redis refuses the setup.
+    """
+    if "path" in options:
+        reader, writer = await asyncio.open_unix_connection(options["path"])
+    else:
+        ssl = None
+        if "SSL" in getattr(options.get("connection_class"), "__name__", ""):
+            import ssl as ssl_module
+
+            ssl = ssl_module.create_default_context()
+        reader, writer = await asyncio.open_connection(options["host"], options["port"], ssl=ssl)
+    setup: list[bytes] = []
+    if options.get("password"):
+        auth = [options["username"]] if options.get("username") else []
+        setup.append(encode_command("AUTH", *auth, options["password"]))
+    if options.get("db"):
+        setup.append(encode_command("SELECT", options["db"]))
+    if setup:
+        writer.write(b"".join(setup))
+        for _ in setup:
+            reply = await read_reply(reader)
+            if isinstance(reply, _ErrorReply):
+                writer.close()
+                raise RedisConnectionError(reply.message)
+    return reader, writer
+
+
 class PipelinedRedis:
     """Commands of one event loop over one connection, answered in order."""
 
@@ -80,29 +115,7 @@ class PipelinedRedis:
         self.reading: asyncio.Task[None] | None = None
 
     async def _connect(self) -> None:
-        options = self.options
-        if "path" in options:
-            reader, writer = await asyncio.open_unix_connection(options["path"])
-        else:
-            ssl = None
-            if "SSL" in getattr(options.get("connection_class"), "__name__", ""):
-                import ssl as ssl_module
-
-                ssl = ssl_module.create_default_context()
-            reader, writer = await asyncio.open_connection(options["host"], options["port"], ssl=ssl)
-        setup: list[bytes] = []
-        if options.get("password"):
-            auth = [options["username"]] if options.get("username") else []
-            setup.append(encode_command("AUTH", *auth, options["password"]))
-        if options.get("db"):
-            setup.append(encode_command("SELECT", options["db"]))
-        if setup:
-            writer.write(b"".join(setup))
-            for _ in setup:
-                reply = await read_reply(reader)
-                if isinstance(reply, _ErrorReply):
-                    writer.close()
-                    raise RedisConnectionError(reply.message)
+        reader, writer = await open_connection(self.options)
         self.writer = writer
         self.reading = asyncio.get_running_loop().create_task(self._read_replies(reader))
 
