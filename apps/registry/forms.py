@@ -13,36 +13,12 @@ from django.db import models
 from django.utils.translation import gettext_lazy as _
 
 from apps.tenancy.models import Ministry
+from gennai.forms import mark_errors, style
 
 from .models import Alias, Deployment, Model, Vendor
 from .providers.registry import load_providers
 from .selectors import RouteRow
 from .services import validate_secret_ref
-
-
-def _style(form: forms.BaseForm) -> None:
-    """Give every widget the shared ``gn-*`` classes and an error state for screen readers."""
-    for name, field in form.fields.items():
-        widget = field.widget
-        if isinstance(widget, forms.CheckboxInput):
-            css = "size-5"
-        elif isinstance(widget, forms.Select):
-            css = "gn-select w-full"
-        else:
-            css = "gn-input w-full"
-        widget.attrs.setdefault("class", css)
-        widget.attrs.setdefault("data-testid", f"field-{name}")
-
-
-def _mark_errors(form: forms.BaseForm) -> None:
-    """After validation: tie each invalid control to its error text (and help text)."""
-    for name in form.errors:
-        if name not in form.fields:
-            continue
-        auto_id = form[name].auto_id
-        described = [f"{auto_id}_helptext"] if form.fields[name].help_text else []
-        form.fields[name].widget.attrs["aria-invalid"] = "true"
-        form.fields[name].widget.attrs["aria-describedby"] = " ".join([*described, f"{auto_id}_error"])
 
 
 def _formfield(field: Any, **kwargs: Any) -> Any:
@@ -54,11 +30,11 @@ def _formfield(field: Any, **kwargs: Any) -> Any:
 class StyledModelForm(forms.ModelForm):  # type: ignore[type-arg]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        _style(self)
+        style(self)
 
     def full_clean(self) -> None:
         super().full_clean()
-        _mark_errors(self)
+        mark_errors(self)
 
     # Optional fields whose blank means the model default: a blank submission of an
     # unchanged default is not a change (no audit entry, no save).
@@ -292,14 +268,14 @@ class AliasRoutesForm(forms.Form):
                 initial=row.weight if row else None,
                 widget=forms.NumberInput(attrs={"inputmode": "numeric", "class": "gn-input w-28"}),
             )
-        _style(self)
+        style(self)
         for deployment in deployments:
             self.fields[f"weight_{deployment.pk}"].widget.attrs["data-testid"] = f"weight-{deployment.name}"
         self.fields["reason"].widget.attrs["data-testid"] = "routes-reason"
 
     def full_clean(self) -> None:
         super().full_clean()
-        _mark_errors(self)
+        mark_errors(self)
 
     def rows(self) -> Iterator[WeightRow]:
         for deployment in self.deployments:
