@@ -1,9 +1,10 @@
-"""The PostgreSQL backend's hybrid score (apps.search.postgres.score_fuse), without a database."""
+"""The PostgreSQL backend's hybrid score (apps.search.fusion.score_fuse), without a database."""
 
 from __future__ import annotations
 
 from apps.search.base import rrf_fuse
-from apps.search.postgres import score_fuse, tsquery_text
+from apps.search.fusion import score_fuse
+from apps.search.postgres import tsquery_text
 from apps.search.tokenize import index_terms, query_word_groups, tokens
 
 
