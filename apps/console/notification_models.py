@@ -20,6 +20,9 @@ __all__ = ["Notification", "NotificationKind"]
 class NotificationKind(models.TextChoices):
     BUDGET_WARNING = "budget_warning", _("予算の80%に到達")
     BUDGET_EXHAUSTED = "budget_exhausted", _("予算の上限に到達")
+    # Platform alerts (apps.console.platform_alerts): to every platform admin.
+    AUDIT_CHAIN_BROKEN = "audit_chain_broken", _("監査ログの改ざんを検知")
+    USAGE_PARTITIONS_FAILED = "usage_partitions_failed", _("利用記録のパーティション保守に失敗")
 
 
 class Notification(TenantModel):

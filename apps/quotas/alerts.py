@@ -279,8 +279,26 @@ def _create_once(*, ministry_id: int, recipient_id: int, kind: str, key: str, da
         return None
 
 
+def _platform_text(kind: str, data: dict[str, Any]) -> str | None:
+    """Texts of the platform alerts (:mod:`apps.console.platform_alerts`); None for budget kinds."""
+    if kind == "audit_chain_broken":
+        return _(
+            "監査ログのハッシュチェーンが壊れています（イベントID %(id)s: %(reason)s）。"
+            "改ざんまたは削除の可能性があります。manage.py audit_verify で確認してください。"
+        ) % {"id": data.get("first_bad_id", "?"), "reason": data.get("reason", "")}
+    if kind == "usage_partitions_failed":
+        return _(
+            "利用記録（UsageRecord）のパーティション保守が失敗しました（%(error)s）。"
+            "先の月のパーティション作成と保存期間を過ぎた月の削除が行われていません。"
+        ) % {"error": data.get("error", "")}
+    return None
+
+
 def notification_text(kind: str, data: dict[str, Any]) -> str:
     """The notice in the active language (rendered when shown; rows keep only facts)."""
+    platform = _platform_text(kind, data)
+    if platform is not None:
+        return platform
     level = data.get("level", "")
     name = str(data.get("subject") or "")
     if level == "team":
@@ -319,14 +337,20 @@ def _admins(ministry_id: int) -> list[Any]:
     return [m.user for m in rows.select_related("user").order_by("user_id")]
 
 
+def _email_subject(kind: str) -> str:
+    if _platform_text(kind, {}) is not None:
+        return _("【源内】管理者への警告")
+    return _("【源内】予算の通知")
+
+
 def _send_email(recipient: Any, kind: str, data: dict[str, Any]) -> bool:
     """One e-mail in Japanese with the English text below it (no per-user language is stored)."""
     if not recipient.email:
         return False
     with translation.override("ja"):
-        subject_ja, body_ja = _("【源内】予算の通知"), notification_text(kind, data)
+        subject_ja, body_ja = _email_subject(kind), notification_text(kind, data)
     with translation.override("en"):
-        subject_en, body_en = _("【源内】予算の通知"), notification_text(kind, data)
+        subject_en, body_en = _email_subject(kind), notification_text(kind, data)
     try:
         send_mail(
             subject=f"{subject_ja} / {subject_en}",

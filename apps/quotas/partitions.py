@@ -17,17 +17,25 @@ partition gets the same ENABLE + FORCE ROW LEVEL SECURITY and
 Creating a partition is DDL, which only the owner role may run. Everything goes
 through :func:`ensure_usage_partitions`, called by the migration that
 partitions the table, by ``post_migrate`` (every deploy: two months back to
-twelve ahead) and by ``manage.py usage_partitions --months N`` (ops, with the
-migration login).
+twelve ahead), by ``manage.py usage_partitions --months N`` (ops, with the
+migration login) and daily by :func:`usage_partitions_maintain` (Celery beat,
+``quotas-usage-partitions``), which also keeps twelve months ahead and drops the
+months older than ``GENNAI_USAGE_RETENTION_MONTHS`` (default 24; 0 keeps
+everything): ``DETACH PARTITION`` + ``DROP TABLE``, each drop audited
+(``quotas.usage_partition_drop``). The daily rollups (``UsageDaily``) are kept.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 import zoneinfo
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, connections, transaction
 from django.utils import timezone
 
@@ -37,6 +45,12 @@ PARENT = "quotas_usagerecord"
 DEFAULT_PARTITION = f"{PARENT}_default"
 MONTHS_BACK = 2
 MONTHS_AHEAD = 12
+#: Shortest retention accepted: the budget month and the one before it (rollups of
+#: yesterday, reseeding the counters) must always be in the ledger.
+MIN_RETENTION_MONTHS = 2
+_MONTH_NAME = re.compile(rf"^{PARENT}_(\d{{4}})_(\d{{2}})$")
+
+logger = logging.getLogger("gennai.quotas")
 
 
 def month_start(day: date) -> date:
@@ -162,6 +176,113 @@ def usage_partitions(*, using: str = "default") -> list[tuple[str, str]]:
             [PARENT, DEFAULT_PARTITION],
         )
         return [(str(name), str(bound)) for name, bound in cursor.fetchall()]
+
+
+def partition_month(name: str) -> date | None:
+    """The month of a monthly partition's name (``None`` for DEFAULT or anything else)."""
+    match = _MONTH_NAME.match(name)
+    return date(int(match[1]), int(match[2]), 1) if match else None
+
+
+def retention_cutoff(*, today: date, retention_months: int) -> date | None:
+    """First month kept: ``retention_months`` whole months before ``today``'s month (None: keep all)."""
+    if retention_months == 0:
+        return None
+    if retention_months < MIN_RETENTION_MONTHS:
+        raise ImproperlyConfigured(
+            f"GENNAI_USAGE_RETENTION_MONTHS must be 0 (keep all) or >= {MIN_RETENTION_MONTHS}"
+        )
+    return add_months(month_start(today), -retention_months)
+
+
+@dataclass
+class MaintenanceResult:
+    """What one run of :func:`usage_partitions_maintain` did."""
+
+    created: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    default_rows_deleted: int = 0
+    cutoff: date | None = None
+
+
+def _drop_month(cursor: Any, name: str, quote: Any) -> None:
+    # DETACH first: the parent's lock is short and the table can no longer be
+    # reached through the parent; then the months' data goes with DROP TABLE. Deferred
+    # foreign-key checks of rows written earlier in this transaction run now (DDL needs none pending).
+    cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+    cursor.execute(f"ALTER TABLE {quote(PARENT)} DETACH PARTITION {quote(name)}")
+    cursor.execute(f"DROP TABLE {quote(name)}")
+
+
+def _delete_old_default_rows(cursor: Any, cutoff: date, quote: Any) -> int:
+    # FORCE RLS binds the owner too: lifted on DEFAULT for this delete only (same transaction).
+    cursor.execute(f"ALTER TABLE {quote(DEFAULT_PARTITION)} NO FORCE ROW LEVEL SECURITY")
+    cursor.execute(f"DELETE FROM {quote(DEFAULT_PARTITION)} WHERE created_at < {_bound(cutoff)}")
+    deleted = int(cursor.rowcount or 0)
+    cursor.execute(f"ALTER TABLE {quote(DEFAULT_PARTITION)} FORCE ROW LEVEL SECURITY")
+    return deleted
+
+
+def usage_partitions_maintain(
+    *, today: date | None = None, retention_months: int | None = None, using: str = "default"
+) -> MaintenanceResult:
+    """Keep the ledger's partitions twelve months ahead and drop months past the retention.
+
+    Runs daily from Celery beat (``quotas.usage_partitions_maintain``) and must
+    act as the owner role (DDL; the caller enters ``owner_mode``). One
+    transaction: the partitions dropped and their ``quotas.usage_partition_drop``
+    audit events (actor ``system``, platform-wide) commit together or not at
+    all. Rows of expired months that sit in DEFAULT are deleted too (audited
+    with their count). Usage older than the cutoff then exists only in the daily
+    rollups.
+    """
+    from apps.audit.services import audit_record
+
+    today = today or timezone.localdate()
+    months = settings.GENNAI_USAGE_RETENTION_MONTHS if retention_months is None else retention_months
+    cutoff = retention_cutoff(today=today, retention_months=int(months))
+    result = MaintenanceResult(cutoff=cutoff)
+    conn = connections[using]
+    if conn.vendor != "postgresql":
+        return result
+    quote = conn.ops.quote_name
+    result.created = ensure_usage_partitions(start=today, months=MONTHS_AHEAD + 1, using=using)
+    if cutoff is None:
+        return result
+    with transaction.atomic(using=using), conn.cursor() as cursor:
+        if not is_partitioned(cursor):
+            return result
+        for name, _bound_expr in usage_partitions(using=using):
+            month = partition_month(name)
+            if month is None or month >= cutoff:
+                continue
+            _drop_month(cursor, name, quote)
+            result.dropped.append(name)
+            audit_record(
+                actor=None,
+                action="quotas.usage_partition_drop",
+                target_type="usage_partition",
+                target_id=name,
+                ministry_id=None,
+                data={
+                    "month": month.isoformat()[:7],
+                    "cutoff": cutoff.isoformat()[:7],
+                    "retention_months": months,
+                },
+            )
+            logger.info("usage ledger: dropped partition %s (retention %s months)", name, months)
+        if _exists(cursor, DEFAULT_PARTITION):
+            result.default_rows_deleted = _delete_old_default_rows(cursor, cutoff, quote)
+            if result.default_rows_deleted:
+                audit_record(
+                    actor=None,
+                    action="quotas.usage_default_rows_delete",
+                    target_type="usage_partition",
+                    target_id=DEFAULT_PARTITION,
+                    ministry_id=None,
+                    data={"rows": result.default_rows_deleted, "before": cutoff.isoformat()[:7]},
+                )
+    return result
 
 
 # --- The one-off conversion (migration 0006) ------------------------------------------

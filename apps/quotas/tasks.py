@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from django.utils import timezone
+
 from apps.tenancy.tasks import TenantTask
 from gennai.celery import app
 
@@ -80,3 +82,35 @@ def admission_reseed_ministry_task(*, ministry_id: int) -> int:
     from .reconcile import reseed_ministry
 
     return reseed_ministry(ministry_id=ministry_id)[0]
+
+
+@app.task(name="quotas.usage_partitions_maintain", ignore_result=True)
+def usage_partitions_maintain_task() -> dict[str, Any]:
+    """Create the ledger's monthly partitions ahead and drop those past the retention.
+
+    Scheduled daily by ``CELERY_BEAT_SCHEDULE`` (``quotas-usage-partitions``).
+    DDL: runs as the owner role (``owner_mode``), so the worker that takes it
+    must log in with a role that may act as the owner (the migration login); on
+    any failure the platform admins are alerted (in the app and by e-mail) and
+    the task fails loudly. See :func:`apps.quotas.partitions.usage_partitions_maintain`.
+    """
+    from apps.console.platform_alerts import platform_alert
+    from apps.tenancy.db import owner_mode
+
+    from .partitions import usage_partitions_maintain
+
+    try:
+        with owner_mode():
+            result = usage_partitions_maintain()
+    except Exception as exc:
+        platform_alert(
+            kind="usage_partitions_failed",
+            key=timezone.localdate().isoformat(),
+            data={"error": type(exc).__name__},
+        )
+        raise
+    return {
+        "created": result.created,
+        "dropped": result.dropped,
+        "default_rows_deleted": result.default_rows_deleted,
+    }

@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import dj_database_url
+from celery.schedules import crontab
 from csp.constants import NONCE, NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
@@ -196,7 +197,23 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(os.environ.get("GENNAI_API_KEY_CREATOR_RECHECK_SECONDS", "300")),
         "options": {"expires": 290},
     },
+    # Daily at 03:15 Japan time (beat's clock is UTC): walk the audit hash chain; a break
+    # alerts the platform admins (apps/audit/tasks.py).
+    "audit-verify": {
+        "task": "audit.verify_chain",
+        "schedule": crontab(hour=18, minute=15),
+        "options": {"expires": 3600},
+    },
+    # Daily: usage ledger partitions twelve months ahead, months past GENNAI_USAGE_RETENTION_MONTHS
+    # dropped (DDL: the worker needs the migration login; apps/quotas/partitions.py).
+    "quotas-usage-partitions": {
+        "task": "quotas.usage_partitions_maintain",
+        "schedule": crontab(hour=18, minute=45),  # 03:45 Japan time
+        "options": {"expires": 3600},
+    },
 }
+# Months of raw usage (UsageRecord) kept, besides the current one; 0 keeps everything (docs/admin.md).
+GENNAI_USAGE_RETENTION_MONTHS = int(os.environ.get("GENNAI_USAGE_RETENTION_MONTHS", "24"))
 
 # --- Sessions -------------------------------------------------------------
 # The dev IdP runs on another port of the same host; cookies ignore ports, so

@@ -217,3 +217,97 @@ def test_a_request_across_midnight_of_a_month_end_stays_one_row(
         [row] = UsageRecord.objects.filter(request_id=uuid.UUID(meter.request_id))
     assert (row.status, row.completion_tokens) == ("ok", 7)
     assert home(row.pk, a.pk) == partition_name(add_months(this_month, -1))
+
+
+# --- Daily upkeep: months ahead, retention (usage_partitions_maintain) ------------------------
+
+
+def test_upkeep_is_scheduled_daily_by_beat() -> None:
+    entry = settings.CELERY_BEAT_SCHEDULE["quotas-usage-partitions"]
+    assert entry["task"] == "quotas.usage_partitions_maintain"
+
+
+def test_retention_cutoff_rules() -> None:
+    from django.core.exceptions import ImproperlyConfigured
+
+    from apps.quotas.partitions import retention_cutoff
+
+    assert retention_cutoff(today=date(2026, 12, 7), retention_months=24) == date(2024, 12, 1)
+    assert retention_cutoff(today=date(2026, 12, 7), retention_months=0) is None
+    with pytest.raises(ImproperlyConfigured):
+        retention_cutoff(today=date(2026, 12, 7), retention_months=1)
+
+
+def test_upkeep_drops_months_past_retention_and_keeps_the_rest(ministries: tuple[Any, Any]) -> None:
+    from apps.audit.models import AuditEvent
+    from apps.quotas.partitions import usage_partitions_maintain
+
+    a, b = ministries
+    this_month = month_start(timezone.localdate())
+    old_month, kept_month = add_months(this_month, -5), add_months(this_month, -4)
+    with owner_mode():
+        ensure_usage_partitions(start=old_month, months=2)
+    old = record(a, local_midnight(old_month) + timedelta(days=2))
+    kept = record(a, local_midnight(kept_month) + timedelta(days=2))
+    # A row of an expired month with no partition of its own sits in DEFAULT: deleted too.
+    stray_month = add_months(this_month, -30)  # migrate created two months back only
+    stray = record(b, local_midnight(stray_month) + timedelta(days=1))
+    assert home(stray.pk, b.pk) == DEFAULT_PARTITION
+
+    with owner_mode():
+        result = usage_partitions_maintain(retention_months=4)
+
+    assert partition_name(old_month) in result.dropped
+    assert partition_name(kept_month) not in result.dropped
+    names = [name for name, _bound in usage_partitions()]
+    assert partition_name(old_month) not in names and partition_name(kept_month) in names
+    assert partition_name(add_months(this_month, MONTHS_AHEAD)) in names, "twelve months ahead exist"
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT to_regclass(%s)", [partition_name(old_month)])
+        assert cursor.fetchone() == (None,), "detached and dropped, not left behind"
+    with ministry_scope(ministry_id=a.pk):
+        assert not UsageRecord.objects.filter(pk=old.pk).exists()
+        assert UsageRecord.objects.filter(pk=kept.pk).exists()
+    with ministry_scope(ministry_id=b.pk):
+        assert not UsageRecord.objects.filter(pk=stray.pk).exists()
+    assert result.default_rows_deleted == 1
+    drops = AuditEvent.objects.filter(
+        action="quotas.usage_partition_drop", target_id=partition_name(old_month)
+    )
+    assert drops.count() == 1 and drops.get().data["retention_months"] == 4
+    with owner_mode():
+        again = usage_partitions_maintain(retention_months=4)
+    assert again.dropped == [] and again.default_rows_deleted == 0, "idempotent"
+
+
+def test_retention_zero_keeps_everything(db: None) -> None:
+    from apps.quotas.partitions import usage_partitions_maintain
+
+    this_month = month_start(timezone.localdate())
+    with owner_mode():
+        ensure_usage_partitions(start=add_months(this_month, -40), months=1)
+        result = usage_partitions_maintain(retention_months=0)
+    assert result.dropped == [] and result.cutoff is None
+    assert partition_name(add_months(this_month, -40)) in dict(usage_partitions())
+
+
+def test_a_failing_upkeep_alerts_the_platform_admins(
+    ministries: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from apps.console.models import Notification
+    from apps.quotas import partitions
+    from apps.quotas.tasks import usage_partitions_maintain_task
+    from tests.support.fixtures import make_user
+
+    a, _ = ministries
+    admin = make_user("plat-upkeep", a, ["staff", "platform_admin"])
+
+    def refuse(**_: Any) -> None:
+        raise DatabaseError("permission denied for table quotas_usagerecord")
+
+    monkeypatch.setattr(partitions, "usage_partitions_maintain", refuse)
+    with pytest.raises(DatabaseError):
+        usage_partitions_maintain_task()
+    with ministry_scope(ministry_id=a.pk):
+        [notice] = Notification.objects.filter(recipient=admin)
+    assert notice.kind == "usage_partitions_failed" and notice.data == {"error": "DatabaseError"}
