@@ -36,7 +36,9 @@ from apps.documents.tests.factories import (
     sweep_workspace,
     sweep_workspace_member,
 )
+from apps.evaluation.arena_models import ArenaStream
 from apps.evaluation.models import ArenaBattle, ArenaVote
+from apps.evaluation.tests.arena_factories import sweep_arena_stream
 from apps.evaluation.tests.factories import sweep_arena_battle, sweep_arena_vote
 from apps.quotas.models import Limit, UsageDaily, UsageRecord
 from apps.registry.models import Alias, AliasGrant
@@ -92,6 +94,7 @@ FACTORIES: dict[type[TenantModel], Callable[[Any], TenantModel]] = {
     TeamMembership: sweep_team_membership,
     ArenaBattle: sweep_arena_battle,
     ArenaVote: sweep_arena_vote,
+    ArenaStream: sweep_arena_stream,
 }
 
 

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import arena_views, views
 
 app_name = "chat"
 
@@ -18,5 +18,9 @@ urlpatterns = [
         "<int:conversation_id>/messages/<int:message_id>/stream", views.message_stream, name="message_stream"
     ),
     path("<int:conversation_id>/messages/<int:message_id>/stop", views.message_stop, name="message_stop"),
+    path("<int:conversation_id>/arena", arena_views.arena_turn_create, name="arena_create"),
+    path("arena/<int:battle_id>/vote", arena_views.arena_turn_vote, name="arena_vote"),
+    path("arena/<int:battle_id>/<str:side>", arena_views.arena_side, name="arena_side"),
+    path("arena/<int:battle_id>/<str:side>/stream", arena_views.arena_side_stream, name="arena_stream"),
     path("notices/<int:notification_id>/dismiss", views.notice_dismiss, name="notice_dismiss"),
 ]

@@ -33,7 +33,7 @@ from apps.registry.snapshot import get_snapshot
 from apps.tenancy.connections import db_hop
 from apps.tenancy.permissions import require_membership
 
-from . import quota, services
+from . import arena_views, quota, services
 from .conf import default_confidentiality, max_message_chars
 from .models import Conversation, Message
 from .selectors import (
@@ -205,6 +205,7 @@ def _conversation_context(request: HttpRequest, conversation: Conversation, **ex
     items = [
         _message_context(conversation, m, is_last=(i == len(messages) - 1)) for i, m in enumerate(messages)
     ]
+    items = arena_views.with_arena_items(conversation, items)  # blind comparisons asked from here
     return {
         **_sidebar_context(request, current=conversation),
         "conversation": conversation,
@@ -260,6 +261,8 @@ def conversation_delete(request: HttpRequest, conversation_id: int) -> HttpRespo
 @require_POST
 def message_create(request: HttpRequest, conversation_id: int) -> HttpResponse:
     """Send a message. HTMX gets the two new message fragments; errors come back as 422."""
+    if request.POST.get("arena"):  # 「2つのモデルで比較」 ticked: a blind comparison instead
+        return arena_views.arena_turn_create(request, conversation_id)
     conversation = get_conversation_for_actor(actor=request.user, conversation_id=conversation_id)
     content = request.POST.get("content", "")
     try:

@@ -10,6 +10,13 @@ gets no answers from the arena either.
 A model granted only to ministry A is therefore never shown to, nor voted on
 by, staff of B; the vote re-checks both grants. Battles and votes are
 TenantModels (the prompt is ministry content).
+
+From chat (:func:`arena_battle_start`): the pair is drawn the same way at the
+conversation's 機密性 level, and each side then streams over its own SSE
+request through chat's machinery (:func:`arena_side_open` builds the job with
+``charged_stream_job``; :mod:`.arena_stream` reserves, streams and settles):
+each answer is one admitted, metered model call with its own usage record.
+Names stay hidden until the vote, which waits for both answers.
 """
 
 from __future__ import annotations
@@ -18,16 +25,22 @@ import asyncio
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Max
 from django.http import Http404
+from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from apps.audit.services import audit_record
 from apps.chat import quota as chat_quota
+from apps.chat import services as chat_services
+from apps.chat.models import Conversation, Message
+from apps.chat.selectors import get_conversation_for_actor, history_for_upstream
 from apps.quotas import admission
 from apps.quotas.admission_types import QuotaExceeded, Reservation
 from apps.quotas.pricing import cost_yen
@@ -35,8 +48,9 @@ from apps.quotas.services import usage_record_create
 from apps.registry.models import Alias
 from apps.registry.router import RoutePlan, RouteRefused, allowed_aliases, plan_route
 from apps.registry.snapshot import get_snapshot
-from apps.tenancy.scope import current_ministry_id
+from apps.tenancy.scope import current_ministry_id, ministry_scope
 
+from .arena_models import SIDES, ArenaStream, SideStatus
 from .calls import CallResult, call, close_clients
 from .models import ArenaBattle, ArenaOutcome, ArenaVote
 
@@ -220,6 +234,9 @@ def arena_vote(*, actor: Any, battle: ArenaBattle, outcome: str) -> ArenaVote:
     if battle.alias_a_id not in granted or battle.alias_b_id not in granted:
         # A grant revoked since the battle: its model is no longer this ministry's to rate.
         raise ValidationError(_("このモデルは所属府省庁で利用できなくなったため、投票できません。"))
+    stream = ArenaStream.objects.select_for_update().filter(battle=battle).first()
+    if stream is not None and not stream.finished:
+        raise ValidationError(_("両方の回答が出そろってから投票してください。"))
     if ArenaVote.objects.filter(battle=battle).exists():
         raise ValidationError(_("この比較にはすでに投票しています。"))
     vote: ArenaVote = ArenaVote.objects.create(
@@ -234,3 +251,207 @@ def arena_vote(*, actor: Any, battle: ArenaBattle, outcome: str) -> ArenaVote:
         data={"outcome": outcome},
     )
     return vote
+
+
+# --- From chat: both answers streamed side by side ------------------------------------
+
+#: A side claimed by a stream but not finished for this long lost its stream (process died).
+STALE_SIDE_SECONDS = 5 * 60
+
+
+def _validate_prompt(prompt: str) -> str:
+    prompt = (prompt or "").replace("\r\n", "\n").strip()
+    if not prompt or len(prompt) > MAX_PROMPT_CHARS:
+        raise ValidationError(_("質問を1〜%(n)d文字で入力してください。") % {"n": MAX_PROMPT_CHARS})
+    return prompt
+
+
+@transaction.atomic
+def arena_battle_start(
+    *, actor: Any, conversation: Conversation, prompt: str, rng: random.Random | None = None
+) -> ArenaBattle:
+    """A blind comparison asked from ``conversation``: draw two aliases, save the battle to stream.
+
+    Security: inside the actor's ministry scope; the conversation is re-fetched
+    for the actor (404 for anyone else's). Both candidates come from the
+    aliases the ministry may use at the *conversation's* 機密性 level, and both
+    pass ``plan_route`` (allowlist + classification gate) now and again when
+    each side streams. Nothing is called here: each side is admitted and
+    charged in its own stream.
+    """
+    conversation = get_conversation_for_actor(actor=actor, conversation_id=conversation.pk)
+    text = _validate_prompt(prompt)
+    names = arena_candidates(level=conversation.level)
+    if len(names) < 2:
+        raise ValidationError(_("この会話の機密性で比較できるモデルが2つ以上ありません。"))
+    name_a, name_b = (rng or _rng).sample(names, 2)
+    try:
+        plans = [plan_route(alias_name=name, level=conversation.level) for name in (name_a, name_b)]
+    except RouteRefused as exc:
+        raise ValidationError(exc.message) from None
+    aliases = {a.pk: a for a in Alias.objects.filter(pk__in=[p.alias.id for p in plans])}
+    battle: ArenaBattle = ArenaBattle.objects.create(
+        ministry_id=conversation.ministry_id,
+        user=actor,
+        prompt=text,
+        level=conversation.level,
+        alias_a=aliases[plans[0].alias.id],
+        alias_b=aliases[plans[1].alias.id],
+    )
+    ArenaStream.objects.create(ministry_id=conversation.ministry_id, battle=battle, conversation=conversation)
+    conversation.save(update_fields=["updated_at"])
+    audit_record(
+        actor=actor,
+        action="evaluation.arena.ask",
+        target_type="arena_battle",
+        target_id=battle.pk,
+        ministry_id=conversation.ministry_id,
+        data={"conversation": conversation.pk, "level": conversation.level},
+    )
+    return battle
+
+
+def arena_streams_for(*, conversation: Conversation) -> list[ArenaStream]:
+    """The battles asked from ``conversation`` (the owner's own: the caller fetched it for them)."""
+    arena_reap_stale(conversation=conversation)
+    return list(
+        ArenaStream.objects.filter(conversation=conversation)
+        .select_related("battle", "battle__alias_a", "battle__alias_b", "battle__vote")
+        .order_by("created_at", "id")
+    )
+
+
+def arena_reap_stale(*, conversation: Conversation) -> int:
+    """Mark sides whose stream died without a trace (claimed long ago, never finished) interrupted."""
+    cutoff = timezone.now() - timedelta(seconds=STALE_SIDE_SECONDS)
+    rows = ArenaStream.objects.filter(conversation=conversation, updated_at__lt=cutoff)
+    reaped = 0
+    for side in SIDES:
+        reaped += rows.filter(
+            **{f"status_{side}": SideStatus.STREAMING, f"started_{side}_at__isnull": False}
+        ).update(**{f"status_{side}": SideStatus.INTERRUPTED, "updated_at": timezone.now()})
+    return reaped
+
+
+def get_stream_for_actor(*, actor: Any, battle_id: int) -> ArenaStream:
+    """Security: the chat battle of the actor (their own, in their ministry: RLS); others get 404."""
+    battle = get_battle_for_actor(actor=actor, battle_id=battle_id)
+    stream: ArenaStream | None = ArenaStream.objects.filter(battle=battle).first()
+    if stream is None:
+        raise Http404
+    stream.battle = battle
+    return stream
+
+
+@dataclass(frozen=True)
+class SideReplay:
+    """Nothing to stream for this side (claimed elsewhere, finished or refused)."""
+
+    battle_id: int
+    side: str
+
+
+def _side(side: str) -> str:
+    if side not in SIDES:
+        raise Http404
+    return side
+
+
+def arena_side_open(
+    *, ministry_id: int, actor: Any, battle_id: int, side: str
+) -> chat_services.StreamJob | SideReplay:
+    """Authorise and claim one side of a chat battle; the job is chat's, charged like a chat answer.
+
+    Exactly one caller ever claims a side, so a reload or a reconnecting
+    EventSource never calls the model twice. The messages are the
+    conversation's history as it was when the battle was asked, then the
+    question. Security: the route is planned again now (a grant revoked or a
+    level no longer cleared since the ask ends the side as an error).
+    """
+    side = _side(side)
+    with ministry_scope(ministry_id=ministry_id):
+        stream = get_stream_for_actor(actor=actor, battle_id=battle_id)
+        battle = stream.battle
+        now = timezone.now()
+        claimed = ArenaStream.objects.filter(
+            pk=stream.pk, **{f"status_{side}": SideStatus.STREAMING, f"started_{side}_at__isnull": True}
+        ).update(**{f"started_{side}_at": now, "updated_at": now})
+        if not claimed:
+            return SideReplay(battle_id=battle.pk, side=side)
+        alias = battle.alias_a if side == "a" else battle.alias_b
+        try:
+            plan = plan_route(alias_name=alias.name, level=battle.level)
+        except RouteRefused:
+            _side_save(stream_id=stream.pk, battle=battle, side=side, content="", status=SideStatus.ERROR)
+            return SideReplay(battle_id=battle.pk, side=side)
+        conversation = stream.conversation
+        context_window = min((d.context_window for d in plan.candidates), default=4096)
+        before = Message.objects.filter(
+            conversation=conversation, created_at__lte=battle.created_at
+        ).aggregate(last=Max("id"))["last"]
+        history = (
+            history_for_upstream(
+                conversation=conversation,
+                before_message_id=before + 1,
+                max_chars=max(context_window - len(battle.prompt), 1000),
+            )
+            if before is not None
+            else []
+        )
+        return chat_services.charged_stream_job(
+            ministry_id=ministry_id,
+            actor=actor,
+            conversation_id=conversation.pk,
+            message_id=0,  # no chat message: the answer is the battle's (arena_side_finish)
+            plan=plan,
+            messages=[*history, {"role": "user", "content": battle.prompt}],
+            feature="eval",
+        )
+
+
+def _side_save(
+    *, stream_id: int, battle: ArenaBattle, side: str, content: str, status: str, reason: str = ""
+) -> None:
+    # Before the vote no upstream, routing or limit detail is shown: it could name the model.
+    error = ""
+    if status == SideStatus.ERROR:
+        error = (
+            _("利用上限（予算または回数の制限）に達したため、回答を取得できませんでした。")
+            if reason == "quota"
+            else _("回答を取得できませんでした。")
+        )
+    ArenaBattle.objects.filter(pk=battle.pk).update(**{f"answer_{side}": content, f"error_{side}": error})
+    ArenaStream.objects.filter(pk=stream_id).update(
+        **{f"status_{side}": status, "updated_at": timezone.now()}
+    )
+
+
+def arena_side_finish(
+    *,
+    ministry_id: int,
+    battle_id: int,
+    side: str,
+    content: str,
+    status: str,
+    ledger: dict[str, Any] | None,
+    reason: str = "",
+) -> None:
+    """Save one side's final answer and its usage record (one database hop, own scope).
+
+    The stream row is locked first, so the two sides finishing at the same
+    moment are written one after the other and the second sees both final.
+    """
+    side = _side(side)
+    with ministry_scope(ministry_id=ministry_id), transaction.atomic():
+        stream = ArenaStream.objects.select_for_update().select_related("battle").get(battle_id=battle_id)
+        if stream.status(side) == SideStatus.STREAMING:
+            _side_save(
+                stream_id=stream.pk,
+                battle=stream.battle,
+                side=side,
+                content=content,
+                status=status,
+                reason=reason,
+            )
+        if ledger is not None:
+            usage_record_create(**ledger)

@@ -264,3 +264,6 @@ class ArenaVote(TenantModel):
 
     def __str__(self) -> str:
         return f"vote {self.pk}: {self.outcome}"
+
+
+from .arena_models import ArenaStream  # noqa: E402, F401  (chat-side streaming state of arena battles)
