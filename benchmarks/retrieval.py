@@ -55,10 +55,18 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--iterate",
         type=Path,
-        help="after the run, keep the data: each time DIR/go appears, reload apps.search.postgres, "
-        "EXPLAIN and measure again into DIR/result.json (for tuning the backend)",
+        help="after the run, keep the data: each time DIR/go appears, reload apps.search.postgres and "
+        "every DIR/*.py (other versions of it), EXPLAIN each and measure them interleaved (query by "
+        "query, same data, same noise) into DIR/result.json: an A/B",
     )
     parser.add_argument("--maintenance-work-mem", default="2GB", help="for the index builds")
+    parser.add_argument(
+        "--hnsw",
+        choices=["halfvec", "vector", "both"],
+        default="halfvec",
+        help="HNSW index(es) to build: halfvec = search/0003's (embedding::halfvec), vector = the one "
+        "before it (for A/B against older code), both",
+    )
     return parser.parse_args()
 
 
@@ -215,49 +223,83 @@ def _reloaded_backend(variant: Path) -> Any:
     import importlib
     import importlib.util
 
-    from apps.search import base, postgres, tokenize
+    from apps.search import base, fusion, postgres, tokenize
 
-    for module in (tokenize, base):
+    for module in (tokenize, base, fusion):
         importlib.reload(module)
     if not variant.exists():
         return importlib.reload(postgres).PostgresBackend()
-    spec = importlib.util.spec_from_file_location("apps.search.postgres_variant", variant)
+    spec = importlib.util.spec_from_file_location(f"apps.search.postgres_{variant.stem}", variant)
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     spec.loader.exec_module(module)  # type: ignore[union-attr]
     return module.PostgresBackend()
 
 
-def measure(backend: object, ministry_id: int, samples: list[tuple[list[str], tuple[float, ...]]]) -> dict:  # type: ignore[type-arg]
-    """p50/p95 of ``search`` per mode; two rounds over the same queries, the first (cache warm-up) dropped."""
+Samples = list[tuple[list[str], tuple[float, ...]]]
+
+
+def measure(backends: dict[str, Any], ministry_id: int, samples: Samples) -> dict:  # type: ignore[type-arg]
+    """p50/p95 of ``search`` per backend and mode; two rounds over the same queries, the first (cache
+    warm-up) dropped. Several backends are measured interleaved, query by query in rotating order, so
+    that an A/B sees the same data and the same noise of a shared machine."""
     from apps.tenancy.scope import ministry_scope
 
     workspaces = list(range(1, 101))
-    results: dict[str, object] = {}
+    names = list(backends)
+    results: dict[str, dict[str, object]] = {name: {} for name in names}
     for mode in ("hybrid", "lexical", "vector", "hybrid", "lexical", "vector"):
-        timings = []
+        timings: dict[str, list[float]] = {name: [] for name in names}
         for n, (words, vector) in enumerate(samples):
             # A query: three words of a chunk, and a vector near that chunk's.
             query = " ".join(words[k] for k in (0, 9, 18)) if mode != "vector" else ""
             qrng = random.Random(n)  # noqa: S311 - synthetic data
             noisy = tuple(x + qrng.gauss(0, 0.01) for x in vector)
             chosen = [1 + (n * 7 + k) % 100 for k in range(4)] + qrng.sample(workspaces, 1)
-            t = time.perf_counter()
+            for name in names[n % len(names) :] + names[: n % len(names)]:
+                t = time.perf_counter()
+                with ministry_scope(ministry_id=ministry_id):
+                    backends[name].search(
+                        ministry_id=ministry_id,
+                        workspace_ids=chosen,
+                        query=query,
+                        query_embedding=noisy if mode != "lexical" else None,
+                        limit=10,
+                    )
+                timings[name].append((time.perf_counter() - t) * 1000)
+        for name in names:
+            results[name][mode] = {
+                "p50_ms": round(statistics.median(timings[name]), 1),
+                "p95_ms": round(pct(timings[name], 95), 1),
+                "queries": len(timings[name]),
+            }
+            print(name, mode, results[name][mode], flush=True)
+    return results if len(names) > 1 else results[names[0]]
+
+
+def overlap(backends: dict[str, Any], ministry_id: int, samples: Samples) -> dict:  # type: ignore[type-arg]
+    """Share of each backend's top-10 that the first backend's top-10 also holds (hybrid queries)."""
+    from apps.tenancy.scope import ministry_scope
+
+    names = list(backends)
+    agree: dict[str, list[float]] = {name: [] for name in names[1:]}
+    for n, (words, vector) in enumerate(samples):
+        chosen = [1 + (n * 7 + k) % 100 for k in range(4)] + random.Random(n).sample(range(1, 101), 1)  # noqa: S311
+        noisy = tuple(x + random.Random(n).gauss(0, 0.01) for x in vector)  # noqa: S311
+        tops = {}
+        for name in names:
             with ministry_scope(ministry_id=ministry_id):
-                backend.search(  # type: ignore[attr-defined]
+                hits = backends[name].search(
                     ministry_id=ministry_id,
                     workspace_ids=chosen,
-                    query=query,
-                    query_embedding=noisy if mode != "lexical" else None,
+                    query=" ".join(words[k] for k in (0, 9, 18)),
+                    query_embedding=noisy,
                     limit=10,
                 )
-            timings.append((time.perf_counter() - t) * 1000)
-        results[mode] = {
-            "p50_ms": round(statistics.median(timings), 1),
-            "p95_ms": round(pct(timings, 95), 1),
-            "queries": len(timings),
-        }
-        print(mode, results[mode], flush=True)
-    return results
+            tops[name] = [h.chunk_id for h in hits]
+        for name in names[1:]:
+            base = set(tops[names[0]])
+            agree[name].append(len(base & set(tops[name])) / max(1, len(base)))
+    return {name: round(statistics.mean(v), 3) for name, v in agree.items()}
 
 
 def main() -> int:
@@ -274,7 +316,8 @@ def main() -> int:
     from apps.tenancy.scope import ministry_scope
 
     with owner_mode():
-        config = setup_databases(verbosity=0, interactive=False, keepdb=False)
+        # No serialisation of the test database: nothing is rolled back to it here.
+        config = setup_databases(verbosity=0, interactive=False, keepdb=False, serialized_aliases=set())
     results: dict[str, object] = {"chunks": args.chunks}
     try:
         a = Ministry.objects.create(code="bench-a", name_ja="A", name_en="A")
@@ -283,6 +326,7 @@ def main() -> int:
         with owner_mode(), connection.cursor() as cursor:
             cursor.execute("DROP INDEX IF EXISTS search_chunk_tsv")
             cursor.execute("DROP INDEX IF EXISTS search_chunk_embedding")
+            cursor.execute("DROP INDEX IF EXISTS search_chunk_embedding_half")
         connection.close()
         backend = PostgresBackend()
         rng = random.Random(7)  # noqa: S311 - synthetic data
@@ -322,11 +366,20 @@ def main() -> int:
             t = time.perf_counter()
             cursor.execute(f"CREATE INDEX search_chunk_tsv ON {TABLE} USING gin (tsv)")
             results["gin_build_s"] = round(time.perf_counter() - t, 1)
-            t = time.perf_counter()
-            cursor.execute(
-                f"CREATE INDEX search_chunk_embedding ON {TABLE} USING hnsw (embedding vector_cosine_ops)"
-            )
-            results["hnsw_build_s"] = round(time.perf_counter() - t, 1)
+            if args.hnsw in ("halfvec", "both"):
+                t = time.perf_counter()
+                cursor.execute(
+                    f"CREATE INDEX search_chunk_embedding_half ON {TABLE} USING hnsw "
+                    f"((embedding::halfvec({dims})) halfvec_cosine_ops)"
+                )
+                results["hnsw_halfvec_build_s"] = round(time.perf_counter() - t, 1)
+                print("hnsw_halfvec_build_s", results["hnsw_halfvec_build_s"], flush=True)
+            if args.hnsw in ("vector", "both"):
+                t = time.perf_counter()
+                cursor.execute(
+                    f"CREATE INDEX search_chunk_embedding ON {TABLE} USING hnsw (embedding vector_cosine_ops)"
+                )
+                results["hnsw_build_s"] = round(time.perf_counter() - t, 1)
         connection.close()
         with owner_mode(), connection.cursor() as cursor:
             # Hint bits and the visibility map after a bulk load, as autovacuum would set them.
@@ -337,15 +390,23 @@ def main() -> int:
         print("loaded", json.dumps(results), flush=True)
         if args.explain:
             explain(backend, a.pk, samples[0])
-        results.update(measure(backend, a.pk, samples))
+        if not args.iterate:
+            results.update(measure({"current": backend}, a.pk, samples))
         while args.iterate:  # keep the data; measure again after each code change
             trigger = args.iterate / "go"
             while not trigger.exists():
                 time.sleep(1)
             trigger.unlink()
-            backend = _reloaded_backend(args.iterate / "postgres.py")
-            explain(backend, a.pk, samples[0])
-            round_results = measure(backend, a.pk, samples)
+            backends = {"current": _reloaded_backend(ROOT / "apps/search/postgres.py")}
+            for variant in sorted(args.iterate.glob("*.py")):
+                backends[variant.stem] = _reloaded_backend(variant)
+            for name, variant_backend in backends.items():
+                print("=== EXPLAIN", name, flush=True)
+                explain(variant_backend, a.pk, samples[0])
+            round_results = {"uptime": os.getloadavg(), **measure(backends, a.pk, samples)}
+            if len(backends) > 1:
+                round_results["top10_overlap_with_current"] = overlap(backends, a.pk, samples)
+            print(json.dumps(round_results), flush=True)
             (args.iterate / "result.json").write_text(json.dumps(round_results, indent=2))
     finally:
         connection.close()

@@ -10,6 +10,8 @@ the active scope raises instead of silently finding nothing.
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,6 +48,33 @@ def tsquery_text(query: str) -> str:
     for token in index_terms(query):
         seen.setdefault(token, None)
     return " | ".join("'" + t.replace("\\", "\\\\").replace("'", "''") + "'" for t in seen)
+
+
+def _lexeme(term: str) -> str:
+    """One quoted tsquery lexeme."""
+    return "'" + term.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def word_tsqueries(query: str) -> list[str]:
+    """One tsquery per distinct query word: the OR of its form and synonym terms (see score_fuse)."""
+    return ["(" + " | ".join(_lexeme(t) for t in sorted(group)) + ")" for group in query_word_groups(query)]
+
+
+# A tier "at least k of the n query words" is an OR of C(n, k) conjunctions; tiers whose tsquery
+# would hold more than this many are skipped (all n and at least 1 are always tried).
+MAX_TIER_CONJUNCTIONS = 20
+
+
+def coverage_tiers(words: Sequence[str]) -> list[tuple[int, str]]:
+    """``(k, tsquery)`` for "at least k of the words", k from all of them down to 1."""
+    n = len(words)
+    tiers: list[tuple[int, str]] = []
+    for k in range(n, 0, -1):
+        if k not in (1, n) and math.comb(n, k) > MAX_TIER_CONJUNCTIONS:
+            continue
+        terms = [" & ".join(combo) for combo in itertools.combinations(words, k)]
+        tiers.append((k, " | ".join(f"({t})" for t in terms)))
+    return tiers
 
 
 def _hit(row: Sequence[Any], score: float, similarity: float | None = None) -> SearchHit:
@@ -85,6 +114,8 @@ class PostgresBackend:
     # Below this many visible rows the vector leg computes exact distances instead of
     # using HNSW (docs/performance.md: retrieval).
     exact_vector_threshold = 20_000
+    # Rows one coverage tier of the lexical leg looks at, at most (see _lexical_leg).
+    lexical_tier_rows = 2_000
     # Weight of word coverage against cosine similarity in score_fuse: 0.06 suits
     # multilingual-e5-small, whose similarities for Japanese passages span about
     # 0.75–0.93 (0.02–0.10 all scored within one question of the best on the quality corpus).
@@ -187,50 +218,66 @@ class PostgresBackend:
         # transaction, and a savepoint would cost two more round trips for nothing to roll back.
         legs: list[str] = []
         leg_params: list[Any] = []
+        ctes: list[str] = []
+        cte_params: list[Any] = []
         with transaction.atomic(savepoint=False), connection.cursor() as cursor:
             if lexeme_query:
-                # ts_rank, not ts_rank_cd: this leg only picks candidates (score_fuse scores them by
-                # word coverage), and cover density cost 2-3x per matching row (docs/performance.md).
-                legs.append(
-                    f"SELECT id, 'l' AS leg, row_number() OVER (ORDER BY rank DESC, id) AS rank_no, "
-                    f"NULL::float8 AS distance FROM (SELECT id, ts_rank(tsv, q) AS rank "
-                    f"FROM {TABLE}, to_tsquery('simple', %s) q WHERE {where} AND tsv @@ q "
-                    "ORDER BY rank DESC, id LIMIT %s) lexical"
+                self._lexical_leg(
+                    words=word_tsqueries(query),
+                    any_word=lexeme_query,
+                    where=where,
+                    params=params,
+                    depth=depth,
+                    ctes=ctes,
+                    cte_params=cte_params,
+                    legs=legs,
+                    leg_params=leg_params,
                 )
-                leg_params += [lexeme_query, *params, depth]
             if query_embedding is not None:
                 vector = vector_literal(query_embedding)
-                candidates = f"SELECT id, embedding <=> %s::vector AS distance FROM {TABLE} WHERE {where} "
                 if self._few_rows(cursor, where=where, params=params):
                     # Few rows: exact distances over just those rows beat walking the whole
                     # ministry's HNSW graph for the few neighbours that pass the filter. "+ 0"
                     # keeps the planner off the HNSW index (an ORDER BY it cannot serve) without
                     # materialising 1.5 KB vectors in a CTE, which spilled to disk.
-                    order = "distance + 0"
+                    nearest = (
+                        f"SELECT id, distance FROM (SELECT id, embedding <=> %s::vector AS distance "
+                        f"FROM {TABLE} WHERE {where} AND embedding IS NOT NULL) scored "
+                        "ORDER BY distance + 0 LIMIT %s"
+                    )
+                    leg_params += [vector, *params, depth]
                 else:
-                    # Filtered HNSW: keep scanning until enough rows pass the filters (pgvector ≥ 0.8).
+                    # Filtered HNSW over the half-precision index (search/0003: half the pages to
+                    # walk and cache): keep scanning until enough rows pass the filters (pgvector
+                    # ≥ 0.8). The distance handed to the fusion is the full-precision one.
                     cursor.execute(
                         "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), "
                         "set_config('hnsw.ef_search', %s, true)",
                         [str(depth)],
                     )
-                    order = "distance"
+                    half = f"halfvec({int(settings.GENNAI_EMBEDDING_DIMENSIONS)})"
+                    nearest = (
+                        "SELECT id, embedding <=> %s::vector AS distance FROM "
+                        f"(SELECT id, embedding FROM {TABLE} WHERE {where} AND embedding IS NOT NULL "
+                        f"ORDER BY embedding::{half} <=> %s::{half} LIMIT %s) nearest_half"
+                    )
+                    leg_params += [vector, *params, vector, depth]
                 legs.append(
                     "SELECT id, 'v' AS leg, row_number() OVER (ORDER BY distance, id) AS rank_no, distance "
-                    f"FROM (SELECT id, distance FROM ({candidates}AND embedding IS NOT NULL) scored "
-                    f"ORDER BY {order} LIMIT %s) nearest"
+                    f"FROM ({nearest}) nearest"
                 )
-                leg_params += [vector, *params, depth]
             if not legs:
                 return []
             union = " UNION ALL ".join(f"({leg})" for leg in legs)
+            with_clause = ("WITH " + ", ".join(ctes) + " ") if ctes else ""
             # Security: the final join repeats the access rule on the rows it returns.
             cursor.execute(
-                "SELECT c.id, c.leg, c.rank_no, c.distance, t.tokens, "
+                with_clause
+                + "SELECT c.id, c.leg, c.rank_no, c.distance, t.tokens, "
                 + ", ".join(f"t.{column.strip()}" for column in _COLUMNS.split(","))
                 + f" FROM ({union}) c JOIN {TABLE} t ON t.id = c.id "
                 f"WHERE {where_t}",
-                [*leg_params, *params],
+                [*cte_params, *leg_params, *params],
             )
             fetched = cursor.fetchall()
         rankings: dict[str, list[tuple[int, int]]] = {"l": [], "v": []}
@@ -258,6 +305,51 @@ class PostgresBackend:
             )
         best = sorted(fused, key=lambda key: (-fused[key], key))[:limit]
         return [_hit(columns[key], fused[key], similarity.get(key)) for key in best]
+
+    def _lexical_leg(
+        self,
+        *,
+        words: Sequence[str],
+        any_word: str,
+        where: str,
+        params: list[Any],
+        depth: int,
+        ctes: list[str],
+        cte_params: list[Any],
+        legs: list[str],
+        leg_params: list[Any],
+    ) -> None:
+        """The lexical leg: the ``depth`` matching rows that cover the most query words (ts_rank, id).
+
+        score_fuse scores a candidate by its word coverage, so those are the rows the fusion would
+        pick from every match. Ranking every row that matches any query word cost time linear in
+        the caller's rows (one common word matches most of them: docs/performance.md), so the
+        rows are looked for tier by tier, "all words" first (a GIN AND, selective), then "at least
+        k" for smaller k, each tier stopping after ``lexical_tier_rows`` rows and later tiers
+        skipped as soon as one found ``depth``. A tier with fewer rows than its cap is complete, so
+        the result is exact unless a tier held more than ``lexical_tier_rows`` rows; then its
+        rows are the first ones found, ranked within it by coverage and ts_rank.
+
+        Security: every tier's statement carries the caller's ``where`` (ministry, workspaces,
+        documents); the final join repeats it.
+        """
+        coverage = " + ".join("(tsv @@ to_tsquery('simple', %s))::int" for _ in words) or "0"
+        for number, (_k, tier_query) in enumerate(coverage_tiers(words)):
+            # Later tiers run only while every earlier one found fewer than depth rows (a one-time
+            # filter: the scan does not start otherwise).
+            gate = "".join(f" AND (SELECT count(*) FROM lex_{j}) < %s" for j in range(number))
+            ctes.append(
+                f"lex_{number} AS MATERIALIZED (SELECT id, {coverage} AS cov, "
+                f"ts_rank(tsv, to_tsquery('simple', %s)) AS rank FROM {TABLE} "
+                f"WHERE {where} AND tsv @@ to_tsquery('simple', %s){gate} LIMIT %s)"
+            )
+            cte_params += [*words, any_word, *params, tier_query, *([depth] * number), self.lexical_tier_rows]
+        tiers = " UNION ".join(f"SELECT id, cov, rank FROM lex_{j}" for j in range(len(ctes)))
+        legs.append(
+            "SELECT id, 'l' AS leg, row_number() OVER (ORDER BY cov DESC, rank DESC, id) AS rank_no, "
+            f"NULL::float8 AS distance FROM ({tiers}) matched ORDER BY cov DESC, rank DESC, id LIMIT %s"
+        )
+        leg_params.append(depth)
 
     def _few_rows(self, cursor: Any, *, where: str, params: list[Any]) -> bool:
         """Whether the caller sees fewer than ``exact_vector_threshold`` rows (index-only count, capped)."""
