@@ -164,6 +164,8 @@ def verify_logout_token(token: str) -> dict[str, Any]:
 
 #: Request attribute where the backend leaves the token response for the callback view.
 TOKENS_ATTR = "_gennai_oidc_tokens"
+#: Request attribute where the backend names why a login failed (for the audit, no details).
+LOGIN_FAILURE_ATTR = "_gennai_oidc_failure"
 
 
 class KeycloakOIDCBackend(OIDCAuthenticationBackend):  # type: ignore[misc]
@@ -175,6 +177,8 @@ class KeycloakOIDCBackend(OIDCAuthenticationBackend):  # type: ignore[misc]
             return super().authenticate(request, **kwargs)  # type: ignore[no-any-return]
         except requests.HTTPError as exc:
             logger.warning("OIDC token request refused: %s", getattr(exc.response, "status_code", exc))
+            if request is not None:
+                setattr(request, LOGIN_FAILURE_ATTR, "token_error")
             return None
 
     def get_token(self, payload: dict[str, Any]) -> dict[str, Any]:

@@ -14,15 +14,56 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 from mozilla_django_oidc.views import OIDCAuthenticationCallbackView
 
-from .oidc import TOKENS_ATTR, provider_logout_url, verify_logout_token
+from apps.audit.login_failures import audit_login_failure
+
+from .oidc import LOGIN_FAILURE_ATTR, TOKENS_ATTR, provider_logout_url, verify_logout_token
 from .recheck import claims_mark_fresh
 from .services import oidc_session_forget, oidc_session_record, sessions_end_for_logout_token
 
 logger = logging.getLogger("gennai.accounts")
 
 
+def _suspicious_reason(exc: SuspiciousOperation) -> str:
+    """Reason code of a refused callback (the message itself is never stored: it may echo input)."""
+    message = str(exc).lower()
+    if "state" in message:
+        return "state_mismatch"
+    if "nonce" in message:
+        return "nonce_mismatch"
+    return "token_rejected"
+
+
 class CallbackView(OIDCAuthenticationCallbackView):  # type: ignore[misc]
-    """Finishes the code flow; records the IdP session id for back-channel logout."""
+    """Finishes the code flow; records the IdP session id for back-channel logout.
+
+    Every failed callback is audited (``accounts.login_failed``, coalesced per
+    source address: :mod:`apps.audit.login_failures`) before the browser is sent
+    away: a refused state or token (400) and every other failure (redirect).
+    """
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        """Run the code flow; a refused state, nonce or token is audited, then answered 400."""
+        try:
+            response: HttpResponse = super().get(request)
+        except SuspiciousOperation as exc:
+            audit_login_failure(request=request, reason=_suspicious_reason(exc))
+            raise
+        return response
+
+    def _failure_reason(self) -> str:
+        request = self.request
+        if request.GET.get("error"):
+            return "idp_error"
+        if "code" not in request.GET or "state" not in request.GET:
+            return "incomplete_callback"
+        if getattr(request, LOGIN_FAILURE_ATTR, None):
+            return str(getattr(request, LOGIN_FAILURE_ATTR))
+        user = getattr(self, "user", None)
+        if user is not None and not user.is_active:
+            return "user_disabled"
+        if not hasattr(self, "user"):
+            return "no_state"  # the library gave up before authenticating: no login in progress
+        return "not_authenticated"
 
     def login_success(self) -> HttpResponse:
         """Log in, then keep the IdP session id and the tokens server-side for re-checks."""
@@ -43,6 +84,9 @@ class CallbackView(OIDCAuthenticationCallbackView):  # type: ignore[misc]
         return response
 
     def login_failure(self) -> HttpResponse:
+        reason = self._failure_reason()
+        user = getattr(self, "user", None) if reason == "user_disabled" else None
+        audit_login_failure(request=self.request, reason=reason, user=user)
         messages.error(self.request, _("ログインに失敗しました。もう一度お試しください。"))
         return HttpResponseRedirect(self.failure_url)
 
