@@ -37,9 +37,24 @@ from apps.documents.tests.factories import (
     sweep_workspace_member,
 )
 from apps.evaluation.arena_models import ArenaStream
-from apps.evaluation.models import ArenaBattle, ArenaVote
+from apps.evaluation.models import (
+    ArenaBattle,
+    ArenaVote,
+    MinistryRun,
+    MinistryRunCandidate,
+    MinistryRunItem,
+    MinistrySuite,
+    MinistryTask,
+)
 from apps.evaluation.tests.arena_factories import sweep_arena_stream
 from apps.evaluation.tests.factories import sweep_arena_battle, sweep_arena_vote
+from apps.evaluation.tests.factories_suites import (
+    sweep_ministry_run,
+    sweep_ministry_run_candidate,
+    sweep_ministry_run_item,
+    sweep_ministry_suite,
+    sweep_ministry_task,
+)
 from apps.quotas.models import Limit, UsageDaily, UsageRecord
 from apps.registry.models import Alias, AliasGrant
 from apps.search.models import IndexedChunk
@@ -95,6 +110,11 @@ FACTORIES: dict[type[TenantModel], Callable[[Any], TenantModel]] = {
     ArenaBattle: sweep_arena_battle,
     ArenaVote: sweep_arena_vote,
     ArenaStream: sweep_arena_stream,
+    MinistrySuite: sweep_ministry_suite,
+    MinistryTask: sweep_ministry_task,
+    MinistryRun: sweep_ministry_run,
+    MinistryRunCandidate: sweep_ministry_run_candidate,
+    MinistryRunItem: sweep_ministry_run_item,
 }
 
 

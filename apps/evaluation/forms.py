@@ -10,14 +10,27 @@ from django.utils.translation import gettext_lazy as _
 from apps.registry.models import Alias, Clearance, Deployment
 
 from .models import ArenaOutcome, RunCandidate
+from .stores import MINISTRY, PLATFORM, store_for
 
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 
 
 class SuiteForm(forms.Form):
+    owner = forms.ChoiceField(
+        label=_("所有者"),
+        choices=[
+            (MINISTRY, _("自府省庁（この府省庁の調達担当だけが見られます）")),
+            (PLATFORM, _("プラットフォーム（全府省庁の調達担当が見られます）")),
+        ],
+        initial=MINISTRY,
+        required=False,
+    )
     name = forms.CharField(label=_("名称"), max_length=200)
     description = forms.CharField(label=_("説明"), required=False, widget=forms.Textarea(attrs={"rows": 2}))
     level = forms.TypedChoiceField(label=_("機密性"), choices=Clearance.choices, coerce=int, initial=1)
+
+    def clean_owner(self) -> str:
+        return str(self.cleaned_data.get("owner") or PLATFORM)
 
 
 class ImportForm(forms.Form):
@@ -57,7 +70,7 @@ class BenchForm(forms.Form):
 
     def __init__(self, *args: Any, run: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["candidate"].queryset = RunCandidate.objects.filter(run=run)  # type: ignore[attr-defined]
+        self.fields["candidate"].queryset = store_for(run).candidate.objects.filter(run=run)  # type: ignore[attr-defined]
 
 
 class PromoteForm(forms.Form):
@@ -72,7 +85,7 @@ class PromoteForm(forms.Form):
 
     def __init__(self, *args: Any, run: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["candidate"].queryset = RunCandidate.objects.filter(run=run)  # type: ignore[attr-defined]
+        self.fields["candidate"].queryset = store_for(run).candidate.objects.filter(run=run)  # type: ignore[attr-defined]
 
 
 class ReasonForm(forms.Form):

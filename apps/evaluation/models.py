@@ -1,11 +1,14 @@
 """Procurement evaluation: suites of tasks, runs over candidate deployments, canary promotions,
 and the blind arena.
 
-Suites, runs and promotions are platform data owned by procurement (like the
-registry they evaluate), not ministry content: they are plain models readable
-by procurement officers, platform admins and auditors only. A run records
-which ministry its model calls are charged to (``Run.charged_ministry``,
-declared platform-level in tests/test_tenancy_sweep.py). Arena battles hold a
+A suite is owned by the platform or by a ministry. Platform suites (and their
+runs) are platform data owned by procurement, like the registry they evaluate:
+plain models readable by procurement officers, platform admins and auditors. A
+platform run records which ministry its model calls are charged to
+(``Run.charged_ministry``, declared platform-level in tests/test_tenancy_sweep.py).
+A ministry suite, its tasks and its runs are that ministry's data: the
+``Ministry*`` TenantModels (RLS), visible only inside that ministry. Promotions
+change platform aliases and stay platform rows. Arena battles hold a
 staff member's prompt, which *is* ministry content: they are TenantModels.
 """
 
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
 
 from apps.registry.models import Clearance
@@ -26,14 +30,14 @@ class MetricKind(models.TextChoices):
     JUDGE = "judge", _("LLM評価")
 
 
-class Suite(models.Model):
-    """A procurement test suite: tasks with reference answers or rubrics (platform-owned).
+class SuiteBase(models.Model):
+    """The fields of a suite, whoever owns it.
 
     ``level`` is the 機密性 of the tasks' text: a run never sends it to a
     deployment cleared below it (invariant 5).
     """
 
-    name = models.CharField(_("名称"), max_length=200, unique=True)
+    name = models.CharField(_("名称"), max_length=200)
     description = models.TextField(_("説明"), blank=True)
     level = models.PositiveSmallIntegerField(
         _("機密性"), choices=Clearance.choices, default=Clearance.LEVEL_1
@@ -43,17 +47,30 @@ class Suite(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
+    owner = "platform"
+
     class Meta:
-        ordering = ["name"]
+        abstract = True
 
     def __str__(self) -> str:
         return self.name
 
 
-class Task(models.Model):
+class Suite(SuiteBase):
+    """A platform suite: visible to every procurement officer, platform admin and auditor."""
+
+    name = models.CharField(_("名称"), max_length=200, unique=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def get_absolute_url(self) -> str:
+        return reverse("evaluation:suite_detail", args=[self.pk])
+
+
+class TaskBase(models.Model):
     """One task: the input sent to every candidate, and how its answer is scored."""
 
-    suite = models.ForeignKey(Suite, on_delete=models.CASCADE, related_name="tasks")
     position = models.PositiveIntegerField()
     input = models.TextField(_("入力"))
     reference = models.TextField(_("参照解答"), blank=True)
@@ -61,11 +78,20 @@ class Task(models.Model):
     metric = models.CharField(_("指標"), max_length=16, choices=MetricKind.choices)
 
     class Meta:
-        ordering = ["suite", "position"]
-        constraints = [models.UniqueConstraint(fields=["suite", "position"], name="evaltask_position_uniq")]
+        abstract = True
 
     def __str__(self) -> str:
-        return f"{self.suite_id}#{self.position}"
+        return f"{self.suite_id}#{self.position}"  # type: ignore[attr-defined]
+
+
+class Task(TaskBase):
+    """A task of a platform suite."""
+
+    suite = models.ForeignKey(Suite, on_delete=models.CASCADE, related_name="tasks")
+
+    class Meta:
+        ordering = ["suite", "position"]
+        constraints = [models.UniqueConstraint(fields=["suite", "position"], name="evaltask_position_uniq")]
 
 
 class RunStatus(models.TextChoices):
@@ -74,16 +100,12 @@ class RunStatus(models.TextChoices):
     COMPLETE = "complete", _("完了")
 
 
-class Run(models.Model):
+class RunBase(models.Model):
     """One evaluation of a suite's tasks on each candidate, as a Celery job with progress.
 
-    ``charged_ministry`` is whose usage ledger the run's model calls go to (the
-    procurement officer's ministry): UsageRecord rows need a ministry, and the
-    ministry sees them as feature ``eval``. ``bench`` holds ``inference bench``
-    JSON attached per candidate label.
+    ``bench`` holds ``inference bench`` JSON attached per candidate id.
     """
 
-    suite = models.ForeignKey(Suite, on_delete=models.PROTECT, related_name="runs")
     judge_deployment = models.ForeignKey(
         "registry.Deployment", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
@@ -91,7 +113,6 @@ class Run(models.Model):
     total = models.PositiveIntegerField(default=0)
     done = models.PositiveIntegerField(default=0)
     max_tokens = models.PositiveIntegerField(default=256)
-    charged_ministry = models.ForeignKey("tenancy.Ministry", on_delete=models.PROTECT, related_name="+")
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -99,21 +120,40 @@ class Run(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     bench = models.JSONField(default=dict, blank=True)
 
+    owner = "platform"
+
     class Meta:
-        ordering = ["-created_at", "-id"]
+        abstract = True
 
     def __str__(self) -> str:
-        return f"run {self.pk} of {self.suite_id}"
+        return f"run {self.pk} of {self.suite_id}"  # type: ignore[attr-defined]
 
     @property
     def percent(self) -> int:
         return round(100 * self.done / self.total) if self.total else 0
 
 
-class RunCandidate(models.Model):
+class Run(RunBase):
+    """A run of a platform suite.
+
+    ``charged_ministry`` is whose usage ledger the run's model calls go to (the
+    procurement officer's ministry): UsageRecord rows need a ministry, and the
+    ministry sees them as feature ``eval``.
+    """
+
+    suite = models.ForeignKey(Suite, on_delete=models.PROTECT, related_name="runs")
+    charged_ministry = models.ForeignKey("tenancy.Ministry", on_delete=models.PROTECT, related_name="+")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def get_absolute_url(self) -> str:
+        return reverse("evaluation:run_detail", args=[self.pk])
+
+
+class RunCandidateBase(models.Model):
     """A candidate of a run: a deployment, or an alias resolved to its main deployment at creation."""
 
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="candidates")
     position = models.PositiveSmallIntegerField()
     label = models.CharField(max_length=200)
     alias = models.ForeignKey(
@@ -122,11 +162,18 @@ class RunCandidate(models.Model):
     deployment = models.ForeignKey("registry.Deployment", on_delete=models.PROTECT, related_name="+")
 
     class Meta:
-        ordering = ["run", "position"]
-        constraints = [models.UniqueConstraint(fields=["run", "deployment"], name="evalcandidate_uniq")]
+        abstract = True
 
     def __str__(self) -> str:
         return self.label
+
+
+class RunCandidate(RunCandidateBase):
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="candidates")
+
+    class Meta:
+        ordering = ["run", "position"]
+        constraints = [models.UniqueConstraint(fields=["run", "deployment"], name="evalcandidate_uniq")]
 
 
 class ItemStatus(models.TextChoices):
@@ -135,7 +182,7 @@ class ItemStatus(models.TextChoices):
     ERROR = "error", _("エラー")
 
 
-class RunItem(models.Model):
+class RunItemBase(models.Model):
     """One task answered by one candidate: output, timings, tokens, cost and score.
 
     Finished items are never redone (a worker that dies mid-run resumes with the
@@ -143,9 +190,6 @@ class RunItem(models.Model):
     judge's: both are recorded, neither stops the run.
     """
 
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="items")
-    candidate = models.ForeignKey(RunCandidate, on_delete=models.CASCADE, related_name="items")
-    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="+")
     status = models.CharField(max_length=16, choices=ItemStatus.choices, default=ItemStatus.PENDING)
     output = models.TextField(blank=True)
     latency_ms = models.PositiveIntegerField(null=True, blank=True)
@@ -162,12 +206,95 @@ class RunItem(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return f"{self.run_id}:{self.candidate_id}:{self.task_id}"  # type: ignore[attr-defined]
+
+
+class RunItem(RunItemBase):
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="items")
+    candidate = models.ForeignKey(RunCandidate, on_delete=models.CASCADE, related_name="items")
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="+")
+
+    class Meta:
         ordering = ["run", "task__position", "candidate__position"]
         constraints = [models.UniqueConstraint(fields=["candidate", "task"], name="evalitem_uniq")]
         indexes = [models.Index(fields=["run", "status"], name="evalitem_run_status_idx")]
 
-    def __str__(self) -> str:
-        return f"{self.run_id}:{self.candidate_id}:{self.task_id}"
+
+# --- Suites owned by a ministry ----------------------------------------------------------
+#
+# The same five tables again as TenantModels: a ministry's own suite (its tasks, which may be
+# ministry content) and everything derived from it (runs, candidates, answers) live under RLS.
+# Code that works on either kind takes the model classes from :mod:`apps.evaluation.stores`.
+
+
+class MinistrySuite(TenantModel, SuiteBase):
+    """A suite owned by a ministry: created, imported and run by that ministry's procurement
+    officers, and visible only inside that ministry (scoped manager and RLS)."""
+
+    owner = "ministry"
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["ministry", "name"], name="evalmsuite_name_uniq")]
+
+    def get_absolute_url(self) -> str:
+        return reverse("evaluation:m_suite_detail", args=[self.pk])
+
+
+class MinistryTask(TenantModel, TaskBase):
+    """A task of a ministry suite (the ministry's content)."""
+
+    suite = models.ForeignKey(MinistrySuite, on_delete=models.CASCADE, related_name="tasks")
+
+    class Meta:
+        ordering = ["suite", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["ministry", "suite", "position"], name="evalmtask_position_uniq")
+        ]
+
+
+class MinistryRun(TenantModel, RunBase):
+    """A run of a ministry suite; the ministry that owns it is the one charged for its calls."""
+
+    suite = models.ForeignKey(MinistrySuite, on_delete=models.PROTECT, related_name="runs")
+
+    owner = "ministry"
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def get_absolute_url(self) -> str:
+        return reverse("evaluation:m_run_detail", args=[self.pk])
+
+    @property
+    def charged_ministry_id(self) -> int:
+        return int(self.ministry_id)
+
+
+class MinistryRunCandidate(TenantModel, RunCandidateBase):
+    run = models.ForeignKey(MinistryRun, on_delete=models.CASCADE, related_name="candidates")
+
+    class Meta:
+        ordering = ["run", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["ministry", "run", "deployment"], name="evalmcandidate_uniq")
+        ]
+
+
+class MinistryRunItem(TenantModel, RunItemBase):
+    run = models.ForeignKey(MinistryRun, on_delete=models.CASCADE, related_name="items")
+    candidate = models.ForeignKey(MinistryRunCandidate, on_delete=models.CASCADE, related_name="items")
+    task = models.ForeignKey(MinistryTask, on_delete=models.CASCADE, related_name="+")
+
+    class Meta:
+        ordering = ["run", "task__position", "candidate__position"]
+        constraints = [
+            models.UniqueConstraint(fields=["ministry", "candidate", "task"], name="evalmitem_uniq")
+        ]
+        indexes = [models.Index(fields=["ministry", "run", "status"], name="evalmitem_run_status_idx")]
 
 
 class PromotionState(models.TextChoices):
@@ -191,6 +318,9 @@ class Promotion(models.Model):
     alias = models.ForeignKey("registry.Alias", on_delete=models.PROTECT, related_name="+")
     deployment = models.ForeignKey("registry.Deployment", on_delete=models.PROTECT, related_name="+")
     run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="promotions")
+    # A promotion from a ministry suite's report: a plain id, not a foreign key (a platform row
+    # must not point into a ministry's rows).
+    ministry_run_id = models.BigIntegerField(null=True, blank=True)
     percent = models.PositiveSmallIntegerField()
     state = models.CharField(max_length=24, choices=PromotionState.choices)
     change_request = models.ForeignKey(

@@ -30,7 +30,7 @@ from apps.registry.services import alias_rollback, alias_set_routes
 from apps.tenancy.models import Ministry
 from apps.tenancy.scope import ministry_scope
 
-from .models import Promotion, PromotionState, Run
+from .models import MinistryRun, Promotion, PromotionState, Run
 from .permissions import require_edit
 
 ERROR_STATUSES = ("error", "interrupted")
@@ -73,7 +73,7 @@ def promotion_start(
     deployment: Deployment,
     percent: int,
     reason: str,
-    run: Run | None = None,
+    run: Run | MinistryRun | None = None,
     max_error_rate: float = 0.05,
     max_p95_latency_ms: int = 10_000,
     window_minutes: int = 30,
@@ -97,7 +97,8 @@ def promotion_start(
     promotion = Promotion(
         alias=alias,
         deployment=deployment,
-        run=run,
+        run=run if isinstance(run, Run) else None,
+        ministry_run_id=run.pk if isinstance(run, MinistryRun) else None,
         percent=percent,
         max_error_rate=max_error_rate,
         max_p95_latency_ms=max_p95_latency_ms,
@@ -113,7 +114,16 @@ def promotion_start(
         promotion.canary_revision = outcome.number
         promotion.canary_started_at = timezone.now()
     promotion.save()
-    _audit(actor, promotion, "start", percent=percent, state=promotion.state, reason=reason)
+    _audit(
+        actor,
+        promotion,
+        "start",
+        percent=percent,
+        state=promotion.state,
+        reason=reason,
+        run=promotion.run_id,
+        ministry_run=promotion.ministry_run_id,
+    )
     return promotion
 
 

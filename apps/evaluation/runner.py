@@ -6,12 +6,17 @@ still pending, so even a duplicate delivery (one run is processed by one task
 chain; the lock is not held over the model call, on purpose: invariant 10)
 never counts an item twice. A model call's failure and the judge's failure are
 recorded on the item; the run goes on.
+
+A ministry suite's run (:class:`~apps.evaluation.models.MinistryRun`) is read and
+written only inside its ministry's scope, one short scope per database step
+(never held over a model call); a platform run in plain short transactions.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 from decimal import Decimal
+from typing import Any
 
 from django.db import transaction
 from django.db.models import F
@@ -28,13 +33,14 @@ from apps.tenancy.scope import ministry_scope
 
 from . import metrics
 from .calls import CallResult, run_call
-from .models import ItemStatus, MetricKind, Run, RunItem, RunStatus
+from .models import ItemStatus, MetricKind, RunStatus
+from .stores import MINISTRY_STORE, PLATFORM_STORE, store_for
 
 JUDGE_MAX_TOKENS = 64
 
 
 def _record_usage(
-    run: Run, *, deployment_id: int, result: CallResult, label: str, reservation: Reservation | None
+    run: Any, *, deployment_id: int, result: CallResult, label: str, reservation: Reservation | None
 ) -> Decimal:
     """Usage of one evaluation call in the charged ministry's ledger (feature ``eval``), and its
     admission reservation settled to what the call produced."""
@@ -77,7 +83,7 @@ def _failed(error: str) -> CallResult:
 
 
 def _admit(
-    run: Run, plan: RoutePlan, *, messages: list[dict[str, str]], max_tokens: int
+    run: Any, plan: RoutePlan, *, messages: list[dict[str, str]], max_tokens: int
 ) -> tuple[Reservation | None, int]:
     """Security: an evaluation call is admitted like a chat answer, in the charged ministry, for
     the officer who started the run (their, their teams' and the ministry's budgets and rate
@@ -107,7 +113,7 @@ def _admit(
 
 
 def _call(
-    run: Run, deployment_id: int, *, messages: list[dict[str, str]], max_tokens: int, label: str
+    run: Any, deployment_id: int, *, messages: list[dict[str, str]], max_tokens: int, label: str
 ) -> tuple[CallResult, Decimal]:
     """Route, admit, call and record one evaluation call: every failure is a result, not an exception."""
     try:
@@ -133,7 +139,7 @@ def _call(
     return result, cost
 
 
-def _judge(run: Run, item: RunItem) -> None:
+def _judge(run: Any, item: Any) -> None:
     """Ask the judge deployment for a 1–5 score; a failure or an unreadable reply is recorded."""
     if run.judge_deployment_id is None:
         item.judge_error = "no judge deployment"
@@ -161,7 +167,7 @@ def _judge(run: Run, item: RunItem) -> None:
     item.score = (score - 1) / 4
 
 
-def execute_item(run: Run, item: RunItem) -> RunItem:
+def execute_item(run: Any, item: Any) -> Any:
     """Answer, score and save one item (the caller picked it as pending)."""
     task = item.task
     result, item.cost_yen = _call(
@@ -187,9 +193,10 @@ def execute_item(run: Run, item: RunItem) -> RunItem:
             item.score = metrics.REFERENCE_METRICS[task.metric](result.output, task.reference)
         item.status = ItemStatus.DONE
     item.finished_at = timezone.now()
-    with transaction.atomic():
+    store = store_for(run)
+    with store.scope(run):
         # Only a still-pending row is written, so a duplicate delivery cannot count an item twice.
-        updated = RunItem.objects.filter(pk=item.pk, status=ItemStatus.PENDING).update(
+        updated = store.item.objects.filter(pk=item.pk, status=ItemStatus.PENDING).update(
             status=item.status,
             output=item.output,
             latency_ms=item.latency_ms,
@@ -206,14 +213,15 @@ def execute_item(run: Run, item: RunItem) -> RunItem:
             finished_at=item.finished_at,
         )
         if updated:
-            Run.objects.filter(pk=run.pk).update(done=F("done") + 1)
+            store.run.objects.filter(pk=run.pk).update(done=F("done") + 1)
     return item
 
 
-def _next_pending(run: Run) -> RunItem | None:
-    with transaction.atomic():
+def _next_pending(run: Any) -> Any:
+    store = store_for(run)
+    with store.scope(run):
         return (
-            RunItem.objects.select_for_update(skip_locked=True, of=("self",))
+            store.item.objects.select_for_update(skip_locked=True, of=("self",))
             .select_related("task", "candidate")
             .filter(run=run, status=ItemStatus.PENDING)
             .order_by("task__position", "candidate__position")
@@ -221,12 +229,21 @@ def _next_pending(run: Run) -> RunItem | None:
         )
 
 
-def execute_run(run_id: int, *, limit: int | None = None) -> bool:
-    """Answer up to ``limit`` pending items of the run; True when none is left (run complete)."""
-    run = Run.objects.select_related("suite").get(pk=run_id)
-    if run.status == RunStatus.COMPLETE:
-        return True
-    Run.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(status=RunStatus.RUNNING)
+def execute_run(run_id: int, *, limit: int | None = None, ministry_id: int | None = None) -> bool:
+    """Answer up to ``limit`` pending items of the run; True when none is left (run complete).
+
+    ``ministry_id``: the run is a ministry suite's run of that ministry (else a platform run).
+    """
+    store = MINISTRY_STORE if ministry_id is not None else PLATFORM_STORE
+
+    def scope() -> Any:
+        return ministry_scope(ministry_id=ministry_id) if ministry_id is not None else transaction.atomic()
+
+    with scope():
+        run = store.run.objects.select_related("suite", "created_by").get(pk=run_id)
+        if run.status == RunStatus.COMPLETE:
+            return True
+        store.run.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(status=RunStatus.RUNNING)
     get_snapshot()  # warm the routing snapshot once, not per item
     answered = 0
     while limit is None or answered < limit:
@@ -235,9 +252,10 @@ def execute_run(run_id: int, *, limit: int | None = None) -> bool:
             break
         execute_item(run, item)
         answered += 1
-    if RunItem.objects.filter(run=run, status=ItemStatus.PENDING).exists():
-        return False
-    Run.objects.filter(pk=run.pk).exclude(status=RunStatus.COMPLETE).update(
-        status=RunStatus.COMPLETE, finished_at=timezone.now()
-    )
+    with scope():
+        if store.item.objects.filter(run=run, status=ItemStatus.PENDING).exists():
+            return False
+        store.run.objects.filter(pk=run.pk).exclude(status=RunStatus.COMPLETE).update(
+            status=RunStatus.COMPLETE, finished_at=timezone.now()
+        )
     return True

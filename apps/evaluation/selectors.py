@@ -16,20 +16,21 @@ from django.http import Http404
 from apps.registry.models import DeploymentZone
 from apps.registry.permissions import access_for_user
 from apps.tenancy.models import Ministry
-from apps.tenancy.scope import ministry_scope
+from apps.tenancy.scope import current_ministry_id, ministry_scope
 
 from .models import (
     ArenaOutcome,
     ArenaVote,
     ItemStatus,
     MetricKind,
+    MinistryRun,
+    MinistrySuite,
     Promotion,
     Run,
-    RunCandidate,
-    RunItem,
     Suite,
 )
 from .ratings import Rating, Vote, bradley_terry
+from .stores import PLATFORM_STORE, Store, store_for
 
 
 def _check_actor(actor: Any) -> None:
@@ -39,20 +40,48 @@ def _check_actor(actor: Any) -> None:
 
 
 def suite_list() -> QuerySet[Suite]:
+    """Platform suites (visible to every procurement officer, platform admin and auditor)."""
     return Suite.objects.annotate(task_count=Count("tasks")).order_by("name")
 
 
-def get_suite_for_actor(*, actor: Any, suite_id: int) -> Suite:
+def ministry_suite_list() -> QuerySet[MinistrySuite]:
+    """The active ministry's own suites (none without a scope); the scoped manager and RLS keep
+    other ministries' suites out."""
+    if current_ministry_id() is None:
+        return MinistrySuite.objects.none()
+    suites: QuerySet[MinistrySuite] = MinistrySuite.objects.annotate(task_count=Count("tasks"))
+    return suites.order_by("name")
+
+
+def recent_runs(*, limit: int = 20) -> list[Run | MinistryRun]:
+    """The latest platform runs and the active ministry's own runs, newest first."""
+    runs: list[Run | MinistryRun] = list(Run.objects.select_related("suite")[:limit])
+    if current_ministry_id() is not None:
+        runs += list(MinistryRun.objects.select_related("suite")[:limit])
+    return sorted(runs, key=lambda r: r.created_at, reverse=True)[:limit]
+
+
+def _scoped(store: Store) -> None:
+    """Security: a ministry suite or run is looked up only inside the active ministry's scope
+    (the scoped manager and RLS then hide every other ministry's rows: another ministry's id is
+    the same 404 as a missing one)."""
+    if store.is_ministry and current_ministry_id() is None:
+        raise Http404
+
+
+def get_suite_for_actor(*, actor: Any, suite_id: int, store: Store = PLATFORM_STORE) -> Any:
     _check_actor(actor)
-    suite = Suite.objects.filter(pk=suite_id).first()
+    _scoped(store)
+    suite = store.suite.objects.filter(pk=suite_id).first()
     if suite is None:
         raise Http404
     return suite
 
 
-def get_run_for_actor(*, actor: Any, run_id: int) -> Run:
+def get_run_for_actor(*, actor: Any, run_id: int, store: Store = PLATFORM_STORE) -> Any:
     _check_actor(actor)
-    run = Run.objects.select_related("suite", "judge_deployment").filter(pk=run_id).first()
+    _scoped(store)
+    run = store.run.objects.select_related("suite", "judge_deployment").filter(pk=run_id).first()
     if run is None:
         raise Http404
     return run
@@ -64,6 +93,14 @@ def get_promotion_for_actor(*, actor: Any, promotion_id: int) -> Promotion:
     if promotion is None:
         raise Http404
     return promotion
+
+
+def promotions_of_run(run: Any) -> QuerySet[Promotion]:
+    """Promotions started from this run's report (a ministry run is referenced by plain id)."""
+    rows = Promotion.objects.select_related("alias", "deployment")
+    if store_for(run).is_ministry:
+        return rows.filter(ministry_run_id=run.pk)
+    return rows.filter(run=run)
 
 
 def promotion_list() -> QuerySet[Promotion]:
@@ -132,9 +169,10 @@ def _bench_best(bench: Any) -> tuple[float | None, int | None]:
     return best
 
 
-def run_report(run: Run) -> list[CandidateReport]:
-    candidates = list(RunCandidate.objects.filter(run=run).select_related("deployment__model__vendor"))
-    items = list(RunItem.objects.filter(run=run).select_related("task").order_by("pk"))
+def run_report(run: Any) -> list[CandidateReport]:
+    store = store_for(run)
+    candidates = list(store.candidate.objects.filter(run=run).select_related("deployment__model__vendor"))
+    items = list(store.item.objects.filter(run=run).select_related("task").order_by("pk"))
     reports = []
     for candidate in candidates:
         mine = [i for i in items if i.candidate_id == candidate.pk]
@@ -212,7 +250,7 @@ def _csv_safe(value: Any) -> Any:
     return "" if value is None else value
 
 
-def run_report_csv(run: Run) -> str:
+def run_report_csv(run: Any) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(REPORT_COLUMNS)
@@ -222,10 +260,15 @@ def run_report_csv(run: Run) -> str:
     return out.getvalue()
 
 
-def run_report_json(run: Run) -> dict[str, Any]:
+def run_report_json(run: Any) -> dict[str, Any]:
     return {
         "run": run.pk,
-        "suite": {"id": run.suite_id, "name": run.suite.name, "level": run.suite.level},
+        "suite": {
+            "id": run.suite_id,
+            "name": run.suite.name,
+            "level": run.suite.level,
+            "owner": store_for(run).owner,
+        },
         "status": run.status,
         "progress": {"done": run.done, "total": run.total},
         "judge": run.judge_deployment.name if run.judge_deployment else None,

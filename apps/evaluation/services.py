@@ -1,8 +1,11 @@
 """Writes of procurement evaluation: suites, imports, runs and bench attachments.
 
 Every function checks that the actor may change evaluation data (procurement
-officer or platform admin, :func:`apps.evaluation.permissions.require_edit`),
-runs in a transaction and audits. Promotions live in :mod:`.promotion`, the
+officer or platform admin, :func:`apps.evaluation.permissions.require_edit`;
+for a ministry suite also a membership with that role in the suite's ministry,
+:func:`require_ministry_edit`), runs in a transaction and audits. A platform
+suite's rows and a ministry suite's rows are different tables
+(:mod:`.stores`); the code is the same. Promotions live in :mod:`.promotion`, the
 arena in :mod:`.arena`, run execution in :mod:`.runner`.
 """
 
@@ -12,49 +15,98 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils.translation import gettext as _
 
 from apps.audit.services import audit_record
 from apps.registry.models import Alias, Deployment
+from apps.registry.permissions import EDIT_ROLES
 from apps.registry.router import routable
 from apps.registry.snapshot import get_snapshot
+from apps.tenancy.models import Membership
+from apps.tenancy.scope import current_ministry_id
 
 from .importers import parse_suite_file
-from .models import MetricKind, Run, RunCandidate, RunItem, Suite, Task
+from .models import MetricKind, MinistrySuite, Suite
 from .permissions import charged_ministry_for, require_edit
+from .stores import MINISTRY, MINISTRY_STORE, PLATFORM_STORE, Store, store_for
 
 MAX_CANDIDATES = 8
-MAX_BENCH_BYTES = 256_000
+MAX_BENCH_BYTES = 5 * 1024 * 1024  # the per-request results are dropped; the summary is kept
+BENCH_LEVEL_KEYS = (
+    "concurrency", "requests", "ok", "errors", "wall_s", "ttft_p50_s", "ttft_p95_s", "latency_p50_s",
+    "latency_p95_s", "completion_tokens", "aggregate_tokens_per_s", "decode_tokens_per_s_p50",
+)  # fmt: skip
+
+
+def require_ministry_edit(actor: Any, ministry_id: int | None = None) -> int:
+    """Security: a ministry suite (and its runs) is changed only inside that ministry's scope, by
+    someone whose membership *of that ministry* holds procurement_officer or platform_admin.
+
+    ``ministry_id``: the ministry of the row being changed (default: the active scope's); it must
+    be the active scope's, so a row of another ministry can never be changed from here. Returns
+    the ministry id.
+    """
+    require_edit(actor)
+    active = current_ministry_id()
+    if active is None or (ministry_id is not None and ministry_id != active):
+        raise PermissionDenied(_("府省庁のスイートは、その府省庁を選んだ状態でのみ変更できます。"))
+    if not Membership.objects.filter(
+        user_id=int(getattr(actor, "pk", 0) or 0),
+        ministry_id=active,
+        ministry__active=True,
+        roles__overlap=sorted(EDIT_ROLES),
+    ).exists():
+        raise PermissionDenied(
+            _("この府省庁の調達担当（またはプラットフォーム管理者）だけが府省庁のスイートを変更できます。")
+        )
+    return active
+
+
+def _require_store_edit(actor: Any, store: Store, row: Any = None) -> None:
+    if store.is_ministry:
+        require_ministry_edit(actor, None if row is None else int(row.ministry_id))
+    else:
+        require_edit(actor)
 
 
 @transaction.atomic
-def suite_create(*, actor: Any, name: str, description: str = "", level: int = 1) -> Suite:
-    require_edit(actor)
-    suite = Suite(name=name.strip(), description=description, level=level, created_by=actor)
+def suite_create(
+    *, actor: Any, name: str, description: str = "", level: int = 1, owner: str = "platform"
+) -> Any:
+    """A new suite owned by the platform, or (``owner="ministry"``) by the active ministry."""
+    store = MINISTRY_STORE if owner == MINISTRY else PLATFORM_STORE
+    _require_store_edit(actor, store)
+    suite = store.suite(name=name.strip(), description=description, level=level, created_by=actor)
+    if store.is_ministry:
+        suite.ministry_id = current_ministry_id()
+        if MinistrySuite.objects.filter(name=suite.name).exists():
+            raise ValidationError(_("同じ名称のスイートがこの府省庁に既にあります。"))
     suite.full_clean()
     suite.save()
     audit_record(
         actor=actor,
         action="evaluation.suite.create",
-        target_type="suite",
+        target_type="ministry_suite" if store.is_ministry else "suite",
         target_id=suite.pk,
-        data={"name": suite.name, "level": level},
+        data={"name": suite.name, "level": level, "owner": store.owner},
     )
     return suite
 
 
 @transaction.atomic
-def suite_import(*, actor: Any, suite: Suite, filename: str, data: bytes) -> int:
+def suite_import(*, actor: Any, suite: Suite | MinistrySuite, filename: str, data: bytes) -> int:
     """Append the tasks of a JSONL/CSV file; all or nothing (raises ImportFailed listing every bad line)."""
-    require_edit(actor)
+    store = store_for(suite)
+    _require_store_edit(actor, store, suite)
     rows = parse_suite_file(name=filename, data=data)
-    suite = Suite.objects.select_for_update().get(pk=suite.pk)
+    suite = store.suite.objects.select_for_update().get(pk=suite.pk)
     last = suite.tasks.order_by("-position").values_list("position", flat=True).first() or 0
-    Task.objects.bulk_create(
+    store.task.objects.bulk_create(
         [
-            Task(
+            store.task(
+                **owned_row(suite),
                 suite=suite,
                 position=last + offset,
                 input=row.input,
@@ -68,7 +120,7 @@ def suite_import(*, actor: Any, suite: Suite, filename: str, data: bytes) -> int
     audit_record(
         actor=actor,
         action="evaluation.suite.import",
-        target_type="suite",
+        target_type="ministry_suite" if store.is_ministry else "suite",
         target_id=suite.pk,
         data={"file": filename[:200], "tasks": len(rows)},
     )
@@ -109,14 +161,19 @@ def _check_clearance(deployment: Deployment, level: int) -> None:
 def run_create(
     *,
     actor: Any,
-    suite: Suite,
+    suite: Suite | MinistrySuite,
     deployments: Sequence[Deployment] = (),
     aliases: Sequence[Alias] = (),
     judge: Deployment | None = None,
     max_tokens: int = 256,
-) -> Run:
-    """Create a run with one pending item per task × candidate; the worker starts after commit."""
-    require_edit(actor)
+) -> Any:
+    """Create a run with one pending item per task × candidate; the worker starts after commit.
+
+    A ministry suite's run is the ministry's (a ``MinistryRun``, charged to that ministry); a
+    platform suite's run is charged to the officer's ministry (:func:`charged_ministry_for`).
+    """
+    store = store_for(suite)
+    _require_store_edit(actor, store, suite)
     candidates: list[tuple[str, Alias | None, Deployment]] = [(d.name, None, d) for d in deployments]
     candidates += [(f"{a.name} → {(d := _main_deployment(a)).name}", a, d) for a in aliases]
     if not candidates or len(candidates) > MAX_CANDIDATES:
@@ -134,24 +191,33 @@ def run_create(
         _check_clearance(judge, suite.level)
     if not 1 <= max_tokens <= 8192:
         raise ValidationError(_("最大トークン数は1〜8192で指定してください。"))
-    run = Run.objects.create(
+    owned: dict[str, Any] = (
+        {"ministry_id": suite.ministry_id}
+        if isinstance(suite, MinistrySuite)
+        else {"charged_ministry": charged_ministry_for(actor)}
+    )
+    run = store.run.objects.create(
         suite=suite,
         judge_deployment=judge,
         total=len(tasks) * len(candidates),
         max_tokens=max_tokens,
-        charged_ministry=charged_ministry_for(actor),
         created_by=actor,
+        **owned,
     )
     rows = [
-        RunCandidate(run=run, position=i, label=label[:200], alias=alias, deployment=deployment)
+        store.candidate(
+            run=run, position=i, label=label[:200], alias=alias, deployment=deployment, **owned_row(run)
+        )
         for i, (label, alias, deployment) in enumerate(candidates)
     ]
-    RunCandidate.objects.bulk_create(rows)
-    RunItem.objects.bulk_create([RunItem(run=run, candidate=c, task=t) for t in tasks for c in rows])
+    store.candidate.objects.bulk_create(rows)
+    store.item.objects.bulk_create(
+        [store.item(run=run, candidate=c, task=t, **owned_row(run)) for t in tasks for c in rows]
+    )
     audit_record(
         actor=actor,
         action="evaluation.run.create",
-        target_type="run",
+        target_type="ministry_run" if store.is_ministry else "run",
         target_id=run.pk,
         data={
             "suite": suite.pk,
@@ -162,14 +228,58 @@ def run_create(
     from .tasks import run_evaluation
 
     run_id = run.pk
-    transaction.on_commit(lambda: run_evaluation.delay(run_id=run_id))
+    scope = owned_row(run)  # a ministry run's worker enters that ministry's scope
+    transaction.on_commit(lambda: run_evaluation.delay(run_id=run_id, **scope))
     return run
 
 
+def bench_summary(raw: dict[str, Any]) -> dict[str, Any]:
+    """The parts of an ``inference bench --json`` report the procurement report uses: the model,
+    the settings and each concurrency level's summary (numbers only; the per-request results and
+    the server URL are dropped). Raises ValidationError when no level has a throughput."""
+    levels = []
+    raw_levels = raw.get("levels")
+    for level in raw_levels if isinstance(raw_levels, list) else []:
+        if not isinstance(level, dict):
+            continue
+        kept = {
+            k: level[k]
+            for k in BENCH_LEVEL_KEYS
+            if isinstance(level.get(k), int | float) and not isinstance(level.get(k), bool)
+        }
+        if "aggregate_tokens_per_s" in kept:
+            levels.append(kept)
+    if not levels:
+        raise ValidationError(
+            _(
+                "inference bench --json の出力ではありません"
+                "（levels[].aggregate_tokens_per_s がありません）。"
+                " / Not the output of inference bench --json (no levels[].aggregate_tokens_per_s)."
+            )
+        )
+    summary: dict[str, Any] = {"levels": levels}
+    for key in ("model", "max_tokens", "requests_per_level", "prompt_chars"):
+        value = raw.get(key)
+        if isinstance(value, str):
+            summary[key] = value[:200]
+        elif isinstance(value, int) and not isinstance(value, bool):
+            summary[key] = value
+    return summary
+
+
+def owned_row(parent: Any) -> dict[str, Any]:
+    """The ministry of a row derived from ``parent`` (a suite or run; none for a platform one)."""
+    return {"ministry_id": parent.ministry_id} if store_for(parent).is_ministry else {}
+
+
 @transaction.atomic
-def run_attach_bench(*, actor: Any, run: Run, candidate: RunCandidate, data: bytes) -> dict[str, Any]:
-    """Attach ``python -m inference bench`` JSON output to a candidate of the run (shown in the report)."""
-    require_edit(actor)
+def run_attach_bench(*, actor: Any, run: Any, candidate: Any, data: bytes) -> dict[str, Any]:
+    """Attach ``python -m inference bench --json`` output to a candidate of the run (shown in the
+    report and its CSV/JSON exports as the candidate's throughput)."""
+    store = store_for(run)
+    _require_store_edit(actor, store, run)
+    if store_for(candidate) is not store:
+        raise ValidationError(_("この実行の候補ではありません。"))
     if candidate.run_id != run.pk:
         raise ValidationError(_("この実行の候補ではありません。"))
     if len(data) > MAX_BENCH_BYTES:
@@ -180,13 +290,14 @@ def run_attach_bench(*, actor: Any, run: Run, candidate: RunCandidate, data: byt
         raise ValidationError(_("ベンチマーク結果をJSONとして読めません。")) from None
     if not isinstance(parsed, dict):
         raise ValidationError(_("ベンチマーク結果はJSONオブジェクトで指定してください。"))
-    run = Run.objects.select_for_update().get(pk=run.pk)
+    parsed = bench_summary(parsed)
+    run = store.run.objects.select_for_update().get(pk=run.pk)
     run.bench = {**run.bench, str(candidate.pk): parsed}
     run.save(update_fields=["bench"])
     audit_record(
         actor=actor,
         action="evaluation.run.bench",
-        target_type="run",
+        target_type="ministry_run" if store.is_ministry else "run",
         target_id=run.pk,
         data={"candidate": candidate.label},
     )

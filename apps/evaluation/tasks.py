@@ -1,9 +1,11 @@
 """Background work of evaluation: runs (chunked, resumable) and the canary watch (beat).
 
-Platform work, like the registry's tasks: runs and promotions are not tenant
-data. The usage records a run writes are written inside the charged
-ministry's scope (:mod:`.runner`); the canary watch reads each ministry's
-usage inside that ministry's scope (:mod:`.promotion`).
+A platform suite's run is platform work, like the registry's tasks; a ministry
+suite's run carries its ``ministry_id`` (queued by the service from the run's
+own row, the only source of that scope), and the runner touches its rows only
+inside that ministry's scope. The usage records a run writes are written inside
+the charged ministry's scope (:mod:`.runner`); the canary watch reads each
+ministry's usage inside that ministry's scope (:mod:`.promotion`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ ITEMS_PER_TASK = 10
 
 
 @app.task(name="evaluation.run", ignore_result=True)
-def run_evaluation(*, run_id: int) -> bool:
+def run_evaluation(*, run_id: int, ministry_id: int | None = None) -> bool:
     """Answer the next ``ITEMS_PER_TASK`` pending items, then queue the rest as a new task.
 
     Short tasks keep a worker restart cheap; with ``acks_late`` (settings) a
@@ -23,9 +25,9 @@ def run_evaluation(*, run_id: int) -> bool:
     """
     from .runner import execute_run
 
-    finished = execute_run(run_id, limit=ITEMS_PER_TASK)
+    finished = execute_run(run_id, limit=ITEMS_PER_TASK, ministry_id=ministry_id)
     if not finished:
-        run_evaluation.delay(run_id=run_id)
+        run_evaluation.delay(run_id=run_id, **({} if ministry_id is None else {"ministry_id": ministry_id}))
     return finished
 
 

@@ -3,7 +3,9 @@
 Thin views: reads from :mod:`.selectors`, writes through :mod:`.services` and
 :mod:`.promotion`. Access as for the registry (:func:`registry_required`):
 procurement officers and platform admins change, auditors read; the services
-check the role again.
+check the role again. The suite and run views serve both owners: the URL names
+``m_*`` pass ``owner="ministry"`` and then read the active ministry's own suites
+and runs (scoped manager and RLS; another ministry's id is a 404).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 from typing import Any
 
 from django.contrib import messages
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
@@ -25,11 +27,20 @@ from . import promotion as promotion_services
 from . import selectors, services
 from .forms import BenchForm, ImportForm, PromoteForm, ReasonForm, RunForm, SuiteForm
 from .importers import ImportFailed
-from .models import MetricKind, Run, RunItem, RunStatus, Suite
+from .models import MetricKind, RunStatus
+from .stores import PLATFORM, STORES, Store, store_for
 
 
 def _ctx(request: HttpRequest, section: str, **extra: Any) -> dict[str, Any]:
     return {"section": section, "can_edit": registry_access(request).can_edit, **extra}
+
+
+def _store(owner: str) -> Store:
+    return STORES[owner]
+
+
+def _url(obj: Any, name: str) -> str:
+    return reverse(store_for(obj).url_prefix + name, args=[obj.pk])
 
 
 def _error_text(exc: ValidationError) -> str:
@@ -45,23 +56,27 @@ def suite_list(request: HttpRequest) -> HttpResponse:
             suite = services.suite_create(actor=request.user, **form.cleaned_data)
         except ValidationError as exc:
             form.add_error(None, exc)
+        except PermissionDenied as exc:
+            form.add_error(None, str(exc))
         else:
-            return HttpResponseRedirect(reverse("evaluation:suite_detail", args=[suite.pk]))
+            return HttpResponseRedirect(suite.get_absolute_url())
     context = _ctx(
         request,
         "suites",
         suites=selectors.suite_list(),
+        ministry_suites=selectors.ministry_suite_list(),
         form=form,
-        runs=Run.objects.select_related("suite")[:20],
+        runs=selectors.recent_runs(),
     )
     return render(request, "evaluation/suite_list.html", context, status=400 if form.errors else 200)
 
 
-def _suite_context(request: HttpRequest, suite: Suite, **extra: Any) -> dict[str, Any]:
+def _suite_context(request: HttpRequest, suite: Any, **extra: Any) -> dict[str, Any]:
     return _ctx(
         request,
         "suites",
         suite=suite,
+        ns=store_for(suite).url_prefix,
         tasks=suite.tasks.all()[:200],
         task_count=suite.tasks.count(),
         import_form=extra.pop("import_form", None) or ImportForm(),
@@ -72,15 +87,15 @@ def _suite_context(request: HttpRequest, suite: Suite, **extra: Any) -> dict[str
 
 
 @registry_required()
-def suite_detail(request: HttpRequest, suite_id: int) -> HttpResponse:
-    suite = selectors.get_suite_for_actor(actor=request.user, suite_id=suite_id)
+def suite_detail(request: HttpRequest, suite_id: int, owner: str = PLATFORM) -> HttpResponse:
+    suite = selectors.get_suite_for_actor(actor=request.user, suite_id=suite_id, store=_store(owner))
     return render(request, "evaluation/suite_detail.html", _suite_context(request, suite))
 
 
 @require_POST
 @registry_required(edit=True)
-def suite_import(request: HttpRequest, suite_id: int) -> HttpResponse:
-    suite = selectors.get_suite_for_actor(actor=request.user, suite_id=suite_id)
+def suite_import(request: HttpRequest, suite_id: int, owner: str = PLATFORM) -> HttpResponse:
+    suite = selectors.get_suite_for_actor(actor=request.user, suite_id=suite_id, store=_store(owner))
     form = ImportForm(request.POST, request.FILES)
     errors: list[str] = []
     if form.is_valid():
@@ -93,15 +108,15 @@ def suite_import(request: HttpRequest, suite_id: int) -> HttpResponse:
             errors = exc.errors
         else:
             messages.success(request, _("%(n)d件のタスクを取り込みました。") % {"n": count})
-            return HttpResponseRedirect(reverse("evaluation:suite_detail", args=[suite.pk]))
+            return HttpResponseRedirect(_url(suite, "suite_detail"))
     context = _suite_context(request, suite, import_form=form, import_errors=errors)
     return render(request, "evaluation/suite_detail.html", context, status=400)
 
 
 @require_POST
 @registry_required(edit=True)
-def run_create(request: HttpRequest, suite_id: int) -> HttpResponse:
-    suite = selectors.get_suite_for_actor(actor=request.user, suite_id=suite_id)
+def run_create(request: HttpRequest, suite_id: int, owner: str = PLATFORM) -> HttpResponse:
+    suite = selectors.get_suite_for_actor(actor=request.user, suite_id=suite_id, store=_store(owner))
     form = RunForm(request.POST)
     if form.is_valid():
         try:
@@ -116,15 +131,16 @@ def run_create(request: HttpRequest, suite_id: int) -> HttpResponse:
         except ValidationError as exc:
             form.add_error(None, exc)
         else:
-            return HttpResponseRedirect(reverse("evaluation:run_detail", args=[run.pk]))
+            return HttpResponseRedirect(_url(run, "run_detail"))
     return render(
         request, "evaluation/suite_detail.html", _suite_context(request, suite, run_form=form), status=400
     )
 
 
-def _run_context(request: HttpRequest, run: Run, **extra: Any) -> dict[str, Any]:
+def _run_context(request: HttpRequest, run: Any, **extra: Any) -> dict[str, Any]:
     items = (
-        RunItem.objects.filter(run=run)
+        store_for(run)
+        .item.objects.filter(run=run)
         .select_related("task", "candidate")
         .order_by("task__position", "candidate__position")
     )
@@ -132,21 +148,22 @@ def _run_context(request: HttpRequest, run: Run, **extra: Any) -> dict[str, Any]
         request,
         "suites",
         run=run,
+        ns=store_for(run).url_prefix,
         report=selectors.run_report(run),
         metrics=[(m, MetricKind(m).label) for m in MetricKind.values],
         items=items[:400],
         running=run.status != RunStatus.COMPLETE,
         bench_form=extra.pop("bench_form", None) or BenchForm(run=run),
         promote_form=extra.pop("promote_form", None) or PromoteForm(run=run),
-        promotions=run.promotions.select_related("alias", "deployment"),
+        promotions=selectors.promotions_of_run(run),
         **extra,
     )
 
 
 @registry_required()
-def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
+def run_detail(request: HttpRequest, run_id: int, owner: str = PLATFORM) -> HttpResponse:
     """The comparison report; while the run is going, htmx re-fetches the progress panel."""
-    run = selectors.get_run_for_actor(actor=request.user, run_id=run_id)
+    run = selectors.get_run_for_actor(actor=request.user, run_id=run_id, store=_store(owner))
     context = _run_context(request, run)
     if getattr(request, "htmx", False):
         return render(request, "evaluation/_run_report.html", context)
@@ -154,9 +171,9 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
 
 
 @registry_required()
-def run_export(request: HttpRequest, run_id: int, fmt: str) -> HttpResponse:
+def run_export(request: HttpRequest, run_id: int, fmt: str, owner: str = PLATFORM) -> HttpResponse:
     """The report as CSV or JSON, to attach to a procurement decision."""
-    run = selectors.get_run_for_actor(actor=request.user, run_id=run_id)
+    run = selectors.get_run_for_actor(actor=request.user, run_id=run_id, store=_store(owner))
     if fmt == "csv":
         response = HttpResponse(selectors.run_report_csv(run), content_type="text/csv; charset=utf-8")
     elif fmt == "json":
@@ -170,8 +187,8 @@ def run_export(request: HttpRequest, run_id: int, fmt: str) -> HttpResponse:
 
 @require_POST
 @registry_required(edit=True)
-def run_bench(request: HttpRequest, run_id: int) -> HttpResponse:
-    run = selectors.get_run_for_actor(actor=request.user, run_id=run_id)
+def run_bench(request: HttpRequest, run_id: int, owner: str = PLATFORM) -> HttpResponse:
+    run = selectors.get_run_for_actor(actor=request.user, run_id=run_id, store=_store(owner))
     form = BenchForm(request.POST, request.FILES, run=run)
     if form.is_valid():
         try:
@@ -185,7 +202,7 @@ def run_bench(request: HttpRequest, run_id: int) -> HttpResponse:
             form.add_error(None, exc)
         else:
             messages.success(request, _("ベンチマーク結果を添付しました。"))
-            return HttpResponseRedirect(reverse("evaluation:run_detail", args=[run.pk]))
+            return HttpResponseRedirect(_url(run, "run_detail"))
     return render(
         request, "evaluation/run_detail.html", _run_context(request, run, bench_form=form), status=400
     )
@@ -193,9 +210,9 @@ def run_bench(request: HttpRequest, run_id: int) -> HttpResponse:
 
 @require_POST
 @registry_required(edit=True)
-def promotion_start(request: HttpRequest, run_id: int) -> HttpResponse:
+def promotion_start(request: HttpRequest, run_id: int, owner: str = PLATFORM) -> HttpResponse:
     """From the report: move an alias to a candidate as a canary (or propose it for approval)."""
-    run = selectors.get_run_for_actor(actor=request.user, run_id=run_id)
+    run = selectors.get_run_for_actor(actor=request.user, run_id=run_id, store=_store(owner))
     form = PromoteForm(request.POST, run=run)
     if form.is_valid():
         data = form.cleaned_data
