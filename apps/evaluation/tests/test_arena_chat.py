@@ -29,6 +29,7 @@ from tests.support.fixtures import Actor, make_user
 from tests.support.registry import Upstream, register_alias
 
 STREAM_URL = re.compile(r'sse-connect="(/chat/arena/(\d+)/([ab])/stream)"')
+QUESTION = "首都はどこですか"
 NAMES = ("shared-one", "shared-two", "a-only", "level-one")
 
 
@@ -59,7 +60,7 @@ def _client(actor: Actor) -> Client:
 
 
 def _ask(
-    actor: Actor, conversation: Conversation, content: str = "首都はどこですか"
+    actor: Actor, conversation: Conversation, content: str = QUESTION
 ) -> tuple[int, dict[str, str], str]:
     """Send with the toggle ticked, as the composer does; the battle id, its two stream URLs, the HTML."""
     response = _client(actor).post(
@@ -127,9 +128,7 @@ def test_both_sides_stream_anonymously_each_metered_then_the_vote_reveals(
     assert not any(name in second.done.data for name in NAMES)
     # The conversation's history went with the question; the arena turn is not a chat message.
     sent = [upstream.last_body["messages"] for upstream in upstreams if upstream.requests]
-    assert sent and all(
-        m[-1]["content"] == "首都はどこですか" and m[0]["content"] == "前の質問" for m in sent
-    )
+    assert sent and all(m[-1]["content"] == QUESTION and m[0]["content"] == "前の質問" for m in sent)
     with ministry_scope(ministry_id=staff_a.ministry.pk):
         assert Message.objects.filter(conversation=conversation).count() == 2
 
@@ -202,3 +201,18 @@ def test_no_pair_at_this_level_is_explained(upstreams: Any, staff_b: Actor) -> N
     assert response.status_code == 422 and "比較できるモデル" in response.content.decode()
     with ministry_scope(ministry_id=staff_b.ministry.pk):
         assert not ArenaBattle.objects.exists()
+
+
+def test_the_comparison_speaks_english_too(upstreams: Any, staff_a: Actor) -> None:
+    conversation = _conversation(staff_a)
+    client = _client(staff_a)
+    page = client.get(f"/chat/{conversation.pk}/", HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    assert "Compare two models (blind comparison)" in page
+    response = client.post(
+        f"/chat/{conversation.pk}/messages",
+        {"content": QUESTION, "arena": "1"},
+        HTTP_HX_REQUEST="true",
+        HTTP_ACCEPT_LANGUAGE="en",
+    )
+    html = response.content.decode()
+    assert "Two anonymous answers" in html and "You can vote once both answers are complete." in html
