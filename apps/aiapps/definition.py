@@ -18,7 +18,7 @@ from .models import AppKind, FieldKind, OutputFormat
 
 NAME_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
 PLACEHOLDER_RE = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
-MAX_FIELDS = 12
+MAX_FIELDS = 20
 MAX_OPTIONS = 30
 MAX_PROMPT_CHARS = 20_000
 MAX_TEXT_CHARS = {"name_ja": 100, "name_en": 100, "description_ja": 500, "description_en": 500}

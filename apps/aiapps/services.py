@@ -18,7 +18,7 @@ from django.utils.translation import gettext as _
 from apps.audit.services import audit_record
 from apps.documents.selectors import get_workspace_for_actor
 from apps.tenancy.models import Membership, Role
-from apps.tenancy.scope import current_ministry_id
+from apps.tenancy.scope import current_ministry_id, ministry_scope
 
 from .definition import DEFINITION_KEYS, clean_definition
 from .models import AppFavourite, CatalogueStatus, MinistryApp, PlatformApp, Proposal, Visibility
@@ -133,7 +133,13 @@ def _require_platform_admin(actor: Any) -> None:
 
 
 def proposal_decide(*, actor: Any, platform_app_id: int, approve: bool) -> PlatformApp:
-    """A platform admin approves (publishes in the catalogue) or rejects a proposal; audited."""
+    """A platform admin approves (publishes in the catalogue) or rejects a proposal; audited.
+
+    The decision is written back to the proposing ministry's app (``MinistryApp.proposal``), so
+    its owner sees 掲載済み / 見送り on the app's page. Security: that one status column is the only
+    write into the ministry's rows, made inside *that* ministry's scope (ORM filter and RLS) and
+    only to the app the proposal was copied from, while it is still marked as proposed.
+    """
     _require_platform_admin(actor)
     with transaction.atomic():
         app = (
@@ -146,6 +152,11 @@ def proposal_decide(*, actor: Any, platform_app_id: int, approve: bool) -> Platf
         app.status = CatalogueStatus.APPROVED if approve else CatalogueStatus.REJECTED
         app.approved_by = actor if approve else None
         app.save(update_fields=["status", "approved_by", "updated_at"])
+        if app.source_ministry_id and app.source_app_id:
+            with ministry_scope(ministry_id=int(app.source_ministry_id)):
+                MinistryApp.objects.filter(pk=app.source_app_id, proposal=Proposal.PROPOSED).update(
+                    proposal=Proposal.APPROVED if approve else Proposal.REJECTED
+                )
         audit_record(
             actor=actor,
             action="aiapp.catalogue_approve" if approve else "aiapp.catalogue_reject",

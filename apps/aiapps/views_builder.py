@@ -8,6 +8,7 @@ service, and the page refuses others with 403).
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
@@ -22,17 +23,29 @@ from apps.registry.router import allowed_aliases
 from apps.tenancy.permissions import require_membership
 
 from . import services
-from .definition import DEFINITION_KEYS, clean_definition, render_prompt
+from .definition import DEFINITION_KEYS, MAX_FIELDS, clean_definition, render_prompt
 from .models import FieldKind, OutputFormat
 from .selectors import get_app_for_actor, get_ministry_app_for_actor, proposals_pending
 
-FIELD_ROWS = 6
+BLANK_ROWS_NEW = 3  # empty rows offered on a new app (more are added with 「項目を追加」)
+BLANK_ROW = {"name": "", "label": "", "kind": "text", "options": [], "required": True}
+
+
+def _row_key() -> str:
+    return uuid.uuid4().hex[:12]
 
 
 def definition_from_post(post: Any) -> dict[str, Any]:
-    """The builder form's values as a definition dict (rows without a name are skipped)."""
+    """The builder form's values as a definition dict (rows without a name are skipped).
+
+    Each row carries a ``field_key``; its 必須 checkbox posts that key, so rows added or removed
+    in the page (any order) keep their own checkbox. Without keys the row's position is used.
+    """
     names, labels = post.getlist("field_name"), post.getlist("field_label")
     kinds, options = post.getlist("field_kind"), post.getlist("field_options")
+    keys = post.getlist("field_key")
+    if len(keys) != len(names):
+        keys = [str(i) for i in range(len(names))]
     required = set(post.getlist("field_required"))
     fields = []
     for i, name in enumerate(names):
@@ -46,7 +59,7 @@ def definition_from_post(post: Any) -> dict[str, Any]:
                 "options": [
                     o.strip() for o in (options[i] if i < len(options) else "").split(",") if o.strip()
                 ],
-                "required": str(i) in required,
+                "required": keys[i] in required,
             }
         )
     return {
@@ -63,16 +76,18 @@ def definition_from_post(post: Any) -> dict[str, Any]:
     }
 
 
+def _row(row: dict[str, Any]) -> dict[str, Any]:
+    return {**row, "options_text": ", ".join(row.get("options") or []), "key": _row_key()}
+
+
 def _form_context(request: HttpRequest, data: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    rows = list(data.get("fields") or [])
-    rows += [{"name": "", "label": "", "kind": "text", "options": [], "required": True}] * (
-        FIELD_ROWS - len(rows)
-    )
+    rows = list(data.get("fields") or [])[:MAX_FIELDS]
+    blanks = BLANK_ROWS_NEW if not rows else 1
+    rows += [BLANK_ROW] * min(blanks, MAX_FIELDS - len(rows))
     return {
         "data": data,
-        "rows": [
-            {**r, "options_text": ", ".join(r.get("options") or []), "index": i} for i, r in enumerate(rows)
-        ],
+        "rows": [_row(r) for r in rows],
+        "max_fields": MAX_FIELDS,
         "kinds": FieldKind.choices,
         "formats": OutputFormat.choices,
         "aliases": allowed_aliases(level=1),
@@ -113,6 +128,32 @@ def app_edit(request: HttpRequest, app_id: int) -> HttpResponse:
         context = _form_context(request, data, app=app, errors=exc.messages)
         return render(request, "aiapps/builder.html", context, status=422)
     return render(request, "aiapps/builder.html", _form_context(request, data, app=app, saved=True))
+
+
+@login_required
+@require_membership
+@require_GET
+def field_row(request: HttpRequest) -> HttpResponse:
+    """htmx: one more empty field row (「項目を追加」), up to ``MAX_FIELDS`` rows in the form.
+
+    ``field_key`` values of the rows already in the form are sent along (hx-include), so the
+    limit is checked here; at the limit the note under the rows says so and no row is added.
+    """
+    if len(request.GET.getlist("field_key")) >= MAX_FIELDS:
+        response = render(request, "aiapps/_field_limit.html", {"max_fields": MAX_FIELDS})
+        response["HX-Retarget"] = "#field-rows-note"
+        response["HX-Reswap"] = "innerHTML"
+        return response
+    context = {"r": _row(BLANK_ROW), "kinds": FieldKind.choices}
+    return render(request, "aiapps/_field_row.html", context)
+
+
+@login_required
+@require_membership
+@require_GET
+def field_row_remove(request: HttpRequest) -> HttpResponse:
+    """htmx: removing a row (the button's ``hx-swap="delete"`` drops the row; nothing to send)."""
+    return HttpResponse("")
 
 
 @login_required
