@@ -43,6 +43,8 @@ import asyncio
 import calendar
 import logging
 import re
+import time
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
@@ -81,6 +83,7 @@ from .limits import (
     ministry_limits,
     refresh_ahead_ministry_limits,
 )
+from .redis_pipe import encode_args
 
 __all__ = [
     "ADMIT_LUA",
@@ -189,25 +192,57 @@ def levels_of(subject: Subject, limits: MinistryLimits) -> list[Level]:
     """The counters the request is charged to: each scope with a counted limit (budget, RPM, TPM or
     concurrency), for all aliases and for its alias. A scope without one keeps no counter, so
     admission work grows with the limits that exist, not with the depth of the hierarchy."""
-    return [level for level in _rows_of(subject, limits) if level.limits is not None and level.limits.counted]
+    return list(_plan(subject, limits).levels)
 
 
-def _cap(levels: list[Level], requested: int | None, default: int) -> int:
+@dataclass(frozen=True)
+class _Plan:
+    """What admission derives from a subject and its ministry's limits, computed once per limits
+    snapshot (cached on the :class:`MinistryLimits` object, so a new snapshot starts afresh)."""
+
+    levels: tuple[Level, ...]
+    max_tokens: int | None
+    """The smallest ``max_tokens`` cap of any applying row (``None``: no cap)."""
+    level_args: tuple[int, bytes]
+    """The levels' part of ``admit.lua``'s arguments, already in Redis's wire format."""
+
+
+PLANS_PER_LIMITS = 100_000
+"""Subjects remembered per limits snapshot (then the cache starts over; it is only a shortcut)."""
+
+
+def _plan(subject: Subject, limits: MinistryLimits) -> _Plan:
+    plan: _Plan | None = limits.plans.get(subject)
+    if plan is not None:
+        return plan
+    rows = _rows_of(subject, limits)
+    levels = tuple(level for level in rows if level.limits is not None and level.limits.counted)
+    caps = [
+        int(r.limits.max_tokens) for r in rows if r.limits is not None and r.limits.max_tokens is not None
+    ]
+    parts = [value for level in levels for value in _level_values(level)]
+    plan = _Plan(levels, min(caps) if caps else None, (len(parts), encode_args(parts)))
+    if len(limits.plans) >= PLANS_PER_LIMITS:
+        limits.plans.clear()
+    limits.plans[subject] = plan
+    return plan
+
+
+def _cap(plan: _Plan, requested: int | None, default: int) -> int:
     value = default if requested is None or requested <= 0 else int(requested)
-    for level in levels:
-        if level.limits is not None and level.limits.max_tokens is not None:
-            value = min(value, int(level.limits.max_tokens))
+    if plan.max_tokens is not None:
+        value = min(value, plan.max_tokens)
     return max(value, 0)
 
 
 def cap_max_tokens(*, subject: Subject, requested: int | None, default: int) -> int:
     """``requested`` (or ``default``) lowered to the smallest ``max_tokens`` cap of any level (sync)."""
-    return _cap(_rows_of(subject, ministry_limits(subject.ministry_id)), requested, default)
+    return _cap(_plan(subject, ministry_limits(subject.ministry_id)), requested, default)
 
 
 async def acap_max_tokens(*, subject: Subject, requested: int | None, default: int) -> int:
     """:func:`cap_max_tokens` for the event loop (hops to a thread only to refresh the cache)."""
-    return _cap(_rows_of(subject, await _alimits(subject.ministry_id)), requested, default)
+    return _cap(_plan(subject, await _alimits(subject.ministry_id)), requested, default)
 
 
 _refreshing: dict[tuple[int, int], asyncio.Task[MinistryLimits]] = {}
@@ -255,12 +290,27 @@ async def _alimits(ministry_id: int) -> MinistryLimits:
 # --- Arguments of the scripts -----------------------------------------------------------------
 
 
+_month_now: tuple[float, float, str, float] = (0.0, 0.0, "", 0.0)
+"""``(start, end)`` epoch seconds of the month :func:`_month` last computed, its ``YYYYMM`` and
+the instant its retry counts to (a request needs only a comparison, not a calendar)."""
+
+
 def _month(now: datetime | None = None) -> tuple[str, int]:
     """``(YYYYMM, seconds to the start of next month)`` in the platform's time zone."""
+    global _month_now
+    if now is None:
+        ts = time.time()
+        start, end, month, last = _month_now
+        if start <= ts < end:
+            return month, max(1, int(last - ts) + 1)
     local = timezone.localtime(now)
     days = calendar.monthrange(local.year, local.month)[1]
-    end = local.replace(day=days, hour=23, minute=59, second=59, microsecond=0)
-    return f"{local.year:04d}{local.month:02d}", max(1, int((end - local).total_seconds()) + 1)
+    end_dt = local.replace(day=days, hour=23, minute=59, second=59, microsecond=0)
+    month = f"{local.year:04d}{local.month:02d}"
+    if now is None:
+        first = local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        _month_now = (first.timestamp(), end_dt.timestamp() + 1, month, end_dt.timestamp())
+    return month, max(1, int((end_dt - local).total_seconds()) + 1)
 
 
 def month_key(now: datetime | None = None) -> str:
@@ -282,9 +332,23 @@ def _n(value: int | None) -> int:
     return -1 if value is None else int(value)
 
 
-def admit_args(*, subject: Subject, levels: list[Level], request_id: str, tokens: int, yen: int) -> list[Any]:
+def _level_values(level: Level) -> list[Any]:
+    """One level's arguments of ``admit.lua``: its scope and limits (-1 = none)."""
+    lim = level.limits or LimitValues()
+    return [
+        level.scope,
+        _n(lim.monthly_tokens),
+        _n(lim.monthly_yen_units),
+        _n(lim.rpm),
+        _n(lim.tpm),
+        _n(lim.max_concurrent),
+    ]
+
+
+def admit_args(*, subject: Subject, plan: _Plan, request_id: str, tokens: int, yen: int) -> list[Any]:
+    """The arguments of ``admit.lua`` before the levels' (``plan.level_args``, pre-encoded)."""
     month, month_retry = _month()
-    args: list[Any] = [
+    return [
         PREFIX,
         request_id,
         tokens,
@@ -293,21 +357,8 @@ def admit_args(*, subject: Subject, levels: list[Level], request_id: str, tokens
         month_retry,
         int(reservation_seconds() * 1000),
         subject.ministry_id,
-        len(levels),
+        len(plan.levels),
     ]
-    for level in levels:
-        lim = level.limits or LimitValues()
-        args += [
-            level.scope,
-            level.level,
-            level.alias_name,
-            _n(lim.monthly_tokens),
-            _n(lim.monthly_yen_units),
-            _n(lim.rpm),
-            _n(lim.tpm),
-            _n(lim.max_concurrent),
-        ]
-    return args
 
 
 def _estimate(prompt_tokens: int, max_tokens: int, price: Decimal | None) -> tuple[int, int]:
@@ -316,15 +367,16 @@ def _estimate(prompt_tokens: int, max_tokens: int, price: Decimal | None) -> tup
     return tokens, yen
 
 
-def _outcome(reply: list[Any], reservation: Reservation) -> Reservation:
+def _outcome(reply: list[Any], reservation: Reservation, plan: _Plan) -> Reservation:
     tag = _text(reply[0])
     if tag == "ok":
         reservation.expires_at_ms = int(reply[1])
         return reservation
     if tag == "dup":
         raise ValueError(f"request id {reservation.request_id} already holds a reservation")
+    level = plan.levels[int(reply[1]) - 1]
     raise QuotaExceeded(
-        level=_text(reply[1]), kind=_text(reply[2]), retry_after=int(reply[3]), alias=_text(reply[4])
+        level=level.level, kind=_text(reply[2]), retry_after=int(reply[3]), alias=level.alias_name
     )
 
 
@@ -349,15 +401,15 @@ async def areserve(
     :class:`QuotaExceeded` (the binding level: the longest ``retry_after``) or
     :class:`AdmissionUnavailable`; otherwise settle the result with :func:`asettle`.
     """
-    levels = levels_of(subject, await _alimits(subject.ministry_id))
+    plan = _plan(subject, await _alimits(subject.ministry_id))
     tokens, yen = _estimate(prompt_tokens, max_tokens, price)
     reservation = Reservation(request_id, subject, tokens, yen, int(max_tokens))
-    args = admit_args(subject=subject, levels=levels, request_id=request_id, tokens=tokens, yen=yen)
+    args = admit_args(subject=subject, plan=plan, request_id=request_id, tokens=tokens, yen=yen)
     try:
-        reply = await async_scripts().admit(args=args)
+        reply = await async_scripts().admit(args=args, encoded=plan.level_args)
     except REDIS_DOWN as exc:
         return unavailable(reservation, exc)
-    return _outcome(reply, reservation)
+    return _outcome(reply, reservation, plan)
 
 
 def reserve(
@@ -369,15 +421,16 @@ def reserve(
     price: Decimal | None = None,
 ) -> Reservation:
     """:func:`areserve` for synchronous code (Celery workers, sync views)."""
-    levels = levels_of(subject, ministry_limits(subject.ministry_id))
+    plan = _plan(subject, ministry_limits(subject.ministry_id))
     tokens, yen = _estimate(prompt_tokens, max_tokens, price)
     reservation = Reservation(request_id, subject, tokens, yen, int(max_tokens))
-    args = admit_args(subject=subject, levels=levels, request_id=request_id, tokens=tokens, yen=yen)
+    args = admit_args(subject=subject, plan=plan, request_id=request_id, tokens=tokens, yen=yen)
+    args += [value for level in plan.levels for value in _level_values(level)]
     try:
         reply = sync_scripts().admit(args=args)
     except REDIS_DOWN as exc:
         return unavailable(reservation, exc)
-    return _outcome(reply, reservation)
+    return _outcome(reply, reservation, plan)
 
 
 def _settle_args(

@@ -384,6 +384,9 @@ class MinistryLimits:
 
     ministry_id: int
     rows: dict[tuple[str, int, str], LimitValues] = field(default_factory=dict)
+    plans: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
+    """Admission's per-subject work derived from these rows (``apps.quotas.admission``): it lives
+    exactly as long as the limits it was computed from."""
 
     def get(self, level: str, subject_id: int, alias_name: str) -> LimitValues | None:
         """The subject's own row, else its level's default row (subject id 0), else ``None``."""

@@ -104,6 +104,10 @@ def release_expired(*, client: Any = None) -> int:
                 logger.info("admission: released expired reservation %s", request_id)
             else:  # the record expired too: just drop the index entry
                 client.zrem(key, rid)
+    # Concurrency slot sets have no expiry (a live one must never vanish): drop the slots
+    # whose reservation expired, so an idle scope's set empties (and Redis deletes it).
+    for key in client.scan_iter(match=f"{admission.PREFIX}*:c", count=500):
+        client.zremrangebyscore(key, "-inf", now_ms)
     return released
 
 

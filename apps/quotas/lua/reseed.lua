@@ -76,13 +76,18 @@ end
 
 local open = redis.call('ZRANGE', P .. 'open:' .. mid, 0, -1)
 for _, rid in ipairs(open) do
-  local v = redis.call('HMGET', P .. 'res:' .. rid, 't', 'y', 'mo', 's', 'x')
-  if v[1] and v[3] == month and v[5] ~= '1' then
-    for sv in string.gmatch(v[4], '[^\n]+') do
+  -- The reservation record (its format is described in admit.lua).
+  local record = redis.call('GET', P .. 'rs:' .. rid)
+  local x, tok, yen, mo, svs
+  if record then
+    x, tok, yen, mo, svs = string.match(record, '^([01])\t%d+\t(%d+)\t(%d+)\t(%d+)\t%d+\t%d+\t([^\t]*)\t')
+  end
+  if x == '0' and mo == month then
+    for sv in string.gmatch(svs, '[^\n]+') do
       if is_mine(sv) then
         local s = slot(sv)
-        s[3] = s[3] + tonumber(v[1])
-        s[4] = s[4] + tonumber(v[2])
+        s[3] = s[3] + tonumber(tok)
+        s[4] = s[4] + tonumber(yen)
       end
     end
   end

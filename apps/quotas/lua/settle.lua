@@ -10,13 +10,14 @@
 -- Release: the held amounts and slots are given back but the record is kept,
 -- marked released, so a request that outlived its reservation can still
 -- settle its real usage later (used only, nothing held any more).
+-- The record's format is described in admit.lua.
 -- Returns 1 if something was done, 0 if the reservation was unknown or already settled.
 local P = ARGV[1]
 local rid = ARGV[2]
 local mode = ARGV[3]
 local act_tok = tonumber(ARGV[4])
 local act_yen = tonumber(ARGV[5])
-local res_key = P .. 'res:' .. rid
+local rk = P .. 'rs:' .. rid
 -- Numbers are doubles in Lua: write them as integers, never in exponent notation.
 local function int(x)
   if x == 0 then
@@ -24,59 +25,80 @@ local function int(x)
   end
   return string.format('%.0f', x)
 end
+-- Above this a double no longer holds every integer: such counters take HINCRBY (exact).
+local EXACT = 4503599627370496
 
-local raw = redis.call('HGETALL', res_key)
-if #raw == 0 then
+local record = redis.call('GET', rk)
+if not record then
   return 0
 end
-local h = {}
-for i = 1, #raw, 2 do
-  h[raw[i]] = raw[i + 1]
+local x, mid, tok, yen, mo, _exp, res_minute, svs, tps, cs = string.match(record,
+  '^([01])\t(%d+)\t(%d+)\t(%d+)\t(%d+)\t(%d+)\t(%d+)\t([^\t]*)\t([^\t]*)\t([^\t]*)$')
+if x == nil then
+  return redis.error_reply('malformed reservation record ' .. rid)
 end
-local released = h['x'] == '1'
+local released = x == '1'
 if released and mode == 'r' then
   return 0
 end
-local est_tok, est_yen = tonumber(h['t']), tonumber(h['y'])
+local est_tok, est_yen = tonumber(tok), tonumber(yen)
+local t = redis.call('TIME')
 
-for sv in string.gmatch(h['s'], '[^\n]+') do
-  local bkey = P .. sv .. ':b:' .. h['mo']
-  if not released then
-    redis.call('HINCRBY', bkey, 'ht', int(-est_tok))
-    if est_yen ~= 0 then
+for sv in string.gmatch(svs, '[^\n]+') do
+  local bkey = P .. sv .. ':b:' .. mo
+  if not released and mode == 's' then
+    -- Held down by the estimate, used up by the usage: one read and one write.
+    local c = redis.call('HMGET', bkey, 'ut', 'ht', 'uy', 'hy')
+    local ut, ht = tonumber(c[1]) or 0, tonumber(c[2]) or 0
+    local uy, hy = tonumber(c[3]) or 0, tonumber(c[4]) or 0
+    if ut + act_tok < EXACT and uy + act_yen < EXACT and ht < EXACT and hy < EXACT then
+      redis.call('HSET', bkey, 'ut', int(ut + act_tok), 'ht', int(ht - est_tok),
+        'uy', int(uy + act_yen), 'hy', int(hy - est_yen))
+    else
+      redis.call('HINCRBY', bkey, 'ht', int(-est_tok))
       redis.call('HINCRBY', bkey, 'hy', int(-est_yen))
-    end
-  end
-  if mode == 's' then
-    redis.call('HINCRBY', bkey, 'ut', ARGV[4])
-    if act_yen ~= 0 then
+      redis.call('HINCRBY', bkey, 'ut', ARGV[4])
       redis.call('HINCRBY', bkey, 'uy', ARGV[5])
+    end
+  else
+    if not released then
+      redis.call('HINCRBY', bkey, 'ht', int(-est_tok))
+      if est_yen ~= 0 then
+        redis.call('HINCRBY', bkey, 'hy', int(-est_yen))
+      end
+    end
+    if mode == 's' then
+      redis.call('HINCRBY', bkey, 'ut', ARGV[4])
+      if act_yen ~= 0 then
+        redis.call('HINCRBY', bkey, 'uy', ARGV[5])
+      end
     end
   end
 end
 if not released then
-  if mode == 's' then
-    -- Correct the minute's token count to the actual usage (if that minute still exists).
-    for wk in string.gmatch(h['tp'], '[^\n]+') do
-      if act_tok ~= est_tok and redis.call('EXISTS', wk) == 1 then
-        if redis.call('HINCRBY', wk, 't', int(act_tok - est_tok)) < 0 then
-          redis.call('HSET', wk, 't', 0)
-        end
+  local now_minute = math.floor((tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)) / 60000)
+  if mode == 's' and act_tok ~= est_tok and now_minute - tonumber(res_minute) <= 1 then
+    -- Correct the reservation's minute to the actual usage while it still counts (this
+    -- minute or the last: admit.lua keeps both, and the hash lives 130 s past its last minute).
+    local tf = 't' .. res_minute
+    for sv in string.gmatch(tps, '[^\n]+') do
+      local wk = P .. sv .. ':w'
+      if redis.call('HINCRBY', wk, tf, int(act_tok - est_tok)) < 0 then
+        redis.call('HSET', wk, tf, 0)
       end
     end
   end
-  for ck in string.gmatch(h['c'], '[^\n]+') do
-    redis.call('ZREM', ck, rid)
+  for sv in string.gmatch(cs, '[^\n]+') do
+    redis.call('ZREM', P .. sv .. ':c', rid)
   end
-  redis.call('ZREM', P .. 'open:' .. h['m'], rid)
+  redis.call('ZREM', P .. 'open:' .. mid, rid)
 end
 
 if mode == 'r' then
-  redis.call('HSET', res_key, 'x', '1')
+  redis.call('SET', rk, '1' .. string.sub(record, 2), 'KEEPTTL')
   return 1
 end
-local t = redis.call('TIME')
-redis.call('HSET', P .. 'settled:' .. h['m'], rid,
-  t[1] .. '|' .. ARGV[4] .. '|' .. ARGV[5] .. '|' .. h['mo'] .. '|' .. h['s'])
-redis.call('DEL', res_key)
+redis.call('HSET', P .. 'settled:' .. mid, rid,
+  t[1] .. '|' .. ARGV[4] .. '|' .. ARGV[5] .. '|' .. mo .. '|' .. svs)
+redis.call('DEL', rk)
 return 1

@@ -223,7 +223,7 @@ def test_a_refused_request_holds_nothing(quota_redis: redis.Redis, ministries: t
     for scope in ("p", f"m{a.pk}", f"m{a.pk}:t{team.pk}", f"m{a.pk}:u{user.pk}"):
         assert counters(quota_redis, scope)["ht"] == 0, scope
     assert quota_redis.zcard(f"{admission.PREFIX}m{a.pk}:t{team.pk}:c") == 0
-    assert not list(quota_redis.scan_iter(match=f"{admission.PREFIX}res:*"))
+    assert not list(quota_redis.scan_iter(match=f"{admission.PREFIX}rs:*"))
 
 
 def test_same_request_id_cannot_reserve_twice(quota_redis: redis.Redis, ministries: tuple[Any, Any]) -> None:

@@ -182,3 +182,22 @@ def test_a_new_limit_starts_from_the_months_usage_not_from_zero(
     assert counters(quota_redis, f"m{a.pk}:u{user.pk}")["ut"] == 900
     with pytest.raises(QuotaExceeded):
         reserve(subject=user_subject(a, user), prompt_tokens=50, max_tokens=100, request_id=new_id())
+
+
+def test_an_idle_scopes_expired_slots_are_dropped_though_their_record_is_gone(
+    quota_redis: redis.Redis, ministries: tuple[Any, Any], settings: Any
+) -> None:
+    """Slot sets carry no expiry (a busy one must never vanish): the reconciler empties them."""
+    a, _ = ministries
+    user = staff_of(a)
+    set_limit(a, admin_of(a), level="user", user=user, max_concurrent=3)
+    settings.GENNAI_QUOTA_RESERVATION_SECONDS = 0.05
+    leaked = reserve(subject=user_subject(a, user), prompt_tokens=1, max_tokens=1, request_id=new_id())
+    settings.GENNAI_QUOTA_RESERVATION_SECONDS = 900
+    slots = f"{admission.PREFIX}m{a.pk}:u{user.pk}:c"
+    assert quota_redis.ttl(slots) == -1 and quota_redis.zcard(slots) == 1
+    # The record vanished (a day past expiry): releasing cannot reach the slot through it.
+    quota_redis.delete(f"{admission.PREFIX}rs:{leaked.request_id}")
+    time.sleep(0.1)
+    reconcile()
+    assert not quota_redis.exists(slots)

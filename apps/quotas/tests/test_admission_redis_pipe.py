@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from apps.quotas.redis_pipe import PipelinedRedis, PipelinedScript
 
@@ -76,3 +78,50 @@ def test_a_dead_server_fails_fast_and_a_killed_connection_reconnects(settings: A
 
     first_id, second_id, reply = asyncio.run(killed())
     assert second_id != first_id and reply == "PONG"
+
+
+def test_replies_split_across_reads_and_packed_into_one_are_each_delivered() -> None:
+    """A fake Redis answers two commands in one write, then an array one byte at a time."""
+    replies = [b"$5\r\nfirst\r\n:2\r\n", b"*3\r\n$1\r\nx\r\n:-7\r\n$-1\r\n"]
+
+    async def server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1)  # the first command arrived
+        await asyncio.sleep(0.05)  # the second one too
+        writer.write(replies[0])
+        for byte in replies[1]:
+            writer.write(bytes([byte]))
+            await writer.drain()
+            await asyncio.sleep(0.001)
+        await reader.read()
+
+    async def run() -> list[Any]:
+        fake = await asyncio.start_server(server, "127.0.0.1", 0)
+        port = fake.sockets[0].getsockname()[1]
+        client = PipelinedRedis(f"redis://127.0.0.1:{port}/0", timeout=5)
+        results = await asyncio.gather(
+            client.execute("GET", "a"), client.execute("INCR", "b"), client.execute("X")
+        )
+        await client.close()
+        fake.close()
+        return list(results)
+
+    assert asyncio.run(run()) == [b"first", 2, [b"x", -7, None]]
+
+
+def test_a_server_that_stops_answering_times_out_every_waiting_caller() -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+
+    async def run() -> tuple[list[Any], float]:
+        fake = await asyncio.start_server(silent, "127.0.0.1", 0)
+        port = fake.sockets[0].getsockname()[1]
+        client = PipelinedRedis(f"redis://127.0.0.1:{port}/0", timeout=0.3)
+        started = time.monotonic()
+        results = await asyncio.gather(client.execute("PING"), client.execute("PING"), return_exceptions=True)
+        elapsed = time.monotonic() - started
+        fake.close()
+        return list(results), elapsed
+
+    results, elapsed = asyncio.run(run())
+    assert all(isinstance(r, RedisTimeoutError) for r in results), results
+    assert 0.25 < elapsed < 2
