@@ -143,6 +143,7 @@ class CandidateReport:
     price_output_per_1m_yen: str = "0"
     bench_tokens_per_s: float | None = None
     bench_concurrency: int | None = None
+    registry_throughput_tokens_per_s: int | None = None  # the deployment's measured value, if set
     deployment_id: int = 0
 
     @property
@@ -222,6 +223,7 @@ def run_report(run: Any) -> list[CandidateReport]:
                 price_output_per_1m_yen=str(model.price_output_per_1m),
                 bench_tokens_per_s=bench_tps,
                 bench_concurrency=bench_conc,
+                registry_throughput_tokens_per_s=candidate.deployment.throughput_tokens_per_s,
             )
         )
     return reports
@@ -231,7 +233,8 @@ REPORT_COLUMNS = [
     "label", "deployment", "model", "vendor", "licence", "zone", "clearance", "items", "errors",
     "judge_errors",
     *[f"quality_{m}" for m in MetricKind.values], "quality_overall", "latency_p50_ms", "latency_p95_ms",
-    "ttft_p50_ms", "ttft_p95_ms", "tokens_per_s_p50", "bench_tokens_per_s", "bench_concurrency", "tokens",
+    "ttft_p50_ms", "ttft_p95_ms", "tokens_per_s_p50", "bench_tokens_per_s", "bench_concurrency",
+    "registry_throughput_tokens_per_s", "tokens",
     "cost_yen", "cost_per_1k_tokens_yen", "price_input_per_1m_yen", "price_output_per_1m_yen",
 ]  # fmt: skip
 

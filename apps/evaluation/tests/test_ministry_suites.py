@@ -30,6 +30,7 @@ from apps.evaluation.runner import execute_run
 from apps.evaluation.selectors import run_report, run_report_csv, run_report_json
 from apps.evaluation.services import run_attach_bench, run_create, suite_create, suite_import
 from apps.quotas.models import UsageRecord
+from apps.registry.models import Deployment
 from apps.registry.snapshot import reset_for_tests
 from apps.tenancy.scope import GUC_NAME, ministry_scope
 from tests.support.fake_upstream import FakeUpstream
@@ -232,7 +233,22 @@ def test_bench_attached_to_a_ministry_candidate_is_in_the_report_and_exports(
         run.refresh_from_db()
         (row,) = run_report_json(run)["candidates"]
         assert row["bench_tokens_per_s"] == 310.5 and row["bench_concurrency"] == 8
+        assert row["registry_throughput_tokens_per_s"] is None
         assert "310.5" in run_report_csv(run)
+    # The registry's measured throughput of the deployment is reported beside it.
+    Deployment.objects.filter(pk=deployment.pk).update(throughput_tokens_per_s=123)
+    with ministry_scope(ministry_id=officer.ministry.pk):
+        (row,) = run_report_json(run)["candidates"]
+    assert row["registry_throughput_tokens_per_s"] == 123
+    # Through the page: the officer attaches a bench file to the candidate; the report shows it.
+    client = _client(officer.user)
+    upload = SimpleUploadedFile("bench.json", json.dumps({**BENCH, "levels": BENCH["levels"][:1]}).encode())
+    response = client.post(
+        reverse("evaluation:m_run_bench", args=[run.pk]), {"candidate": candidate.pk, "file": upload}
+    )
+    assert response.status_code == 302 and response["Location"] == run.get_absolute_url()
+    page = client.get(run.get_absolute_url()).content.decode()
+    assert "40.0 (c=1)" in page
 
 
 @pytest.mark.django_db(transaction=False)

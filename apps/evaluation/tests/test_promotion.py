@@ -1,4 +1,5 @@
-"""Promote → canary → forced high error rate → automatic rollback; four-eyes for off-prem."""
+"""Promote → canary → forced high error rate → automatic rollback; four-eyes for off-prem; every step
+audited."""
 
 from __future__ import annotations
 
@@ -15,13 +16,14 @@ from apps.evaluation.promotion import (
     canary_stats,
     promotion_check,
     promotion_full,
+    promotion_rollback,
     promotion_start,
     promotion_watch_all,
 )
 from apps.quotas.services import usage_record_create
-from apps.registry.approvals import change_request_approve
+from apps.registry.approvals import change_request_approve, change_request_reject
 from apps.registry.models import Alias, Deployment
-from apps.registry.services import deployment_save
+from apps.registry.services import alias_set_routes, deployment_save
 from apps.registry.snapshot import reset_for_tests
 from apps.tenancy.scope import ministry_scope
 from tests.support.registry import Upstream, register_alias
@@ -182,3 +184,111 @@ def test_beat_task_runs_the_watch(setup: Any, officer: Any, ministries: Any) -> 
     _calls(ministries[0], candidate, ok=0, errors=2)
     assert promotion_watch.apply().get() == {"checked": 1, "rolled_back": 1}
     assert _routes(alias) == {"incumbent": 100}
+
+
+# --- Every step audited ---------------------------------------------------------------------
+
+
+def _events(promotion_id: int) -> list[AuditEvent]:
+    return list(
+        AuditEvent.objects.filter(target_type="promotion", target_id=str(promotion_id)).order_by("id")
+    )
+
+
+def _route_changes(alias_id: int) -> list[str]:
+    return list(
+        AuditEvent.objects.filter(target_id=str(alias_id), action__startswith="registry.alias.")
+        .exclude(action="registry.alias.create")
+        .order_by("id")
+        .values_list("action", flat=True)
+    )
+
+
+def test_start_full_and_manual_rollback_are_audited_with_actor_and_reason(setup: Any, officer: Any) -> None:
+    alias, candidate = setup
+    before = len(_route_changes(alias.pk))  # the routes registered by the fixture
+    promotion = promotion_start(
+        actor=officer.user, alias=alias, deployment=candidate, percent=10, reason="調達評価で良好"
+    )
+    promotion = promotion_full(actor=officer.user, promotion=promotion, reason="カナリア良好")
+    events = _events(promotion.pk)
+    assert [e.action for e in events] == ["evaluation.promotion.start", "evaluation.promotion.full"]
+    assert all(e.actor_id == officer.user.pk for e in events)
+    start, full = events
+    assert start.data["alias"] == "standard-chat" and start.data["deployment"] == "candidate"
+    assert start.data["percent"] == 10 and start.data["reason"] == "調達評価で良好"
+    assert start.data["state"] == PromotionState.CANARY
+    assert full.data["reason"] == "カナリア良好" and full.data["revision"] is not None
+    assert _route_changes(alias.pk)[before:] == ["registry.alias.routes", "registry.alias.routes"]
+
+    # A second promotion of the same alias, rolled back by a person.
+    back = deployment_save(
+        actor=None,
+        model=candidate.model,
+        name="candidate-2",
+        base_url="http://127.0.0.1:9",
+        served_model_name="c2",
+        clearance=2,
+    )
+    second = promotion_start(actor=officer.user, alias=alias, deployment=back, percent=5, reason="再評価")
+    promotion_rollback(actor=officer.user, promotion=second, reason="手動で戻す")
+    actions = [e.action for e in _events(second.pk)]
+    assert actions == ["evaluation.promotion.start", "evaluation.promotion.rollback"]
+    rollback = _events(second.pk)[-1]
+    assert rollback.actor_id == officer.user.pk and rollback.data["reason"] == "手動で戻す"
+    assert _route_changes(alias.pk)[-1] == "registry.alias.rollback"
+
+
+def test_automatic_rollback_is_audited_as_the_system_with_the_numbers(
+    setup: Any, officer: Any, ministries: Any
+) -> None:
+    alias, candidate = setup
+    promotion = promotion_start(
+        actor=officer.user, alias=alias, deployment=candidate, percent=10, reason="r", min_requests=4
+    )
+    _calls(ministries[0], candidate, ok=1, errors=3)
+    assert promotion_check(promotion=promotion).state == PromotionState.ROLLED_BACK
+    auto = _events(promotion.pk)[-1]
+    assert auto.action == "evaluation.promotion.auto_rollback" and auto.actor_id is None
+    assert (
+        auto.data["requests"] == 4 and auto.data["errors"] == 3 and "自動ロールバック" in auto.data["reason"]
+    )
+    assert _route_changes(alias.pk)[-1] == "registry.alias.rollback"
+
+
+def test_approval_rejection_and_an_outside_change_are_audited(
+    setup: Any, officer: Any, officer2: Any
+) -> None:
+    alias, candidate = setup
+    external = deployment_save(
+        actor=None,
+        model=candidate.model,
+        name="vendor-api",
+        base_url="http://127.0.0.1:9",
+        served_model_name="v",
+        clearance=1,
+        zone="external",
+    )
+    # Four-eyes: the proposal is audited when made, and again when its approval is seen.
+    promotion = promotion_start(actor=officer.user, alias=alias, deployment=external, percent=10, reason="r")
+    assert promotion.change_request is not None
+    change_request_approve(actor=officer2.user, change_request=promotion.change_request)
+    promotion = promotion_check(promotion=promotion)
+    approval = _events(promotion.pk)[-1]
+    assert approval.action == "evaluation.promotion.approval" and approval.data["state"] == "canary"
+    assert approval.data["change_request"] == promotion.change_request_id
+    assert AuditEvent.objects.filter(action="registry.change.approve", actor_id=officer2.user.pk).exists()
+    # Someone changes the alias's routes meanwhile: the watch ends the promotion, audited.
+    alias_set_routes(actor=officer.user, alias=alias, routes=[(candidate, 100)], reason="別の変更")
+    promotion = promotion_rollback(actor=officer.user, promotion=promotion, reason="戻す")
+    assert promotion.state == PromotionState.ENDED
+    assert _events(promotion.pk)[-1].action == "evaluation.promotion.ended"
+
+    # A rejected proposal: audited as the approval step with state "rejected".
+    second = promotion_start(actor=officer.user, alias=alias, deployment=external, percent=10, reason="r2")
+    assert second.change_request is not None
+    change_request_reject(actor=officer2.user, change_request=second.change_request, note="不可")
+    second = promotion_check(promotion=second)
+    assert second.state == PromotionState.REJECTED
+    rejected = _events(second.pk)[-1]
+    assert rejected.action == "evaluation.promotion.approval" and rejected.data["state"] == "rejected"
