@@ -251,11 +251,7 @@ def bench_summary(raw: dict[str, Any]) -> dict[str, Any]:
             levels.append(kept)
     if not levels:
         raise ValidationError(
-            _(
-                "inference bench --json の出力ではありません"
-                "（levels[].aggregate_tokens_per_s がありません）。"
-                " / Not the output of inference bench --json (no levels[].aggregate_tokens_per_s)."
-            )
+            _("inference bench --json の出力ではありません（levels[].aggregate_tokens_per_s がありません）。")
         )
     summary: dict[str, Any] = {"levels": levels}
     for key in ("model", "max_tokens", "requests_per_level", "prompt_chars"):

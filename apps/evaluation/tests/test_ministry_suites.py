@@ -136,6 +136,8 @@ def test_another_ministry_gets_404_for_the_suite_its_runs_and_report(
     own = _client(officer.user)
     listing = own.get(reverse("evaluation:suite_list")).content.decode()
     assert "デジタル庁の内部QA" in listing and "共通スイート" in listing
+    english = own.get(reverse("evaluation:suite_list"), HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    assert "Platform suites" in english and "procurement officers see, create, import and run them" in english
     assert own.get(reverse("evaluation:m_suite_detail", args=[suite.pk])).status_code == 200
     assert own.get(reverse("evaluation:m_run_detail", args=[run.pk])).status_code == 200
     csv_body = own.get(reverse("evaluation:m_run_export", args=[run.pk, "csv"])).content.decode()
