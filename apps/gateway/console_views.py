@@ -16,10 +16,10 @@ from apps.registry.router import allowed_aliases
 from apps.tenancy.models import Role
 from apps.tenancy.permissions import require_role
 
-from .forms import ApiKeyCreateForm
+from .forms import ApiKeyCreateForm, ApiKeyWorkspacesForm
 from .models import ApiKey
 from .selectors import api_key_list, get_api_key_for_actor, key_workspace_choices, workspace_names
-from .services import api_key_create, api_key_revoke, max_lifetime
+from .services import api_key_create, api_key_revoke, api_key_set_workspaces, max_lifetime
 
 
 @login_required
@@ -67,6 +67,7 @@ def key_list(request: HttpRequest) -> HttpResponse:
                 list(api_key_list(ministry_id=membership.ministry_id)), ministry_id=membership.ministry_id
             ),
             "form": form,
+            "workspace_choices": workspace_choices,
             "created_key": created_key,
             "plaintext": plaintext,
         },
@@ -95,4 +96,26 @@ def key_revoke(request: HttpRequest, key_id: int) -> HttpResponse:
     key = get_api_key_for_actor(actor=request.membership, key_id=key_id)  # type: ignore[attr-defined]
     api_key_revoke(actor=request.user, key=key)
     messages.success(request, _("APIキー「%(name)s」を失効させました。") % {"name": key.name})
+    return redirect("gateway:key_list")
+
+
+@login_required
+@require_role(Role.MINISTRY_ADMIN)
+@require_POST
+def key_workspaces(request: HttpRequest, key_id: int) -> HttpResponse:
+    """Change which shared workspaces a key may search (another ministry's key: 404)."""
+    membership = request.membership  # type: ignore[attr-defined]
+    key = get_api_key_for_actor(actor=membership, key_id=key_id)
+    form = ApiKeyWorkspacesForm(
+        request.POST, workspace_choices=key_workspace_choices(ministry_id=membership.ministry_id)
+    )
+    if not form.is_valid():
+        messages.error(request, _("この府省庁の共有ワークスペースを選んでください。"))
+        return redirect("gateway:key_list")
+    try:
+        api_key_set_workspaces(actor=request.user, key=key, workspace_ids=form.cleaned_data["workspaces"])
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(request, _("APIキー「%(name)s」の検索対象を変更しました。") % {"name": key.name})
     return redirect("gateway:key_list")

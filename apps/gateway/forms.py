@@ -55,3 +55,22 @@ class ApiKeyCreateForm(forms.Form):
         latest = timezone.localtime() + max_lifetime
         self.fields["expires_at"].initial = latest.replace(second=0, microsecond=0) - timedelta(minutes=1)
         self.fields["expires_at"].help_text = _("最長%(days)d日後まで") % {"days": max_lifetime.days}
+
+
+class ApiKeyWorkspacesForm(forms.Form):
+    """Edit a key's /v1/search workspaces (choices: the ministry's shared workspaces only)."""
+
+    workspaces = forms.TypedMultipleChoiceField(
+        label=_("検索できるワークスペース（未選択の場合は府省庁のすべての共有ワークスペース）"),
+        required=False,
+        coerce=int,
+        widget=forms.CheckboxSelectMultiple,
+    )
+
+    def __init__(
+        self, *args: Any, workspace_choices: Sequence[tuple[int, str, int]] = (), **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["workspaces"].choices = [  # type: ignore[attr-defined]
+            (pk, f"{name}（{Clearance(level).label}）") for pk, name, level in workspace_choices
+        ]

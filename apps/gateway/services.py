@@ -177,6 +177,40 @@ def api_key_create(
 
 
 @transaction.atomic
+def api_key_set_workspaces(*, actor: Any, key: ApiKey, workspace_ids: Sequence[int]) -> ApiKey:
+    """Change the ``/v1/search`` workspaces of a live key (empty = every shared workspace); audited.
+
+    Security: the same checks as at creation (:func:`_clean_workspaces`: shared
+    workspaces of the key's own ministry, at most the key's ``max_level``); a
+    revoked key is not edited. The caller looked the key up for the acting
+    membership (another ministry's key is a 404 before this runs). The search
+    reads the list from the database on every request, and the key cache is
+    invalidated too (every process within ``check_seconds()``).
+    """
+    key = ApiKey.objects.select_for_update().get(pk=key.pk)
+    if key.revoked_at is not None:
+        raise ValidationError(_("失効したキーは変更できません。"))
+    ministry = Ministry.objects.get(pk=key.ministry_id)
+    workspaces = _clean_workspaces(
+        ministry=ministry, workspace_ids=workspace_ids, max_level=int(key.max_level)
+    )
+    before = sorted(key.allowed_workspace_ids)
+    if workspaces != before:
+        key.allowed_workspace_ids = workspaces
+        key.save(update_fields=["allowed_workspace_ids"])
+        audit_record(
+            actor=actor,
+            action="gateway.api_key.workspaces_change",
+            target_type="api_key",
+            target_id=key.pk,
+            ministry_id=key.ministry_id,
+            data={"name": key.name, "prefix": key.display_prefix, "before": before, "after": workspaces},
+        )
+        keys.invalidate()
+    return key
+
+
+@transaction.atomic
 def api_key_revoke(*, actor: Any, key: ApiKey) -> ApiKey:
     """Revoke ``key``; every process stops accepting it within ``check_seconds()`` (0.5 s).
 
