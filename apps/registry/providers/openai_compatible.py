@@ -25,6 +25,7 @@ from .base import (
     UpstreamRejected,
     UpstreamUnavailable,
 )
+from .lean_http import KEEPALIVE_EXPIRY_SECONDS, LeanHTTPError, LeanPool
 
 logger = logging.getLogger("gennai.registry.upstream")
 LOGGED_BODY_CHARS = 500
@@ -38,9 +39,16 @@ SHARD_CONNECTIONS = 16
 
 
 class ShardedClient:
-    """A deployment's upstream connections, spread over egress-guarded clients of ≤ 16 each.
+    """A deployment's upstream connections: the lean stream pool, and egress-guarded clients of ≤ 16 each.
 
-    The deployment's cap holds for the sum: the shards' ``max_connections`` add up
+    Streamed chat completions go through :attr:`stream_pool`
+    (:class:`.lean_http.LeanPool`, at most ``max_connections``); embeddings and
+    health probes through httpx clients (the shards below, at most
+    ``max_connections`` together). A deployment serves one model, a chat or an
+    embedding model, so in practice one of the two holds its connections (plus a
+    health probe's one, which normally runs in the Celery worker).
+
+    For the shards the deployment's cap holds for the sum: the shards' ``max_connections`` add up
     to exactly ``max_connections``. Shards are created as they are needed: a
     request goes to the least busy existing shard (requests in flight; the first
     such one, so a quiet deployment keeps reusing the same warm connections);
@@ -71,6 +79,12 @@ class ShardedClient:
         self.clients: list[httpx.AsyncClient] = []
         self.in_flight: list[int] = []
         self._add_shard()
+        # Streamed chat completions (the first-token path) use the lean client instead
+        # (one write per request, no httpx layers); its pool is O(1) per request, so it
+        # needs no shards. Same egress guard, same cap (docs/adr/0007).
+        self.stream_pool = LeanPool(
+            url=self.chat_url, policy=policy, timeout=timeout, max_connections=max_connections
+        )
 
     def _add_shard(self) -> None:
         # Security: every shard is built by guarded_client (URL check, address check
@@ -88,7 +102,7 @@ class ShardedClient:
 
     @property
     def is_closed(self) -> bool:
-        return any(client.is_closed for client in self.clients)
+        return self.stream_pool.closed or any(client.is_closed for client in self.clients)
 
     def acquire(self) -> int:
         """The shard for the next request, counted as busy until :meth:`release`."""
@@ -113,6 +127,7 @@ class ShardedClient:
             self.release(index)
 
     async def aclose(self) -> None:
+        await self.stream_pool.aclose()
         for client in self.clients:
             await client.aclose()
 
@@ -136,24 +151,6 @@ def _client(target: ProviderTarget) -> ShardedClient:
         )
         _clients[key] = client
     return client
-
-
-# The connection died before any answer arrived: a pooled keep-alive connection the
-# server closed as we reused it (uvicorn, and so vLLM, closes idle connections after
-# 5 s), or a reset while the server was busy accepting. The server cannot have
-# answered, so one immediate retry on a fresh connection is safe and hides nothing.
-_NO_ANSWER_ERRORS = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
-# Below the 5 s idle timeout of uvicorn/vLLM, so we normally drop a connection first.
-KEEPALIVE_EXPIRY_SECONDS = 4.0
-
-
-async def _send_with_one_retry(client: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
-    """``client.send(request, stream=True)``, retried once if the connection died before the headers."""
-    try:
-        return await client.send(request, stream=True)
-    except _NO_ANSWER_ERRORS as exc:
-        logger.info("upstream connection closed before an answer (%s); retrying once", type(exc).__name__)
-        return await client.send(request, stream=True)
 
 
 def _log_body(target: ProviderTarget, status: int, body: bytes) -> None:
@@ -212,6 +209,8 @@ class OpenAICompatibleProvider:
         return UpstreamUnavailable(f"{self.target.name}: upstream address refused ({exc.code})")
 
     async def chat(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+        """The streamed completion, through the lean client (:mod:`.lean_http`): one write, no httpx."""
+        name = self.target.name
         body = {
             **request.params,
             "model": self.target.served_model_name,
@@ -220,82 +219,88 @@ class OpenAICompatibleProvider:
             "stream_options": {"include_usage": True},
         }
         pool, headers = self._prepare()
-        # Encoded here as httpx's json= would (compact, UTF-8), without its per-request overhead.
+        lean = pool.stream_pool
+        # Encoded here as httpx's json= would (compact, UTF-8); head and body leave in one write.
         payload = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
-        headers["Content-Type"] = "application/json"
-        async with pool.lease() as client:
-            try:
-                async with asyncio.timeout(self.target.first_token_timeout):
-                    response = await _send_with_one_retry(
-                        client, client.build_request("POST", pool.chat_url, content=payload, headers=headers)
-                    )
-            except EgressRefused as exc:
-                raise self._refused(exc) from None
-            except (httpx.TransportError, TimeoutError) as exc:
-                raise UpstreamUnavailable(f"{self.target.name}: {type(exc).__name__}") from exc
-            try:
-                if response.status_code >= 400:
-                    _log_body(self.target, response.status_code, await response.aread())
-                    failure = (
-                        UpstreamUnavailable
-                        if response.status_code >= 500 or response.status_code == 429
-                        else UpstreamRejected
-                    )
-                    raise failure(
-                        f"{self.target.name}: HTTP {response.status_code}", status=response.status_code
-                    )
-                if response.is_redirect:  # never followed: a redirect could lead around the allowlist
-                    raise UpstreamUnavailable(
-                        f"{self.target.name}: HTTP {response.status_code} (redirects are not followed)",
-                        status=response.status_code,
-                    )
-                lines = response.aiter_lines()
-                started = finished = False
-                content_chunks = 0
-                usage_seen = False
-                while True:
+        try:
+            data = lean.request_bytes(payload, authorization=headers.get("Authorization"))
+        except ValueError:
+            logger.warning("upstream %s: the key has characters a header cannot carry", name)
+            raise UpstreamUnavailable(f"{name}: secret reference refused (invalid_value)") from None
+        first_token_timeout = self.target.first_token_timeout
+        try:
+            async with asyncio.timeout(first_token_timeout):
+                response = await lean.stream(data)
+        except EgressRefused as exc:
+            raise self._refused(exc) from None
+        except (LeanHTTPError, TimeoutError) as exc:
+            raise UpstreamUnavailable(f"{name}: {type(exc).__name__}") from exc
+        try:
+            status = response.status
+            if status >= 400:
+                try:
+                    error_body = await response.read()
+                except (LeanHTTPError, TimeoutError):
+                    error_body = b""
+                _log_body(self.target, status, error_body)
+                failure = UpstreamUnavailable if status >= 500 or status == 429 else UpstreamRejected
+                raise failure(f"{name}: HTTP {status}", status=status)
+            if response.is_redirect:  # never followed: a redirect could lead around the allowlist
+                raise UpstreamUnavailable(
+                    f"{name}: HTTP {status} (redirects are not followed)", status=status
+                )
+            if response.header(b"content-encoding") not in (None, b"identity"):
+                raise UpstreamUnavailable(f"{name}: compressed answer (identity was asked for)")
+            started = finished = False
+            content_chunks = 0
+            usage_seen = False
+            while True:
+                line = response.next_line()
+                if line is None:
+                    if response.complete:
+                        if not started:
+                            raise UpstreamUnavailable(f"{name}: empty response")
+                        if not finished:  # closed without [DONE] or a finish_reason: a dropped stream
+                            raise UpstreamInterrupted(f"{name}: stream ended early")
+                        break
                     try:
                         if started:
-                            line = await lines.__anext__()
+                            await response.wait()
                         else:
-                            async with asyncio.timeout(self.target.first_token_timeout):
-                                line = await lines.__anext__()
-                    except StopAsyncIteration:
-                        if not started:
-                            raise UpstreamUnavailable(f"{self.target.name}: empty response") from None
-                        if not finished:  # closed without [DONE] or a finish_reason: a dropped stream
-                            raise UpstreamInterrupted(f"{self.target.name}: stream ended early") from None
-                        break
-                    except (httpx.TransportError, TimeoutError) as exc:
+                            async with asyncio.timeout(first_token_timeout):
+                                await response.wait()
+                    except (LeanHTTPError, TimeoutError) as exc:
                         error = UpstreamInterrupted if started else UpstreamUnavailable
-                        raise error(f"{self.target.name}: {type(exc).__name__}") from exc
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
-                        # Read the (empty) rest of the body: a response closed unfinished cannot go
-                        # back to the pool, and the next request would open a new connection.
-                        async for _rest in lines:
-                            pass
-                        break
-                    try:
-                        chunk = _parse_chunk(data.encode())
-                    except (ValueError, TypeError) as exc:
-                        error = UpstreamInterrupted if started else UpstreamUnavailable
-                        raise error(f"{self.target.name}: malformed chunk") from exc
-                    started = True
-                    finished = finished or chunk.finish_reason is not None
-                    content_chunks += 1 if (chunk.delta or chunk.reasoning_delta) else 0
-                    usage_seen = usage_seen or chunk.usage is not None
-                    yield chunk
-                if not usage_seen:
-                    # Servers that ignore stream_options (llama.cpp) send no usage: count
-                    # content chunks (one token each on llama.cpp and vLLM) and say so.
-                    yield ChatChunk(
-                        usage={"prompt_tokens": 0, "completion_tokens": content_chunks, "estimated": 1}
-                    )
-            finally:
-                await response.aclose()
+                        raise error(f"{name}: {type(exc).__name__}") from exc
+                    continue
+                if not line.startswith(b"data:"):
+                    continue
+                chunk_data = line[5:].strip()
+                if chunk_data == b"[DONE]":
+                    # Read the (empty) rest of the body: a response closed unfinished cannot go
+                    # back to the pool, and the next request would open a new connection.
+                    with contextlib.suppress(LeanHTTPError, TimeoutError):
+                        while not response.complete:
+                            await response.wait()
+                    break
+                try:
+                    chunk = _parse_chunk(chunk_data)
+                except (ValueError, TypeError) as exc:
+                    error = UpstreamInterrupted if started else UpstreamUnavailable
+                    raise error(f"{name}: malformed chunk") from exc
+                started = True
+                finished = finished or chunk.finish_reason is not None
+                content_chunks += 1 if (chunk.delta or chunk.reasoning_delta) else 0
+                usage_seen = usage_seen or chunk.usage is not None
+                yield chunk
+            if not usage_seen:
+                # Servers that ignore stream_options (llama.cpp) send no usage: count
+                # content chunks (one token each on llama.cpp and vLLM) and say so.
+                yield ChatChunk(
+                    usage={"prompt_tokens": 0, "completion_tokens": content_chunks, "estimated": 1}
+                )
+        finally:
+            response.close()
 
     async def embed(self, inputs: list[str]) -> EmbedResult:
         pool, headers = self._prepare()
