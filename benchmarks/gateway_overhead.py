@@ -9,7 +9,9 @@ What it starts, each in its own process:
 
 * the fake upstream of the test suite (``tests/support/fake_upstream.py``):
   50 ms to the first byte, then 64 content chunks, a finish chunk, a usage chunk
-  and ``[DONE]``;
+  and ``[DONE]`` (``--chunk-delay-ms N``: N ms between content chunks, as a model
+  server that emits tokens at a realistic pace, so that a high concurrency stays
+  below saturation);
 * our server: ``uvicorn gennai.asgi:application`` (httptools, uvloop, one
   process, development settings with the connection pool), after migrating the
   database and registering a deployment of the fake upstream behind the alias
@@ -92,7 +94,7 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 90) -> 
 # --- Child modes ----------------------------------------------------------------------------
 
 
-def serve_upstream(port: int) -> None:
+def serve_upstream(port: int, chunk_delay_ms: float = 0.0) -> None:
     """The fake upstream, in this (child) process, until killed."""
     from tests.support.fake_upstream import FakeUpstream, _Handler, _Server
 
@@ -104,7 +106,9 @@ def serve_upstream(port: int) -> None:
     class Server(_Server):
         request_queue_size = 1024  # the listen backlog: 5 by default, too few at concurrency 200
 
-    fake = FakeUpstream(mode="slow_first", first_delay=0.05, tokens=64, model=UPSTREAM_MODEL)
+    fake = FakeUpstream(
+        mode="slow_first", first_delay=0.05, tokens=64, model=UPSTREAM_MODEL, delay=chunk_delay_ms / 1000
+    )
     fake._server.server_close()
     server = Server(("127.0.0.1", port), Handler)
     server.fake = fake
@@ -391,7 +395,13 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--json", type=Path)
     parser.add_argument(
-        "--max-concurrency", type=int, default=512, help="of the bench deployment (2× = httpx connections)"
+        "--max-concurrency", type=int, default=512, help="of the bench deployment (2× = upstream connections)"
+    )
+    parser.add_argument(
+        "--chunk-delay-ms",
+        type=float,
+        default=0.0,
+        help="the fake upstream waits this long between content chunks (e.g. 15: ≈1 s per answer)",
     )
     parser.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--seed", help=argparse.SUPPRESS)
@@ -408,7 +418,7 @@ def main() -> int:
     )
     args = parser.parse_args()
     if args.serve_upstream:
-        serve_upstream(args.serve_upstream)
+        serve_upstream(args.serve_upstream, args.chunk_delay_ms)
         return 0
     if args.seed:
         seed(args.seed, args.max_concurrency)
@@ -427,7 +437,10 @@ def main() -> int:
     try:
         up_port = free_port()
         upstream = subprocess.Popen(
-            [PY, __file__, "--serve-upstream", str(up_port)], cwd=ROOT, env=env, start_new_session=True
+            [PY, __file__, "--serve-upstream", str(up_port), "--chunk-delay-ms", str(args.chunk_delay_ms)],
+            cwd=ROOT,
+            env=env,
+            start_new_session=True,
         )
         children.append(upstream)
         wait_port(up_port, upstream)
