@@ -14,8 +14,8 @@ from django.db.models import Count, QuerySet
 from django.http import Http404
 
 from apps.registry.models import DeploymentZone
-from apps.registry.permissions import access_for_user
-from apps.tenancy.models import Ministry
+from apps.registry.permissions import VIEW_ROLES, access_for_user
+from apps.tenancy.models import Membership, Ministry
 from apps.tenancy.scope import current_ministry_id, ministry_scope
 
 from .models import (
@@ -44,34 +44,52 @@ def suite_list() -> QuerySet[Suite]:
     return Suite.objects.annotate(task_count=Count("tasks")).order_by("name")
 
 
-def ministry_suite_list() -> QuerySet[MinistrySuite]:
-    """The active ministry's own suites (none without a scope); the scoped manager and RLS keep
-    other ministries' suites out."""
-    if current_ministry_id() is None:
+def may_see_ministry_suites(actor: Any) -> bool:
+    """Security: a ministry's own suites and runs are that ministry's content, so the evaluation
+    role must be held in the membership *of the active ministry* (invariant 9). The registry's
+    pages accept a role from any membership; a ``procurement_officer`` of A by A's group who acts
+    in B as staff must not read B's suites (tasks, references, the models' answers). Realm roles
+    (platform auditor/officer/admin) are on every membership and still qualify."""
+    ministry_id = current_ministry_id()
+    if ministry_id is None:
+        return False
+    return Membership.objects.filter(
+        user_id=int(getattr(actor, "pk", 0) or 0),
+        ministry_id=ministry_id,
+        ministry__active=True,
+        roles__overlap=sorted(VIEW_ROLES),
+    ).exists()
+
+
+def ministry_suite_list(*, actor: Any) -> QuerySet[MinistrySuite]:
+    """The active ministry's own suites (none without a scope or a role in it); the scoped manager
+    and RLS keep other ministries' suites out."""
+    if not may_see_ministry_suites(actor):
         return MinistrySuite.objects.none()
     suites: QuerySet[MinistrySuite] = MinistrySuite.objects.annotate(task_count=Count("tasks"))
     return suites.order_by("name")
 
 
-def recent_runs(*, limit: int = 20) -> list[Run | MinistryRun]:
-    """The latest platform runs and the active ministry's own runs, newest first."""
+def recent_runs(*, actor: Any, limit: int = 20) -> list[Run | MinistryRun]:
+    """The latest platform runs and the active ministry's own runs (for a role in it), newest first."""
     runs: list[Run | MinistryRun] = list(Run.objects.select_related("suite")[:limit])
-    if current_ministry_id() is not None:
+    if may_see_ministry_suites(actor):
         runs += list(MinistryRun.objects.select_related("suite")[:limit])
     return sorted(runs, key=lambda r: r.created_at, reverse=True)[:limit]
 
 
-def _scoped(store: Store) -> None:
+def _scoped(store: Store, actor: Any) -> None:
     """Security: a ministry suite or run is looked up only inside the active ministry's scope
     (the scoped manager and RLS then hide every other ministry's rows: another ministry's id is
-    the same 404 as a missing one)."""
-    if store.is_ministry and current_ministry_id() is None:
+    the same 404 as a missing one), and only for a role held in that ministry
+    (:func:`may_see_ministry_suites`)."""
+    if store.is_ministry and not may_see_ministry_suites(actor):
         raise Http404
 
 
 def get_suite_for_actor(*, actor: Any, suite_id: int, store: Store = PLATFORM_STORE) -> Any:
     _check_actor(actor)
-    _scoped(store)
+    _scoped(store, actor)
     suite = store.suite.objects.filter(pk=suite_id).first()
     if suite is None:
         raise Http404
@@ -80,7 +98,7 @@ def get_suite_for_actor(*, actor: Any, suite_id: int, store: Store = PLATFORM_ST
 
 def get_run_for_actor(*, actor: Any, run_id: int, store: Store = PLATFORM_STORE) -> Any:
     _check_actor(actor)
-    _scoped(store)
+    _scoped(store, actor)
     run = store.run.objects.select_related("suite", "judge_deployment").filter(pk=run_id).first()
     if run is None:
         raise Http404

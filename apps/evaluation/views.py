@@ -64,9 +64,9 @@ def suite_list(request: HttpRequest) -> HttpResponse:
         request,
         "suites",
         suites=selectors.suite_list(),
-        ministry_suites=selectors.ministry_suite_list(),
+        ministry_suites=selectors.ministry_suite_list(actor=request.user),
         form=form,
-        runs=selectors.recent_runs(),
+        runs=selectors.recent_runs(actor=request.user),
     )
     return render(request, "evaluation/suite_list.html", context, status=400 if form.errors else 200)
 
