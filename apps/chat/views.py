@@ -27,6 +27,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from apps.console.notifications import notification_list_unread, notification_mark_read
+from apps.evaluation import arena
 from apps.registry.models import Clearance
 from apps.registry.router import allowed_aliases
 from apps.registry.snapshot import get_snapshot
@@ -163,9 +164,14 @@ def conversation_create(request: HttpRequest) -> HttpResponse:
                 user_id=request.user.pk or 0,
                 alias_name=alias_name,
             )
-        conversation = services.conversation_create(
-            actor=request.user, alias_name=alias_name, level=level_raw
-        )
+        if request.POST.get("arena") and content.strip():  # the first message as a blind comparison
+            conversation = arena.arena_conversation_start(
+                actor=request.user, alias_name=alias_name, level=level_raw, content=content
+            )
+        else:
+            conversation = services.conversation_create(
+                actor=request.user, alias_name=alias_name, level=level_raw
+            )
     except ValidationError as exc:
         errors = exc.messages
     except quota.QuotaRefused as exc:
@@ -176,7 +182,7 @@ def conversation_create(request: HttpRequest) -> HttpResponse:
         }
         return _quota_refused(request, exc, "chat/index.html", context)
     else:
-        if content.strip():
+        if content.strip() and not request.POST.get("arena"):
             services.message_send(actor=request.user, conversation=conversation, content=content)
         url = conversation.get_absolute_url()
         return HttpResponseClientRedirect(url) if request.htmx else HttpResponseRedirect(url)  # type: ignore[attr-defined]
@@ -185,6 +191,7 @@ def conversation_create(request: HttpRequest) -> HttpResponse:
         **_new_form_context(request, level=_level(request, level_raw), alias_name=alias_name),
         "errors": errors,
         "content": content,
+        "arena_checked": bool(request.POST.get("arena")),
     }
     if request.htmx:  # type: ignore[attr-defined]
         return render(request, "chat/_new_form.html", context, status=422)

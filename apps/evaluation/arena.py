@@ -311,6 +311,22 @@ def arena_battle_start(
     return battle
 
 
+@transaction.atomic
+def arena_conversation_start(*, actor: Any, alias_name: str, level: Any, content: str) -> Conversation:
+    """A new conversation whose first question is a blind comparison (all or nothing).
+
+    The conversation is created as chat creates it (its own model checked
+    against the allowlist and the level), then the pair is drawn at its level;
+    if none exists nothing is kept, and the form shows the reason with the text.
+    """
+    text = chat_services.validate_content(content)
+    conversation = chat_services.conversation_create(
+        actor=actor, alias_name=alias_name, level=level, title=chat_services.title_from(text)
+    )
+    arena_battle_start(actor=actor, conversation=conversation, prompt=text)
+    return conversation
+
+
 def arena_streams_for(*, conversation: Conversation) -> list[ArenaStream]:
     """The battles asked from ``conversation`` (the owner's own: the caller fetched it for them)."""
     arena_reap_stale(conversation=conversation)

@@ -216,3 +216,26 @@ def test_the_comparison_speaks_english_too(upstreams: Any, staff_a: Actor) -> No
     )
     html = response.content.decode()
     assert "Two anonymous answers" in html and "You can vote once both answers are complete." in html
+
+
+def test_a_new_conversation_can_start_with_a_comparison(
+    upstreams: Any, staff_b: Actor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = _client(staff_b)
+    form = {"alias": "shared-one", "level": "2", "content": QUESTION, "arena": "1"}
+    response = client.post("/chat/new", form)
+    assert response.status_code == 302
+    page = client.get(response["Location"]).content.decode()
+    assert len(STREAM_URL.findall(page)) == 2 and not any(name in page for name in ("shared-two", "a-only"))
+    with ministry_scope(ministry_id=staff_b.ministry.pk):
+        conversation = Conversation.objects.get(owner=staff_b.user)
+        assert conversation.title == QUESTION
+        assert not Message.objects.filter(conversation=conversation).exists()
+        assert ArenaStream.objects.get().conversation_id == conversation.pk
+    # No second model to compare with: nothing is kept, the form explains and keeps the text.
+    monkeypatch.setattr("apps.evaluation.arena.arena_candidates", lambda *, level: ["shared-one"])
+    refused = client.post("/chat/new", form, HTTP_HX_REQUEST="true")
+    assert refused.status_code == 422
+    assert "比較できるモデル" in refused.content.decode() and QUESTION in refused.content.decode()
+    with ministry_scope(ministry_id=staff_b.ministry.pk):
+        assert Conversation.objects.filter(owner=staff_b.user).count() == 1
