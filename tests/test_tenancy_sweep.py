@@ -21,6 +21,8 @@ from django.db import connection, models, transaction
 from django.db.utils import DatabaseError, IntegrityError
 from django.utils import timezone
 
+from apps.accounts.models import LocalGrantPolicy, LocalRoleGrant
+from apps.accounts.tests.factories import sweep_local_grant_policy, sweep_local_role_grant
 from apps.aiapps.models import AppFavourite, AppRun, MinistryApp
 from apps.aiapps.tests.factories import sweep_app_favourite, sweep_app_run, sweep_ministry_app
 from apps.chat.models import Conversation, Message
@@ -73,6 +75,8 @@ from apps.tenancy.tests.factories import sweep_team, sweep_team_membership
 FACTORIES: dict[type[TenantModel], Callable[[Any], TenantModel]] = {
     Announcement: lambda ministry: Announcement(ministry=ministry, title="内部連絡", body="A only"),
     Notification: sweep_notification,
+    LocalGrantPolicy: sweep_local_grant_policy,
+    LocalRoleGrant: sweep_local_role_grant,
     AliasGrant: lambda ministry: AliasGrant(
         ministry=ministry,
         alias=Alias.objects.get_or_create(

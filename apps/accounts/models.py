@@ -5,6 +5,8 @@ from __future__ import annotations
 from django.contrib.auth.models import AbstractUser
 from django.db import models
 
+from apps.tenancy.models import Role, TenantModel
+
 
 class User(AbstractUser):
     """A person signed in through Keycloak.
@@ -49,3 +51,55 @@ class OIDCSession(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id}:{self.sid}"
+
+
+class LocalGrantPolicy(TenantModel):
+    """One ministry's override of the platform's local-grant policy (``GENNAI_LOCAL_ROLE_GRANTS``).
+
+    Set by the platform team only (``manage.py local_grant_policy``, audited),
+    never by the ministry's own admins: otherwise the policy would not limit
+    them. Without a row the platform setting applies (default: off).
+    """
+
+    enabled = models.BooleanField()
+    #: Whether ``ministry_admin`` may be granted locally (never without this; platform roles never).
+    allow_ministry_admin = models.BooleanField(default=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["ministry"], name="localgrantpolicy_ministry_uniq")]
+
+    def __str__(self) -> str:
+        return f"{self.ministry_id}:{'on' if self.enabled else 'off'}"
+
+
+class LocalRoleGrant(TenantModel):
+    """A ministry role granted in the console to a member for a period (a *local* grant).
+
+    The member's effective roles are their SSO roles (``Membership.roles``) plus
+    the unexpired local grants their ministry's policy allows, applied on each
+    request (:func:`apps.accounts.local_roles.membership_apply_local_grants`).
+    A grant never outlives the SSO membership it extends (no membership, no
+    roles), and ``expires_at`` is mandatory. Written only by
+    :func:`apps.accounts.services.local_role_grant` / ``local_role_revoke``
+    (audited).
+    """
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+", db_index=False)
+    role = models.CharField(max_length=32, choices=Role.choices)
+    expires_at = models.DateTimeField()
+    granted_by = models.ForeignKey(
+        User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["expires_at", "id"]
+        constraints = [
+            # One grant per member and role; its unique index also serves the per-request
+            # lookup "the grants of (ministry, user)".
+            models.UniqueConstraint(fields=["ministry", "user", "role"], name="localrolegrant_uniq")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id}@{self.ministry_id}:{self.role} until {self.expires_at:%Y-%m-%d}"

@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.contrib.sessions.backends.db import SessionStore
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from apps.audit.services import audit_record
-from apps.tenancy.models import Membership, Ministry, Team, TeamMembership, TeamSource
-from apps.tenancy.scope import ministry_scope
+from apps.tenancy.models import Membership, Ministry, Role, Team, TeamMembership, TeamSource
+from apps.tenancy.scope import current_ministry_id, ministry_scope
 
 from .claims import role_grants_from_claims, team_grants_from_claims
-from .models import OIDCSession, User
+from .local_roles import grant_policy, grants_forget
+from .models import LocalGrantPolicy, LocalRoleGrant, OIDCSession, User
 
 logger = logging.getLogger("gennai.accounts")
 
@@ -204,3 +208,144 @@ def sessions_end_for_logout_token(*, subject: str | None, sid: str | None) -> in
         audit_logout_backchannel(user=record.user, sid=record.sid)
         ended += 1
     return ended
+
+
+# --- Local role grants (apps.accounts.local_roles) -----------------------------------------------
+
+LOCAL_GRANT = "membership.local_grant"
+LOCAL_REVOKE = "membership.local_revoke"
+LOCAL_GRANT_POLICY = "membership.local_grant_policy"
+
+
+def _forget_now_and_after_commit(*, ministry_id: int, user_id: int) -> None:
+    # Now, and again after the commit: a request of the member that re-reads the
+    # grants in between (before this transaction is visible) cannot keep the old state cached.
+    grants_forget(ministry_id=ministry_id, user_id=user_id)
+    transaction.on_commit(lambda: grants_forget(ministry_id=ministry_id, user_id=user_id))
+
+
+def _is_sso_admin(*, user_id: int, ministry_id: int) -> bool:
+    return Membership.objects.filter(
+        user_id=user_id, ministry_id=ministry_id, roles__contains=[Role.MINISTRY_ADMIN.value]
+    ).exists()
+
+
+@transaction.atomic
+def local_role_grant(
+    *, actor: User, ministry: Ministry, user: User, role: str, expires_at: datetime
+) -> LocalRoleGrant:
+    """Grant ``role`` to member ``user`` of ``ministry`` until ``expires_at`` (audited).
+
+    Security: runs in ``ministry``'s scope (the console request's). The actor
+    must hold ``ministry_admin`` *from the IdP* in this ministry (an admin by
+    local grant cannot hand out further grants, so a grant chain cannot outlive
+    the SSO admin who started it); nobody grants themself; the grantee must be
+    a member (an SSO membership) of this ministry; the role must be grantable
+    under the ministry's policy (never a platform role, ``ministry_admin`` only
+    where the policy explicitly allows it); the expiry is mandatory, in the
+    future and at most ``max_days`` ahead. Granting a role the member already
+    has as a grant moves its expiry.
+    """
+    if current_ministry_id() != ministry.pk:
+        raise ValidationError(_("府省庁の範囲外です。 / Outside the ministry's scope."))
+    if not _is_sso_admin(user_id=actor.pk, ministry_id=ministry.pk):
+        raise PermissionDenied(_("付与できるのは認証基盤で府省庁管理者の人だけです。"))
+    if actor.pk == user.pk:
+        raise ValidationError(
+            _("自分自身に役割を付与することはできません。 / You cannot grant yourself a role.")
+        )
+    membership = Membership.objects.filter(user=user, ministry=ministry).first()
+    if membership is None:
+        raise ValidationError(_("この府省庁のメンバーではありません。"))
+    policy = grant_policy(ministry_id=ministry.pk)
+    if role not in policy.grantable_roles():
+        raise ValidationError(_("この役割はこの府省庁のポリシーでは付与できません。"))
+    if role in membership.roles:
+        raise ValidationError(_("この役割は認証基盤からすでに付与されています。"))
+    now = timezone.now()
+    if expires_at <= now or expires_at > now + timedelta(days=policy.max_days):
+        raise ValidationError(
+            _("有効期限は今から%(days)d日以内の将来の日時にしてください。") % {"days": policy.max_days}
+        )
+    previous = (
+        LocalRoleGrant.objects.filter(user=user, role=role).values_list("expires_at", flat=True).first()
+    )
+    grant: LocalRoleGrant
+    grant, _created = LocalRoleGrant.objects.update_or_create(
+        ministry=ministry, user=user, role=role, defaults={"expires_at": expires_at, "granted_by": actor}
+    )
+    audit_record(
+        actor=actor,
+        action=LOCAL_GRANT,
+        target_type="membership",
+        target_id=membership.pk,
+        ministry_id=ministry.pk,
+        data={
+            "user_id": user.pk,
+            "role": role,
+            "expires_at": expires_at.isoformat(),
+            "previous_expires_at": previous.isoformat() if previous else None,
+        },
+    )
+    _forget_now_and_after_commit(ministry_id=ministry.pk, user_id=user.pk)
+    return grant
+
+
+@transaction.atomic
+def local_role_revoke(*, actor: User | None, grant: LocalRoleGrant, reason: str = "admin") -> None:
+    """End a local grant now (audited); the member's next request no longer has the role."""
+    ministry_id, user_id = grant.ministry_id, grant.user_id
+    audit_record(
+        actor=actor,
+        action=LOCAL_REVOKE,
+        target_type="local_role_grant",
+        target_id=grant.pk,
+        ministry_id=ministry_id,
+        data={
+            "user_id": user_id,
+            "role": grant.role,
+            "expires_at": grant.expires_at.isoformat(),
+            "reason": reason,
+        },
+    )
+    grant.delete()
+    _forget_now_and_after_commit(ministry_id=ministry_id, user_id=user_id)
+
+
+@transaction.atomic
+def local_grant_policy_set(
+    *, ministry: Ministry, enabled: bool | None, allow_ministry_admin: bool = False
+) -> LocalGrantPolicy | None:
+    """Set (or with ``enabled=None`` remove) the ministry's override of the platform policy.
+
+    Platform work (``manage.py local_grant_policy``), audited with actor
+    ``system``. Grants the new policy no longer allows are revoked at once
+    (each audited, reason ``policy``), so turning the policy off takes effect
+    on every member's next request.
+    """
+    with ministry_scope(ministry_id=ministry.pk):
+        before = LocalGrantPolicy.objects.filter(ministry=ministry).first()
+        row: LocalGrantPolicy | None = None
+        if enabled is None:
+            if before is not None:
+                before.delete()
+        else:
+            row, _created = LocalGrantPolicy.objects.update_or_create(
+                ministry=ministry, defaults={"enabled": enabled, "allow_ministry_admin": allow_ministry_admin}
+            )
+        allowed = set(grant_policy(ministry_id=ministry.pk).grantable_roles())
+        audit_record(
+            actor=None,
+            action=LOCAL_GRANT_POLICY,
+            target_type="ministry",
+            target_id=ministry.pk,
+            ministry_id=ministry.pk,
+            data={
+                "before": None if before is None else [before.enabled, before.allow_ministry_admin],
+                "after": None if row is None else [row.enabled, row.allow_ministry_admin],
+                "grantable_roles": sorted(allowed),
+            },
+        )
+        for grant in LocalRoleGrant.objects.exclude(role__in=allowed):
+            local_role_revoke(actor=None, grant=grant, reason="policy")
+    return row

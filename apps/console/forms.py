@@ -204,3 +204,30 @@ class LimitCreateForm(LimitValuesForm):
                 self.cleaned_data[name] = None
         self.exemption_allowed = wanted is not None and self.cleaned_data.get(wanted) is not None
         return super().clean()
+
+
+class LocalRoleGrantForm(StyledForm):
+    """Grant a ministry role to a member for a period (the roles offered follow the ministry's policy)."""
+
+    role = forms.ChoiceField(label=_("付与する役割"))
+    expires_on = forms.DateField(
+        label=_("有効期限（この日の終わりまで）"), widget=forms.DateInput(attrs={"type": "date"})
+    )
+
+    def __init__(self, *args: Any, roles: tuple[str, ...] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        from apps.tenancy.models import Role
+
+        labels = dict(Role.choices)
+        field = self.fields["role"]
+        assert isinstance(field, forms.ChoiceField)
+        field.choices = [(role, labels[role]) for role in roles]
+
+    def expires_at(self) -> Any:
+        """End of the chosen day in Japan time (the start of the next day), as an aware datetime."""
+        import datetime as dt
+
+        from django.utils import timezone
+
+        day = self.cleaned_data["expires_on"] + dt.timedelta(days=1)
+        return timezone.make_aware(dt.datetime.combine(day, dt.time.min))

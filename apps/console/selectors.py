@@ -11,7 +11,8 @@ from django.db.models import Count, Q, QuerySet, Sum
 from django.http import Http404
 from django.utils import timezone
 
-from apps.accounts.models import User
+from apps.accounts.local_roles import GrantPolicy, grant_policy
+from apps.accounts.models import LocalRoleGrant, User
 from apps.documents.models import DocumentRetention
 from apps.gateway.models import ApiKey
 from apps.quotas.budget_models import Limit, LimitLevel
@@ -230,3 +231,24 @@ def get_alias_for_console(*, alias_id: int) -> Alias:
 def document_retention() -> DocumentRetention | None:
     """The active ministry's document retention (``None``: documents are kept until deleted)."""
     return DocumentRetention.objects.first()
+
+
+# --- Local role grants (apps.accounts.local_roles) -----------------------------------------------
+
+
+def member_local_grants(*, member: Membership) -> list[LocalRoleGrant]:
+    """The member's unexpired local grants in the acting ministry (scoped manager + RLS)."""
+    rows = LocalRoleGrant.objects.filter(user_id=member.user_id, expires_at__gt=timezone.now())
+    return list(rows.select_related("granted_by"))
+
+
+def get_local_grant_for_actor(*, actor: Membership, user_id: int, grant_id: int) -> LocalRoleGrant:
+    """Security: a grant of another member or ministry is the same 404 as a missing one."""
+    grant = LocalRoleGrant.objects.filter(pk=grant_id, user_id=user_id, ministry_id=actor.ministry_id).first()
+    if not isinstance(grant, LocalRoleGrant):
+        raise Http404
+    return grant
+
+
+def member_grant_policy(*, actor: Membership) -> GrantPolicy:
+    return grant_policy(ministry_id=actor.ministry_id)

@@ -7,12 +7,18 @@ role of two ministries (declare per-URL expectations in ``tests/url_matrix.py``)
 
 from django.urls import URLPattern, path
 
-from . import views_limits, views_ministry
+from . import views_limits, views_members, views_ministry
 
 urlpatterns: list[URLPattern] = [
     path("", views_ministry.home, name="home"),
     path("members/", views_ministry.member_list, name="member_list"),
     path("members/<int:user_id>/", views_ministry.member_detail, name="member_detail"),
+    path("members/<int:user_id>/grants/", views_members.member_grant_create, name="member_grant_create"),
+    path(
+        "members/<int:user_id>/grants/<int:grant_id>/revoke/",
+        views_members.member_grant_revoke,
+        name="member_grant_revoke",
+    ),
     path("teams/", views_ministry.team_list, name="team_list"),
     path("teams/new/", views_ministry.team_create, name="team_create"),
     path("teams/<int:team_id>/", views_ministry.team_detail, name="team_detail"),

@@ -24,7 +24,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from apps.tenancy.models import Membership
 
 from . import selectors, services
-from .forms import RetentionForm, TeamCreateForm, TeamMemberAddForm, TeamRenameForm
+from .forms import LocalRoleGrantForm, RetentionForm, TeamCreateForm, TeamMemberAddForm, TeamRenameForm
 from .permissions import console_access, console_required
 
 PAGE_SIZE = 50
@@ -82,15 +82,34 @@ def member_list(request: HttpRequest) -> HttpResponse:
 @console_required()
 def member_detail(request: HttpRequest, user_id: int) -> HttpResponse:
     member = selectors.get_member_for_actor(actor=acting(request), user_id=user_id)
+    return member_detail_response(request, member)
+
+
+def member_detail_response(
+    request: HttpRequest, member: Membership, *, grant_form: Any = None, status: int = 200
+) -> HttpResponse:
+    """The member page: SSO roles (read-only), local grants (where the policy allows), teams, usage."""
+    actor = acting(request)
+    policy = selectors.member_grant_policy(actor=actor)
+    can_grant = (
+        console_access(request).can_edit
+        and bool(policy.grantable_roles())
+        and member.user_id != actor.user_id
+    )
+    if grant_form is None and can_grant:
+        grant_form = LocalRoleGrantForm(roles=policy.grantable_roles())
     context = ctx(
         request,
         "members",
         member=member,
+        local_grants=selectors.member_local_grants(member=member),
+        grant_policy=policy,
+        grant_form=grant_form if can_grant else None,
         team_memberships=selectors.member_team_memberships(user=member.user),
         usage=selectors.member_usage_summary(user=member.user),
         limits=selectors.member_limits(actor=request.user, user=member.user),  # type: ignore[arg-type]
     )
-    return render(request, "console/ministry/member_detail.html", context)
+    return render(request, "console/ministry/member_detail.html", context, status=status)
 
 
 # --- Teams -------------------------------------------------------------------------------------

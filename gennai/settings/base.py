@@ -214,6 +214,13 @@ CELERY_BEAT_SCHEDULE = {
 }
 # Months of raw usage (UsageRecord) kept, besides the current one; 0 keeps everything (docs/admin.md).
 GENNAI_USAGE_RETENTION_MONTHS = int(os.environ.get("GENNAI_USAGE_RETENTION_MONTHS", "24"))
+# Local role grants by ministry admins (apps/accounts/local_roles.py): off unless enabled here or per
+# ministry (manage.py local_grant_policy); ministry_admin only where explicitly allowed.
+GENNAI_LOCAL_ROLE_GRANTS = {
+    "enabled": os.environ.get("GENNAI_LOCAL_ROLE_GRANTS", "") == "1",
+    "allow_ministry_admin": False,
+    "max_days": int(os.environ.get("GENNAI_LOCAL_ROLE_GRANT_MAX_DAYS", "90")),
+}
 
 # --- Sessions -------------------------------------------------------------
 # The dev IdP runs on another port of the same host; cookies ignore ports, so

@@ -55,6 +55,7 @@ def test_the_walk_sees_the_whole_namespace() -> None:
 
 def fingerprint(world: World) -> str:
     """Everything of ministry A a console POST could change, as one comparable string."""
+    from apps.accounts.models import LocalGrantPolicy, LocalRoleGrant
     from apps.audit.models import AuditEvent
     from apps.console.models import Announcement
     from apps.documents.models import DocumentRetention
@@ -67,7 +68,16 @@ def fingerprint(world: World) -> str:
     with ministry_scope(ministry_id=world.a.pk):
         state = {
             model.__name__: sorted(map(str, model.objects.values_list()))
-            for model in (Team, TeamMembership, AliasGrant, Limit, DocumentRetention, Announcement)
+            for model in (
+                Team,
+                TeamMembership,
+                AliasGrant,
+                Limit,
+                DocumentRetention,
+                Announcement,
+                LocalGrantPolicy,
+                LocalRoleGrant,
+            )
         }
     state["Membership"] = sorted(map(str, Membership.objects.filter(ministry=world.a).values_list()))
     state["ApiKey"] = sorted(map(str, ApiKey.objects.filter(ministry=world.a).values_list()))

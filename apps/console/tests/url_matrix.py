@@ -113,8 +113,24 @@ def _announcement(world: World) -> int:
     return int(Announcement.objects.create(ministry=world.a, title=f"{MARKER} 連絡", body="本文").pk)
 
 
+def _local_grant(world: World) -> int:
+    """Ministry A allows local grants (the walk's POSTs grant and revoke for real); A's member holds one."""
+    from apps.accounts.models import LocalGrantPolicy, LocalRoleGrant
+
+    LocalGrantPolicy.objects.create(ministry=world.a, enabled=True)
+    grant = LocalRoleGrant.objects.create(
+        ministry=world.a,
+        user=world.users["member_a"],
+        role="procurement_officer",
+        expires_at=timezone.now() + timedelta(days=7),
+        granted_by=world.users["admin_a"],
+    )
+    return int(grant.pk)
+
+
 OBJECT_FACTORIES: dict[str, Callable[[World], int]] = {
     "announcement_id": _announcement,
+    "grant_id": _local_grant,
 }
 """URL keyword → factory of ministry A's object (runs in A's scope; returns the id)."""
 
@@ -179,6 +195,16 @@ URL_SPECS: dict[str, UrlSpec] = {
     "home": UrlSpec(),
     "member_list": UrlSpec(),
     "member_detail": UrlSpec(),
+    # Local role grants (policy on in A): A's admin grants A's member a role / revokes A's grant;
+    # B's admin naming A's member or grant gets 404, auditors 403, nothing changes.
+    "member_grant_create": UrlSpec(
+        methods=POST,
+        post=lambda w: {
+            "role": "ministry_auditor",
+            "expires_on": (timezone.localdate() + timedelta(days=10)).isoformat(),
+        },
+    ),
+    "member_grant_revoke": UrlSpec(methods=POST, post=lambda w: {}),
     "team_list": UrlSpec(),
     "team_create": UrlSpec(methods=BOTH, write=True, post=lambda w: {"code": "walk-new", "name": "新チーム"}),
     "team_detail": UrlSpec(),
