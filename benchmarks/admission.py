@@ -2,7 +2,7 @@
 
     .venv/bin/python -m gennai.devstack env -- .venv/bin/python benchmarks/admission.py \\
         [--concurrency 200] [--requests 20000] [--hold-ms 0,50,1000] [--warmup 2000]
-        [--limits every|typical] [--json out.json]
+        [--limits every|typical] [--json out.json] [--baseline DIR [--rounds 3]]
 
 It configures Django with ``gennai.settings.test``, creates and migrates a
 scratch database (``bench_gennai_admission``) in owner mode, and creates one
@@ -24,15 +24,27 @@ situation) each repeat: ``areserve`` → hold for ``--hold-ms`` (the upstream's
 time; 0 = back to back, the saturation case) → ``asettle``, until
 ``--requests`` requests are done. Reported per hold time: reserve, settle and
 reserve+settle latency (wall time the request waited for admission) p50 / p99
-/ max, requests per second, and the process CPU time per request (client side;
-Redis runs in its own process). Keys live under a scratch prefix, deleted at
-the end.
+/ max, requests per second, the process CPU time per request (client side;
+Redis runs in its own process), Redis's time per script two ways (``INFO
+commandstats``: wall time inside EVALSHA; and the CPU time of Redis's main
+thread per script from /proc when Redis runs here, which includes reading and
+answering the command and does not grow while Redis waits for a CPU), and the
+garbage collector's pauses during the run. Like the web process
+(``apps/gateway/asgi.py``), the start-up heap is frozen out of the collector
+before measuring (``--no-gc-freeze`` to keep it in). Keys live under a
+scratch prefix, deleted at the end.
+
+A/B on a shared machine: ``--baseline DIR`` (a checkout of another commit, e.g.
+``git archive <commit> | tar -x -C DIR``) runs this script on that tree and on
+this one alternately, ``--rounds`` times each, one process per run, and prints
+every run with the load average around it.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import platform
@@ -64,11 +76,26 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--database", default="bench_gennai_admission")
     parser.add_argument("--json", type=Path, help="also write the results here as JSON")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="another checkout (e.g. `git archive <commit> | tar -x -C DIR`): run its benchmark and this "
+        "one alternately, --rounds times each, in one session, and print both (A/B on a shared machine)",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="alternations with --baseline")
+    parser.add_argument(
+        "--tree", type=Path, help="measure the code of this checkout (default: the one holding this script)"
+    )
+    parser.add_argument(
+        "--no-gc-freeze",
+        action="store_true",
+        help="leave the start-up heap in the collector (the web process freezes it: apps/gateway/asgi.py)",
+    )
     return parser.parse_args()
 
 
-def setup_django(database: str) -> None:
-    sys.path.insert(0, str(ROOT))
+def setup_django(database: str, tree: Path) -> None:
+    sys.path.insert(0, str(tree))
     os.environ["DJANGO_SETTINGS_MODULE"] = "gennai.settings.test"
     os.environ["GENNAI_TEST_DB_NAME"] = database
     import django
@@ -163,14 +190,29 @@ async def run(subjects: list[Any], *, concurrency: int, requests: int, hold: flo
             reserve_s.append(t1 - t0)
             settle_s.append(t3 - t2)
 
+    pauses: list[float] = []
+    started: list[float] = []
+
+    def on_gc(phase: str, _info: dict[str, Any]) -> None:
+        if phase == "start":
+            started.append(time.perf_counter())
+        elif started:
+            pauses.append(time.perf_counter() - started.pop())
+
+    gc.callbacks.append(on_gc)
     cpu0, wall0 = time.process_time(), time.perf_counter()
     await asyncio.gather(*(worker(n) for n in range(concurrency)))
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    gc.callbacks.remove(on_gc)
     both = sorted(r + s for r, s in zip(reserve_s, settle_s, strict=True))
     out: dict[str, Any] = {
         "requests": len(both),
         "req_per_s": len(both) / wall,
         "cpu_us_per_req": cpu / len(both) * 1e6,
+        # The collector's pauses during the run (they stop the event loop, so they reach the p99).
+        "gc_pauses": len(pauses),
+        "gc_pause_max_ms": max(pauses, default=0.0) * 1e3,
+        "gc_pause_total_ms": sum(pauses) * 1e3,
     }
     for name, values in (
         ("reserve", sorted(reserve_s)),
@@ -185,9 +227,91 @@ async def run(subjects: list[Any], *, concurrency: int, requests: int, hold: flo
     return out
 
 
+def redis_cpu_us(client: Any) -> float | None:
+    """CPU time of the Redis server's main thread in µs, when it runs on this machine (the devstack).
+
+    Unlike ``INFO commandstats`` (wall time inside the command), it does not grow while Redis
+    waits for a CPU, so it stays comparable on a loaded machine.
+    """
+    pid = client.info("server").get("process_id")
+    try:
+        return int(Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()[0]) / 1000
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def run_ab(args: argparse.Namespace) -> int:
+    """This checkout and ``--baseline`` alternately (B A B A …), each in its own process, both
+    measured by this script (so both get the same driver, heap handling and statistics)."""
+    import subprocess
+    import tempfile
+
+    passthrough = [
+        *(["--no-gc-freeze"] if args.no_gc_freeze else []),
+        f"--concurrency={args.concurrency}",
+        f"--requests={args.requests}",
+        f"--warmup={args.warmup}",
+        f"--hold-ms={args.hold_ms}",
+        f"--limits={args.limits}",
+    ]
+    trees = {"baseline": args.baseline.resolve(), "this": ROOT}
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
+    with tempfile.TemporaryDirectory() as tmp:
+        for round_ in range(args.rounds):
+            for name, tree in trees.items():
+                out = Path(tmp) / f"{name}-{round_}.json"
+                load = os.getloadavg()[0]
+                subprocess.run(  # noqa: S603 (this interpreter, a checkout named on the command line)
+                    [
+                        sys.executable,
+                        str(Path(__file__).resolve()),
+                        *passthrough,
+                        "--tree",
+                        str(tree),
+                        "--json",
+                        str(out),
+                    ],
+                    cwd=tree,
+                    check=True,
+                    stdout=subprocess.DEVNULL,
+                )
+                result = json.loads(out.read_text())
+                result["load"] = (load, os.getloadavg()[0])
+                runs[name].append(result)
+    print(f"A/B, {args.rounds} rounds alternating; concurrency {args.concurrency}, limits {args.limits}\n")
+    print(
+        f"{'hold':>6} {'tree':<9} {'load':>9} {'req/s':>6} {'CPU µs/req':>10} {'Redis µs/scr':>12} "
+        f"{'Redis CPU µs':>12} {'GC n/max ms':>11}  "
+        f"{'reserve p50/p99':>16} {'settle p50/p99':>16} {'pair p50/p99 ms':>16}"
+    )
+    for hold in runs["this"][0]["results"]:
+        for round_ in range(args.rounds):
+            for name in trees:
+                result = runs[name][round_]
+                row = result["results"][hold]
+                cpu = row.get("redis_cpu_us_per_script")
+                lat = [
+                    f"{row[w]['p50_ms']:.3f}/{row[w]['p99_ms']:.3f}"
+                    for w in ("reserve", "settle", "reserve+settle")
+                ]
+                print(
+                    f"{hold[5:]:>6} {name:<9} {result['load'][0]:>4.1f}-{result['load'][1]:<4.1f} "
+                    f"{row['req_per_s']:>6.0f} {row['cpu_us_per_req']:>10.0f} "
+                    f"{row['redis_us_per_script']:>12.1f} "
+                    f"{'-' if cpu is None else f'{cpu:.1f}':>12} "
+                    f"{row['gc_pauses']:>5}/{row['gc_pause_max_ms']:<5.1f}  "
+                    f"{lat[0]:>16} {lat[1]:>16} {lat[2]:>16}"
+                )
+    if args.json:
+        args.json.write_text(json.dumps(runs, indent=2))
+    return 0
+
+
 def main() -> int:
     args = parse_args()
-    setup_django(args.database)
+    if args.baseline is not None:
+        return run_ab(args)
+    setup_django(args.database, (args.tree or ROOT).resolve())
     import redis
     from django.conf import settings
     from django.db import connection
@@ -203,6 +327,9 @@ def main() -> int:
     try:
         subjects = fill(args.limits == "every")
         limits.ministry_limits(subjects[0].ministry_id)
+        if not args.no_gc_freeze:
+            gc.collect()
+            gc.freeze()  # as the web process does at start-up (apps/gateway/asgi.py, lifespan)
         client = redis.Redis.from_url(settings.REDIS_URL)
         info = client.info("server")
         for hold_ms in [float(h) for h in args.hold_ms.split(",")]:
@@ -210,6 +337,7 @@ def main() -> int:
                 run(subjects, concurrency=args.concurrency, requests=args.warmup, hold=hold_ms / 1000)
             )
             client.config_resetstat()
+            cpu0 = redis_cpu_us(client)
             row = asyncio.run(
                 run(subjects, concurrency=args.concurrency, requests=args.requests, hold=hold_ms / 1000)
             )
@@ -218,6 +346,10 @@ def main() -> int:
             evalsha = stats.get("cmdstat_evalsha", {})
             row["redis_us_per_script"] = float(evalsha.get("usec_per_call", 0.0))
             row["redis_scripts"] = int(evalsha.get("calls", 0))
+            cpu1 = redis_cpu_us(client)
+            if cpu0 is not None and cpu1 is not None and row["redis_scripts"]:
+                # Everything Redis did (reading, parsing, the scripts, replying) per script.
+                row["redis_cpu_us_per_script"] = (cpu1 - cpu0) / row["redis_scripts"]
             results[f"hold_{hold_ms:g}ms"] = row
         keys = list(client.scan_iter(match=admission.PREFIX + "*", count=1000))
         for i in range(0, len(keys), 1000):
