@@ -9,7 +9,11 @@ asked on the standalone arena page have no stream row (answered in one request).
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db import models
+from django.db.models.signals import post_delete
+from django.dispatch import receiver
 from django.utils.translation import gettext_lazy as _
 
 from apps.tenancy.models import TenantModel
@@ -62,3 +66,18 @@ class ArenaStream(TenantModel):
     def finished(self) -> bool:
         """Both answers reached a final state (the vote may be cast)."""
         return SideStatus.STREAMING not in (self.status_a, self.status_b)
+
+
+@receiver(post_delete, sender=ArenaStream, dispatch_uid="evaluation.arena_stream.scrub")
+def _scrub_battle_text(sender: type[ArenaStream], instance: ArenaStream, **_kwargs: Any) -> None:
+    """Privacy: deleting the conversation (which cascades here) erases its comparisons' text.
+
+    The question and both answers were the conversation's content, so they go
+    with it; the battle keeps only which aliases met and the vote, so the
+    leaderboards do not change. Runs wherever the deletion runs (a request's
+    ministry scope, or a cleanup job): the base manager, narrowed to the row's
+    own battle and ministry, so no scope is required and RLS still applies.
+    """
+    ArenaBattle._base_manager.filter(pk=instance.battle_id, ministry_id=instance.ministry_id).update(
+        prompt="", answer_a="", answer_b=""
+    )

@@ -239,3 +239,20 @@ def test_a_new_conversation_can_start_with_a_comparison(
     assert "比較できるモデル" in refused.content.decode() and QUESTION in refused.content.decode()
     with ministry_scope(ministry_id=staff_b.ministry.pk):
         assert Conversation.objects.filter(owner=staff_b.user).count() == 1
+
+
+def test_deleting_the_conversation_erases_the_comparisons_text_but_keeps_the_vote(
+    upstreams: Any, staff_a: Actor
+) -> None:
+    conversation = _conversation(staff_a)
+    battle_id, urls, _html = _ask(staff_a, conversation)
+    for side in "ab":
+        run_stream(staff_a.user, urls[side])
+    client = _client(staff_a)
+    assert client.post(f"/chat/arena/{battle_id}/vote", {"outcome": "tie"}).status_code == 302
+    assert client.post(f"/chat/{conversation.pk}/delete").status_code == 302
+    battle = _battle(staff_a, battle_id)
+    assert (battle.prompt, battle.answer_a, battle.answer_b) == ("", "", "")
+    with ministry_scope(ministry_id=staff_a.ministry.pk):
+        assert not ArenaStream.objects.exists()
+        assert ArenaVote.objects.get(battle=battle).outcome == "tie"
