@@ -235,7 +235,11 @@ def arena_vote(*, actor: Any, battle: ArenaBattle, outcome: str) -> ArenaVote:
         # A grant revoked since the battle: its model is no longer this ministry's to rate.
         raise ValidationError(_("このモデルは所属府省庁で利用できなくなったため、投票できません。"))
     stream = ArenaStream.objects.select_for_update().filter(battle=battle).first()
-    if stream is not None and not stream.finished:
+    # Security: a chat battle's stream row goes with its conversation (cascade); a battle left
+    # without one and without an answer or error on a side was never answered (no model call,
+    # nothing metered) and is not voted on, nor are its names revealed.
+    unanswered = not (battle.answer_a or battle.error_a) or not (battle.answer_b or battle.error_b)
+    if (stream is not None and not stream.finished) or (stream is None and unanswered):
         raise ValidationError(_("両方の回答が出そろってから投票してください。"))
     if ArenaVote.objects.filter(battle=battle).exists():
         raise ValidationError(_("この比較にはすでに投票しています。"))
