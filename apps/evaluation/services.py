@@ -90,6 +90,7 @@ def suite_create(
         action="evaluation.suite.create",
         target_type="ministry_suite" if store.is_ministry else "suite",
         target_id=suite.pk,
+        ministry_id=_audit_ministry(suite),
         data={"name": suite.name, "level": level, "owner": store.owner},
     )
     return suite
@@ -122,6 +123,7 @@ def suite_import(*, actor: Any, suite: Suite | MinistrySuite, filename: str, dat
         action="evaluation.suite.import",
         target_type="ministry_suite" if store.is_ministry else "suite",
         target_id=suite.pk,
+        ministry_id=_audit_ministry(suite),
         data={"file": filename[:200], "tasks": len(rows)},
     )
     return len(rows)
@@ -219,6 +221,7 @@ def run_create(
         action="evaluation.run.create",
         target_type="ministry_run" if store.is_ministry else "run",
         target_id=run.pk,
+        ministry_id=_audit_ministry(run),
         data={
             "suite": suite.pk,
             "candidates": [label for label, _a, _d in candidates],
@@ -263,6 +266,13 @@ def bench_summary(raw: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
+def _audit_ministry(row: Any) -> int | None:
+    """Security: a ministry suite's or run's events go on that ministry's audit trail (its
+    auditors read events by ministry id); a platform suite's stay platform events."""
+    ministry_id = owned_row(row).get("ministry_id")
+    return None if ministry_id is None else int(ministry_id)
+
+
 def owned_row(parent: Any) -> dict[str, Any]:
     """The ministry of a row derived from ``parent`` (a suite or run; none for a platform one)."""
     return {"ministry_id": parent.ministry_id} if store_for(parent).is_ministry else {}
@@ -295,6 +305,7 @@ def run_attach_bench(*, actor: Any, run: Any, candidate: Any, data: bytes) -> di
         action="evaluation.run.bench",
         target_type="ministry_run" if store.is_ministry else "run",
         target_id=run.pk,
+        ministry_id=_audit_ministry(run),
         data={"candidate": candidate.label},
     )
     return parsed

@@ -72,3 +72,32 @@ def test_officer_of_a_acting_as_staff_in_b_cannot_read_bs_suites(ministries: tup
     auditor = make_user("platform-auditor", b, ["staff", "auditor"])
     page = _acting_in(auditor, b.code).get(reverse("evaluation:m_suite_detail", args=[suite.pk]))
     assert page.status_code == 200 and "総務省の内部資料の要約は" in page.content.decode()
+
+
+def test_changes_to_a_ministry_suite_are_on_that_ministrys_audit_trail(ministries: tuple[Any, Any]) -> None:
+    """The ministry's auditors read the events with its ministry id; a ministry suite's create,
+    import, run and bench must not be filed as platform events (ministry_id NULL)."""
+    from apps.audit.models import AuditEvent
+    from apps.evaluation.models import MinistryRunCandidate
+    from apps.evaluation.services import run_attach_bench
+
+    _a, b = ministries
+    officer_b = make_user("officer-b", b, ["procurement_officer"])
+    bench = b'{"levels": [{"concurrency": 1, "aggregate_tokens_per_s": 10.0}]}'
+    with FakeUpstream(tokens=2, word="x", delay=0.0) as fake:
+        deployment = register_alias(upstreams=[Upstream(fake.url, name="fake-vendor")]).deployments[0]
+        reset_for_tests()
+        with ministry_scope(ministry_id=b.pk):
+            suite = suite_create(actor=officer_b, name="総務省の内部QA", owner="ministry", level=1)
+            suite_import(actor=officer_b, suite=suite, filename="t.jsonl", data=TASKS)
+            run = run_create(actor=officer_b, suite=suite, deployments=[deployment], max_tokens=8)
+            candidate = MinistryRunCandidate.objects.get(run=run)
+            run_attach_bench(actor=officer_b, run=run, candidate=candidate, data=bench)
+    actions = [
+        "evaluation.suite.create",
+        "evaluation.suite.import",
+        "evaluation.run.create",
+        "evaluation.run.bench",
+    ]
+    events = {e.action: e.ministry_id for e in AuditEvent.objects.filter(action__in=actions)}
+    assert events == dict.fromkeys(actions, b.pk)
