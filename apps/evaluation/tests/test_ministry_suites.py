@@ -14,6 +14,7 @@ from django.db import connection, transaction
 from django.test import Client
 from django.urls import reverse
 
+from apps.audit.models import AuditEvent
 from apps.evaluation.models import (
     ItemStatus,
     MinistryRun,
@@ -25,9 +26,8 @@ from apps.evaluation.models import (
     Run,
     RunStatus,
 )
-from apps.evaluation.promotion import promotion_start
 from apps.evaluation.runner import execute_run
-from apps.evaluation.selectors import run_report, run_report_csv, run_report_json
+from apps.evaluation.selectors import promotions_of_run, run_report, run_report_csv, run_report_json
 from apps.evaluation.services import run_attach_bench, run_create, suite_create, suite_import
 from apps.quotas.models import UsageRecord
 from apps.registry.models import Deployment
@@ -41,15 +41,16 @@ TASKS = (
     '{"input": "日本の首都は", "reference": "東京", "metric": "contains"}\n'
     '{"input": "東京と答えて", "reference": "東京0 東京1 東京2 東京3", "metric": "exact"}\n'
 ).encode()
+BENCH_LEVELS = [
+    {"concurrency": 1, "aggregate_tokens_per_s": 40.0, "latency_p50_s": 1.2},
+    {"concurrency": 8, "aggregate_tokens_per_s": 310.5, "latency_p50_s": 2.0},
+]
 BENCH = {
     "base_url": "http://10.0.0.5:8000/v1",
     "model": "vendor-x",
     "max_tokens": 128,
     "requests_per_level": 16,
-    "levels": [
-        {"concurrency": 1, "aggregate_tokens_per_s": 40.0, "latency_p50_s": 1.2},
-        {"concurrency": 8, "aggregate_tokens_per_s": 310.5, "latency_p50_s": 2.0},
-    ],
+    "levels": BENCH_LEVELS,
     "results": [{"concurrency": 1, "ok": True, "text": "x" * 100}],
 }
 
@@ -244,7 +245,8 @@ def test_bench_attached_to_a_ministry_candidate_is_in_the_report_and_exports(
     assert row["registry_throughput_tokens_per_s"] == 123
     # Through the page: the officer attaches a bench file to the candidate; the report shows it.
     client = _client(officer.user)
-    upload = SimpleUploadedFile("bench.json", json.dumps({**BENCH, "levels": BENCH["levels"][:1]}).encode())
+    one_level = {**BENCH, "levels": [BENCH_LEVELS[0]]}
+    upload = SimpleUploadedFile("bench.json", json.dumps(one_level).encode())
     response = client.post(
         reverse("evaluation:m_run_bench", args=[run.pk]), {"candidate": candidate.pk, "file": upload}
     )
@@ -261,13 +263,31 @@ def test_promotion_from_a_ministry_report_keeps_a_plain_id(officer: Any, fake: F
     suite = _suite_of_a(officer)
     with ministry_scope(ministry_id=officer.ministry.pk):
         run = run_create(actor=officer.user, suite=suite, deployments=[candidate_dep], max_tokens=8)
-    promotion = promotion_start(
-        actor=officer.user,
-        alias=current.alias,
-        deployment=candidate_dep,
-        percent=10,
-        reason="省内評価",
-        run=run,
+        candidate = MinistryRunCandidate.objects.get(run=run)
+    client = _client(officer.user)
+    # The page's progress panel refreshes itself from the ministry run's own URL.
+    partial = client.get(run.get_absolute_url(), HTTP_HX_REQUEST="true").content.decode()
+    assert f'hx-get="/evaluation/m/runs/{run.pk}/"' in partial
+    page = client.get(run.get_absolute_url()).content.decode()
+    assert f'action="/evaluation/m/runs/{run.pk}/promote/"' in page
+    response = client.post(
+        reverse("evaluation:m_promotion_start", args=[run.pk]),
+        {
+            "alias": current.alias.pk,
+            "candidate": candidate.pk,
+            "percent": "10",
+            "max_error_rate": "5",
+            "max_p95_latency_ms": "10000",
+            "window_minutes": "30",
+            "min_requests": "20",
+            "reason": "省内評価",
+        },
     )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    promotion = Promotion.objects.get()
     assert promotion.run_id is None and promotion.ministry_run_id == run.pk
-    assert Promotion.objects.filter(ministry_run_id=run.pk).count() == 1
+    assert promotion.deployment_id == candidate_dep.pk
+    start = AuditEvent.objects.get(action="evaluation.promotion.start", target_id=str(promotion.pk))
+    assert start.data["ministry_run"] == run.pk and start.data["run"] is None
+    with ministry_scope(ministry_id=officer.ministry.pk):
+        assert list(promotions_of_run(run)) == [promotion]
