@@ -78,9 +78,14 @@ def user_sync_from_claims(*, claims: Mapping[str, Any], user: User | None = None
             user=user, ministry=ministry, defaults={"roles": roles}
         )
         keep.append(membership.pk)
+    ended = list(
+        Membership.objects.filter(user=user).exclude(pk__in=keep).values_list("ministry_id", flat=True)
+    )
     removed, _ = Membership.objects.filter(user=user).exclude(pk__in=keep).delete()
     if removed:
         logger.info("user %s: %d membership(s) revoked by identity provider", user.pk, removed)
+    for ministry_id in ended:
+        local_grants_end_with_membership(user=user, ministry_id=ministry_id)
     teams = team_grants_from_claims(claims)
     member_of = {m.pk: m.code for m in ministries.values() if grants.roles_in(m.code)}
     for ministry_id in sorted(before | set(member_of)):
@@ -289,6 +294,20 @@ def local_role_grant(
     )
     _forget_now_and_after_commit(ministry_id=ministry.pk, user_id=user.pk)
     return grant
+
+
+def local_grants_end_with_membership(*, user: User, ministry_id: int) -> int:
+    """Revoke the user's local grants in a ministry whose SSO membership just ended (audited).
+
+    Security: a grant extends one SSO membership and never outlives it; left in
+    place it would come back, role and all, the day the identity provider adds
+    the person to the ministry again (as plain staff, say), up to its expiry.
+    """
+    with ministry_scope(ministry_id=ministry_id):
+        grants = list(LocalRoleGrant.objects.filter(user=user))
+        for grant in grants:
+            local_role_revoke(actor=None, grant=grant, reason="membership_ended")
+    return len(grants)
 
 
 @transaction.atomic
