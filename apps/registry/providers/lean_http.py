@@ -111,7 +111,7 @@ class _Connector(httpcore.AsyncNetworkBackend):
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(timeout):
-                _transport, connection = await loop.create_connection(
+                _transport, conn = await loop.create_connection(
                     lambda: _Connection(pool),
                     host,
                     port,
@@ -121,7 +121,7 @@ class _Connector(httpcore.AsyncNetworkBackend):
         except (OSError, TimeoutError) as exc:
             # GuardedNetworkBackend tries the next checked address on ConnectError.
             raise httpcore.ConnectError(f"{type(exc).__name__}") from exc
-        return connection
+        return conn
 
     async def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
@@ -288,8 +288,8 @@ class LeanResponse:
         "waiter",
     )
 
-    def __init__(self, connection: _Connection, read_timeout: float | None) -> None:
-        self.connection = connection
+    def __init__(self, conn: _Connection, read_timeout: float | None) -> None:
+        self.connection = conn
         self.read_timeout = read_timeout
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
@@ -408,14 +408,14 @@ class LeanResponse:
 
     def close(self) -> None:
         """Done with this response: its connection goes back to the pool, or is closed if unfinished."""
-        connection = self.connection
-        if connection.response is not self:
+        conn = self.connection
+        if conn.response is not self:
             return
-        connection.response = None
-        if self.complete and connection.usable:
-            connection.pool._release(connection)
+        conn.response = None
+        if self.complete and conn.usable:
+            conn.pool._release(conn)
         else:
-            connection.abort()
+            conn.abort()
 
 
 def _time_out(waiter: asyncio.Future[None]) -> None:
@@ -479,14 +479,10 @@ class LeanPool:
         while idle and now - idle[0].idle_since >= KEEPALIVE_EXPIRY_SECONDS:
             idle.popleft().abort()  # expired: the server may drop it any moment
         while idle:
-            connection = idle.pop()  # the most recently used: the warmest
-            if (
-                connection.usable
-                and connection.transport is not None
-                and not connection.transport.is_closing()
-            ):
-                return connection
-            connection.abort()
+            conn = idle.pop()  # the most recently used: the warmest
+            if conn.usable and conn.transport is not None and not conn.transport.is_closing():
+                return conn
+            conn.abort()
         if self.open < self.max_connections:
             self.open += 1
             return await self._connect()
@@ -513,7 +509,7 @@ class LeanPool:
     async def _connect(self) -> _Connection:
         """A new connection through the egress guard; the caller holds a slot, freed on failure."""
         try:
-            connection = await GuardedNetworkBackend(self.policy, inner=_Connector(self)).connect_tcp(
+            conn = await GuardedNetworkBackend(self.policy, inner=_Connector(self)).connect_tcp(
                 self.host, self.port, timeout=self.connect_timeout
             )
         except httpcore.ConnectError as exc:
@@ -522,16 +518,16 @@ class LeanPool:
         except BaseException:  # EgressRefused, cancellation: the slot is free again
             self._slot_freed()
             raise
-        assert isinstance(connection, _Connection)
-        if connection.lost or self.closed:  # closed before we got to it: it never held the slot
-            connection.abort()
+        assert isinstance(conn, _Connection)
+        if conn.lost or self.closed:  # closed before we got to it: it never held the slot
+            conn.abort()
             self._slot_freed()
             raise NoAnswer("connection closed as soon as it was opened")
         # From here on the connection holds the slot; ``connection_lost`` frees it. (A
         # connection asyncio opened but closed itself because we were cancelled never
         # holds one: the except branches above free the slot exactly once.)
-        connection.owns_slot = True
-        return connection
+        conn.owns_slot = True
+        return conn
 
     def _slot_freed(self) -> None:
         while self.waiters:
@@ -541,33 +537,33 @@ class LeanPool:
                 return
         self.open -= 1
 
-    def _release(self, connection: _Connection) -> None:
+    def _release(self, conn: _Connection) -> None:
         """A connection whose response was read to its end: to a waiter, or idle."""
         while self.waiters:
             waiter = self.waiters.popleft()
             if not waiter.done():
-                waiter.set_result(connection)
+                waiter.set_result(conn)
                 return
         if self.closed:
-            connection.abort()
+            conn.abort()
             return
-        connection.idle_since = asyncio.get_running_loop().time()
-        self.idle.append(connection)
+        conn.idle_since = asyncio.get_running_loop().time()
+        self.idle.append(conn)
 
-    def _discard(self, connection: _Connection) -> None:
+    def _discard(self, conn: _Connection) -> None:
         """A connection that held a slot is gone (called once, from ``connection_lost``)."""
         with contextlib.suppress(ValueError):
-            self.idle.remove(connection)
+            self.idle.remove(conn)
         self._slot_freed()
 
     # --- requests ---------------------------------------------------------------------------
 
     async def _send_once(self, data: bytes) -> LeanResponse:
-        connection = await self._acquire()
-        response = LeanResponse(connection, self.read_timeout)
-        connection.response = response
+        conn = await self._acquire()
+        response = LeanResponse(conn, self.read_timeout)
+        conn.response = response
         try:
-            await connection.send(data)
+            await conn.send(data)
             await response.read_head()
         except BaseException:
             response.close()
