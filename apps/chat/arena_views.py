@@ -75,10 +75,13 @@ def turn_context(stream: ArenaStream) -> dict[str, Any]:
 
 
 def vote_context(stream: ArenaStream) -> dict[str, Any]:
+    """The vote area: buttons once both sides ended, each with an answer (see ``arena_vote``)."""
+    battle = stream.battle
     return {
-        "battle": stream.battle,
+        "battle": battle,
         "vote": _vote_of(stream),
         "finished": stream.finished,
+        "votable": stream.finished and bool(battle.answer_a and battle.answer_b),
         "outcomes": ArenaOutcome.choices,
     }
 

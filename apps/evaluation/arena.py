@@ -241,6 +241,13 @@ def arena_vote(*, actor: Any, battle: ArenaBattle, outcome: str) -> ArenaVote:
     unanswered = not (battle.answer_a or battle.error_a) or not (battle.answer_b or battle.error_b)
     if (stream is not None and not stream.finished) or (stream is None and unanswered):
         raise ValidationError(_("両方の回答が出そろってから投票してください。"))
+    if stream is not None:
+        battle.refresh_from_db(fields=["answer_a", "answer_b"])
+        if not (battle.answer_a and battle.answer_b):
+            # Security: a side refused before any model was called (a used-up budget or a
+            # rate limit, a route refused) says nothing about the model: no ballot for it, so
+            # a user past their limits cannot keep voting without answers (nor see the names).
+            raise ValidationError(_("回答がそろわなかったため、この比較には投票できません。"))
     if ArenaVote.objects.filter(battle=battle).exists():
         raise ValidationError(_("この比較にはすでに投票しています。"))
     vote: ArenaVote = ArenaVote.objects.create(

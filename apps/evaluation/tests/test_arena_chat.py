@@ -190,6 +190,15 @@ def test_a_side_over_budget_is_refused_before_any_model_call(
         assert ArenaStream.objects.get(battle_id=battle_id).status_a == "error"
         record = UsageRecord.objects.get(user=staff_a.user, feature="eval")
         assert record.status == "refused" and record.completion_tokens == 0
+    last = run_stream(staff_a.user, urls["b"])
+    assert last.done is not None and 'data-testid="arena-vote-closed"' in last.done.data
+    assert "arena-vote-form" not in last.done.data
+    # No ballot (nor the names) for a comparison whose answers were refused before any model call.
+    client = _client(staff_a)
+    refused = client.post(f"/chat/arena/{battle_id}/vote", {"outcome": "a"}, HTTP_HX_REQUEST="true")
+    assert refused.status_code == 422 and "arena-name-a" not in refused.content.decode()
+    with ministry_scope(ministry_id=a.pk):
+        assert not ArenaVote.objects.exists()
 
 
 def test_no_pair_at_this_level_is_explained(upstreams: Any, staff_b: Actor) -> None:
