@@ -69,8 +69,10 @@ class IndexedChunk(TenantModel):
             # delete_document: WHERE ministry_id = %s AND document_id = %s.
             models.Index(fields=["ministry", "document_id"], name="search_chunk_doc"),
         ]
-        # GIN (tsv) and HNSW (embedding) indexes are created in the migration with
-        # SQL: their access methods cannot lead with the ministry column.
+        # GIN (tsv) and HNSW (embedding::halfvec, search/0003) indexes are created in the
+        # migrations with SQL: their access methods cannot lead with the ministry column. So is
+        # search_chunk_ws_doc_vec (search/0005), the btree above including id and embedding for
+        # the exact vector leg's index-only scan (docs/performance.md: retrieval).
 
     def __str__(self) -> str:
         return f"chunk {self.chunk_id} (document {self.document_id})"
