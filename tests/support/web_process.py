@@ -75,7 +75,9 @@ class WebProcess:
         """The end of the child's stderr (its log), for assertion messages."""
         return Path(self._log.name).read_text(errors="replace")[-chars:]
 
-    def start(self, timeout: float = 30.0) -> WebProcess:
+    def start(self, timeout: float = 120.0) -> WebProcess:
+        # Generous: Django set-up alone took 8–19 s at load average 10–14 on 2 cores; a slow start
+        # is not what the tests using this process measure.
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "tests.support.web_process"],
             cwd=ROOT,
@@ -93,7 +95,7 @@ class WebProcess:
             except httpx.HTTPError:
                 time.sleep(0.05)
         self.stop()
-        raise RuntimeError("web process did not start")
+        raise RuntimeError(f"web process did not start in {timeout}s: {self.log_tail()}")
 
     @property
     def pid(self) -> int:
