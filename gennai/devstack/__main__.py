@@ -246,9 +246,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                     "2",
                     "--schedule",
                     str(data_dir / "celerybeat-schedule"),
-                    # Default queue plus document embedding (CELERY_TASK_ROUTES, docs/documents.md).
+                    # Default queue plus document embedding (CELERY_TASK_ROUTES, docs/documents.md)
+                    # and, in development only, the owner-role maintenance queue (docs/admin.md).
                     "-Q",
-                    "celery,embed",
+                    "celery,embed,maintenance",
                 ],
                 cwd=ROOT,
                 env=env,

@@ -149,7 +149,13 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Embedding dominates ingestion on CPU: its own queue, so a worker pool can be sized
 # for it (the devstack worker consumes both queues). See docs/documents.md.
-CELERY_TASK_ROUTES = {"documents.embed": {"queue": "embed"}}
+# DDL on the usage ledger (create/drop monthly partitions) needs the owner role: its own
+# queue, consumed only by a worker that logs in with the migration login, so ordinary
+# workers keep the application role (DESIGN invariant 2; docs/admin.md).
+CELERY_TASK_ROUTES = {
+    "documents.embed": {"queue": "embed"},
+    "quotas.usage_partitions_maintain": {"queue": "maintenance"},
+}
 # Periodic tasks, run by `celery beat` (or a worker started with -B). A probe that
 # waited longer than its interval is dropped: the next one is already due.
 CELERY_BEAT_SCHEDULE = {

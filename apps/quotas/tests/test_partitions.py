@@ -227,6 +227,15 @@ def test_upkeep_is_scheduled_daily_by_beat() -> None:
     assert entry["task"] == "quotas.usage_partitions_maintain"
 
 
+def test_upkeep_runs_only_on_the_owner_role_maintenance_queue() -> None:
+    """DDL needs the owner role: the task must never land on an ordinary (application-role) worker."""
+    from gennai.celery import app
+
+    route = app.amqp.router.route({}, "quotas.usage_partitions_maintain")
+    assert route["queue"].name == "maintenance"
+    assert app.amqp.router.route({}, "quotas.usage_rollup_recent")["queue"].name != "maintenance"
+
+
 def test_retention_cutoff_rules() -> None:
     from django.core.exceptions import ImproperlyConfigured
 
