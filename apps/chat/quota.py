@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -35,9 +36,9 @@ from django.utils import formats, timezone
 from django.utils.translation import gettext as _
 
 from apps.quotas import admission
-from apps.quotas.admission import QuotaExceeded, Subject
+from apps.quotas.admission import QuotaExceeded, Reservation, Subject, areserve
 from apps.quotas.pricing import deployment_cost
-from apps.quotas.route_charge import plan_price_per_1m, plan_zone
+from apps.quotas.route_charge import plan_price_per_1m, plan_zone, reserve_or_release
 from apps.quotas.tokens import count_prompt_tokens
 from apps.registry.router import RoutePlan
 
@@ -59,6 +60,27 @@ class Charge:
     def team_id(self) -> int | None:
         """The team the ledger row is charged to: the user's first team, if any."""
         return self.subject.team_ids[0] if self.subject.team_ids else None
+
+
+async def reserve(charge: Charge, *, on_cancel: Callable[[Reservation], Awaitable[None]]) -> Reservation:
+    """Reserve ``charge``'s estimate before the model is called (step 2 above).
+
+    Raises :class:`QuotaExceeded` when a level refuses. A client leaving while
+    the script runs cannot leak the reservation: it is handed to ``on_cancel``
+    (which settles it to nothing) and the cancellation goes on
+    (:func:`apps.quotas.route_charge.reserve_or_release`). One place for the
+    chat relay and the arena's sides.
+    """
+    return await reserve_or_release(
+        areserve(
+            subject=charge.subject,
+            prompt_tokens=charge.prompt_tokens,
+            max_tokens=charge.max_tokens,
+            request_id=charge.request_id,
+            price=charge.price_per_1m,
+        ),
+        on_cancel,
+    )
 
 
 @dataclass

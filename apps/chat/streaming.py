@@ -35,9 +35,8 @@ from django.template.loader import render_to_string
 from django.utils import translation
 from django.utils.translation import gettext as _
 
-from apps.quotas.admission import QuotaExceeded, Reservation, areserve, asettle
+from apps.quotas.admission import QuotaExceeded, Reservation, asettle
 from apps.quotas.alerts import alerts_after_settle
-from apps.quotas.route_charge import reserve_or_release
 from apps.registry.providers.base import UpstreamError, UpstreamInterrupted, UpstreamRejected
 from apps.registry.router import AllUpstreamsFailed, stream_chat
 from apps.tenancy.connections import db_hop
@@ -178,16 +177,7 @@ async def relay(job: StreamJob, *, started: float, language: str | None = None) 
                 await finish(Status.INTERRUPTED)
 
             try:
-                made = await reserve_or_release(
-                    areserve(
-                        subject=charge.subject,
-                        prompt_tokens=charge.prompt_tokens,
-                        max_tokens=charge.max_tokens,
-                        request_id=charge.request_id,
-                        price=charge.price_per_1m,
-                    ),
-                    released,
-                )
+                made = await quota.reserve(charge, on_cancel=released)
                 reservation = made
             except QuotaExceeded as exc:
                 logger.info("chat stream %s refused: %s/%s", job.message_id, exc.level, exc.kind)

@@ -23,9 +23,8 @@ from collections.abc import AsyncIterator
 from apps.chat import quota
 from apps.chat.services import StreamJob, answer_usage
 from apps.chat.streaming import token_event
-from apps.quotas.admission import QuotaExceeded, Reservation, areserve, asettle
+from apps.quotas.admission import QuotaExceeded, Reservation, asettle
 from apps.quotas.alerts import alerts_after_settle
-from apps.quotas.route_charge import reserve_or_release
 from apps.registry.providers.base import UpstreamError, UpstreamInterrupted
 from apps.registry.router import AllUpstreamsFailed, stream_chat
 from apps.tenancy.connections import db_hop
@@ -98,16 +97,7 @@ async def arena_relay(job: StreamJob, *, battle_id: int, side: str, started: flo
             await finish(SideStatus.INTERRUPTED)
 
         try:
-            reservation = await reserve_or_release(
-                areserve(
-                    subject=charge.subject,
-                    prompt_tokens=charge.prompt_tokens,
-                    max_tokens=charge.max_tokens,
-                    request_id=charge.request_id,
-                    price=charge.price_per_1m,
-                ),
-                released,
-            )
+            reservation = await quota.reserve(charge, on_cancel=released)
         except QuotaExceeded as exc:
             logger.info("arena %s/%s refused: %s/%s", battle_id, side, exc.level, exc.kind)
             await finish(

@@ -333,12 +333,12 @@ def test_admission_that_cannot_decide_fails_closed_with_an_explained_answer(
     shown: str,
     detail: str,
 ) -> None:
-    from apps.chat import streaming
+    from apps.chat import quota as chat_quota
 
     async def failing_reserve(**_kwargs: Any) -> Any:
         raise failure
 
-    monkeypatch.setattr(streaming, "areserve", failing_reserve)
+    monkeypatch.setattr(chat_quota, "areserve", failing_reserve)
     with FakeUpstream(tokens=3) as fake:
         reg = register_alias(upstreams=[Upstream(fake.url)], ministries=[staff_a.ministry])
         conversation = _conversation(staff_a, reg.alias.name)
@@ -358,15 +358,15 @@ def test_browser_leaving_while_admission_runs_leaks_no_reservation(
     """The reservation made after the cancellation is released at once, not held for 15 minutes."""
     import asyncio
 
-    from apps.chat import streaming
+    from apps.chat import quota as chat_quota
 
-    real = streaming.areserve
+    real = chat_quota.areserve
 
     async def slow_reserve(**kwargs: Any) -> Any:
         await asyncio.sleep(0.5)  # a slow Redis: the browser leaves meanwhile
         return await real(**kwargs)
 
-    monkeypatch.setattr(streaming, "areserve", slow_reserve)
+    monkeypatch.setattr(chat_quota, "areserve", slow_reserve)
     set_limit(
         staff_a.ministry, admin_a, level="user", user=staff_a.user, monthly_tokens=100_000, max_concurrent=1
     )
@@ -384,7 +384,7 @@ def test_browser_leaving_while_admission_runs_leaks_no_reservation(
     assert (line.used_tokens, line.held_tokens) == (0, 0)
     assert [(r.status, r.prompt_tokens) for r in _records(staff_a)] == [("interrupted", 0)]
     # The concurrency slot is free again: the next answer is admitted.
-    monkeypatch.setattr(streaming, "areserve", real)
+    monkeypatch.setattr(chat_quota, "areserve", real)
     with FakeUpstream(tokens=2) as fake:
         reg = register_alias(upstreams=[Upstream(fake.url)], ministries=[staff_a.ministry])
         conversation = _conversation(staff_a, reg.alias.name)
