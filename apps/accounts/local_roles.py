@@ -17,6 +17,12 @@ module guarantees:
   grant in A never adds anything in B; a grant without an SSO membership adds
   nothing; an expired grant stops counting on the first request after
   ``expires_at`` (the expiry is compared on every request, also when cached).
+* **Grantor.** A grant counts only while the admin who made it still holds
+  ``ministry_admin`` *from the IdP* in that ministry (the same rule as API
+  keys, whose creator must stay an admin): when the IdP demotes or removes the
+  grantor, every grant they made stops counting within ``CACHE_SECONDS``, and
+  a grant whose grantor was deleted counts for nothing. Another SSO admin
+  re-grants what should stay.
 * **Cost.** The grants of (ministry, user) are cached for at most
   ``CACHE_SECONDS``; every grant, revoke and policy change deletes the entry,
   so a change applies on the member's next request.
@@ -89,6 +95,23 @@ def _now() -> datetime:
     return timezone.now()
 
 
+def sso_admins_among(*, ministry_id: int, user_ids: set[int]) -> set[int]:
+    """Security: those of ``user_ids`` who hold ``ministry_admin`` from the IdP in ``ministry_id`` now.
+
+    Reads ``Membership.roles`` (what the IdP sync wrote), never the effective
+    roles, so an admin by local grant does not keep anyone's grant alive.
+    """
+    if not user_ids:
+        return set()
+    from apps.tenancy.models import Membership
+
+    return set(
+        Membership.objects.filter(
+            user_id__in=user_ids, ministry_id=ministry_id, roles__contains=[Role.MINISTRY_ADMIN.value]
+        ).values_list("user_id", flat=True)
+    )
+
+
 def _load(*, ministry_id: int, user_id: int) -> dict[str, Any]:
     from .models import LocalRoleGrant
 
@@ -96,12 +119,21 @@ def _load(*, ministry_id: int, user_id: int) -> dict[str, Any]:
     with ministry_scope(ministry_id=ministry_id):
         rows = list(
             LocalRoleGrant.objects.filter(user_id=user_id, expires_at__gt=now).values_list(
-                "role", "expires_at"
+                "role", "expires_at", "granted_by_id"
             )
         )
-        # Most members hold no grant: the policy is read only for those who do.
+        # Most members hold no grant: the policy and the grantors are read only for those who do.
         allowed = set(grant_policy(ministry_id=ministry_id).grantable_roles()) if rows else set()
-    grants = [[role, expires_at.timestamp()] for role, expires_at in rows if role in allowed]
+        grantors = (
+            sso_admins_among(ministry_id=ministry_id, user_ids={g for _r, _e, g in rows if g})
+            if rows
+            else set()
+        )
+    grants = [
+        [role, expires_at.timestamp()]
+        for role, expires_at, granted_by in rows
+        if role in allowed and granted_by in grantors
+    ]
     entry = {"grants": grants}
     # Never cached past the soonest expiry (it is also compared on every read).
     seconds = min([CACHE_SECONDS, *(expires - now.timestamp() for _role, expires in grants)])

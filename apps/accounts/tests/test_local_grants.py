@@ -112,6 +112,28 @@ def test_revoke_takes_effect_on_the_next_request(people: dict[str, Any]) -> None
     assert event.actor_id == people["admin"].pk and event.data["role"] == "ministry_auditor"
 
 
+def test_a_grant_lapses_when_the_idp_demotes_its_grantor(people: dict[str, Any]) -> None:
+    """Like an API key, a grant lives only while its maker is an SSO admin of the ministry."""
+    a, member = people["a"], people["member"]
+    policy(a, "--enable")
+    grant(as_user(people["admin"]), member, "ministry_auditor")
+    member_client = as_user(member)
+    assert member_client.get(reverse("console:home")).status_code == 200
+    assert local_roles.local_roles_of(ministry_id=a.pk, user_id=member.pk) == ["ministry_auditor"]
+
+    Membership.objects.filter(user=people["admin"], ministry=a).update(roles=["staff"])  # the IdP's sync
+    local_roles.grants_forget(ministry_id=a.pk, user_id=member.pk)  # i.e. once CACHE_SECONDS have passed
+
+    assert local_roles.local_roles_of(ministry_id=a.pk, user_id=member.pk) == []
+    assert member_client.get(reverse("console:home")).status_code == 403
+    [row] = grants(a)
+    assert row.granted_by_id == people["admin"].pk, "kept for the record; it simply counts for nothing"
+    # Promoted again by the IdP: the grant counts again (it never stopped existing).
+    Membership.objects.filter(user=people["admin"], ministry=a).update(roles=["staff", "ministry_admin"])
+    local_roles.grants_forget(ministry_id=a.pk, user_id=member.pk)
+    assert member_client.get(reverse("console:home")).status_code == 200
+
+
 def test_what_may_not_be_granted(people: dict[str, Any]) -> None:
     a, member = people["a"], people["member"]
     policy(a, "--enable")
