@@ -15,11 +15,11 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from apps.audit.services import audit_record
-from apps.tenancy.models import Membership, Ministry, Role, Team, TeamMembership, TeamSource
+from apps.tenancy.models import Membership, Ministry, Team, TeamMembership, TeamSource
 from apps.tenancy.scope import current_ministry_id, ministry_scope
 
 from .claims import role_grants_from_claims, team_grants_from_claims
-from .local_roles import grant_policy, grants_forget
+from .local_roles import grant_policy, grants_forget, sso_admins_among
 from .models import LocalGrantPolicy, LocalRoleGrant, OIDCSession, User
 
 logger = logging.getLogger("gennai.accounts")
@@ -230,9 +230,7 @@ def _forget_now_and_after_commit(*, ministry_id: int, user_id: int) -> None:
 
 
 def _is_sso_admin(*, user_id: int, ministry_id: int) -> bool:
-    return Membership.objects.filter(
-        user_id=user_id, ministry_id=ministry_id, roles__contains=[Role.MINISTRY_ADMIN.value]
-    ).exists()
+    return user_id in sso_admins_among(ministry_id=ministry_id, user_ids={user_id})
 
 
 @transaction.atomic
