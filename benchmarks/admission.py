@@ -31,8 +31,12 @@ thread per script from /proc when Redis runs here, which includes reading and
 answering the command and does not grow while Redis waits for a CPU), and the
 garbage collector's pauses during the run. Like the web process
 (``apps/gateway/asgi.py``), the start-up heap is frozen out of the collector
-before measuring (``--no-gc-freeze`` to keep it in). Keys live under a
-scratch prefix, deleted at the end.
+before measuring (``--no-gc-freeze`` to keep it in), the loop is uvloop, which
+uvicorn serves with (``--loop asyncio`` to compare), and database hops (the
+limits cache's version checks) go through the web process's connection pool
+(``gennai/settings/base.py``; ``--no-pool`` opens a connection per hop, as the
+test settings do, which holds the GIL for milliseconds every check interval).
+Keys live under a scratch prefix, deleted at the end.
 
 A/B on a shared machine: ``--baseline DIR`` (a checkout of another commit, e.g.
 ``git archive <commit> | tar -x -C DIR``) runs this script on that tree and on
@@ -85,6 +89,18 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="alternations with --baseline")
     parser.add_argument(
         "--tree", type=Path, help="measure the code of this checkout (default: the one holding this script)"
+    )
+    parser.add_argument(
+        "--loop",
+        choices=["uvloop", "asyncio"],
+        default="uvloop",
+        help="event loop (default: uvloop, which the web process serves with: infra/README.md)",
+    )
+    parser.add_argument(
+        "--no-pool",
+        action="store_true",
+        help="open a database connection per hop as the test settings do, instead of the web "
+        "process's connection pool (gennai/settings/base.py)",
     )
     parser.add_argument(
         "--no-gc-freeze",
@@ -248,6 +264,8 @@ def run_ab(args: argparse.Namespace) -> int:
 
     passthrough = [
         *(["--no-gc-freeze"] if args.no_gc_freeze else []),
+        *(["--no-pool"] if args.no_pool else []),
+        f"--loop={args.loop}",
         f"--concurrency={args.concurrency}",
         f"--requests={args.requests}",
         f"--warmup={args.warmup}",
@@ -324,6 +342,17 @@ def main() -> int:
     with owner_mode():
         config = setup_databases(verbosity=0, interactive=False, keepdb=False)
     results: dict[str, Any] = {}
+    if not args.no_pool:
+        # As the web process: gennai.settings.test turns the pool off (pytest-django drops its
+        # databases under it), so without this every limits-version check of the run would open
+        # a new PostgreSQL connection in a thread, holding the GIL the event loop needs.
+        connection.close()
+        connection.settings_dict["OPTIONS"] = {"pool": {"min_size": 2, "max_size": 20}}
+    new_loop: Any = None
+    if args.loop == "uvloop":
+        import uvloop
+
+        new_loop = uvloop.new_event_loop
     try:
         subjects = fill(args.limits == "every")
         limits.ministry_limits(subjects[0].ministry_id)
@@ -333,14 +362,16 @@ def main() -> int:
         client = redis.Redis.from_url(settings.REDIS_URL)
         info = client.info("server")
         for hold_ms in [float(h) for h in args.hold_ms.split(",")]:
-            asyncio.run(
-                run(subjects, concurrency=args.concurrency, requests=args.warmup, hold=hold_ms / 1000)
-            )
+            with asyncio.Runner(loop_factory=new_loop) as runner:
+                runner.run(
+                    run(subjects, concurrency=args.concurrency, requests=args.warmup, hold=hold_ms / 1000)
+                )
             client.config_resetstat()
             cpu0 = redis_cpu_us(client)
-            row = asyncio.run(
-                run(subjects, concurrency=args.concurrency, requests=args.requests, hold=hold_ms / 1000)
-            )
+            with asyncio.Runner(loop_factory=new_loop) as runner:
+                row = runner.run(
+                    run(subjects, concurrency=args.concurrency, requests=args.requests, hold=hold_ms / 1000)
+                )
             # Server-side time of the scripts (admit and settle together), independent of the client.
             stats = client.info("commandstats")
             evalsha = stats.get("cmdstat_evalsha", {})
@@ -356,6 +387,9 @@ def main() -> int:
             client.delete(*keys[i : i + 1000])
     finally:
         connection.close()
+        if not args.no_pool:
+            connection.close_pool()  # type: ignore[attr-defined]  # the PostgreSQL backend's
+            connection.settings_dict["OPTIONS"] = {}
         with owner_mode():
             teardown_databases(config, verbosity=0)
     env = {
@@ -365,6 +399,8 @@ def main() -> int:
         "concurrency": args.concurrency,
         "requests": args.requests,
         "limits": args.limits,
+        "loop": args.loop,
+        "pool": not args.no_pool,
     }
     print(
         f"Redis {env['redis']}, Python {env['python']}, {env['cpus']} CPUs; concurrency {args.concurrency}\n"
