@@ -21,6 +21,7 @@ Redis unreachable under a fail-closed zone is a 503 with ``Retry-After``.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -33,6 +34,10 @@ from apps.tenancy.connections import db_hop
 
 from .auth import Caller
 from .errors import ApiError
+
+StartedEntry = Callable[[int, bool], bytes]
+"""Builds a request's encoded ``started`` usage entry from its counted prompt tokens (and whether
+the count is an estimate): :meth:`apps.gateway.usage.UsageMeter.started_entry`."""
 
 #: The completion a request without ``max_tokens`` is assumed to need (chat's own default).
 DEFAULT_MAX_TOKENS = 2048
@@ -82,8 +87,12 @@ async def reserve_chat(
     messages: list[dict[str, Any]],
     params: dict[str, Any],
     request_id: str,
+    journal: StartedEntry | None = None,
 ) -> Reservation:
-    """Reserve a chat completion (raises :class:`QuotaExceeded`); may lower ``params``' max tokens."""
+    """Reserve a chat completion (raises :class:`QuotaExceeded`); may lower ``params``' max tokens.
+
+    ``journal``: builds the request's encoded ``started`` usage entry from the prompt count;
+    admission writes it with the reservation (:func:`apps.quotas.admission.areserve`)."""
     subject = await subject_for_caller(caller, plan)
     # Both spellings count: an upstream may honour either (llama.cpp reads only
     # ``max_tokens``), so the larger one is what a client could get, and is capped.
@@ -98,29 +107,37 @@ async def reserve_chat(
     if "max_completion_tokens" in params:
         params["max_completion_tokens"] = capped
     model_name = plan.candidates[0].model_name if plan.candidates else None
-    prompt_tokens, _estimated = count_prompt_tokens(messages=messages, model_name=model_name)
+    prompt_tokens, estimated = count_prompt_tokens(messages=messages, model_name=model_name)
     return await admission.areserve(
         subject=subject,
         prompt_tokens=prompt_tokens,
         max_tokens=capped,
         request_id=request_id,
         price=plan_price_per_1m(plan),
+        journal=journal(prompt_tokens, estimated) if journal is not None else None,
     )
 
 
 async def reserve_embeddings(
-    *, caller: Caller, plan: RoutePlan, inputs: list[str], request_id: str
+    *,
+    caller: Caller,
+    plan: RoutePlan,
+    inputs: list[str],
+    request_id: str,
+    journal: StartedEntry | None = None,
 ) -> Reservation:
-    """Reserve an embeddings request: its counted input tokens, no completion."""
+    """Reserve an embeddings request: its counted input tokens, no completion (``journal``: as
+    :func:`reserve_chat`'s)."""
     subject = await subject_for_caller(caller, plan)
     model_name = plan.candidates[0].model_name if plan.candidates else None
-    tokens, _estimated = count_input_tokens(inputs=inputs, model_name=model_name)
+    tokens, estimated = count_input_tokens(inputs=inputs, model_name=model_name)
     return await admission.areserve(
         subject=subject,
         prompt_tokens=tokens,
         max_tokens=0,
         request_id=request_id,
         price=plan_price_per_1m(plan),
+        journal=journal(tokens, estimated) if journal is not None else None,
     )
 
 

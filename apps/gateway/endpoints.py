@@ -8,8 +8,8 @@ browser sessions with CSRF). Both therefore enforce exactly the same rules.
 
 Per request, in front of the first token: authentication from the in-process
 key cache, the route (a decision reused for at most 0.25 s, see
-:mod:`.routing`), the ``started`` journal entry written (its answer awaited
-only before the first token is relayed), the upstream call. After the first
+:mod:`.routing`), admission's reservation with the ``started`` journal entry
+(one Redis script), the upstream call. After the first
 token: the background refreshes of the route and key caches
 (:func:`refresh_ahead`), the relay, one journal append at the end (see
 :mod:`apps.gateway.usage`). Nothing per chunk but the byte relay. Nothing in
@@ -142,8 +142,8 @@ async def chat_completions(
     plan = outcome
     meter.revision = plan.alias.revision_number or None
     meter.model_name = plan.candidates[0].model_name if plan.candidates else None
-    # Budgets and limits: reserved after routing, before the started entry and the
-    # upstream call; settled by meter.finish, which every ending of the request reaches.
+    # Budgets and limits: reserved after routing, before the upstream call, with the started
+    # entry in the same script; settled by meter.finish, which every ending of the request reaches.
     try:
         reserved = await reserve_or_release(
             admission.reserve_chat(
@@ -152,6 +152,7 @@ async def chat_completions(
                 messages=chat.messages,
                 params=chat.params,
                 request_id=meter.request_id,
+                journal=meter.started_entry,
             ),
             meter.release,
         )
@@ -247,7 +248,11 @@ async def embeddings(*, caller: Caller, headers: Mapping[str, str], body: bytes,
     try:
         reserved = await reserve_or_release(
             admission.reserve_embeddings(
-                caller=caller, plan=plan, inputs=params.inputs, request_id=meter.request_id
+                caller=caller,
+                plan=plan,
+                inputs=params.inputs,
+                request_id=meter.request_id,
+                journal=meter.started_entry,
             ),
             meter.release,
         )

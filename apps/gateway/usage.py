@@ -7,7 +7,9 @@ Redis's answer is awaited before the first token goes out,
 ``finished`` when the request ends (:meth:`UsageMeter.finish`, exactly once,
 even while the request task is being cancelled by a client disconnect). No
 ORM work happens on the hot path; the journal is drained into ``UsageRecord``
-in bulk by a worker. A refused request journals only its ``finished`` entry.
+in bulk by a worker. A refused request journals only its ``finished`` entry. When
+admission reserves the request, its script appends the ``started`` entry in the
+same atomic step (one command in front of the upstream call instead of two).
 
 Prompt tokens: when the upstream reports none (llama.cpp, servers that ignore
 ``stream_options``), the meter counts the prompt itself
@@ -46,6 +48,11 @@ def _background(work: Coroutine[Any, Any, None]) -> None:
     task = asyncio.ensure_future(work)
     _tasks.add(task)
     task.add_done_callback(_tasks.discard)
+
+
+async def _stored() -> bool:
+    """Redis stored the ``started`` entry (admission's script wrote it with the reservation)."""
+    return True
 
 
 @dataclass
@@ -92,8 +99,8 @@ class UsageMeter:
             return count_input_tokens(inputs=self.inputs, model_name=self.model_name)
         return 0, False
 
-    def entry(self, status: str) -> UsageEntry:
-        prompt_tokens, estimated = self.prompt_count()
+    def entry(self, status: str, *, counted: tuple[int, bool] | None = None) -> UsageEntry:
+        prompt_tokens, estimated = counted if counted is not None else self.prompt_count()
         return UsageEntry(
             request_id=self.request_id,
             ministry_id=self.caller.ministry_id,
@@ -114,14 +121,27 @@ class UsageMeter:
             created_at=self.created_at,
         )
 
-    async def start(self) -> None:
-        """Write the ``started`` entry: from here on the request cannot go unrecorded.
+    def started_entry(self, prompt_tokens: int, estimated: bool) -> bytes:
+        """The encoded ``started`` entry, the prompt counted by admission (which journals it:
+        :func:`apps.gateway.admission.reserve_chat`)."""
+        if self.prompt_tokens > 0:  # reported already (never before the upstream answers)
+            return self.entry("").encode()
+        return self.entry("", counted=(prompt_tokens, estimated)).encode()
 
-        When this returns the entry has left the process (one socket write to
-        Redis, before the upstream is called); Redis's answer arrives while the
-        upstream works and is awaited by :meth:`confirm_start`, before the first token
-        is relayed. This saves a Redis round trip in front of every first token.
+    async def start(self) -> None:
+        """Make sure the ``started`` entry is written: from here on the request cannot go unrecorded.
+
+        Normally admission's script already appended it, atomically with the
+        reservation (Redis answered before this is called). Otherwise (no
+        reservation; admitted under the Redis-down grace) it is written here: when
+        this returns the entry has left the process (one socket write to Redis,
+        before the upstream is called); Redis's answer arrives while the upstream
+        works and is awaited by :meth:`confirm_start`, before the first token is
+        relayed.
         """
+        if self.reservation is not None and self.reservation.journaled:
+            self.start_answer = _stored
+            return
         self.start_answer = await journal_started_sent(self.entry(""))
 
     async def confirm_start(self) -> bool:

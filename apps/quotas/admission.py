@@ -53,6 +53,7 @@ from django.conf import settings
 from django.utils import timezone
 from redis.exceptions import RedisError
 
+from . import journal as usage_journal
 from .admission_redis import (
     ADMIT_LUA,
     LUA_DIR,
@@ -394,22 +395,32 @@ async def areserve(
     max_tokens: int,
     request_id: str,
     price: Decimal | None = None,
+    journal: bytes | None = None,
 ) -> Reservation:
     """Reserve ``prompt_tokens + max_tokens`` (and their yen at ``price`` per 1M tokens) on every level.
 
     ``max_tokens`` must already be capped (:func:`acap_max_tokens`). Raises
     :class:`QuotaExceeded` (the binding level: the longest ``retry_after``) or
     :class:`AdmissionUnavailable`; otherwise settle the result with :func:`asettle`.
+
+    ``journal``: the request's encoded ``started`` usage-journal entry
+    (:meth:`apps.quotas.journal.UsageEntry.encode`). The script appends it to the journal
+    in the same atomic step as the reservation, and only if the request is admitted: the
+    result's ``journaled`` is then True and the caller must not write it again. Not
+    written when Redis is down (a grace admission): the caller journals it itself.
     """
     plan = _plan(subject, await _alimits(subject.ministry_id))
     tokens, yen = _estimate(prompt_tokens, max_tokens, price)
     reservation = Reservation(request_id, subject, tokens, yen, int(max_tokens))
     args = admit_args(subject=subject, plan=plan, request_id=request_id, tokens=tokens, yen=yen)
+    after = [usage_journal.STREAM, journal] if journal is not None else None
     try:
-        reply = await async_scripts().admit(args=args, encoded=plan.level_args)
+        reply = await async_scripts().admit(args=args, encoded=plan.level_args, after=after)
     except REDIS_DOWN as exc:
         return unavailable(reservation, exc)
-    return _outcome(reply, reservation, plan)
+    reservation = _outcome(reply, reservation, plan)
+    reservation.journaled = journal is not None
+    return reservation
 
 
 def reserve(

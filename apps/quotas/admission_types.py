@@ -88,7 +88,8 @@ class Reservation:
 
     ``degraded`` reservations were admitted under the Redis-down grace: nothing
     is held in Redis, settling them does nothing, and the ledger row catches the
-    counters up at the next reconcile.
+    counters up at the next reconcile. ``journaled`` reservations were made together with
+    the request's ``started`` usage-journal entry (:func:`areserve`'s ``journal``).
     """
 
     request_id: str
@@ -99,6 +100,7 @@ class Reservation:
     expires_at_ms: int = 0
     degraded: bool = False
     settled: bool = field(default=False, compare=False)
+    journaled: bool = False  # the request's started entry went into the journal with it
 
 
 @dataclass(frozen=True)

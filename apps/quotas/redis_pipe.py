@@ -292,11 +292,17 @@ class PipelinedScript:
         self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
         self._evalsha = encode_args(["EVALSHA", self.sha, 0])
 
-    async def __call__(self, *, args: list[Any], encoded: tuple[int, bytes] = (0, b"")) -> Any:
+    async def __call__(
+        self, *, args: list[Any], encoded: tuple[int, bytes] = (0, b""), after: list[Any] | None = None
+    ) -> Any:
         """Run with ``args``, then ``encoded``: more arguments already in the wire format
-        (``(count, bytes)`` from :func:`encode_args`, for parts that repeat from call to call)."""
+        (``(count, bytes)`` from :func:`encode_args`, for parts that repeat from call to call),
+        then ``after``."""
         count, tail = encoded
         body = encode_args(args) + tail
+        if after:
+            body += encode_args(after)
+            count += len(after)
         try:
             return await self.client.send(b"*%d\r\n" % (3 + len(args) + count) + self._evalsha + body)
         except ResponseError as exc:

@@ -17,6 +17,8 @@
 --       8 ministry id, 9 number of levels, then per level 6 values:
 --       scope, token budget, yen budget, rpm, tpm, max concurrent (each -1 = no limit).
 --       Only levels that have limits are passed: a level without any limit keeps no counter.
+--       Optionally after the levels: the usage journal's stream and the request's ``started``
+--       entry (apps.quotas.journal), appended only if the request is admitted.
 -- Returns {"ok", expiry ms} or {"no", level number (1-based), kind, retry after (s)} or {"dup"}.
 --
 -- The reservation record ("rs:<request id>", read by settle.lua, reseed.lua, platform.lua):
@@ -188,4 +190,11 @@ for i = 1, n do
   end
 end
 redis.call('ZADD', P .. 'open:' .. mid, exp, rid)
+-- The request's "started" usage-journal entry, when the caller passes one: written in the
+-- same atomic step as the reservation, so a request holds budget exactly when its ledger
+-- row is on its way, and the hot path writes one command instead of two.
+local jb = 10 + n * 6
+if ARGV[jb] then
+  redis.call('XADD', ARGV[jb], '*', 'k', 's', 'r', ARGV[jb + 1])
+end
 return {'ok', exp}

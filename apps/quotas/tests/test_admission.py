@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 from typing import Any
 
 import pytest
 import redis
 
-from apps.quotas import admission
-from apps.quotas.admission import QuotaExceeded, reserve, settle, subject_for_api_key
+from apps.quotas import admission, journal, limits
+from apps.quotas.admission import (
+    QuotaExceeded,
+    Reservation,
+    areserve,
+    reserve,
+    settle,
+    subject_for_api_key,
+)
 
 from .admission_support import (  # noqa: F401  (quota_redis_fixture provides quota_redis)
     admin_of,
@@ -235,6 +243,45 @@ def test_same_request_id_cannot_reserve_twice(quota_redis: redis.Redis, ministri
     with pytest.raises(ValueError):
         reserve(subject=subject, prompt_tokens=1, max_tokens=1, request_id=request_id)
     assert counters(quota_redis, f"m{a.pk}")["ht"] == 2
+
+
+def test_the_started_entry_is_journaled_with_the_reservation_and_only_with_it(
+    quota_redis: redis.Redis, ministries: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One script: admitted ⇔ the request's started usage entry is in the journal (no second
+    write in front of the upstream call, no entry for a refused or duplicate request)."""
+    stream = f"test:journal:{new_id()}"
+    monkeypatch.setattr(journal, "STREAM", stream)
+    a, _ = ministries
+    admin, user = admin_of(a), staff_of(a)
+    set_limit(a, admin, level="user", user=user, monthly_tokens=1000)
+    subject = user_subject(a, user)
+    limits.ministry_limits(a.pk)  # cached: the async path needs no database hop
+    first, second, plain = new_id(), new_id(), new_id()
+
+    async def run() -> tuple[Reservation, Reservation]:
+        ok = await areserve(
+            subject=subject, prompt_tokens=300, max_tokens=500, request_id=first, journal=b'{"n": 1}'
+        )
+        with pytest.raises(QuotaExceeded):  # 800 held + 800 > 1000
+            await areserve(
+                subject=subject, prompt_tokens=300, max_tokens=500, request_id=second, journal=b'{"n": 2}'
+            )
+        with pytest.raises(ValueError):  # the same request id again
+            await areserve(
+                subject=subject, prompt_tokens=1, max_tokens=1, request_id=first, journal=b'{"n": 3}'
+            )
+        without = await areserve(subject=subject, prompt_tokens=1, max_tokens=1, request_id=plain)
+        return ok, without
+
+    try:
+        ok, without = asyncio.run(run())
+        assert ok.journaled and not without.journaled
+        entries: list[tuple[bytes, dict[bytes, bytes]]] = quota_redis.xrange(stream)  # type: ignore[assignment]
+        assert [(fields[b"k"], fields[b"r"]) for _id, fields in entries] == [(b"s", b'{"n": 1}')]
+        assert counters(quota_redis, f"m{a.pk}:u{user.pk}")["ht"] == 802
+    finally:
+        quota_redis.delete(stream)
 
 
 def _subject_at(level: str, ministry: Any) -> tuple[admission.Subject, dict[str, Any]]:
