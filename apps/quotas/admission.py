@@ -406,8 +406,9 @@ async def areserve(
     ``journal``: the request's encoded ``started`` usage-journal entry
     (:meth:`apps.quotas.journal.UsageEntry.encode`). The script appends it to the journal
     in the same atomic step as the reservation, and only if the request is admitted: the
-    result's ``journaled`` is then True and the caller must not write it again. Not
-    written when Redis is down (a grace admission): the caller journals it itself.
+    result's ``journaled`` is then True and the caller must not write it again. Otherwise
+    (Redis down and a grace admission, or a journal stream that refused the entry) the
+    caller journals it itself.
     """
     plan = _plan(subject, await _alimits(subject.ministry_id))
     tokens, yen = _estimate(prompt_tokens, max_tokens, price)
@@ -419,7 +420,7 @@ async def areserve(
     except REDIS_DOWN as exc:
         return unavailable(reservation, exc)
     reservation = _outcome(reply, reservation, plan)
-    reservation.journaled = journal is not None
+    reservation.journaled = journal is not None and int(reply[2]) == 1
     return reservation
 
 

@@ -19,7 +19,7 @@
 --       Only levels that have limits are passed: a level without any limit keeps no counter.
 --       Optionally after the levels: the usage journal's stream and the request's ``started``
 --       entry (apps.quotas.journal), appended only if the request is admitted.
--- Returns {"ok", expiry ms} or {"no", level number (1-based), kind, retry after (s)} or {"dup"}.
+-- Returns {"ok", expiry ms, 1 if the journal entry was appended else 0} or {"no", level number (1-based), kind, retry after (s)} or {"dup"}.
 --
 -- The reservation record ("rs:<request id>", read by settle.lua, reseed.lua, platform.lua):
 --   released(0|1) TAB ministry TAB tokens TAB yen TAB month TAB expiry ms TAB minute
@@ -193,8 +193,13 @@ redis.call('ZADD', P .. 'open:' .. mid, exp, rid)
 -- The request's "started" usage-journal entry, when the caller passes one: written in the
 -- same atomic step as the reservation, so a request holds budget exactly when its ledger
 -- row is on its way, and the hot path writes one command instead of two.
+-- pcall: a journal that cannot take it (wrong type, out of memory) must not fail the
+-- reservation already written; the third value tells the caller to journal it itself.
 local jb = 10 + n * 6
 if ARGV[jb] then
-  redis.call('XADD', ARGV[jb], '*', 'k', 's', 'r', ARGV[jb + 1])
+  local added = redis.pcall('XADD', ARGV[jb], '*', 'k', 's', 'r', ARGV[jb + 1])
+  if type(added) ~= 'table' or not added.err then
+    return {'ok', exp, 1}
+  end
 end
-return {'ok', exp}
+return {'ok', exp, 0}

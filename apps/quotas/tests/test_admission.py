@@ -282,6 +282,17 @@ def test_the_started_entry_is_journaled_with_the_reservation_and_only_with_it(
         assert counters(quota_redis, f"m{a.pk}:u{user.pk}")["ht"] == 802
     finally:
         quota_redis.delete(stream)
+    # A journal that refuses the entry (here: the key is no stream) leaves the reservation
+    # made and tells the caller to journal it itself.
+    quota_redis.set(stream, "not a stream")
+    try:
+        refused_journal = asyncio.run(
+            areserve(subject=subject, prompt_tokens=1, max_tokens=1, request_id=new_id(), journal=b"{}")
+        )
+        assert not refused_journal.journaled
+        assert counters(quota_redis, f"m{a.pk}:u{user.pk}")["ht"] == 804
+    finally:
+        quota_redis.delete(stream)
 
 
 def _subject_at(level: str, ministry: Any) -> tuple[admission.Subject, dict[str, Any]]:
