@@ -7,11 +7,13 @@ Run it with ``make bench-gateway`` (embedded PostgreSQL and Redis via
 
 What it starts, each in its own process:
 
-* the fake upstream of the test suite (``tests/support/fake_upstream.py``):
-  50 ms to the first byte, then 64 content chunks, a finish chunk, a usage chunk
-  and ``[DONE]`` (``--chunk-delay-ms N``: N ms between content chunks, as a model
-  server that emits tokens at a realistic pace, so that a high concurrency stays
-  below saturation);
+* a fake model server: 50 ms to the first byte, then 64 content chunks, a
+  finish chunk, a usage chunk and ``[DONE]`` (``--chunk-delay-ms N``: N ms
+  between content chunks, as a model server that emits tokens at a realistic
+  pace, so that a high concurrency stays below saturation). By default it is
+  served as vLLM serves: uvicorn, uvloop, httptools, one event loop
+  (:func:`serve_upstream_uvicorn`); ``--upstream threaded`` is the test suite's
+  threaded fake (``tests/support/fake_upstream.py``) that earlier results used;
 * our server: ``uvicorn gennai.asgi:application`` (httptools, uvloop, one
   process, development settings with the connection pool), after migrating the
   database and registering a deployment of the fake upstream behind the alias
@@ -25,8 +27,27 @@ keep-alive connections send streamed chat completions. Reported per target and
 concurrency: TTFT (time to the first SSE frame) and total time p50/p95/p99,
 requests per second, and the CPU time (user+system, from ``/proc``) of the
 server process and of the upstream process divided by the requests completed
-in that phase. The load generator is a minimal HTTP/1.1 client on asyncio
-streams, so that it takes as little of the machine's CPU as possible.
+in that phase. The load generator is a minimal HTTP/1.1 client on uvloop
+streams that parses each piece it reads from a buffer, so that it takes as
+little of the machine's CPU as possible (≈2–3 ms per 67-chunk answer).
+
+Clients in step (``--stagger``): with every client starting at the same instant
+and every answer taking the same time, closed-loop clients stay in step for the
+whole phase: at concurrency 50 the gateway gets 50 new requests within a few
+milliseconds once per answer time, and the last of them waits for the other 49
+(``crowd_5ms`` in the JSON: the median number of other requests written within
+±5 ms of each one; ≈20–30 in step, 0–1 when staggered). ``--stagger 1`` spreads
+the clients' first requests over one second (one answer at 15 ms per chunk) and
+measures only after that ramp, with warm connections: steady load, as 50
+independent users would offer it. ``--stagger 0,1`` runs both, alternating.
+
+``--lag`` adds what a latency needs explained on a shared 2-core machine: the
+event loops' lag (a 5 ms timer's lateness) in each gateway and in the load
+generator; the time each process was runnable but had no CPU
+(``runq_wait_ms_per_s``, from schedstat); CPU per request of the load generator
+and of Redis; whether every TCP socket has ``TCP_NODELAY``; and the lean
+upstream pool's counters (requests that queued for a connection, new
+connections and the time they took).
 
 With ``--interleave`` (concurrency 1 only) the targets instead take turns request
 by request on one keep-alive connection each, so that a load that moves within
@@ -79,6 +100,42 @@ def cpu_seconds(pid: int) -> float:
     return sum(int(x) for x in fields[11:15]) / ticks
 
 
+def runq_wait_seconds(pid: int) -> float:
+    """Time ``pid``'s threads spent runnable but waiting for a CPU (``/proc/PID/task/*/schedstat``).
+
+    On a shared 2-core machine this is the part of a process's latency that is
+    nobody's code: the scheduler had no free core for it.
+    """
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                total += int(f.read().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # a thread that just ended
+    return total / 1e9
+
+
+def redis_pid() -> int | None:
+    """The pid of the ``redis-server`` listening on ``REDIS_URL``'s port (the devstack's), if found."""
+    port = os.environ.get("REDIS_URL", "").rsplit(":", 1)[-1].split("/", 1)[0]
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        # redis-server rewrites its title to "<path>/redis-server <host>:<port>"
+        words = b" ".join(argv).split()
+        if (
+            words
+            and b"redis-server" in words[0]
+            and f":{port}".encode() in [w[w.rfind(b":") :] for w in words]
+        ):
+            return int(pid)
+    return None
+
+
 def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -94,8 +151,36 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 90) -> 
 # --- Child modes ----------------------------------------------------------------------------
 
 
-def serve_upstream(port: int, chunk_delay_ms: float = 0.0) -> None:
-    """The fake upstream, in this (child) process, until killed."""
+def nodelay_counts() -> tuple[int, int]:
+    """(TCP sockets of this process with ``TCP_NODELAY``, connected TCP sockets): Nagle's check."""
+    on = total = 0
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            fd = os.dup(int(name))
+        except OSError:
+            continue
+        try:
+            sock = socket.socket(fileno=fd)
+        except OSError:  # not a socket: socket() did not take the copy
+            os.close(fd)
+            continue
+        try:
+            if sock.type != socket.SOCK_STREAM or sock.family not in (socket.AF_INET, socket.AF_INET6):
+                continue
+            sock.getpeername()  # listening sockets have none
+            total += 1
+            on += bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        except OSError:
+            continue
+        finally:
+            sock.close()
+    return on, total
+
+
+def serve_upstream(port: int, chunk_delay_ms: float = 0.0, report: str | None = None) -> None:
+    """The fake upstream, in this (child) process, until killed (``report``: Nagle check lines)."""
+    if report:
+        _report_nodelay(report)
     from tests.support.fake_upstream import FakeUpstream, _Handler, _Server
 
     class Handler(_Handler):
@@ -113,6 +198,189 @@ def serve_upstream(port: int, chunk_delay_ms: float = 0.0) -> None:
     server = Server(("127.0.0.1", port), Handler)
     server.fake = fake
     server.serve_forever()
+
+
+def serve_gateway(port: int, lag_file: str) -> None:
+    """``gennai.asgi:application`` under uvicorn (as :func:`start_gateway`), with a loop-lag probe.
+
+    Runs in the tree given by the working directory and ``PYTHONPATH`` (a baseline's
+    code, not necessarily this file's). The probe's timer lateness is appended to
+    ``lag_file`` as ``<perf_counter> <seconds late>`` lines, flushed about once a
+    second, so that the load generator can take each phase's share.
+    """
+    sys.path[:] = [p for p in sys.path if p not in (str(ROOT), str(Path(__file__).parent))]
+    sys.path.insert(0, os.getcwd())  # the tree to serve (start_gateway's cwd)
+    import uvicorn
+
+    from gennai.asgi import application
+
+    # Does a request wait for an upstream connection (the deployment's cap, FIFO)?
+    pool_stats: dict[str, float] = {
+        "acquires": 0,
+        "queued": 0,
+        "connects": 0,
+        "connect_ms": 0.0,
+        "max_open": 0,
+    }
+    import importlib.util
+
+    if importlib.util.find_spec("apps.registry.providers.lean_http") is not None:  # not in older trees
+        from apps.registry.providers.lean_http import LeanPool
+
+        acquire, connect = LeanPool._acquire, LeanPool._connect
+
+        async def counted_acquire(self: Any) -> Any:
+            pool_stats["acquires"] += 1
+            if not self.idle and self.open >= self.max_connections:
+                pool_stats["queued"] += 1
+            conn = await acquire(self)
+            pool_stats["max_open"] = max(pool_stats["max_open"], self.open)
+            return conn
+
+        async def counted_connect(self: Any) -> Any:
+            pool_stats["connects"] += 1
+            began = time.perf_counter()
+            try:
+                return await connect(self)
+            finally:
+                pool_stats["connect_ms"] += round((time.perf_counter() - began) * 1000, 2)
+
+        LeanPool._acquire = counted_acquire  # type: ignore[method-assign]
+        LeanPool._connect = counted_connect  # type: ignore[method-assign]
+
+    async def probe() -> None:
+        lags: list[float] = []
+        stamps: list[float] = []
+        loop = asyncio.get_running_loop()
+        with open(lag_file, "a") as out:
+            while True:
+                due = time.perf_counter() + LAG_INTERVAL
+                waiter = loop.create_future()
+                loop.call_at(loop.time() + LAG_INTERVAL, _wake, waiter)
+                await waiter
+                now = time.perf_counter()
+                stamps.append(now)
+                lags.append(max(now - due, 0.0))
+                if now - stamps[0] > 1.0:
+                    out.write("".join(f"{t:.6f} {x:.6f}\n" for t, x in zip(stamps, lags, strict=True)))
+                    on, total = nodelay_counts()
+                    out.write(f"# nodelay {on}/{total}\n")
+                    out.write("# pool " + " ".join(f"{k}={v}" for k, v in pool_stats.items()) + "\n")
+                    out.flush()
+                    stamps.clear()
+                    lags.clear()
+
+    tasks: list[asyncio.Task[None]] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if not tasks:
+            tasks.append(asyncio.get_running_loop().create_task(probe()))
+        await application(scope, receive, send)
+
+    print(f"gateway code from {sys.modules['gennai.asgi'].__file__}", file=sys.stderr)
+    uvicorn.run(
+        app, port=port, http="httptools", loop="uvloop", access_log=False, log_level="warning", lifespan="on"
+    )
+
+
+def serve_upstream_uvicorn(port: int, chunk_delay_ms: float = 0.0, report: str | None = None) -> None:
+    """The fake's answers (:func:`serve_upstream`), served as vLLM serves them: uvicorn, uvloop, httptools.
+
+    Why: the threaded fake (one Python thread per connection, ``time.sleep`` between
+    chunks) costs ≈6 ms of CPU per 64-chunk answer and, at concurrency 50, fifty
+    threads contend for the GIL on the two cores the gateway and the load generator
+    also use. A model server does not share the gateway's cores, and vLLM's
+    OpenAI server is a uvicorn/uvloop process (one event loop, TCP_NODELAY on
+    every connection, one ``send`` per SSE chunk) — which is what this is.
+    Timing and bytes as the threaded fake: 50 ms to the first byte, 64 content
+    chunks ``chunk_delay_ms`` apart, a finish chunk, a usage chunk, ``[DONE]``.
+    """
+    import uvicorn
+
+    if report:
+        _report_nodelay(report)
+    delay = chunk_delay_ms / 1000
+    tokens = 64
+
+    def frame(payload: dict[str, Any]) -> bytes:
+        return b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+    def chunk(delta: dict[str, str], finish: str | None) -> dict[str, Any]:
+        return {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": UPSTREAM_MODEL,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        if scope["method"] != "POST" or not json.loads(body or b"{}").get("stream"):
+            models = json.dumps(
+                {"object": "list", "data": [{"id": UPSTREAM_MODEL, "object": "model"}]}
+            ).encode()
+            status = 200 if scope["method"] == "GET" else 400
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": [(b"content-type", b"application/json")],
+                }
+            )
+            await send({"type": "http.response.body", "body": models})
+            return
+        await asyncio.sleep(0.05)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/event-stream")],
+            }
+        )
+        for i in range(tokens):
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": frame(chunk({"content": f"tok{i} "}, None)),
+                    "more_body": True,
+                }
+            )
+            if delay:
+                await asyncio.sleep(delay)
+        usage = {"prompt_tokens": 7, "completion_tokens": tokens, "total_tokens": 7 + tokens}
+        last = {**chunk({}, None), "choices": [], "usage": usage}
+        for payload in (frame(chunk({}, "stop")), frame(last), b"data: [DONE]\n\n"):
+            await send({"type": "http.response.body", "body": payload, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    uvicorn.run(
+        app, port=port, http="httptools", loop="uvloop", access_log=False, log_level="warning", backlog=1024
+    )
+
+
+def _report_nodelay(report: str) -> None:
+    """Append ``# nodelay <on>/<connected>`` to ``report`` every second, from a thread."""
+    import threading
+
+    def check() -> None:
+        while True:
+            time.sleep(1.0)
+            on, total = nodelay_counts()
+            with open(report, "a") as out:
+                out.write(f"# nodelay {on}/{total}\n")
+
+    threading.Thread(target=check, daemon=True).start()
 
 
 def seed(upstream_url: str, max_concurrency: int) -> None:
@@ -161,6 +429,7 @@ def seed(upstream_url: str, max_concurrency: int) -> None:
 class Sample:
     ttft: float
     total: float
+    start: float = 0.0  # time.perf_counter() when the request was written
 
 
 @dataclass
@@ -171,6 +440,7 @@ class Target:
     model: str
     pid: int
     key: str = ""
+    lag_file: Path | None = None
 
 
 @dataclass
@@ -182,47 +452,89 @@ class Phase:
     elapsed: float = 0.0
     server_cpu: float = 0.0
     upstream_cpu: float = 0.0
+    client_cpu: float = 0.0  # this process (the load generator)
+    # Seconds the processes waited for a CPU while runnable during the phase (schedstat).
+    redis_cpu: float = 0.0
+    server_wait: float = 0.0
+    upstream_wait: float = 0.0
+    client_wait: float = 0.0
+    began: float = 0.0  # time.perf_counter() at the phase's start
+    client_lag: list[float] = field(default_factory=list)  # this loop's timer lateness, seconds
+    server_lag: list[float] = field(default_factory=list)  # the gateway loop's (``--lag``)
+    client_nodelay: tuple[int, int] = (0, 0)  # (with TCP_NODELAY, connected TCP sockets), mid-phase
 
 
 class Connection:
-    """One keep-alive HTTP/1.1 connection; just enough protocol for chunked SSE and JSON."""
+    """One keep-alive HTTP/1.1 connection; just enough protocol for chunked SSE and JSON.
+
+    The response is read in whatever pieces the socket delivers and parsed from a
+    buffer, not with one ``readuntil``/``readexactly`` await per chunk: at
+    concurrency 50 the load generator shares the machine's two cores with the
+    servers it measures, and an await per chunk cost it ≈5 ms of CPU per answer.
+    TTFT is taken when the piece holding the first ``data:`` frame is parsed.
+    """
 
     def __init__(self, port: int) -> None:
         self.port = port
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
+    async def _more(self, buf: bytes) -> bytes:
+        assert self.reader is not None
+        data = await self.reader.read(65536)
+        if not data:
+            raise asyncio.IncompleteReadError(buf, None)
+        return buf + data
+
     async def request(self, request: bytes) -> Sample:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
-        assert self.reader is not None
         start = time.perf_counter()
         self.writer.write(request)
-        head = await self.reader.readuntil(b"\r\n\r\n")
+        buf = b""
+        while (end := buf.find(b"\r\n\r\n")) < 0:
+            buf = await self._more(buf)
+        head, buf = buf[: end + 4], buf[end + 4 :]
         status = int(head.split(b" ", 2)[1])
         lower = head.lower()
         ttft = 0.0
         body = b""
         if b"transfer-encoding: chunked" in lower:
-            while True:
-                size = int((await self.reader.readuntil(b"\r\n")).strip().split(b";")[0], 16)
-                if size == 0:
-                    await self.reader.readuntil(b"\r\n")
-                    break
-                data = await self.reader.readexactly(size + 2)
-                if not ttft and b"data:" in data:
-                    ttft = time.perf_counter() - start
-                body = body[-64:] + data[:-2]
+            pos = 0
+            done = False
+            while not done:
+                while True:  # every complete chunk in the buffer
+                    line_end = buf.find(b"\r\n", pos)
+                    if line_end < 0:
+                        break
+                    size = int(buf[pos:line_end].split(b";")[0], 16)
+                    if size == 0:
+                        if len(buf) >= line_end + 4:  # the empty trailer's CRLF
+                            done = True
+                        break
+                    chunk_end = line_end + 2 + size
+                    if len(buf) < chunk_end + 2:
+                        break
+                    data = buf[line_end + 2 : chunk_end]
+                    if not ttft and b"data:" in data:
+                        ttft = time.perf_counter() - start
+                    body = body[-64:] + data
+                    pos = chunk_end + 2
+                if not done:
+                    buf = await self._more(buf[pos:])
+                    pos = 0
         else:
             length = int(lower.split(b"content-length:", 1)[1].split(b"\r\n", 1)[0])
-            body = await self.reader.readexactly(length)
+            while len(buf) < length:
+                buf = await self._more(buf)
+            body = buf[:length]
             ttft = time.perf_counter() - start
         total = time.perf_counter() - start
         if b"connection: close" in lower:
             self.close()
         if status != 200 or b"[DONE]" not in body:
             raise RuntimeError(f"HTTP {status}: {body[-200:]!r}")
-        return Sample(ttft=ttft, total=total)
+        return Sample(ttft=ttft, total=total, start=start)
 
     def close(self) -> None:
         if self.writer is not None:
@@ -241,19 +553,77 @@ def build_request(target: Target) -> bytes:
     return head.encode() + b"\r\n" + body
 
 
-async def run_phase(target: Target, concurrency: int, seconds: float, upstream_pid: int) -> Phase:
+LAG_INTERVAL = 0.005  # seconds between the loop-lag probe's timers
+
+
+async def probe_lag(lags: list[float], interval: float = LAG_INTERVAL) -> None:
+    """Append how late each ``interval`` timer fired (seconds) until cancelled: the loop's stall time."""
+    loop = asyncio.get_running_loop()
+    while True:
+        due = time.perf_counter() + interval
+        waiter = loop.create_future()
+        loop.call_at(loop.time() + interval, _wake, waiter)
+        await waiter
+        lags.append(max(time.perf_counter() - due, 0.0))
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():  # cancelled with the phase's end
+        waiter.set_result(None)
+
+
+def own_cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+async def run_phase(
+    target: Target,
+    concurrency: int,
+    seconds: float,
+    upstream_pid: int,
+    *,
+    stagger: float = 0.0,
+    lag: bool = False,
+) -> Phase:
+    """``concurrency`` closed-loop clients for ``seconds``.
+
+    ``stagger``: client i sends its first request ``i × stagger / concurrency`` seconds
+    after the start instead of all at once, and only what starts after the ramp
+    (``stagger`` seconds) is measured: every client's first request, the one that
+    opens its connections, is left out, and so is the CPU spent before (see ``--stagger``).
+    Without it, all clients start at once and everything is measured (as before).
+    """
     phase = Phase(target=target.name, concurrency=concurrency)
     request = build_request(target)
-    server_before, upstream_before = cpu_seconds(target.pid), cpu_seconds(upstream_pid)
-    start = time.perf_counter()
-    deadline = start + seconds
+    pids = (target.pid, upstream_pid, os.getpid())
+    redis = redis_pid() if lag else None
+    before: dict[str, Any] = {}
 
-    async def client() -> None:
+    def snapshot() -> None:
+        before["server"], before["upstream"] = cpu_seconds(target.pid), cpu_seconds(upstream_pid)
+        before["client"] = own_cpu()
+        before["waits"] = [runq_wait_seconds(pid) for pid in pids]
+        before["redis"] = cpu_seconds(redis) if redis else 0.0
+        before["at"] = phase.began = time.perf_counter()
+
+    start = time.perf_counter()
+    measure_from = start + stagger
+    deadline = start + stagger + seconds
+    snapshot()
+    lags: list[float] = []
+    prober = asyncio.create_task(probe_lag(lags)) if lag else None
+
+    async def client(index: int) -> None:
         conn = Connection(target.port)
+        if stagger:
+            await asyncio.sleep(index * stagger / concurrency)
         try:
             while time.perf_counter() < deadline:
                 try:
-                    phase.samples.append(await conn.request(request))
+                    sample = await conn.request(request)
+                    if sample.start >= measure_from:
+                        phase.samples.append(sample)
                 except (OSError, RuntimeError, asyncio.IncompleteReadError, ValueError) as exc:
                     phase.errors += 1
                     if phase.errors <= 3:
@@ -263,10 +633,27 @@ async def run_phase(target: Target, concurrency: int, seconds: float, upstream_p
         finally:
             conn.close()
 
-    await asyncio.gather(*(client() for _ in range(concurrency)))
-    phase.elapsed = time.perf_counter() - start
-    phase.server_cpu = cpu_seconds(target.pid) - server_before
-    phase.upstream_cpu = cpu_seconds(upstream_pid) - upstream_before
+    async def measure() -> None:
+        if stagger:
+            await asyncio.sleep(stagger)
+            lags.clear()
+            snapshot()
+        await asyncio.sleep(seconds / 2)
+        phase.client_nodelay = nodelay_counts()
+
+    checker = asyncio.create_task(measure())
+    await asyncio.gather(*(client(i) for i in range(concurrency)))
+    if prober is not None:
+        prober.cancel()
+    await checker
+    phase.client_lag = lags
+    phase.elapsed = time.perf_counter() - before["at"]
+    phase.server_cpu = cpu_seconds(target.pid) - before["server"]
+    phase.upstream_cpu = cpu_seconds(upstream_pid) - before["upstream"]
+    phase.client_cpu = own_cpu() - before["client"]
+    waits = [runq_wait_seconds(pid) - b for pid, b in zip(pids, before["waits"], strict=True)]
+    phase.server_wait, phase.upstream_wait, phase.client_wait = waits
+    phase.redis_cpu = cpu_seconds(redis) - before["redis"] if redis else 0.0
     return phase
 
 
@@ -337,24 +724,83 @@ def summarize(phases: list[Phase]) -> dict[str, Any]:
         "total_ms": {f"p{q}": round(percentile(total, q / 100), 1) for q in (50, 95, 99)},
         "server_cpu_ms_per_req": round(sum(p.server_cpu for p in phases) * 1000 / done, 2),
         "upstream_cpu_ms_per_req": round(sum(p.upstream_cpu for p in phases) * 1000 / done, 2),
+        "client_cpu_ms_per_req": round(sum(p.client_cpu for p in phases) * 1000 / done, 2),
+        "redis_cpu_ms_per_req": round(sum(p.redis_cpu for p in phases) * 1000 / done, 2),
+        # Milliseconds per second of the phase that each process was runnable without a CPU.
+        "runq_wait_ms_per_s": {
+            "server": round(sum(p.server_wait for p in phases) * 1000 / elapsed, 1),
+            "upstream": round(sum(p.upstream_wait for p in phases) * 1000 / elapsed, 1),
+            "client": round(sum(p.client_wait for p in phases) * 1000 / elapsed, 1),
+        },
         "ttft_median_ms": round(statistics.median(ttft), 1),
+        # Median number of other requests of the same phase written within ±5 ms of each
+        # one: ≈0.5 for 50 req/s arriving at random, dozens when the clients move in step.
+        "crowd_5ms": statistics.median(_crowds(phases, 0.005)),
+        "client_nodelay": [p.client_nodelay for p in phases if p.client_nodelay != (0, 0)][:1],
+        **_lag_summary("client_lag_ms", [x for p in phases for x in p.client_lag]),
+        **_lag_summary("server_lag_ms", [x for p in phases for x in p.server_lag]),
+    }
+
+
+def _crowds(phases: list[Phase], window: float) -> list[int]:
+    import bisect
+
+    crowds = []
+    for phase in phases:
+        starts = sorted(s.start for s in phase.samples)
+        for t in starts:
+            crowds.append(
+                bisect.bisect_right(starts, t + window) - bisect.bisect_left(starts, t - window) - 1
+            )
+    return crowds or [0]
+
+
+def _lag_summary(name: str, lags: list[float]) -> dict[str, Any]:
+    if not lags:
+        return {}
+    ms = [x * 1000 for x in lags]
+    return {
+        name: {
+            "p50": round(percentile(ms, 0.5), 2),
+            "p99": round(percentile(ms, 0.99), 2),
+            "max": round(max(ms), 1),
+        }
     }
 
 
 # --- Orchestration --------------------------------------------------------------------------
 
 
-def start_gateway(port: int, tree: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """``uvicorn gennai.asgi:application`` (httptools, uvloop, one process) from ``tree``."""
-    return subprocess.Popen(
-        [
+def start_gateway(
+    port: int, tree: Path, env: dict[str, str], lag_file: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """``uvicorn gennai.asgi:application`` (httptools, uvloop, one process) from ``tree``.
+
+    With ``lag_file``, through :func:`serve_gateway` (the same server and settings, plus
+    the loop-lag probe).
+    """
+    if lag_file is not None:
+        cmd = [PY, str(Path(__file__).resolve()), "--serve-gateway", str(port), "--lag-file", str(lag_file)]
+    else:
+        cmd = [
             PY, "-m", "uvicorn", "gennai.asgi:application", "--port", str(port),
             "--http", "httptools", "--loop", "uvloop", "--no-access-log", "--log-level", "warning",
-        ],
-        cwd=tree,
-        env={**env, "PYTHONPATH": str(tree)},
-        start_new_session=True,
-    )  # fmt: skip
+        ]  # fmt: skip
+    return subprocess.Popen(cmd, cwd=tree, env={**env, "PYTHONPATH": str(tree)}, start_new_session=True)
+
+
+def read_lags(lag_file: Path | None, began: float, ended: float) -> list[float]:
+    """The gateway loop's timer lateness (seconds) between ``began`` and ``ended``."""
+    if lag_file is None or not lag_file.exists():
+        return []
+    lags = []
+    for line in lag_file.read_text().splitlines():
+        if line.startswith("#"):
+            continue
+        stamp, _, late = line.partition(" ")
+        if began <= float(stamp) <= ended:
+            lags.append(float(late))
+    return lags
 
 
 def start_litellm(venv: Path, upstream_port: int, port: int, workdir: Path) -> subprocess.Popen[bytes]:
@@ -403,7 +849,29 @@ def main() -> int:
         default=0.0,
         help="the fake upstream waits this long between content chunks (e.g. 15: ≈1 s per answer)",
     )
+    parser.add_argument(
+        "--stagger",
+        default="0",
+        help="spread the clients' first requests over this many seconds instead of sending all at once; "
+        "several (e.g. 0,1) run as separate rows, alternating",
+    )
+    parser.add_argument(
+        "--lag",
+        action="store_true",
+        help="probe the event loops' lag (a timer every 5 ms) in the gateways and in the load generator",
+    )
+    parser.add_argument(
+        "--samples", type=Path, help="write every request's start, TTFT and total (JSON lines)"
+    )
+    parser.add_argument(
+        "--upstream",
+        choices=("uvicorn", "threaded"),
+        default="uvicorn",
+        help="the fake model server: uvicorn/uvloop as vLLM (default), or the test suite's threaded one",
+    )
     parser.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-gateway", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--lag-file", help=argparse.SUPPRESS)
     parser.add_argument("--seed", help=argparse.SUPPRESS)
     parser.add_argument("--profile", type=Path, help="record the gateway with py-spy into this SVG")
     parser.add_argument(
@@ -418,14 +886,25 @@ def main() -> int:
     )
     args = parser.parse_args()
     if args.serve_upstream:
-        serve_upstream(args.serve_upstream, args.chunk_delay_ms)
+        serve = serve_upstream if args.upstream == "threaded" else serve_upstream_uvicorn
+        serve(args.serve_upstream, args.chunk_delay_ms, args.lag_file)
         return 0
     if args.seed:
         seed(args.seed, args.max_concurrency)
         return 0
+    if args.serve_gateway:
+        serve_gateway(args.serve_gateway, args.lag_file)
+        return 0
     if not os.environ.get("DATABASE_URL") or not os.environ.get("REDIS_URL"):
         raise SystemExit("needs DATABASE_URL and REDIS_URL: run through `python -m gennai.devstack env --`")
 
+    if args.samples:
+        args.samples.write_text("")
+    # The load generator's loop: uvloop, as the servers it measures (asyncio's own loop took
+    # ≈5 ms of this process's CPU per 67-chunk answer, on the cores the servers need).
+    import uvloop
+
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "gennai.settings.dev",
@@ -436,8 +915,19 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="gennai-bench-"))
     try:
         up_port = free_port()
+        up_cmd = [
+            PY,
+            __file__,
+            "--serve-upstream",
+            str(up_port),
+            "--chunk-delay-ms",
+            str(args.chunk_delay_ms),
+        ]
+        up_cmd += ["--upstream", args.upstream]
+        if args.lag:
+            up_cmd += ["--lag-file", str(workdir / "nodelay-upstream.txt")]
         upstream = subprocess.Popen(
-            [PY, __file__, "--serve-upstream", str(up_port), "--chunk-delay-ms", str(args.chunk_delay_ms)],
+            up_cmd,
             cwd=ROOT,
             env=env,
             start_new_session=True,
@@ -465,22 +955,26 @@ def main() -> int:
             .splitlines()[-1]
         )
         gw_port = free_port()
-        gateway = start_gateway(gw_port, ROOT, env)
+        gw_lag = workdir / "lag-gennai.txt" if args.lag else None
+        gateway = start_gateway(gw_port, ROOT, env, gw_lag)
         children.append(gateway)
         wait_port(gw_port, gateway)
         targets = [
             Target("direct", up_port, "/v1/chat/completions", UPSTREAM_MODEL, upstream.pid),
-            Target("gennai", gw_port, "/v1/chat/completions", ALIAS, gateway.pid, key=key),
+            Target("gennai", gw_port, "/v1/chat/completions", ALIAS, gateway.pid, key=key, lag_file=gw_lag),
         ]
         if args.baseline:
             # The same database, deployment and key, served by an older tree's code: a
             # before/after comparison inside one run (A B A B), not across runs.
             base_port = free_port()
-            baseline = start_gateway(base_port, args.baseline.resolve(), env)
+            base_lag = workdir / "lag-baseline.txt" if args.lag else None
+            baseline = start_gateway(base_port, args.baseline.resolve(), env, base_lag)
             children.append(baseline)
             wait_port(base_port, baseline)
             path = "/v1/chat/completions"
-            targets.insert(1, Target("baseline", base_port, path, ALIAS, baseline.pid, key=key))
+            targets.insert(
+                1, Target("baseline", base_port, path, ALIAS, baseline.pid, key=key, lag_file=base_lag)
+            )
         litellm_venv = os.environ.get("LITELLM_VENV")
         if litellm_venv:
             ll_port = free_port()
@@ -501,16 +995,47 @@ def main() -> int:
         results: dict[str, dict[str, Any]] = {}
         concurrencies = [1] if args.interleave else [int(c) for c in args.concurrency.split(",")]
         for concurrency in concurrencies:
-            phases: dict[str, list[Phase]] = {t.name: [] for t in targets}
+            staggers = [float(x) for x in args.stagger.split(",")]
+            runs = [
+                (t, stagger, t.name if len(staggers) == 1 else f"{t.name} stagger={stagger:g}")
+                for stagger in staggers
+                for t in targets
+            ]
+            phases: dict[str, list[Phase]] = {label: [] for _t, _s, label in runs}
             for _round in range(args.rounds):
                 if args.interleave:
                     seconds = args.seconds * len(targets)  # as long as the A B … phases together
                     for phase in asyncio.run(run_interleaved(targets, seconds, upstream.pid)):
                         phases[phase.target].append(phase)
                     continue
-                for target in targets:
-                    phase = asyncio.run(run_phase(target, concurrency, args.seconds, upstream.pid))
-                    phases[target.name].append(phase)
+                for target, stagger, label in runs:
+                    phase = asyncio.run(
+                        run_phase(
+                            target, concurrency, args.seconds, upstream.pid, stagger=stagger, lag=args.lag
+                        )
+                    )
+                    phases[label].append(phase)
+            if args.lag:
+                time.sleep(1.2)  # the gateways write their probe's lines about once a second
+                for target, _stagger, label in runs:
+                    for phase in phases[label]:
+                        phase.server_lag = read_lags(
+                            target.lag_file, phase.began, phase.began + phase.elapsed
+                        )
+            if args.samples:
+                with args.samples.open("a") as out:
+                    for name, done in phases.items():
+                        for phase in done:
+                            for sample in phase.samples:
+                                row = {
+                                    "target": name,
+                                    "concurrency": concurrency,
+                                    "phase_began": phase.began,
+                                    "start": round(sample.start - phase.began, 6),
+                                    "ttft": round(sample.ttft, 6),
+                                    "total": round(sample.total, 6),
+                                }
+                                out.write(json.dumps(row) + "\n")
             for name, done in phases.items():
                 row = {"target": name, "concurrency": concurrency, **summarize(done)}
                 results[f"{name}@{concurrency}"] = row
@@ -518,6 +1043,15 @@ def main() -> int:
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(timeout=60)
+        if args.lag:
+            for report in sorted(workdir.glob("*.txt")):
+                checks = [line for line in report.read_text().splitlines() if line.startswith("# nodelay")]
+                # The check taken with the most connections open (mid-phase).
+                busiest = max(checks, key=lambda line: int(line.rsplit("/", 1)[1]), default="no check")
+                print(f"{report.name}: {busiest} (TCP_NODELAY / connected)", file=sys.stderr)
+                pools = [line for line in report.read_text().splitlines() if line.startswith("# pool")]
+                if pools:
+                    print(f"{report.name}: {pools[-1]} (lean pool, since start-up)", file=sys.stderr)
         print(table(results))
         if args.json:
             args.json.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
