@@ -39,7 +39,8 @@ milliseconds once per answer time, and the last of them waits for the other 49
 ±5 ms of each one; ≈20–30 in step, 0–1 when staggered). ``--stagger 1`` spreads
 the clients' first requests over one second (one answer at 15 ms per chunk) and
 measures only after that ramp, with warm connections: steady load, as 50
-independent users would offer it. ``--stagger 0,1`` runs both, alternating.
+independent users would offer it. That is the default; ``--stagger 0`` is the
+earlier in-step measurement, ``--stagger 0,1`` runs both, alternating.
 
 ``--lag`` adds what a latency needs explained on a shared 2-core machine: the
 event loops' lag (a 5 ms timer's lateness) in each gateway and in the load
@@ -63,6 +64,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -134,6 +136,13 @@ def redis_pid() -> int | None:
         ):
             return int(pid)
     return None
+
+
+def pin(pid: int, cpu: int) -> None:
+    """Every thread of ``pid`` onto ``cpu`` only."""
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(int(task), {cpu})
 
 
 def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 90) -> None:
@@ -248,6 +257,24 @@ def serve_gateway(port: int, lag_file: str) -> None:
         LeanPool._acquire = counted_acquire  # type: ignore[method-assign]
         LeanPool._connect = counted_connect  # type: ignore[method-assign]
 
+    # How long the cyclic collector stops the loop, per generation (count, total, longest ms).
+    import gc
+
+    gc_stats: dict[int, list[float]] = {0: [0, 0.0, 0.0], 1: [0, 0.0, 0.0], 2: [0, 0.0, 0.0]}
+    gc_began = [0.0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            gc_began[0] = time.perf_counter()
+            return
+        took = (time.perf_counter() - gc_began[0]) * 1000
+        stats = gc_stats[info["generation"]]
+        stats[0] += 1
+        stats[1] += took
+        stats[2] = max(stats[2], took)
+
+    gc.callbacks.append(on_gc)
+
     async def probe() -> None:
         lags: list[float] = []
         stamps: list[float] = []
@@ -266,6 +293,11 @@ def serve_gateway(port: int, lag_file: str) -> None:
                     on, total = nodelay_counts()
                     out.write(f"# nodelay {on}/{total}\n")
                     out.write("# pool " + " ".join(f"{k}={v}" for k, v in pool_stats.items()) + "\n")
+                    out.write(
+                        "# gc "
+                        + " ".join(f"gen{g}={n}/{t:.1f}ms/max{m:.1f}ms" for g, (n, t, m) in gc_stats.items())
+                        + "\n"
+                    )
                     out.flush()
                     stamps.clear()
                     lags.clear()
@@ -851,7 +883,7 @@ def main() -> int:
     )
     parser.add_argument(
         "--stagger",
-        default="0",
+        default="1",
         help="spread the clients' first requests over this many seconds instead of sending all at once; "
         "several (e.g. 0,1) run as separate rows, alternating",
     )
@@ -859,6 +891,11 @@ def main() -> int:
         "--lag",
         action="store_true",
         help="probe the event loops' lag (a timer every 5 ms) in the gateways and in the load generator",
+    )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="gateways on CPU 0, the fake upstream, the load generator and Redis on CPU 1",
     )
     parser.add_argument(
         "--samples", type=Path, help="write every request's start, TTFT and total (JSON lines)"
@@ -984,6 +1021,15 @@ def main() -> int:
             path = "/v1/chat/completions"
             master = "sk-bench-master"
             targets.append(Target("litellm", ll_port, path, UPSTREAM_MODEL, litellm.pid, key=master))
+        if args.pin:
+            # Gateways on CPU 0; the model server, the load generator and Redis on CPU 1: in
+            # production they do not share the gateway's cores (other people's work still may).
+            gateways = {t.pid for t in targets} - {upstream.pid}
+            for pid in gateways:
+                pin(pid, 0)
+            for other in (upstream.pid, os.getpid(), redis_pid()):
+                if other:
+                    pin(other, 1)
         # Warm-up: connections, caches, the snapshot, the key cache.
         for target in targets:
             asyncio.run(run_phase(target, 4, 1.5, upstream.pid))
@@ -1049,9 +1095,16 @@ def main() -> int:
                 # The check taken with the most connections open (mid-phase).
                 busiest = max(checks, key=lambda line: int(line.rsplit("/", 1)[1]), default="no check")
                 print(f"{report.name}: {busiest} (TCP_NODELAY / connected)", file=sys.stderr)
-                pools = [line for line in report.read_text().splitlines() if line.startswith("# pool")]
+                lines = report.read_text().splitlines()
+                pools = [line for line in lines if line.startswith("# pool")]
                 if pools:
                     print(f"{report.name}: {pools[-1]} (lean pool, since start-up)", file=sys.stderr)
+                gcs = [line for line in lines if line.startswith("# gc")]
+                if gcs:
+                    print(
+                        f"{report.name}: {gcs[-1]} (collections/total/longest, since start-up)",
+                        file=sys.stderr,
+                    )
         print(table(results))
         if args.json:
             args.json.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
