@@ -125,6 +125,14 @@ def parse_args() -> argparse.Namespace:
         help="also measure (interleaved) a backend whose vector leg always takes the exact path",
     )
     parser.add_argument("--pg-stop", action="store_true", help="stop the --pg-dir cluster and exit")
+    parser.add_argument(
+        "--lexical-partitions",
+        type=int,
+        metavar="P",
+        help="prototype (benchmark only, --pg-dir): copy (id, ministry, workspace, tsv) into a plain table "
+        "and into one hash-partitioned by workspace_id into P partitions (kept), and time the lexical "
+        "leg's coverage tiers on the real table and both copies, interleaved",
+    )
     return parser.parse_args()
 
 
@@ -653,7 +661,9 @@ def run_measurements(
                 results["prewarm_s"] = prewarm(admin_url, args.database)
         if args.explain:
             explain(backend, ministry_id, samples[0])
-        if args.sweep:
+        if args.lexical_partitions:
+            results["lexical_partitions"] = lexical_partitions(admin_url, args, ministry_id, samples)
+        elif args.sweep:
             results["sweep"] = sweep(ministry_id, samples)
         elif not args.iterate:
             backends = {"current": backend}
@@ -686,6 +696,90 @@ def run_measurements(
             round_results["top10_overlap_with_current"] = overlap(variants, ministry_id, samples)
         print(json.dumps(round_results), flush=True)
         (args.iterate / "result.json").write_text(json.dumps(round_results, indent=2))
+
+
+def lexical_partitions(
+    admin_url: str, args: argparse.Namespace, ministry_id: int, samples: Samples
+) -> dict[str, object]:
+    """The lexical leg's tiers (as ``_lexical_leg`` builds them: all words, then at least k, each
+    ≤ 2,000 rows, stopping once 40 were found) on the real table, on a narrow plain copy and on a
+    copy hash-partitioned by workspace: does partitioning cut the GIN work, which is over the whole
+    ministry's posting lists otherwise? As the superuser (no RLS on any of the three)."""
+    import psycopg
+
+    from apps.search.postgres import TABLE, PostgresBackend, coverage_tiers, word_tsqueries
+
+    parts = int(args.lexical_partitions)
+    out: dict[str, object] = {"partitions": parts}
+    with psycopg.connect(admin_url, dbname=args.database, autocommit=True) as conn:
+        conn.execute(f"SET maintenance_work_mem = '{args.maintenance_work_mem}'")
+        built = conn.execute(
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = to_regclass('bench_part')"
+        ).fetchone()
+        if not built or built[0] != parts:
+            t = time.perf_counter()
+            conn.execute("DROP TABLE IF EXISTS bench_part, bench_flat")
+            columns = "id bigint, ministry_id bigint, workspace_id smallint, tsv tsvector"
+            conn.execute(f"CREATE TABLE bench_flat ({columns})")
+            conn.execute(f"CREATE TABLE bench_part ({columns}) PARTITION BY HASH (workspace_id)")
+            for r in range(parts):
+                conn.execute(
+                    f"CREATE TABLE bench_part_{r} PARTITION OF bench_part "
+                    f"FOR VALUES WITH (MODULUS {parts}, REMAINDER {r})"
+                )
+            for table in ("bench_flat", "bench_part"):
+                conn.execute(f"INSERT INTO {table} SELECT id, ministry_id, workspace_id, tsv FROM {TABLE}")
+                conn.execute(f"CREATE INDEX ON {table} USING gin (tsv)")
+                conn.execute(f"CREATE INDEX ON {table} (ministry_id, workspace_id)")
+                conn.execute(f"VACUUM (ANALYZE) {table}")
+            # Owned like the app's tables: the next run's migrate grants on every table as the owner role.
+            owner = os.environ.get("GENNAI_DB_OWNER_ROLE", "gennai_owner")
+            for table in ["bench_flat", "bench_part", *(f"bench_part_{r}" for r in range(parts))]:
+                conn.execute(f'ALTER TABLE {table} OWNER TO "{owner}"')
+            out["build_s"] = round(time.perf_counter() - t, 1)
+            print("lexical partitions built in", out["build_s"], "s", os.getloadavg(), flush=True)
+        depth, cap = 40, PostgresBackend.lexical_tier_rows
+        for _round in range(2):
+            timings: dict[str, list[float]] = {TABLE: [], "bench_flat": [], "bench_part": []}
+            found: dict[str, list[int]] = {name: [] for name in timings}
+            for n, (words, _vector) in enumerate(samples):
+                query = " ".join(words[k] for k in (0, 9, 18))
+                chosen = [1 + (n * 7 + k) % 100 for k in range(4)] + random.Random(n).sample(range(1, 101), 1)  # noqa: S311
+                names = list(timings)
+                for name in names[n % 3 :] + names[: n % 3]:
+                    t = time.perf_counter()
+                    rows = 0
+                    for _k, tier in coverage_tiers(word_tsqueries(query)):
+                        rows += len(
+                            conn.execute(
+                                f"SELECT id FROM {name} WHERE ministry_id = %s AND workspace_id = ANY(%s) "
+                                "AND tsv @@ to_tsquery('simple', %s) LIMIT %s",
+                                [ministry_id, chosen, tier, cap],
+                            ).fetchall()
+                        )
+                        if rows >= depth:
+                            break
+                    timings[name].append((time.perf_counter() - t) * 1000)
+                    found[name].append(rows)
+        for name, values in timings.items():
+            out[name] = {
+                "p50_ms": round(statistics.median(values), 1),
+                "p95_ms": round(pct(values, 95), 1),
+                "rows_found_mean": round(statistics.mean(found[name]), 1),
+            }
+            print("lexical tiers", name, out[name], flush=True)
+        out["load"] = os.getloadavg()
+        sample_words = samples[0][0]
+        tiers = coverage_tiers(word_tsqueries(" ".join(sample_words[k] for k in (0, 9, 18))))
+        tier = tiers[min(1, len(tiers) - 1)][1]  # "at least 2 of 3": the expensive one
+        for name in ("bench_flat", "bench_part"):
+            plan = conn.execute(
+                f"EXPLAIN (ANALYZE, BUFFERS) SELECT id FROM {name} WHERE ministry_id = %s "
+                "AND workspace_id = ANY(%s) AND tsv @@ to_tsquery('simple', %s) LIMIT 2000",
+                [ministry_id, [1, 8, 15, 22, 50], tier],
+            ).fetchall()
+            print("---", name, *[row[0] for row in plan], sep="\n", flush=True)
+    return out
 
 
 def sweep(ministry_id: int, samples: Samples) -> dict[str, object]:
