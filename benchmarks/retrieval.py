@@ -36,7 +36,9 @@ production-sized settings in turn::
 ``--prewarm`` loads the indexes (and what fits of the table) with ``pg_prewarm`` first, as after a
 production restart (docs/search.md, "Sizing PostgreSQL for search"); ``--force-exact`` also measures,
 interleaved, a backend whose vector leg always takes the exact path; ``--sweep`` measures the vector
-leg's two paths at 1–20 of the 100 workspaces per query (where ``exact_vector_threshold`` belongs).
+leg's two paths at 1–20 of the 100 workspaces per query (where ``exact_vector_threshold`` belongs);
+``--lexical-partitions P`` times the lexical leg's coverage tiers on the real table, a narrow copy and
+a copy hash-partitioned by workspace into P partitions (a prototype: nothing in apps/ is partitioned).
 """
 
 from __future__ import annotations
