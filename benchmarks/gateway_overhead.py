@@ -38,8 +38,9 @@ milliseconds once per answer time, and the last of them waits for the other 49
 (``crowd_5ms`` in the JSON: the median number of other requests written within
 ±5 ms of each one; ≈20–30 in step, 0–1 when staggered). ``--stagger 1`` spreads
 the clients' first requests over one second (one answer at 15 ms per chunk) and
-measures only after that ramp, with warm connections: steady load, as 50
-independent users would offer it. That is the default; ``--stagger 0`` is the
+measures only after that ramp and one more second (every client's first answer
+done), with warm connections and caches: steady load, as 50 independent users
+would offer it. That is the default; ``--stagger 0`` is the
 earlier in-step measurement, ``--stagger 0,1`` runs both, alternating.
 
 ``--lag`` adds what a latency needs explained on a shared 2-core machine: the
@@ -209,7 +210,7 @@ def serve_upstream(port: int, chunk_delay_ms: float = 0.0, report: str | None = 
     server.serve_forever()
 
 
-def serve_gateway(port: int, lag_file: str) -> None:
+def serve_gateway(port: int, lag_file: str, switch_interval: float | None = None) -> None:
     """``gennai.asgi:application`` under uvicorn (as :func:`start_gateway`), with a loop-lag probe.
 
     Runs in the tree given by the working directory and ``PYTHONPATH`` (a baseline's
@@ -274,6 +275,8 @@ def serve_gateway(port: int, lag_file: str) -> None:
         stats[2] = max(stats[2], took)
 
     gc.callbacks.append(on_gc)
+    if switch_interval:
+        sys.setswitchinterval(switch_interval)
 
     async def probe() -> None:
         lags: list[float] = []
@@ -621,9 +624,11 @@ async def run_phase(
     """``concurrency`` closed-loop clients for ``seconds``.
 
     ``stagger``: client i sends its first request ``i × stagger / concurrency`` seconds
-    after the start instead of all at once, and only what starts after the ramp
-    (``stagger`` seconds) is measured: every client's first request, the one that
-    opens its connections, is left out, and so is the CPU spent before (see ``--stagger``).
+    after the start instead of all at once, and only what starts ``2 × stagger`` seconds
+    after the start is measured (the ramp, then one answer time: every client's first
+    request, which opens its connections and whose end meets the gateway's caches
+    cold after the other targets' phases, is left out, and so is the CPU spent before;
+    see ``--stagger``).
     Without it, all clients start at once and everything is measured (as before).
     """
     phase = Phase(target=target.name, concurrency=concurrency)
@@ -640,8 +645,11 @@ async def run_phase(
         before["at"] = phase.began = time.perf_counter()
 
     start = time.perf_counter()
-    measure_from = start + stagger
-    deadline = start + stagger + seconds
+    # After the ramp *and* every client's first answer: the first answers also end in
+    # the gateway's colder paths (caches that expired while other targets ran, usage
+    # settled for the first time in seconds) — a restart's cost, not a steady load's.
+    measure_from = start + 2 * stagger
+    deadline = measure_from + seconds
     snapshot()
     lags: list[float] = []
     prober = asyncio.create_task(probe_lag(lags)) if lag else None
@@ -667,7 +675,7 @@ async def run_phase(
 
     async def measure() -> None:
         if stagger:
-            await asyncio.sleep(stagger)
+            await asyncio.sleep(2 * stagger)
             lags.clear()
             snapshot()
         await asyncio.sleep(seconds / 2)
@@ -804,7 +812,7 @@ def _lag_summary(name: str, lags: list[float]) -> dict[str, Any]:
 
 
 def start_gateway(
-    port: int, tree: Path, env: dict[str, str], lag_file: Path | None = None
+    port: int, tree: Path, env: dict[str, str], lag_file: Path | None = None, extra: list[str] | None = None
 ) -> subprocess.Popen[bytes]:
     """``uvicorn gennai.asgi:application`` (httptools, uvloop, one process) from ``tree``.
 
@@ -813,6 +821,7 @@ def start_gateway(
     """
     if lag_file is not None:
         cmd = [PY, str(Path(__file__).resolve()), "--serve-gateway", str(port), "--lag-file", str(lag_file)]
+        cmd += extra or []
     else:
         cmd = [
             PY, "-m", "uvicorn", "gennai.asgi:application", "--port", str(port),
@@ -908,6 +917,11 @@ def main() -> int:
     )
     parser.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--serve-gateway", type=int, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--switch-interval",
+        type=float,
+        help="with --lag: sys.setswitchinterval(S) in the 'gennai' gateway only (the GIL hand-over time)",
+    )
     parser.add_argument("--lag-file", help=argparse.SUPPRESS)
     parser.add_argument("--seed", help=argparse.SUPPRESS)
     parser.add_argument("--profile", type=Path, help="record the gateway with py-spy into this SVG")
@@ -930,7 +944,7 @@ def main() -> int:
         seed(args.seed, args.max_concurrency)
         return 0
     if args.serve_gateway:
-        serve_gateway(args.serve_gateway, args.lag_file)
+        serve_gateway(args.serve_gateway, args.lag_file, args.switch_interval)
         return 0
     if not os.environ.get("DATABASE_URL") or not os.environ.get("REDIS_URL"):
         raise SystemExit("needs DATABASE_URL and REDIS_URL: run through `python -m gennai.devstack env --`")
@@ -993,7 +1007,8 @@ def main() -> int:
         )
         gw_port = free_port()
         gw_lag = workdir / "lag-gennai.txt" if args.lag else None
-        gateway = start_gateway(gw_port, ROOT, env, gw_lag)
+        extra = ["--switch-interval", str(args.switch_interval)] if args.switch_interval else []
+        gateway = start_gateway(gw_port, ROOT, env, gw_lag, extra)
         children.append(gateway)
         wait_port(gw_port, gateway)
         targets = [
