@@ -154,32 +154,43 @@ class UsageMeter:
         """Journal the ``finished`` entry once, even if the request task is being cancelled.
 
         A reserved request is settled here too, to exactly its ledger row's tokens
-        and cost (the entry carries the cost, so the drainer records the same number).
+        and cost (the entry carries the cost, so the drainer records the same number),
+        by the same script that journals the entry (:func:`apps.quotas.admission.asettle`).
         """
         if self.done:
             return
         self.done = True
         entry = self.entry(status)
-        if self.reservation is not None:
-            entry.cost_yen = str(self._cost(entry.prompt_tokens, entry.completion_tokens))
+        reservation = self.reservation
+        journaled = False
         try:
-            await asyncio.shield(journal_finished(entry))
-        except asyncio.CancelledError:  # the shielded write still completes
-            raise
-        except Exception:
-            logger.exception("usage record failed (request %s)", self.request_id)
-        finally:
-            if self.reservation is not None:
-                await asyncio.shield(
+            if reservation is not None:
+                entry.cost_yen = str(self._cost(entry.prompt_tokens, entry.completion_tokens))
+                # One script settles and journals the finished entry (shielded: it completes
+                # even if this task is being cancelled); the budget notices follow it, off the
+                # response's path.
+                settling = asyncio.ensure_future(
                     asettle(
-                        reservation=self.reservation,
+                        reservation=reservation,
                         prompt_tokens=entry.prompt_tokens,
                         completion_tokens=entry.completion_tokens,
                         cost_yen=Decimal(entry.cost_yen),
+                        journal=entry.encode(),
                     )
                 )
-                # The 80 %/100 % budget notices, off the response's path (it may still be sending).
-                _background(alerts_after_settle(self.reservation.subject))
+                settling.add_done_callback(
+                    lambda _done: _background(alerts_after_settle(reservation.subject))
+                )
+                journaled = await asyncio.shield(settling)
+        finally:
+            # No reservation, Redis down, or cancelled meanwhile (journaling twice is harmless).
+            if not journaled:
+                try:
+                    await asyncio.shield(journal_finished(entry))
+                except asyncio.CancelledError:  # the shielded write still completes
+                    raise
+                except Exception:
+                    logger.exception("usage record failed (request %s)", self.request_id)
 
     async def release(self, reservation: Reservation) -> None:
         """The client left while its reservation was made: record it and settle the reservation."""

@@ -459,8 +459,13 @@ _retrying: set[asyncio.Task[None]] = set()
 
 
 async def asettle(
-    *, reservation: Reservation, prompt_tokens: int, completion_tokens: int, cost_yen: Decimal
-) -> None:
+    *,
+    reservation: Reservation,
+    prompt_tokens: int,
+    completion_tokens: int,
+    cost_yen: Decimal,
+    journal: bytes | None = None,
+) -> bool:
     """Replace the reservation with the actual usage on every level; idempotent, never raises for Redis.
 
     Call it in a ``finally`` (upstream errors, disconnects and stopped streams
@@ -468,13 +473,20 @@ async def asettle(
     retried in the background for about half a minute (a blip must not hold the
     reservation's budget and slot until it expires); after that the reservation
     expires and the reconciler catches the counters up from the ledger.
+
+    ``journal``: the request's encoded ``finished`` usage-journal entry, appended by
+    the same script (one command at the end of a request instead of two). Returns
+    True only if Redis stored it; otherwise (not given, nothing to settle, Redis down,
+    the journal refused it) the caller journals it itself.
     """
     if reservation.degraded or reservation.settled:
-        return
+        return False
     args = _settle_args(reservation, prompt_tokens, completion_tokens, cost_yen)
+    after = [usage_journal.STREAM, journal] if journal is not None else None
     try:
-        await async_scripts().settle(args=args)
+        reply = await async_scripts().settle(args=args, after=after)
         reservation.settled = True
+        return isinstance(reply, list) and int(reply[1]) == 1
     except REDIS_DOWN:
         logger.warning("admission: settle of %s failed, retrying in the background", reservation.request_id)
         task = asyncio.get_running_loop().create_task(_retry_settle(reservation, args))
@@ -484,6 +496,7 @@ async def asettle(
         logger.exception(
             "admission: settle of %s failed; the reconciler will repair it", reservation.request_id
         )
+    return False
 
 
 async def _retry_settle(reservation: Reservation, args: list[Any]) -> None:

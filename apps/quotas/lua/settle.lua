@@ -12,12 +12,27 @@
 -- settle its real usage later (used only, nothing held any more).
 -- The record's format is described in admit.lua.
 -- Returns 1 if something was done, 0 if the reservation was unknown or already settled.
+-- Optionally ARGV 6 the usage journal's stream and 7 the request's "finished" entry
+-- (apps.quotas.journal): appended first, whatever the reservation's state (an expired one
+-- still ends in the ledger), with pcall (a journal that refuses it must not stop the settle);
+-- then the reply is {the above, 1 if the entry was appended else 0}.
 local P = ARGV[1]
 local rid = ARGV[2]
 local mode = ARGV[3]
 local act_tok = tonumber(ARGV[4])
 local act_yen = tonumber(ARGV[5])
 local rk = P .. 'rs:' .. rid
+local journaled = nil
+if ARGV[6] then
+  local added = redis.pcall('XADD', ARGV[6], '*', 'k', 'f', 'r', ARGV[7])
+  journaled = (type(added) ~= 'table' or not added.err) and 1 or 0
+end
+local function done(v)
+  if journaled == nil then
+    return v
+  end
+  return {v, journaled}
+end
 -- Numbers are doubles in Lua: write them as integers, never in exponent notation.
 local function int(x)
   if x == 0 then
@@ -30,7 +45,7 @@ local EXACT = 4503599627370496
 
 local record = redis.call('GET', rk)
 if not record then
-  return 0
+  return done(0)
 end
 local x, mid, tok, yen, mo, _exp, res_minute, svs, tps, cs = string.match(record,
   '^([01])\t(%d+)\t(%d+)\t(%d+)\t(%d+)\t(%d+)\t(%d+)\t([^\t]*)\t([^\t]*)\t([^\t]*)$')
@@ -39,7 +54,7 @@ if x == nil then
 end
 local released = x == '1'
 if released and mode == 'r' then
-  return 0
+  return done(0)
 end
 local est_tok, est_yen = tonumber(tok), tonumber(yen)
 local t = redis.call('TIME')
@@ -96,9 +111,9 @@ end
 
 if mode == 'r' then
   redis.call('SET', rk, '1' .. string.sub(record, 2), 'KEEPTTL')
-  return 1
+  return done(1)
 end
 redis.call('HSET', P .. 'settled:' .. mid, rid,
   t[1] .. '|' .. ARGV[4] .. '|' .. ARGV[5] .. '|' .. mo .. '|' .. svs)
 redis.call('DEL', rk)
-return 1
+return done(1)

@@ -14,6 +14,7 @@ from apps.quotas.admission import (
     QuotaExceeded,
     Reservation,
     areserve,
+    asettle,
     reserve,
     settle,
     subject_for_api_key,
@@ -291,6 +292,39 @@ def test_the_started_entry_is_journaled_with_the_reservation_and_only_with_it(
         )
         assert not refused_journal.journaled
         assert counters(quota_redis, f"m{a.pk}:u{user.pk}")["ht"] == 804
+    finally:
+        quota_redis.delete(stream)
+
+
+def test_the_finished_entry_is_journaled_by_the_settle_and_a_refusing_journal_stops_no_settle(
+    quota_redis: redis.Redis, ministries: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One script at the end of a request: settle + the finished usage entry; if the journal
+    refuses the entry the settle still happens and the caller is told to journal it itself."""
+    stream = f"test:journal:{new_id()}"
+    monkeypatch.setattr(journal, "STREAM", stream)
+    a, _ = ministries
+    admin, user = admin_of(a), staff_of(a)
+    set_limit(a, admin, level="user", user=user, monthly_tokens=10_000)
+    subject = user_subject(a, user)
+    limits.ministry_limits(a.pk)  # cached: the async path needs no database hop
+    scope = f"m{a.pk}:u{user.pk}"
+
+    async def reserve_and_settle(entry: bytes) -> bool:
+        r = await areserve(subject=subject, prompt_tokens=100, max_tokens=100, request_id=new_id())
+        return await asettle(
+            reservation=r, prompt_tokens=100, completion_tokens=7, cost_yen=Decimal(0), journal=entry
+        )
+
+    try:
+        assert asyncio.run(reserve_and_settle(b'{"n": 1}')) is True
+        entries: list[tuple[bytes, dict[bytes, bytes]]] = quota_redis.xrange(stream)  # type: ignore[assignment]
+        assert [(fields[b"k"], fields[b"r"]) for _id, fields in entries] == [(b"f", b'{"n": 1}')]
+        assert counters(quota_redis, scope) == {"ut": 107, "ht": 0, "uy": 0, "hy": 0}
+        quota_redis.delete(stream)
+        quota_redis.set(stream, "not a stream")
+        assert asyncio.run(reserve_and_settle(b'{"n": 2}')) is False
+        assert counters(quota_redis, scope) == {"ut": 214, "ht": 0, "uy": 0, "hy": 0}
     finally:
         quota_redis.delete(stream)
 
