@@ -97,6 +97,13 @@ def parse_args() -> argparse.Namespace:
         help="event loop (default: uvloop, which the web process serves with: infra/README.md)",
     )
     parser.add_argument(
+        "--pin",
+        type=int,
+        metavar="CPU",
+        help="run this process and the Redis server (when it runs here) on this one CPU: a diagnostic "
+        "that takes the cross-CPU wake-up of each round trip out (not how production runs)",
+    )
+    parser.add_argument(
         "--no-pool",
         action="store_true",
         help="open a database connection per hop as the test settings do, instead of the web "
@@ -265,6 +272,7 @@ def run_ab(args: argparse.Namespace) -> int:
     passthrough = [
         *(["--no-gc-freeze"] if args.no_gc_freeze else []),
         *(["--no-pool"] if args.no_pool else []),
+        *([f"--pin={args.pin}"] if args.pin is not None else []),
         f"--loop={args.loop}",
         f"--concurrency={args.concurrency}",
         f"--requests={args.requests}",
@@ -361,6 +369,12 @@ def main() -> int:
             gc.freeze()  # as the web process does at start-up (apps/gateway/asgi.py, lifespan)
         client = redis.Redis.from_url(settings.REDIS_URL)
         info = client.info("server")
+        if args.pin is not None:
+            os.sched_setaffinity(0, {args.pin})
+            try:
+                os.sched_setaffinity(int(info["process_id"]), {args.pin})
+            except OSError as exc:  # Redis on another machine or owned by another user
+                print(f"Redis not pinned: {exc}", file=sys.stderr)
         for hold_ms in [float(h) for h in args.hold_ms.split(",")]:
             with asyncio.Runner(loop_factory=new_loop) as runner:
                 runner.run(
@@ -400,6 +414,7 @@ def main() -> int:
         "requests": args.requests,
         "limits": args.limits,
         "loop": args.loop,
+        "pin": args.pin,
         "pool": not args.no_pool,
     }
     print(
