@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -246,18 +247,28 @@ def test_same_request_id_cannot_reserve_twice(quota_redis: redis.Redis, ministri
     assert counters(quota_redis, f"m{a.pk}")["ht"] == 2
 
 
-def test_the_started_entry_is_journaled_with_the_reservation_and_only_with_it(
+@pytest.fixture
+def journaled_user(
     quota_redis: redis.Redis, ministries: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """One script: admitted ⇔ the request's started usage entry is in the journal (no second
-    write in front of the upstream call, no entry for a refused or duplicate request)."""
+) -> Iterator[tuple[str, admission.Subject, str]]:
+    """A user with a 1,000-token month budget, a journal stream of this test's own, and the
+    ministry's limits cached (the async path needs no database hop): (stream, subject, scope)."""
     stream = f"test:journal:{new_id()}"
     monkeypatch.setattr(journal, "STREAM", stream)
     a, _ = ministries
     admin, user = admin_of(a), staff_of(a)
     set_limit(a, admin, level="user", user=user, monthly_tokens=1000)
-    subject = user_subject(a, user)
-    limits.ministry_limits(a.pk)  # cached: the async path needs no database hop
+    limits.ministry_limits(a.pk)
+    yield stream, user_subject(a, user), f"m{a.pk}:u{user.pk}"
+    quota_redis.delete(stream)
+
+
+def test_the_started_entry_is_journaled_with_the_reservation_and_only_with_it(
+    quota_redis: redis.Redis, journaled_user: tuple[str, admission.Subject, str]
+) -> None:
+    """One script: admitted ⇔ the request's started usage entry is in the journal (no second
+    write in front of the upstream call, no entry for a refused or duplicate request)."""
+    stream, subject, scope = journaled_user
     first, second, plain = new_id(), new_id(), new_id()
 
     async def run() -> tuple[Reservation, Reservation]:
@@ -280,7 +291,7 @@ def test_the_started_entry_is_journaled_with_the_reservation_and_only_with_it(
         assert ok.journaled and not without.journaled
         entries: list[tuple[bytes, dict[bytes, bytes]]] = quota_redis.xrange(stream)  # type: ignore[assignment]
         assert [(fields[b"k"], fields[b"r"]) for _id, fields in entries] == [(b"s", b'{"n": 1}')]
-        assert counters(quota_redis, f"m{a.pk}:u{user.pk}")["ht"] == 802
+        assert counters(quota_redis, scope)["ht"] == 802
     finally:
         quota_redis.delete(stream)
     # A journal that refuses the entry (here: the key is no stream) leaves the reservation
@@ -291,24 +302,17 @@ def test_the_started_entry_is_journaled_with_the_reservation_and_only_with_it(
             areserve(subject=subject, prompt_tokens=1, max_tokens=1, request_id=new_id(), journal=b"{}")
         )
         assert not refused_journal.journaled
-        assert counters(quota_redis, f"m{a.pk}:u{user.pk}")["ht"] == 804
+        assert counters(quota_redis, scope)["ht"] == 804
     finally:
         quota_redis.delete(stream)
 
 
 def test_the_finished_entry_is_journaled_by_the_settle_and_a_refusing_journal_stops_no_settle(
-    quota_redis: redis.Redis, ministries: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
+    quota_redis: redis.Redis, journaled_user: tuple[str, admission.Subject, str]
 ) -> None:
     """One script at the end of a request: settle + the finished usage entry; if the journal
     refuses the entry the settle still happens and the caller is told to journal it itself."""
-    stream = f"test:journal:{new_id()}"
-    monkeypatch.setattr(journal, "STREAM", stream)
-    a, _ = ministries
-    admin, user = admin_of(a), staff_of(a)
-    set_limit(a, admin, level="user", user=user, monthly_tokens=10_000)
-    subject = user_subject(a, user)
-    limits.ministry_limits(a.pk)  # cached: the async path needs no database hop
-    scope = f"m{a.pk}:u{user.pk}"
+    stream, subject, scope = journaled_user
 
     async def reserve_and_settle(entry: bytes) -> bool:
         r = await areserve(subject=subject, prompt_tokens=100, max_tokens=100, request_id=new_id())
