@@ -11,9 +11,10 @@ key cache, the route (a decision reused for at most 0.25 s, see
 :mod:`.routing`), admission's reservation with the ``started`` journal entry
 (one Redis script), the upstream call. After the first
 token: the background refreshes of the route and key caches
-(:func:`refresh_ahead`), the relay, one journal append at the end (see
-:mod:`apps.gateway.usage`). Nothing per chunk but the byte relay. Nothing in
-front of the first token waits for a thread or the database in steady state.
+(:func:`refresh_ahead`), the relay, and at the end one script that settles the
+reservation and appends the ``finished`` journal entry (see :mod:`apps.gateway.usage`).
+Nothing per chunk but the byte relay. Nothing in front of the first token waits
+for a thread or the database in steady state.
 """
 
 from __future__ import annotations
