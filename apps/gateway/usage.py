@@ -122,10 +122,8 @@ class UsageMeter:
         )
 
     def started_entry(self, prompt_tokens: int, estimated: bool) -> bytes:
-        """The encoded ``started`` entry, the prompt counted by admission (which journals it:
-        :func:`apps.gateway.admission.reserve_chat`)."""
-        if self.prompt_tokens > 0:  # reported already (never before the upstream answers)
-            return self.entry("").encode()
+        """The encoded ``started`` entry, the prompt counted by admission (which journals it
+        before the upstream is called: :func:`apps.gateway.admission.reserve_chat`)."""
         return self.entry("", counted=(prompt_tokens, estimated)).encode()
 
     async def start(self) -> None:

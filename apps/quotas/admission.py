@@ -388,6 +388,11 @@ def _text(value: Any) -> str:
 # --- Reserve and settle -------------------------------------------------------------------------
 
 
+def _journal_args(entry: bytes | None) -> list[Any] | None:
+    """The scripts' optional last arguments: the usage journal's stream and an encoded entry."""
+    return None if entry is None else [usage_journal.STREAM, entry]
+
+
 async def areserve(
     *,
     subject: Subject,
@@ -414,9 +419,8 @@ async def areserve(
     tokens, yen = _estimate(prompt_tokens, max_tokens, price)
     reservation = Reservation(request_id, subject, tokens, yen, int(max_tokens))
     args = admit_args(subject=subject, plan=plan, request_id=request_id, tokens=tokens, yen=yen)
-    after = [usage_journal.STREAM, journal] if journal is not None else None
     try:
-        reply = await async_scripts().admit(args=args, encoded=plan.level_args, after=after)
+        reply = await async_scripts().admit(args=args, encoded=plan.level_args, after=_journal_args(journal))
     except REDIS_DOWN as exc:
         return unavailable(reservation, exc)
     reservation = _outcome(reply, reservation, plan)
@@ -482,9 +486,8 @@ async def asettle(
     if reservation.degraded or reservation.settled:
         return False
     args = _settle_args(reservation, prompt_tokens, completion_tokens, cost_yen)
-    after = [usage_journal.STREAM, journal] if journal is not None else None
     try:
-        reply = await async_scripts().settle(args=args, after=after)
+        reply = await async_scripts().settle(args=args, after=_journal_args(journal))
         reservation.settled = True
         return isinstance(reply, list) and int(reply[1]) == 1
     except REDIS_DOWN:
