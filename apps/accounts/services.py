@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -329,16 +330,32 @@ def local_role_revoke(*, actor: User | None, grant: LocalRoleGrant, reason: str 
     _forget_now_and_after_commit(ministry_id=ministry_id, user_id=user_id)
 
 
+@dataclass(frozen=True)
+class LocalGrantPolicyChange:
+    """What :func:`local_grant_policy_set` did: the override now in force and the grants it revoked."""
+
+    #: The ministry's override after the change (``None``: the platform setting applies).
+    policy: LocalGrantPolicy | None
+    #: Grants the new policy no longer allows, revoked by the change (each audited, reason ``policy``).
+    revoked: int
+
+
 @transaction.atomic
 def local_grant_policy_set(
-    *, ministry: Ministry, enabled: bool | None, allow_ministry_admin: bool = False
-) -> LocalGrantPolicy | None:
+    *,
+    ministry: Ministry,
+    enabled: bool | None,
+    allow_ministry_admin: bool = False,
+    actor: User | None = None,
+) -> LocalGrantPolicyChange:
     """Set (or with ``enabled=None`` remove) the ministry's override of the platform policy.
 
-    Platform work (``manage.py local_grant_policy``), audited with actor
-    ``system``. Grants the new policy no longer allows are revoked at once
-    (each audited, reason ``policy``), so turning the policy off takes effect
-    on every member's next request.
+    Platform work: the console's platform page (``actor``: the platform admin)
+    or ``manage.py local_grant_policy`` (``actor=None``: ``system``). Audited
+    with that actor. Grants the new policy no longer allows are revoked at once
+    (each audited, reason ``policy``, same actor), so turning the policy off
+    takes effect on every member's next request. Authorisation is the caller's:
+    ministry admins must never reach this (the policy limits them).
     """
     with ministry_scope(ministry_id=ministry.pk):
         before = LocalGrantPolicy.objects.filter(ministry=ministry).first()
@@ -352,7 +369,7 @@ def local_grant_policy_set(
             )
         allowed = set(grant_policy(ministry_id=ministry.pk).grantable_roles())
         audit_record(
-            actor=None,
+            actor=actor,
             action=LOCAL_GRANT_POLICY,
             target_type="ministry",
             target_id=ministry.pk,
@@ -363,6 +380,8 @@ def local_grant_policy_set(
                 "grantable_roles": sorted(allowed),
             },
         )
+        revoked = 0
         for grant in LocalRoleGrant.objects.exclude(role__in=allowed):
-            local_role_revoke(actor=None, grant=grant, reason="policy")
-    return row
+            local_role_revoke(actor=actor, grant=grant, reason="policy")
+            revoked += 1
+    return LocalGrantPolicyChange(policy=row, revoked=revoked)

@@ -4,8 +4,11 @@
 ``manage.py local_grant_policy --ministry digital --disable``
 ``manage.py local_grant_policy --ministry digital --platform-default``   (remove the override)
 
-Audited (``membership.local_grant_policy``). Grants the new policy no longer
-allows are revoked at once. See docs/admin.md, "Local role grants".
+Audited (``membership.local_grant_policy``, actor ``system``). Grants the new
+policy no longer allows are revoked at once. Platform admins can do the same in
+the console (プラットフォーム → 府省庁 → ローカル付与,
+``console:platform_local_grants``), audited with their name.
+See docs/admin.md, "Local role grants".
 """
 
 from __future__ import annotations
@@ -41,9 +44,14 @@ class Command(BaseCommand):
         enabled = True if options["enable"] else False if options["disable"] else None
         if options["allow_ministry_admin"] and not enabled:
             raise CommandError("--allow-ministry-admin needs --enable")
-        local_grant_policy_set(
-            ministry=ministry, enabled=enabled, allow_ministry_admin=bool(options["allow_ministry_admin"])
+        change = local_grant_policy_set(
+            ministry=ministry,
+            enabled=enabled,
+            allow_ministry_admin=bool(options["allow_ministry_admin"]),
+            actor=None,
         )
         with ministry_scope(ministry_id=ministry.pk):
             roles = grant_policy(ministry_id=ministry.pk).grantable_roles()
         self.stdout.write(f"{ministry.code}: grantable roles: {', '.join(roles) or 'none'}")
+        if change.revoked:
+            self.stdout.write(f"{ministry.code}: revoked {change.revoked} grant(s) no longer allowed")
