@@ -273,9 +273,19 @@ CSV_HEADER = [
 ]
 
 
+#: First characters that make a spreadsheet read a cell as a formula (or, for TAB / CR, that
+#: hide one behind them); Japanese spreadsheets take the full-width signs as formulas too.
+_FORMULA_STARTS = frozenset("=+-@\t\r＝＋－＠")
+
+
 def _cell(value: str) -> str:
-    """Security: a label starting with = + - @ would run as a formula in a spreadsheet."""
-    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+    """Security: text that would start a formula gets a leading ``'`` (shown, never evaluated).
+
+    Applied to every text cell of the export that comes from data (the group's
+    key and its label): a model, alias or team name, a user's display name or
+    an API key's name must not run as a formula in the reader's spreadsheet.
+    """
+    return "'" + value if value[:1] in _FORMULA_STARTS else value
 
 
 def usage_csv_rows(*, actor: Any, start: date, end: date, group_by: str | None = None) -> Iterator[list[str]]:
@@ -286,7 +296,7 @@ def usage_csv_rows(*, actor: Any, start: date, end: date, group_by: str | None =
         yield [
             row.day.isoformat() if row.day else "",
             group_by or "",
-            "" if row.key is None else str(row.key),
+            "" if row.key is None else _cell(str(row.key)),
             _cell(row.label),
             str(row.requests),
             str(row.errors),
