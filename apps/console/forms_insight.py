@@ -107,3 +107,41 @@ class PlatformLimitForm(forms.Form):
     tpm = forms.IntegerField(label=_("毎分トークン数上限"), required=False, min_value=0)
     max_concurrent = forms.IntegerField(label=_("同時実行数上限"), required=False, min_value=0)
     max_tokens = forms.IntegerField(label=_("max_tokens の上限"), required=False, min_value=0)
+
+
+#: Modes of a ministry's local-grant policy (``platform_default`` removes the ministry's override).
+LOCAL_GRANT_MODES = [
+    ("enable", _("この府省庁では有効にする")),
+    ("disable", _("この府省庁では無効にする")),
+    ("platform_default", _("プラットフォームの既定に従う（個別設定を削除）")),
+]
+
+
+class LocalGrantPolicyForm(forms.Form):
+    """One ministry's local-grant policy, as ``manage.py local_grant_policy`` takes it.
+
+    ``allow_ministry_admin`` only with ``enable`` (otherwise a form error: the
+    platform admin must not believe they allowed something that is off).
+    """
+
+    mode = forms.ChoiceField(label=_("ローカル付与"), choices=LOCAL_GRANT_MODES, widget=forms.RadioSelect)
+    allow_ministry_admin = forms.BooleanField(
+        label=_("府省庁管理者の役割も付与できるようにする"), required=False
+    )
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if cleaned.get("allow_ministry_admin") and cleaned.get("mode") not in (None, "enable"):
+            self.add_error(
+                "allow_ministry_admin",
+                _("府省庁管理者の付与は、この府省庁で有効にする場合にだけ指定できます。"),
+            )
+        return cleaned
+
+    def policy_kwargs(self) -> dict[str, Any]:
+        """The ``enabled`` and ``allow_ministry_admin`` arguments of ``local_grant_policy_set``."""
+        mode = self.cleaned_data["mode"]
+        return {
+            "enabled": {"enable": True, "disable": False}.get(mode),
+            "allow_ministry_admin": mode == "enable" and bool(self.cleaned_data["allow_ministry_admin"]),
+        }

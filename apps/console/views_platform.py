@@ -1,4 +1,5 @@
-"""Platform pages of the console: ministries, the platform budget, cross-ministry usage.
+"""Platform pages of the console: ministries, the platform budget, cross-ministry usage,
+one ministry's local-grant policy.
 
 For ``platform_admin`` (reads and changes) and ``auditor`` (reads only); see
 :mod:`.permissions_insight`. Everything here that shows data of more than the
@@ -13,24 +14,36 @@ in that ministry.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods
 
+from apps.accounts.local_roles import DEFAULT_MAX_DAYS, GrantPolicy, grant_policy
+from apps.accounts.models import LocalGrantPolicy, LocalRoleGrant, User
+from apps.accounts.services import local_grant_policy_set
 from apps.audit.services import CROSS_MINISTRY_USAGE_READ, audit_cross_ministry_read
 from apps.quotas.limits import platform_limit_set, platform_limits
 from apps.quotas.selectors import UsageRow, usage_totals
 from apps.tenancy.models import Membership, Ministry, Role
+from apps.tenancy.scope import ministry_scope
 
-from .forms_insight import PeriodForm, PlatformLimitForm
-from .permissions_insight import PLATFORM_READER_ROLES, is_platform_admin, platform_required
+from .forms_insight import LocalGrantPolicyForm, PeriodForm, PlatformLimitForm
+from .permissions_insight import (
+    PLATFORM_READER_ROLES,
+    is_platform_admin,
+    is_platform_reader,
+    platform_required,
+)
 
 CROSS_MINISTRY_LIST_READ = "tenancy.cross_ministry_read"
 
@@ -138,5 +151,121 @@ def platform_budget(request: HttpRequest) -> HttpResponse:
         request,
         "console/insight/platform_budget.html",
         _ctx(request, "platform", form=form, limits=platform_limits()),
+        status=status,
+    )
+
+
+@dataclass(frozen=True)
+class LocalGrantState:
+    """What the local-grant page shows of one ministry."""
+
+    platform_default: GrantPolicy
+    override: LocalGrantPolicy | None
+    in_force: GrantPolicy
+    #: Unexpired grants per role (role value → count), and their total.
+    unexpired_by_role: dict[str, int]
+    unexpired: int
+
+    def role_labels(self) -> list[str]:
+        """Labels of the roles a ministry admin may grant now (empty: none)."""
+        return [str(Role(role).label) for role in self.in_force.grantable_roles()]
+
+    def unexpired_rows(self) -> list[tuple[str, int]]:
+        return [(str(Role(role).label), n) for role, n in sorted(self.unexpired_by_role.items())]
+
+
+def platform_grant_policy() -> GrantPolicy:
+    """``GENNAI_LOCAL_ROLE_GRANTS``: what applies to every ministry without an override."""
+    platform = dict(getattr(settings, "GENNAI_LOCAL_ROLE_GRANTS", {}) or {})
+    return GrantPolicy(
+        bool(platform.get("enabled", False)),
+        bool(platform.get("allow_ministry_admin", False)),
+        int(platform.get("max_days", DEFAULT_MAX_DAYS)),
+    )
+
+
+def local_grant_state_as_platform_reader(*, acting: Membership, ministry: Ministry) -> LocalGrantState:
+    """The local-grant policy of ``ministry`` and its number of unexpired grants, for a platform reader.
+
+    Security: the ministry comes from the URL, so the caller's platform roles
+    are checked here again (not only by the view's decorator) before that
+    ministry's scope is entered (ORM filter and RLS), and only counts and the
+    policy row are read. The view audits the read when ``ministry`` is not the
+    caller's own.
+    """
+    if not is_platform_reader(acting):
+        raise PermissionDenied
+    with ministry_scope(ministry_id=ministry.pk):
+        override = LocalGrantPolicy.objects.filter(ministry=ministry).first()
+        in_force = grant_policy(ministry_id=ministry.pk)
+        by_role = dict(
+            LocalRoleGrant.objects.filter(expires_at__gt=timezone.now())
+            .order_by()
+            .values_list("role")
+            .annotate(n=Count("id"))
+            .values_list("role", "n")
+        )
+    return LocalGrantState(
+        platform_default=platform_grant_policy(),
+        override=override,
+        in_force=in_force,
+        unexpired_by_role=by_role,
+        unexpired=sum(by_role.values()),
+    )
+
+
+def _local_grant_initial(state: LocalGrantState) -> dict[str, Any]:
+    if state.override is None:
+        return {"mode": "platform_default", "allow_ministry_admin": False}
+    return {
+        "mode": "enable" if state.override.enabled else "disable",
+        "allow_ministry_admin": state.override.allow_ministry_admin,
+    }
+
+
+@require_http_methods(["GET", "POST"])
+@platform_required()
+def platform_local_grants(request: HttpRequest, ministry_id: int) -> HttpResponse:
+    """One ministry's local-grant policy; POST (platform admins only) sets or removes its override.
+
+    The same change as ``manage.py local_grant_policy``, audited with the
+    platform admin as the actor; grants the new policy no longer allows are
+    revoked at once and their number is in the success message. Showing
+    another ministry's policy is an audited cross-ministry read.
+    """
+    acting = _acting(request)
+    ministry = get_object_or_404(Ministry, pk=ministry_id)
+    status = 200
+    form: LocalGrantPolicyForm | None = None
+    if request.method == "POST":
+        form = LocalGrantPolicyForm(request.POST)
+        if form.is_valid():
+            admin: User = request.user  # type: ignore[assignment]  # authenticated (platform_required)
+            change = local_grant_policy_set(actor=admin, ministry=ministry, **form.policy_kwargs())
+            messages.success(
+                request,
+                _(
+                    "%(ministry)sのローカル付与ポリシーを保存しました。"
+                    "新しいポリシーで認められなくなったため取り消した付与: %(count)d件"
+                )
+                % {"ministry": ministry.name, "count": change.revoked},
+            )
+            return redirect("console:platform_local_grants", ministry_id=ministry.pk)
+        status = 400
+    if ministry.pk != acting.ministry_id:
+        audit_cross_ministry_read(
+            actor=request.user,
+            action=CROSS_MINISTRY_LIST_READ,
+            own_ministry_id=acting.ministry_id,
+            ministry_id=ministry.pk,
+            data={"page": "local_grants"},
+        )
+    state = local_grant_state_as_platform_reader(acting=acting, ministry=ministry)
+    if form is None:
+        form = LocalGrantPolicyForm(initial=_local_grant_initial(state))
+    return render(
+        request,
+        "console/insight/platform_local_grants.html",
+        _ctx(request, "platform", ministry=ministry, state=state, form=form),
         status=status,
     )

@@ -247,6 +247,17 @@ URL_SPECS: dict[str, UrlSpec] = {
         methods=BOTH,
         expect=_refused_to_ministry_roles(BOTH) | {("POST", "platform_admin_b"): 302},
     ),
+    # Ministry A's local-grant policy (A has an override and a grant): every ministry role gets
+    # 403 before the ministry is looked up, the platform auditor reads (own ministry), B's
+    # platform admin reads it as an audited cross-ministry read (READ_RECORDS). The walk POSTs
+    # an empty form (400, nothing changes): a platform admin's real change of A's policy would
+    # break the walk's rule that only A's admin changes A, so it is tested in
+    # test_platform_local_grants.py (also the 404 of an unknown ministry).
+    "platform_local_grants": UrlSpec(
+        methods=BOTH,
+        kwargs=lambda w: {"ministry_id": w.a.pk},
+        expect=_refused_to_ministry_roles(BOTH) | {("POST", "platform_admin_b"): 400},
+    ),
 }
 
 READ_RECORDS = frozenset(
