@@ -59,7 +59,16 @@ def _require_ministry_admin(actor: Any, *, roles: tuple[str, ...] = (Role.MINIST
     The ministry comes from the active scope (set from the authenticated
     membership by the middleware), never from an argument, so an admin of A
     cannot write B's limits by passing B's objects.
+
+    The roles are the member's *effective* roles in that ministry — the SSO
+    roles plus the unexpired local grants its policy allows
+    (:func:`apps.accounts.local_roles.membership_apply_local_grants`), exactly
+    what the console's own check sees on the request — so the service and the
+    console never disagree (a local auditor reads the limits, a local admin
+    where the policy allows one sets them; a lapsed grant counts nowhere).
     """
+    from apps.accounts.local_roles import membership_apply_local_grants
+
     ministry_id = current_ministry_id()
     if ministry_id is None:
         raise ScopeError("limits are changed inside the ministry's scope")
@@ -67,6 +76,8 @@ def _require_ministry_admin(actor: Any, *, roles: tuple[str, ...] = (Role.MINIST
     if getattr(user, "pk", None) is None or not getattr(user, "is_active", False):
         raise PermissionDenied(_("府省庁管理者の権限が必要です。"))
     membership = Membership.objects.filter(user_id=user.pk, ministry_id=ministry_id).first()
+    if membership is not None:
+        membership = membership_apply_local_grants(membership)
     if membership is None or not any(membership.has_role(role) for role in roles):
         raise PermissionDenied(_("府省庁管理者の権限が必要です。"))
     return ministry_id
