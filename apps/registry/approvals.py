@@ -129,6 +129,9 @@ def _apply(request: ChangeRequest, *, approver: Any) -> None:
         deployment = Deployment.objects.select_for_update().get(pk=_required(request.deployment_id))
         if int(deployment.clearance) != int(payload["from"]):
             raise _stale()
+        # Security: the raise was approved for the host, server and model shown when proposed.
+        if "destination" in payload and services.destination_of(deployment) != payload["destination"]:
+            raise _stale()
         services.apply_approved_save(
             actor=approver,
             obj=deployment,
@@ -140,9 +143,16 @@ def _apply(request: ChangeRequest, *, approver: Any) -> None:
         current = alias.current_revision.number if alias.current_revision else 0
         if current != int(payload["base_revision"]):
             raise _stale()
-        deployments = Deployment.objects.select_related("model").in_bulk(
-            [int(d) for d, _w in payload["routes"]]
+        deployments = (
+            Deployment.objects.select_for_update(of=("self",))
+            .select_related("model")
+            .in_bulk([int(d) for d, _w in payload["routes"]])
         )
+        # Security: each off-prem deployment must still point where it did when proposed.
+        for pk, destination in (payload.get("destinations") or {}).items():
+            found = deployments.get(int(pk))
+            if found is None or services.destination_of(found) != destination:
+                raise _stale()
         routes = [(deployments[int(d)], int(w)) for d, w in payload["routes"]]
         services.publish_routes(
             actor=approver,
@@ -163,8 +173,9 @@ def change_request_approve(*, actor: Any, change_request: ChangeRequest, note: s
 
     Security: the approver must hold registry edit rights and must not be the
     proposer (also a database constraint). A request whose target changed since
-    it was proposed is refused, so nobody approves something other than what
-    they saw.
+    it was proposed (its clearance, the alias's revision, or where a deployment
+    sends requests: host, provider, served model, model, zone) is refused, so
+    nobody approves something other than what they saw.
     """
     _check_decider(actor=actor, request=change_request, approving=True)
     request = _locked_pending(change_request)

@@ -149,6 +149,38 @@ def validate_secret_ref(value: str) -> None:
         raise ValidationError({"secret_ref": exc.message}, code=f"secret_ref_{exc.code}") from None
 
 
+#: The deployment fields that decide where its requests go, and which model answers them.
+DESTINATION_FIELDS = ("provider", "base_url", "served_model_name", "model_id")
+
+
+def destination_of(deployment: Deployment) -> dict[str, Any]:
+    """Where ``deployment`` sends requests (and its zone), as stored in a change request's payload.
+
+    Security (four-eyes): an approver approves a clearance or an off-prem route for *this*
+    destination; :mod:`.approvals` refuses the request as stale when it changed since.
+    """
+    return {
+        "provider": deployment.provider,
+        "base_url": deployment.base_url,
+        "served_model_name": deployment.served_model_name,
+        "model_id": deployment.model_id,
+        "zone": deployment.zone,
+    }
+
+
+def _destination_changes(stored: dict[str, Any], fields: dict[str, Any]) -> list[str]:
+    """The form fields among ``fields`` that move the deployment to another host, server or model."""
+    changed = [
+        name
+        for name in ("provider", "base_url", "served_model_name")
+        if name in fields and fields[name] is not None and fields[name] != stored[name]
+    ]
+    model = fields.get("model", fields.get("model_id"))
+    if model is not None and int(getattr(model, "pk", model)) != int(stored["model_id"]):
+        changed.append("model")
+    return changed
+
+
 def _is_routed(deployment: Deployment) -> bool:
     """Does ``deployment`` carry traffic in some alias's current revision?"""
     return AliasRoute.objects.filter(
@@ -169,7 +201,7 @@ def deployment_save(
     (that would route an alias off-prem without the approval routing needs).
     """
     validate_secret_ref(fields.get("secret_ref", "") or "")
-    stored = _stored(Deployment, deployment, "clearance", "zone")
+    stored = _stored(Deployment, deployment, "clearance", "zone", *DESTINATION_FIELDS)
     zone = fields.get("zone", stored["zone"] if stored else DeploymentZone.ON_PREM)
     clearance = fields.get("clearance", stored["clearance"] if stored else None)
     if zone == DeploymentZone.EXTERNAL and clearance is not None and clearance != "" and int(clearance) > 1:
@@ -192,6 +224,8 @@ def deployment_save(
                 )
             }
         )
+    if deployment is not None and stored is not None and approvals.is_human(actor):
+        _refuse_unapproved_move(deployment, stored=stored, fields=fields, clearance=clearance)
     held = _hold_clearance_raise(
         actor=actor, current=int(stored["clearance"]) if stored else None, fields=fields, reason=reason
     )
@@ -202,10 +236,46 @@ def deployment_save(
             actor=actor,
             kind=ChangeKind.DEPLOYMENT_CLEARANCE,
             target=obj,
-            payload={"from": int(obj.clearance), "to": held},
+            payload={"from": int(obj.clearance), "to": held, "destination": destination_of(obj)},
             reason=reason,
         )
     return obj
+
+
+def _refuse_unapproved_move(
+    deployment: Deployment, *, stored: dict[str, Any], fields: dict[str, Any], clearance: Any
+) -> None:
+    """Security (four-eyes): a person may not move an approved destination somewhere else.
+
+    A clearance of 機密性2/3 and a live off-prem route were approved for the deployment's host,
+    server and model. Changing ``base_url``, ``provider``, ``served_model_name`` or ``model`` would
+    send that data elsewhere without a second person, so it is refused: for a deployment that
+    keeps 機密性2/3 (lowering it to 1 in the same save is allowed, and raising it again is a
+    change request), and for an off-prem deployment that carries traffic (register a new
+    deployment: routing to it needs approval).
+    """
+    moved = _destination_changes(stored, fields)
+    if not moved:
+        return
+    keeps = int(clearance) if clearance not in (None, "") else int(stored["clearance"])
+    if int(stored["clearance"]) >= approvals.APPROVAL_LEVEL and keeps >= approvals.APPROVAL_LEVEL:
+        raise ValidationError(
+            {
+                moved[0]: _(
+                    "機密性2以上のデプロイメントの接続先（URL・プロバイダ・モデル）は変更できません。"
+                    "機密性を1に下げて保存してから改めて引き上げを依頼するか、新しいデプロイメントとして登録してください。"
+                )
+            }
+        )
+    if stored["zone"] != DeploymentZone.ON_PREM and _is_routed(deployment):
+        raise ValidationError(
+            {
+                moved[0]: _(
+                    "経路で使われているオンプレミス外のデプロイメントの接続先（URL・プロバイダ・モデル）は変更できません。"
+                    "新しいデプロイメントとして登録してください（経路への追加は承認後に反映されます）。"
+                )
+            }
+        )
 
 
 @transaction.atomic
@@ -345,6 +415,7 @@ def alias_set_routes(
                 "routes": [[d.pk, w] for d, w in routes],
                 "summary": ", ".join(f"{d.name} {w}" for d, w in routes),
                 "offprem": [d.name for d in offprem],
+                "destinations": {str(d.pk): destination_of(d) for d in offprem},
                 "rollback_of": rollback_of.pk if rollback_of else None,
             },
             reason=reason,

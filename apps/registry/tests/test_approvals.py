@@ -55,10 +55,11 @@ def raise_deployment(people: dict[str, Any], level: int = 3) -> tuple[Deployment
 
 def test_a_raise_is_proposed_not_applied(people: dict[str, Any]) -> None:
     deployment, change = raise_deployment(people)
-    assert deployment.clearance == 1 and change.payload == {"from": 1, "to": 3}
+    destination = services.destination_of(deployment)  # what the approver approves it for
+    assert deployment.clearance == 1 and change.payload == {"from": 1, "to": 3, "destination": destination}
     assert change.proposed_by == people["a"] and change.kind == "deployment_clearance"
     event = AuditEvent.objects.get(action="registry.change.propose")
-    assert event.actor == people["a"] and event.data["payload"] == {"from": 1, "to": 3}
+    assert event.actor == people["a"] and event.data["payload"] == change.payload
 
 
 def test_reason_is_required_and_lowering_is_direct(people: dict[str, Any]) -> None:
@@ -272,6 +273,10 @@ def test_edit_form_proposes_a_raise(people: dict[str, Any]) -> None:
     assert response.status_code == 302, response.content.decode()
     deployment.refresh_from_db()
     assert deployment.clearance == 1
-    assert ChangeRequest.objects.get(deployment=deployment).payload == {"from": 1, "to": 3}
+    assert ChangeRequest.objects.get(deployment=deployment).payload == {
+        "from": 1,
+        "to": 3,
+        "destination": services.destination_of(deployment),
+    }
     page = client.get(response["Location"]).content.decode()
     assert 'data-testid="pending-badge"' in page
