@@ -56,8 +56,9 @@ class OIDCSession(models.Model):
 class LocalGrantPolicy(TenantModel):
     """One ministry's override of the platform's local-grant policy (``GENNAI_LOCAL_ROLE_GRANTS``).
 
-    Set by the platform team only (``manage.py local_grant_policy``, audited),
-    never by the ministry's own admins: otherwise the policy would not limit
+    Set by the platform team only (the platform console's local-grant page, for
+    platform admins, or ``manage.py local_grant_policy``; both audited), never
+    by the ministry's own admins: otherwise the policy would not limit
     them. Without a row the platform setting applies (default: off).
     """
 
