@@ -40,6 +40,8 @@ from .selectors import document_list, get_document_for_actor, get_workspace_for_
 from .storage import documents_storage
 
 PAGE_SCALE = 1.5
+# Pixels of one rendered page image, at most (A0 at 1.5× is ≈18 M; A4 ≈1.1 M).
+PAGE_MAX_PIXELS = 16_000_000
 PAGE_CACHE_SECONDS = 60 * 60
 CONTEXT_CHARS = 600
 
@@ -215,27 +217,37 @@ def passage(request: HttpRequest, document_id: int, chunk_id: int) -> HttpRespon
 
 
 def render_page_png(*, data: bytes, page_number: int, boxes: list[list[float]]) -> bytes:
-    """Page ``page_number`` (1-based) as PNG with the passage's boxes (PDF points) highlighted."""
+    """Page ``page_number`` (1-based) as PNG with the passage's boxes (PDF points) highlighted.
+
+    Security: the page size is the uploader's to choose (a MediaBox of 14,400
+    points or more; pdfium does not clamp it), and at 1.5× such a page is a
+    466-million-pixel bitmap, several GB once composited, for one request by any
+    member. The scale is lowered so the image holds at most
+    :data:`PAGE_MAX_PIXELS` (:func:`apps.documents.ocr.bounded_scale`).
+    """
     import pypdfium2 as pdfium
     from PIL import Image, ImageDraw
+
+    from .ocr import bounded_scale
 
     pdf = pdfium.PdfDocument(data)
     try:
         if not 1 <= page_number <= len(pdf):
             raise Http404
         page = pdf[page_number - 1]
-        height = page.get_height()
-        image = page.render(scale=PAGE_SCALE).to_pil().convert("RGBA")
+        width, height = page.get_width(), page.get_height()
+        scale = bounded_scale(width, height, scale=PAGE_SCALE, max_pixels=PAGE_MAX_PIXELS)
+        image = page.render(scale=scale).to_pil().convert("RGBA")
     finally:
         pdf.close()
     overlay = Image.new("RGBA", image.size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(overlay)
     for left, bottom, right, top in boxes:
         rect = (
-            left * PAGE_SCALE - 2,
-            (height - top) * PAGE_SCALE - 2,
-            right * PAGE_SCALE + 2,
-            (height - bottom) * PAGE_SCALE + 2,
+            left * scale - 2,
+            (height - top) * scale - 2,
+            right * scale + 2,
+            (height - bottom) * scale + 2,
         )
         draw.rectangle(rect, fill=(255, 214, 0, 90), outline=(200, 120, 0, 255), width=2)
     out = io.BytesIO()

@@ -106,13 +106,22 @@ def cited_numbers(text: str) -> list[int]:
 
 
 def get_answer_for_actor(*, actor: Any, answer_id: int) -> Answer:
-    """Answer ``answer_id`` if the actor is a member of its workspace, else 404.
+    """Answer ``answer_id`` if the actor asked it and is still a member of its workspace, else 404.
 
-    Security: the workspace is re-fetched through :func:`get_workspace_for_actor`
-    (membership join), so another ministry's user (RLS) and a colleague outside
-    the workspace get the same 404 as for a missing id.
+    Security: an answer is its asker's chat conversation (the question may name
+    people or cases; DESIGN §1: staff see only their own conversations), so
+    another member of the same workspace gets the same 404 as for a missing id,
+    and cannot claim (and so start, or be charged for) the stream of an answer
+    the asker has not opened yet. The workspace is re-fetched through
+    :func:`get_workspace_for_actor` (membership join), so another ministry's user
+    (RLS), a colleague outside the workspace and a member removed since asking
+    get the 404 too.
     """
-    answer: Answer | None = Answer.objects.filter(pk=answer_id).select_related("message").first()
+    if not getattr(actor, "is_authenticated", False):
+        raise Http404
+    answer: Answer | None = (
+        Answer.objects.filter(pk=answer_id, asked_by_id=actor.pk).select_related("message").first()
+    )
     if answer is None:
         raise Http404
     answer.workspace = get_workspace_for_actor(actor=actor, workspace_id=answer.workspace_id)

@@ -273,8 +273,9 @@ class Answer(TenantModel):
     usage records and the classification gate are chat's); this row ties the
     answer to the workspace and keeps the numbered ``sources`` sent to the model,
     ``[{"n", "chunk_id", "document_id", "filename", "page_start", "page_end"}]``,
-    so the sources are shown even when the model forgets to cite. Access goes
-    through the workspace membership (:func:`apps.documents.answers.get_answer_for_actor`).
+    so the sources are shown even when the model forgets to cite. Only the person
+    who asked, while still a member of the workspace, reads or streams it
+    (:func:`apps.documents.answers.get_answer_for_actor`).
     """
 
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+", db_index=False)

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import functools
 import io
+import math
 import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
 
 OCR_DPI = 300
+# Pixels of one page rendered for Tesseract, at most (A2 at 300 dpi is ≈35 M; A4 ≈8.7 M).
+OCR_MAX_PIXELS = 40_000_000
 OCR_TIMEOUT_SECONDS = 120
 # Tesseract splits Japanese into many "words": no space is put back between two Japanese characters.
 _CJK = r"[\u3000-\u30ff\u3400-\u9fff\uf900-\ufaff\uff01-\uff9f]"
@@ -56,32 +59,54 @@ def ocr_available() -> bool:
     return "jpn" in listed.stdout.split()
 
 
+def bounded_scale(width_points: float, height_points: float, *, scale: float, max_pixels: int) -> float:
+    """``scale``, lowered where needed so a page of this size renders to at most ``max_pixels``.
+
+    Security: a PDF declares its own page size, and pdfium renders whatever it
+    declares (a 14,400-point page at 300 dpi is 60,000 × 60,000 pixels): every
+    render of an uploaded page goes through this bound.
+    """
+    width, height = max(float(width_points), 1.0), max(float(height_points), 1.0)
+    if (width * scale + 1) * (height * scale + 1) <= max_pixels:
+        return scale
+    # The s with (width·s + 1)(height·s + 1) = max_pixels: a pixel rounded up on each side still fits.
+    area, sides = width * height, width + height
+    return (math.sqrt(sides * sides + 4 * area * (max_pixels - 1)) - sides) / (2 * area)
+
+
 def ocr_pdf_page(data: bytes, *, page_number: int) -> OcrPage:
-    """What Tesseract reads on page ``page_number`` (1-based) of the PDF ``data``, with boxes."""
+    """What Tesseract reads on page ``page_number`` (1-based) of the PDF ``data``, with boxes.
+
+    Rendered at :data:`OCR_DPI`, or lower for a page so large that it would
+    exceed :data:`OCR_MAX_PIXELS` (:func:`bounded_scale`); Tesseract and the
+    boxes are told the resolution actually used.
+    """
     import pypdfium2 as pdfium
 
     pdf = pdfium.PdfDocument(data)
     try:
         page = pdf[page_number - 1]
         height_points = float(page.get_height())
-        image = page.render(scale=OCR_DPI / 72).to_pil().convert("L")
+        scale = bounded_scale(page.get_width(), height_points, scale=OCR_DPI / 72, max_pixels=OCR_MAX_PIXELS)
+        image = page.render(scale=scale).to_pil().convert("L")
         page.close()
     finally:
         pdf.close()
+    dpi = scale * 72
     png = io.BytesIO()
     image.save(png, format="PNG")
     command = shutil.which("tesseract") or "tesseract"
     result = subprocess.run(  # noqa: S603 - fixed argv, no shell, image on stdin
-        [command, "stdin", "stdout", "-l", "jpn+eng", "--dpi", str(OCR_DPI), "tsv"],
+        [command, "stdin", "stdout", "-l", "jpn+eng", "--dpi", str(max(1, round(dpi))), "tsv"],
         input=png.getvalue(),
         capture_output=True,
         timeout=OCR_TIMEOUT_SECONDS,
         check=True,
     )
-    return page_from_tsv(result.stdout.decode("utf-8", "replace"), height_points=height_points)
+    return page_from_tsv(result.stdout.decode("utf-8", "replace"), height_points=height_points, dpi=dpi)
 
 
-def page_from_tsv(tsv: str, *, height_points: float, dpi: int = OCR_DPI) -> OcrPage:
+def page_from_tsv(tsv: str, *, height_points: float, dpi: float = OCR_DPI) -> OcrPage:
     """Rebuild the page text and per-character boxes from Tesseract's TSV output.
 
     Columns: level, page_num, block_num, par_num, line_num, word_num, left, top,

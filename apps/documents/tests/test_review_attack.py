@@ -1,0 +1,193 @@
+"""Security review: what a colleague inside a workspace, or an uploader of crafted files, must not get.
+
+Outsiders (another ministry, a colleague who is not a member) are covered by
+``test_views.py`` and ``test_answers.py``; these cases are about members and files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import subprocess
+from typing import Any
+
+import pytest
+from django.core.files.base import ContentFile
+from django.test import Client
+from PIL import Image
+
+from apps.chat.models import Conversation, Message, Role, Status
+from apps.chat.tests.factories import run_stream
+from apps.documents import ocr
+from apps.documents.models import Answer, Chunk, Document, MemberRole, WorkspaceMember
+from apps.documents.storage import documents_storage, storage_name
+from apps.tenancy.scope import ministry_scope
+from tests.support.fixtures import Actor
+
+# The viewer's and OCR's render caps (checked with literals: a page image must stay bounded).
+VIEWER_MAX_PIXELS = 16_000_000
+OCR_MAX_PIXELS = 40_000_000
+
+
+def _client(user: Any) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def _big_page_pdf(side_points: int, *, text: str = "Large page text") -> bytes:
+    """One square page of ``side_points`` PDF points (a legal MediaBox; pdfium does not clamp it)."""
+    from fpdf import FPDF
+
+    pdf = FPDF(unit="pt", format=(side_points, side_points))
+    pdf.add_page()
+    if text:
+        pdf.set_font("helvetica", size=24)
+        pdf.text(50, 80, text)
+    return bytes(pdf.output())
+
+
+# --- Answers belong to the person who asked ---------------------------------------------
+
+
+@pytest.fixture
+def answer_of_a(staff_a: Actor, shared_workspace: Any) -> Answer:
+    """Staff A's answer in the shared workspace (rows only: no pipeline, no model)."""
+    with ministry_scope(ministry_id=staff_a.ministry.pk):
+        conversation = Conversation.objects.create(
+            owner=staff_a.user, alias_name="rag-model", level=1, title="人事評価の質問"
+        )
+        question = "山田さんの懲戒の扱いは？"
+        Message.objects.create(
+            conversation=conversation, role=Role.USER, content=question, status=Status.COMPLETE
+        )
+        message = Message.objects.create(
+            conversation=conversation, role=Role.ASSISTANT, content="懲戒の回答本文", status=Status.COMPLETE
+        )
+        answer: Answer = Answer.objects.create(
+            workspace=shared_workspace,
+            asked_by=staff_a.user,
+            conversation=conversation,
+            message=message,
+            question=question,
+            sources=[],
+        )
+        return answer
+
+
+@pytest.mark.parametrize("role", [MemberRole.VIEWER, MemberRole.EDITOR])
+def test_another_member_cannot_read_or_stream_someone_elses_answer(
+    role: str, staff_a: Actor, colleague_a: Any, shared_workspace: Any, answer_of_a: Answer
+) -> None:
+    """A question and its answer are the asker's conversation (DESIGN §1: staff see only their own)."""
+    with ministry_scope(ministry_id=staff_a.ministry.pk):
+        WorkspaceMember.objects.create(workspace=shared_workspace, user=colleague_a, role=role)
+    member = _client(colleague_a)
+    assert member.get(f"/documents/workspaces/{shared_workspace.pk}/").status_code == 200  # a member
+    page = member.get(f"/documents/answers/{answer_of_a.pk}/")
+    assert page.status_code == 404
+    assert "懲戒" not in page.content.decode()
+    assert run_stream(colleague_a, f"/documents/answers/{answer_of_a.pk}/stream").status_code == 404
+    # The asker still sees it.
+    mine = _client(staff_a.user).get(f"/documents/answers/{answer_of_a.pk}/")
+    assert mine.status_code == 200 and "懲戒の回答本文" in mine.content.decode()
+
+
+def test_an_unclaimed_answer_cannot_be_claimed_by_another_member(
+    staff_a: Actor, colleague_a: Any, shared_workspace: Any, answer_of_a: Answer
+) -> None:
+    with ministry_scope(ministry_id=staff_a.ministry.pk):
+        WorkspaceMember.objects.create(workspace=shared_workspace, user=colleague_a, role=MemberRole.VIEWER)
+        Message.objects.filter(pk=answer_of_a.message_id).update(status=Status.STREAMING, content="")
+    assert run_stream(colleague_a, f"/documents/answers/{answer_of_a.pk}/stream").status_code == 404
+    with ministry_scope(ministry_id=staff_a.ministry.pk):
+        message = Message.objects.get(pk=answer_of_a.message_id)
+    assert message.status == Status.STREAMING and message.stream_started_at is None
+
+
+# --- Page images are bounded whatever page size the PDF declares ---------------------------
+
+
+def _pdf_document_with_chunk(staff_a: Actor, workspace: Any, data: bytes) -> tuple[Document, Chunk]:
+    sha256 = hashlib.sha256(data).hexdigest()
+    name = documents_storage().save(
+        storage_name(ministry_id=staff_a.ministry.pk, workspace_id=workspace.pk, sha256=sha256),
+        ContentFile(data),
+    )
+    document = Document.objects.create(
+        workspace=workspace,
+        filename="big.pdf",
+        file_type="pdf",
+        size=len(data),
+        sha256=sha256,
+        storage_name=name,
+        uploaded_by=staff_a.user,
+        status="ready",
+        page_count=1,
+    )
+    chunk = Chunk.objects.create(
+        document=document,
+        workspace=workspace,
+        ordinal=0,
+        text="Large page text",
+        page_start=1,
+        page_end=1,
+        char_start=0,
+        char_end=15,
+        token_count=3,
+        boxes={"1": [[50.0, 2900.0, 250.0, 2930.0]]},
+    )
+    return document, chunk
+
+
+def test_a_huge_pdf_page_is_rendered_at_a_bounded_size(
+    staff_a: Actor, shared_workspace: Any, settings: Any
+) -> None:
+    """A 3000-point page at the viewer's 1.5× would be 4500×4500 px (20 M); a 14400-point one 466 M."""
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    with ministry_scope(ministry_id=staff_a.ministry.pk):
+        document, chunk = _pdf_document_with_chunk(staff_a, shared_workspace, _big_page_pdf(3000))
+    response = _client(staff_a.user).get(f"/documents/documents/{document.pk}/passage/{chunk.pk}/page/1.png")
+    assert response.status_code == 200
+    image = Image.open(io.BytesIO(response.content))
+    assert image.width * image.height <= VIEWER_MAX_PIXELS
+    assert image.width >= 1000  # scaled down, still legible
+    # The highlight follows the scale actually used: its box is near the top-left third of the width.
+    rgb = image.convert("RGB")
+    scale = image.width / 3000
+    x, y = int(150 * scale), int((3000 - 2915) * scale)
+    r, g, b = rgb.getpixel((x, y))  # type: ignore[misc]
+    assert (r, g, b) != (255, 255, 255) and b < 200  # yellow-tinted, not white page
+
+
+def test_a_normal_page_keeps_the_viewer_scale() -> None:
+    from apps.documents.answer_views import render_page_png
+
+    png = render_page_png(data=_big_page_pdf(600), page_number=1, boxes=[])
+    image = Image.open(io.BytesIO(png))
+    assert (image.width, image.height) == (900, 900)
+
+
+def test_ocr_renders_a_huge_page_at_a_bounded_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """OCR renders at 300 dpi: a 3000-point page would be 12500×12500 px (156 M) for Tesseract."""
+    seen: dict[str, Any] = {}
+
+    def fake_run(argv: list[str], *, input: bytes, **_kwargs: Any) -> subprocess.CompletedProcess[bytes]:
+        seen["argv"] = argv
+        seen["size"] = Image.open(io.BytesIO(input)).size
+        columns = "level page_num block_num par_num line_num word_num left top width height conf text"
+        header = columns.replace(" ", "\t") + "\n"
+        # One word at pixel (100, 100), 200 px wide and 50 px high.
+        row = "5\t1\t1\t1\t1\t1\t100\t100\t200\t50\t95\tWord\n"
+        return subprocess.CompletedProcess(argv, 0, stdout=(header + row).encode(), stderr=b"")
+
+    monkeypatch.setattr("apps.documents.ocr.subprocess.run", fake_run)
+    page = ocr.ocr_pdf_page(_big_page_pdf(3000, text=""), page_number=1)
+    width, height = seen["size"]
+    assert width * height <= OCR_MAX_PIXELS
+    dpi = int(seen["argv"][seen["argv"].index("--dpi") + 1])
+    assert dpi < ocr.OCR_DPI
+    # Boxes are converted with the dpi actually rendered: pixel 100 is 100 × 72 / dpi points.
+    assert page.text == "Word"
+    assert page.boxes[0] is not None
+    assert page.boxes[0][0] == pytest.approx(100 * 72 / dpi, abs=0.2)
