@@ -90,6 +90,41 @@ def _clean_workspaces(*, ministry: Ministry, workspace_ids: Sequence[int], max_l
     return ids
 
 
+def _clean_creator(*, actor: Any, ministry: Ministry) -> Any:
+    """The key's creator: ``None`` for a platform operator (``actor=None``), else ``actor``.
+
+    Security: a key lives only while its creator holds ``ministry_admin`` *from the
+    IdP* in the key's ministry (:func:`apps.gateway.keys.check_key` refuses it
+    otherwise), so only such a person may issue one. Checked here, where every
+    caller passes, not only in the views: a staff member, an auditor, another
+    ministry's admin, a deactivated account or an admin by local grant (the
+    console shows them the page) is refused before anything is stored, instead
+    of receiving a plaintext that is dead on arrival; and an actor that is not a
+    saved user can no longer make a ``platform_issued`` key, which no creator check
+    would ever revoke.
+    """
+    if actor is None:
+        return None
+    user_id = getattr(actor, "pk", None)
+    is_sso_admin = (
+        user_id is not None
+        and Membership.objects.filter(
+            user_id=user_id,
+            ministry_id=ministry.pk,
+            user__is_active=True,
+            roles__contains=[Role.MINISTRY_ADMIN],
+        ).exists()
+    )
+    if not is_sso_admin:
+        raise ValidationError(
+            _(
+                "APIキーを発行できるのは、IdP（SSO）でこの府省庁の管理者の役割を持つ人だけです。"
+                "ローカルで付与された役割では発行できません。"
+            )
+        )
+    return actor
+
+
 def _clean_expiry(expires_at: datetime | None) -> datetime:
     """Security: every key expires, in the future and within the maximum lifetime."""
     if expires_at is None:
@@ -123,8 +158,10 @@ def api_key_create(
     may declare; ``workspace_ids`` limits ``/v1/search`` to those shared
     workspaces of ``ministry`` (empty = not limited, see
     :attr:`ApiKey.allowed_workspace_ids`). ``actor=None`` means a platform operator at the command line:
-    the key is ``platform_issued`` and has no ministry-admin creator to outlive.
+    the key is ``platform_issued`` and has no ministry-admin creator to outlive; any other actor
+    must hold ``ministry_admin`` from the IdP in ``ministry`` (:func:`_clean_creator`).
     """
+    creator = _clean_creator(actor=actor, ministry=ministry)
     name = name.strip()
     if not name:
         raise ValidationError(_("名称を入力してください。"))
@@ -135,7 +172,6 @@ def api_key_create(
         raise ValidationError(_("有効なAPIキーが上限に達しています。"))
     alias_names = _clean_aliases(ministry=ministry, aliases=aliases)
     workspaces = _clean_workspaces(ministry=ministry, workspace_ids=workspace_ids, max_level=int(max_level))
-    creator = actor if getattr(actor, "pk", None) else None
     for _attempt in range(3):
         plaintext, prefix = keys.generate_key()
         try:
