@@ -21,6 +21,11 @@ PLACEHOLDER_RE = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
 MAX_FIELDS = 20
 MAX_OPTIONS = 30
 MAX_PROMPT_CHARS = 20_000
+#: Longest value of one input field (typed, or the text extracted from a file).
+MAX_INPUT_CHARS = 20_000
+#: Longest prompt a template may render to: the template and every field at its longest, each
+#: used once. A template that repeats a placeholder may not multiply a value past it.
+MAX_RENDERED_CHARS = MAX_PROMPT_CHARS + MAX_FIELDS * MAX_INPUT_CHARS
 MAX_TEXT_CHARS = {"name_ja": 100, "name_en": 100, "description_ja": 500, "description_en": 500}
 #: The keys of a definition, as the builder form, the JSON export and the import use them.
 DEFINITION_KEYS = (
@@ -46,8 +51,29 @@ def placeholders(template: str) -> list[str]:
     return seen
 
 
-def render_prompt(template: str, values: dict[str, str]) -> str:
-    """``template`` with each ``{{name}}`` replaced by ``values[name]`` (one pass, no re-expansion)."""
+def rendered_length(template: str, values: dict[str, str]) -> int:
+    """The length :func:`render_prompt` would produce, computed without building the string."""
+    length = len(template)
+    for match in PLACEHOLDER_RE.finditer(template):
+        length += len(str(values.get(match.group(1), ""))) - len(match.group(0))
+    return length
+
+
+def render_prompt(template: str, values: dict[str, str], *, max_chars: int = MAX_RENDERED_CHARS) -> str:
+    """``template`` with each ``{{name}}`` replaced by ``values[name]`` (one pass, no re-expansion).
+
+    Security: a template may use a placeholder many times (20,000 characters of ``{{a}}`` are
+    4,000 uses), so the output is measured first and refused (``ValidationError``) above
+    ``max_chars``: one request can never make the process build, store or send a prompt of
+    hundreds of millions of characters.
+    """
+    length = rendered_length(template, values)
+    if length > max_chars:
+        raise ValidationError(
+            _("プロンプト全体が長すぎます（%(limit)s文字まで、現在%(count)s文字）。入力を短くしてください。")
+            % {"limit": f"{max_chars:,}", "count": f"{length:,}"},
+            code="prompt_too_long",
+        )
     return PLACEHOLDER_RE.sub(lambda m: str(values.get(m.group(1), "")), template)
 
 

@@ -36,11 +36,10 @@ from apps.tenancy.scope import ministry_scope
 
 from . import kobun
 from .builtin import kobun_prompt
-from .definition import render_prompt
+from .definition import MAX_INPUT_CHARS, render_prompt
 from .models import AppKind, AppRun, MinistryApp, PlatformApp
 from .selectors import get_run_for_actor
 
-MAX_INPUT_CHARS = 20_000
 MAX_FILE_BYTES = 10 * 1024 * 1024
 TOP_K = 6
 
@@ -153,13 +152,12 @@ def run_start(
         # The query is what the user typed (not the template's wording around it).
         query = "\n".join(v for v in inputs.values() if v.strip())
         sources = _sources(workspace=workspace, query=query)
+    prompt = render_prompt(app.prompt_template, inputs)  # refused (422) if it multiplies the inputs
     with transaction.atomic():
         conversation = chat_services.conversation_create(
             actor=actor, alias_name=alias_name, level=level_value, title=f"{app.display_name}"[:200]
         )
-        Message.objects.create(
-            conversation=conversation, role=Role.USER, content=render_prompt(app.prompt_template, inputs)
-        )
+        Message.objects.create(conversation=conversation, role=Role.USER, content=prompt)
         message = chat_services._start_answer(conversation)  # route refusal → explained error
         run: AppRun = AppRun.objects.create(
             platform_app=app if isinstance(app, PlatformApp) else None,
@@ -251,13 +249,22 @@ def run_stream_open(*, ministry_id: int, actor: Any, run_id: int) -> chat_servic
             message.refresh_from_db()
             return RunReplay(message=message)
         system_prompt, template = _definition(run)
+        try:
+            # The app may have been edited since the run started: rendered (and bounded) again.
+            messages = build_prompt(run=run, system_prompt=system_prompt, template=template)
+        except ValidationError as exc:
+            Message.objects.filter(pk=message.pk).update(
+                status=Status.ERROR, error=" ".join(exc.messages)[:1000], updated_at=now
+            )
+            message.refresh_from_db()
+            return RunReplay(message=message)
         return chat_services.charged_stream_job(
             ministry_id=ministry_id,
             actor=actor,
             conversation_id=run.conversation_id,
             message_id=message.pk,
             plan=plan,
-            messages=build_prompt(run=run, system_prompt=system_prompt, template=template),
+            messages=messages,
             feature="app",
         )
 

@@ -169,10 +169,11 @@ def preview(request: HttpRequest) -> HttpResponse:
     samples = {
         f["name"]: request.POST.get(f"sample_{f['name']}") or f"〈{f['label']}〉" for f in cleaned["fields"]
     }
-    context = {
-        "system_prompt": cleaned["system_prompt"],
-        "prompt": render_prompt(cleaned["prompt_template"], samples),
-    }
+    try:
+        prompt = render_prompt(cleaned["prompt_template"], samples)  # bounded: see render_prompt
+    except ValidationError as exc:
+        return render(request, "aiapps/_preview.html", {"errors": exc.messages}, status=422)
+    context = {"system_prompt": cleaned["system_prompt"], "prompt": prompt}
     return render(request, "aiapps/_preview.html", context)
 
 
