@@ -2,10 +2,11 @@
 
 ``WorkspaceRetriever(actor_id=…, ministry_id=…, workspace_ids=[…], k=…)`` can be
 handed to any LangChain chain. It holds ids only, never a trusted list: every
-call enters the ministry's scope (RLS), re-reads which of ``workspace_ids`` the
-actor is a member of *now* (a removed member or a deleted workspace stops
-matching at once) and searches those only, with the workspace filter inside the
-backend's query (DESIGN invariant 12).
+call enters the ministry's scope (RLS), checks that the actor is still active and
+still a member of that ministry, re-reads which of ``workspace_ids`` the actor
+is a member of *now* (a removed member or a deleted workspace stops matching at
+once) and searches those only, with the workspace filter inside the backend's
+query (DESIGN invariant 12).
 """
 
 from __future__ import annotations
@@ -26,10 +27,21 @@ def readable_workspaces(*, actor: Any, workspace_ids: list[int]) -> dict[int, in
     """``{workspace id: 機密性 level}`` of the requested workspaces the actor is a member of.
 
     Security: must run inside the ministry's scope; the membership join is
-    :func:`apps.documents.selectors.workspace_list_for_actor`'s.
+    :func:`apps.documents.selectors.workspace_list_for_actor`'s. A web request
+    only reaches a ministry's scope through the user's ``Membership`` of it (the
+    middleware); a retriever is handed the ministry id, so the membership is
+    checked here: removing it (the user left the ministry's group) leaves the
+    workspace member rows behind, and they must not keep the ministry readable.
     """
     from apps.documents.selectors import workspace_list_for_actor
+    from apps.tenancy.models import Membership
+    from apps.tenancy.scope import current_ministry_id
 
+    ministry_id = current_ministry_id()
+    if ministry_id is None:
+        return {}
+    if not Membership.objects.filter(user_id=actor.pk, ministry_id=ministry_id).exists():
+        return {}
     wanted = {int(i) for i in workspace_ids}
     rows = workspace_list_for_actor(actor=actor).filter(pk__in=wanted).values_list("pk", "level")
     return dict(rows)
