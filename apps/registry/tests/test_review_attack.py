@@ -164,3 +164,13 @@ def test_the_edit_form_shows_the_refusal_on_the_field(people: dict[str, Any]) ->
     assert response.status_code == 400
     assert "機密性2以上のデプロイメントの接続先" in response.content.decode()
     assert fresh(deployment).base_url != ELSEWHERE
+
+
+def test_the_approver_sees_where_the_raise_would_apply(people: dict[str, Any]) -> None:
+    deployment = make_deployment("d1", clearance=1)
+    services.deployment_save(actor=people["a"], deployment=fresh(deployment), clearance=3, reason="閉域")
+    client = Client()
+    client.force_login(people["b"])
+    page = client.get(reverse("registry:change_list")).content.decode()
+    assert 'data-testid="change-destination"' in page
+    assert f"{deployment.base_url} · {deployment.served_model_name}" in page
