@@ -23,7 +23,7 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.http import Http404
 from django.utils.translation import gettext as _
@@ -172,6 +172,22 @@ def _clean_subject(*, ministry_id: int, level: str, team: Any, user: Any, api_ke
     return {"team": None, "user": None, "api_key": None, wanted: obj}
 
 
+_LOCK_CLASS = 0x716C_696D  # "qlim": pg_advisory_xact_lock(class, ministry id) of limit writes
+
+
+def _lock_limits(ministry_id: int) -> None:
+    """Serialise the limit writes of one ministry (``0``: the platform's) until the commit.
+
+    Two admins saving the same subject and alias at once (or one form sent twice)
+    would both find no row and both insert: the second hit the unique constraint
+    (a 500, its value lost) and its audit event never named the first's value as
+    "before". Under this lock the second waits, then finds and replaces the first
+    row, and its ``before`` is what the first wrote.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_LOCK_CLASS, ministry_id])
+
+
 def _snapshot(row: Limit | PlatformLimit | None) -> dict[str, Any]:
     return {} if row is None else {name: getattr(row, name) for name in LIMIT_FIELDS}
 
@@ -219,6 +235,7 @@ def limit_set(
             "max_tokens": max_tokens,
         }
     )
+    _lock_limits(ministry_id)
     row = Limit.objects.select_for_update().filter(level=level, alias_name=alias_name, **subject).first()
     before = _snapshot(row)
     if row is None:
@@ -298,6 +315,7 @@ def platform_limit_set(
             "max_tokens": max_tokens,
         }
     )
+    _lock_limits(0)
     row = PlatformLimit.objects.select_for_update().filter(alias_name=alias_name).first()
     before = _snapshot(row)
     if row is None:

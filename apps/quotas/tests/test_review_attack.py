@@ -67,3 +67,103 @@ def test_csv_plain_keys_are_unchanged(ministries: tuple[Any, Any]) -> None:
         UsageRecord.objects.create(alias_name="standard-chat", status="ok", created_at=_now_local())
     lines = list(usage_csv_rows(actor=reader, start=local_today(), end=local_today(), group_by="alias"))
     assert lines[1][2:4] == ["standard-chat", "standard-chat"]
+
+
+# --- Two admins (or one double-submitted form) creating the same limit at once ---------------
+
+
+def _race(monkeypatch: pytest.MonkeyPatch, *, calls: list[Any]) -> list[BaseException | None]:
+    """Run ``calls`` in threads that meet right after each looked for the existing row.
+
+    Without serialisation both see "no row" and both insert; with it the second waits
+    for the first's commit (the meeting point then times out and is skipped).
+    """
+    import threading
+
+    from django.db import connections
+
+    from apps.quotas import limits
+
+    barrier = threading.Barrier(len(calls))
+    snapshot = limits._snapshot
+
+    def meeting_snapshot(row: Any) -> Any:
+        try:
+            barrier.wait(timeout=3)
+        except threading.BrokenBarrierError:
+            pass
+        return snapshot(row)
+
+    monkeypatch.setattr(limits, "_snapshot", meeting_snapshot)
+    monkeypatch.setattr(limits, "_queue_reseed", lambda ministry_id: None)
+    errors: list[BaseException | None] = [None] * len(calls)
+
+    def run(index: int) -> None:
+        try:
+            calls[index]()
+        except BaseException as exc:  # noqa: BLE001  (reported to the test)
+            errors[index] = exc
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_admins_creating_the_same_limit_at_once_both_succeed(
+    ministries: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second insert of the same (level, subject, alias) hit the unique constraint: a 500 for
+    the second admin (or the double-submitted form), and the first value silently kept."""
+    from apps.audit.models import AuditEvent
+    from apps.quotas.budget_models import Limit
+    from apps.quotas.limits import limit_set
+
+    a, _ = ministries
+    first = make_user("race-admin-1", a, ["ministry_admin"])
+    second = make_user("race-admin-2", a, ["ministry_admin"])
+
+    def setter(actor: Any, tokens: int) -> Any:
+        def call() -> None:
+            with ministry_scope(ministry_id=a.pk):
+                limit_set(actor=actor, level="ministry", monthly_tokens=tokens)
+
+        return call
+
+    errors = _race(monkeypatch, calls=[setter(first, 1000), setter(second, 2000)])
+    assert errors == [None, None]
+    with ministry_scope(ministry_id=a.pk):
+        rows = list(Limit.objects.filter(level="ministry", alias_name=""))
+    assert len(rows) == 1 and rows[0].monthly_tokens in (1000, 2000)
+    events = list(AuditEvent.objects.filter(action="quota.limit_set").order_by("id"))
+    assert len(events) == 2
+    # The later change names the earlier one's value as "before": nothing was lost unseen.
+    assert events[0].data["before"] == {}
+    assert events[1].data["before"]["monthly_tokens"] == events[0].data["after"]["monthly_tokens"]
+    assert events[1].data["after"]["monthly_tokens"] == rows[0].monthly_tokens
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_platform_admins_setting_the_same_platform_limit_at_once(
+    ministries: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from apps.quotas.budget_models import PlatformLimit
+    from apps.quotas.limits import platform_limit_set
+
+    a, _ = ministries
+    first = make_user("race-padmin-1", a, ["platform_admin"])
+    second = make_user("race-padmin-2", a, ["platform_admin"])
+    errors = _race(
+        monkeypatch,
+        calls=[
+            lambda: platform_limit_set(actor=first, monthly_tokens=10),
+            lambda: platform_limit_set(actor=second, monthly_tokens=20),
+        ],
+    )
+    assert errors == [None, None]
+    assert PlatformLimit.objects.filter(alias_name="").count() == 1
