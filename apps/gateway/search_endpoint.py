@@ -1,6 +1,7 @@
 """``POST /v1/search``: hybrid search over a ministry's shared workspaces, for API keys.
 
-Body: ``{"query": str, "workspace_ids": [int, …] (optional), "top_k": int (1–50, default 5)}``.
+Body: ``{"query": str (≤ 2000 characters), "workspace_ids": [int, …] (optional, ≤ 1000 ids),
+"top_k": int (1–50, default 5)}``.
 
 Security (DESIGN invariant 12, issue 7): the ministry is the API key's, never
 the request's. An API key is not a person and belongs to no workspace, so it
@@ -38,6 +39,9 @@ from .errors import ApiError
 
 MAX_QUERY_CHARS = 2000
 MAX_TOP_K = 50
+# Ids a request may name in ``workspace_ids`` (a 1 MB body could otherwise carry ≈150,000,
+# each going into the lookup's SQL and, on Elasticsearch, a terms filter).
+MAX_WORKSPACE_IDS = 1000
 DEFAULT_TOP_K = 5
 
 
@@ -66,6 +70,12 @@ def search_params(data: dict[str, Any]) -> tuple[str, list[int] | None, int]:
                 "workspace_ids",
                 "workspace_ids は整数の配列で指定してください。",
                 "workspace_ids must be an array of integers.",
+            )
+        if len(raw_ids) > MAX_WORKSPACE_IDS:
+            raise _invalid(
+                "workspace_ids",
+                f"workspace_ids は{MAX_WORKSPACE_IDS}件以内にしてください。",
+                f"workspace_ids may name at most {MAX_WORKSPACE_IDS} workspaces.",
             )
         workspace_ids = raw_ids
     top_k = data.get("top_k", DEFAULT_TOP_K)

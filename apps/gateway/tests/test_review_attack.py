@@ -1,99 +1,28 @@
-"""Attacks on API keys found in review: each test failed before its fix."""
+"""Security review of ``POST /v1/search``: every list a key sends is bounded."""
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.core.exceptions import ValidationError
-from django.test import Client
-from django.utils import timezone
 
-from apps.audit.models import AuditEvent
-from apps.gateway.models import ApiKey
-from apps.gateway.services import api_key_create
-from apps.tenancy.scope import ministry_scope
-from tests.support.fixtures import make_user
+from apps.gateway import search_endpoint
+from apps.gateway.errors import ApiError
+
+from .test_v1_search import call
 
 
-def _soon() -> Any:
-    return timezone.now() + timedelta(days=5)
+def test_workspace_ids_are_bounded() -> None:
+    """A 1 MB body holds ≈150,000 ids; each would go into the lookup's SQL (and an ES terms filter)."""
+    ids = list(range(1, search_endpoint.MAX_WORKSPACE_IDS + 2))
+    with pytest.raises(ApiError) as refused:
+        search_endpoint.search_params({"query": "旅費", "workspace_ids": ids})
+    assert refused.value.status == 400
+    at_bound = list(range(1, search_endpoint.MAX_WORKSPACE_IDS + 1))
+    assert search_endpoint.search_params({"query": "旅費", "workspace_ids": at_bound})[1] == at_bound
 
 
-def _locally_granted_admin(ministry: Any, grantor: Any, username: str) -> Any:
-    from apps.accounts.models import LocalGrantPolicy, LocalRoleGrant
-
-    user = make_user(username, ministry, ["staff"])
-    with ministry_scope(ministry_id=ministry.pk):
-        LocalGrantPolicy.objects.create(ministry=ministry, enabled=True, allow_ministry_admin=True)
-        LocalRoleGrant.objects.create(
-            ministry=ministry,
-            user=user,
-            role="ministry_admin",
-            expires_at=timezone.now() + timedelta(days=7),
-            granted_by=grantor,
-        )
-    return user
-
-
-def test_a_key_needs_an_sso_admin_of_its_ministry_as_creator(ministries: tuple[Any, Any]) -> None:
-    """The service issued a key to any actor (the views' role check was the only one), and a key
-    whose creator is not an SSO admin of its ministry is refused as revoked on first use."""
-    a, b = ministries
-    staff_a = make_user("rk-staff-a", a, ["staff"])
-    auditor_a = make_user("rk-auditor-a", a, ["staff", "ministry_auditor"])
-    admin_b = make_user("rk-admin-b", b, ["staff", "ministry_admin"])
-    for actor in (staff_a, auditor_a, admin_b):
-        with pytest.raises(ValidationError):
-            api_key_create(actor=actor, ministry=a, name="x", expires_at=_soon())
-    assert not ApiKey.objects.filter(ministry=a).exists()
-    assert not AuditEvent.objects.filter(action="gateway.api_key.create").exists()
-
-
-def test_a_deactivated_admin_cannot_issue_a_key(ministries: tuple[Any, Any]) -> None:
-    a, _ = ministries
-    admin = make_user("rk-admin-off", a, ["staff", "ministry_admin"])
-    admin.is_active = False
-    admin.save()
-    with pytest.raises(ValidationError):
-        api_key_create(actor=admin, ministry=a, name="x", expires_at=_soon())
-
-
-def test_a_locally_granted_admin_gets_an_explanation_not_a_dead_key(ministries: tuple[Any, Any]) -> None:
-    """The key page (effective roles) let a locally granted admin create a key and showed its
-    plaintext, but the key check (SSO roles, the rule keys live by) refused it on every call."""
-    a, _ = ministries
-    sso_admin = make_user("rk-sso-admin", a, ["staff", "ministry_admin"])
-    local_admin = _locally_granted_admin(a, sso_admin, "rk-local-admin")
-    client = Client()
-    client.force_login(local_admin)
-    assert client.get("/gateway/keys/").status_code == 200  # the page is theirs to read
-    response = client.post(
-        "/gateway/keys/",
-        {"name": "dead", "max_level": "1", "expires_at": _soon().strftime("%Y-%m-%dT%H:%M")},
-    )
-    assert response.status_code == 400
-    assert "IdP" in response.content.decode()
-    assert not ApiKey.objects.filter(ministry=a).exists()
-
-
-def test_an_sso_admin_still_issues_keys_that_work(ministries: tuple[Any, Any]) -> None:
-    from apps.gateway import keys
-
-    a, _ = ministries
-    admin = make_user("rk-admin-ok", a, ["staff", "ministry_admin"])
-    key, plaintext = api_key_create(actor=admin, ministry=a, name="ok", expires_at=_soon())
-    keys.reset_for_tests()
-    assert keys.check_key(keys.lookup_key(plaintext), plaintext) == keys.KeyState.VALID
-    assert key.created_by == admin
-
-
-def test_the_refusal_is_translated(ministries: tuple[Any, Any]) -> None:
-    from django.utils import translation
-
-    a, _ = ministries
-    staff = make_user("rk-staff-en", a, ["staff"])
-    with translation.override("en"), pytest.raises(ValidationError) as refused:
-        api_key_create(actor=staff, ministry=a, name="x", expires_at=_soon())
-    assert "administrator role from the identity provider" in refused.value.messages[0]
+def test_too_many_workspace_ids_name_the_field(world: Any, make_key: Any) -> None:
+    _, key = make_key()
+    status, body = call(key, {"query": "旅費", "workspace_ids": list(range(1, 100_001))})
+    assert status == 400 and body["error"]["param"] == "workspace_ids"
