@@ -16,6 +16,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
 from apps.documents.selectors import workspace_list_for_actor
@@ -27,6 +28,7 @@ from .definition import DEFINITION_KEYS, MAX_FIELDS, clean_definition, render_pr
 from .models import FieldKind, OutputFormat
 from .selectors import get_app_for_actor, get_ministry_app_for_actor, proposals_pending
 
+MAX_IMPORT_BYTES = 1024 * 1024  # an exported definition is a few kB
 BLANK_ROWS_NEW = 3  # empty rows offered on a new app (more are added with 「項目を追加」)
 BLANK_ROW = {"name": "", "label": "", "kind": "text", "options": [], "required": True}
 
@@ -224,8 +226,8 @@ def app_import(request: HttpRequest) -> HttpResponse:
         return render(request, "aiapps/import.html", {})
     upload = request.FILES.get("file")
     try:
-        if upload is None or (upload.size or 0) > 1024 * 1024:
-            raise ValidationError("JSON ≤ 1MB")
+        if upload is None or (upload.size or 0) > MAX_IMPORT_BYTES:
+            raise ValidationError(_("アプリ定義ファイルは1MBまでです。"))
         app = services.app_import(actor=request.user, raw=upload.read())
     except ValidationError as exc:
         return render(request, "aiapps/import.html", {"errors": exc.messages}, status=422)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import translation
 
 from apps.aiapps import services
@@ -101,3 +102,15 @@ def test_an_app_edited_to_multiply_after_the_run_started_never_reaches_the_model
     with ministry_scope(ministry_id=staff_a.ministry.pk):
         message = Message.objects.get(pk=run.message_id)
     assert message.status == Status.ERROR and "プロンプト全体が長すぎます" in message.error
+
+
+@pytest.mark.parametrize(
+    ("language", "expected"),
+    [("ja", "アプリ定義ファイルは1MBまでです。"), ("en", "An app definition file must be at most 1 MB.")],
+)
+def test_an_oversized_or_missing_import_file_is_explained(staff_a: Actor, language: str, expected: str) -> None:
+    big = SimpleUploadedFile("app.json", b" " * (1024 * 1024 + 1), content_type="application/json")
+    client = client_for(staff_a)
+    for data in ({"file": big}, {}):
+        response = client.post("/apps/builder/import", data, headers={"accept-language": language})
+        assert response.status_code == 422 and expected in response.content.decode()
