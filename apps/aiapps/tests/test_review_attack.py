@@ -108,7 +108,9 @@ def test_an_app_edited_to_multiply_after_the_run_started_never_reaches_the_model
     ("language", "expected"),
     [("ja", "アプリ定義ファイルは1MBまでです。"), ("en", "An app definition file must be at most 1 MB.")],
 )
-def test_an_oversized_or_missing_import_file_is_explained(staff_a: Actor, language: str, expected: str) -> None:
+def test_an_oversized_or_missing_import_file_is_explained(
+    staff_a: Actor, language: str, expected: str
+) -> None:
     big = SimpleUploadedFile("app.json", b" " * (1024 * 1024 + 1), content_type="application/json")
     client = client_for(staff_a)
     for data in ({"file": big}, {}):
