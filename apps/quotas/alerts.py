@@ -333,7 +333,11 @@ def _amount(value: str, unit: str) -> str:
 
 
 def _admins(ministry_id: int) -> list[Any]:
-    rows = Membership.objects.filter(ministry_id=ministry_id, roles__contains=[Role.MINISTRY_ADMIN.value])
+    """Security: the ministry's SSO admins whose account is active; a disabled account (a departed
+    admin) receives no more of the ministry's budget figures, in the app or by e-mail."""
+    rows = Membership.objects.filter(
+        ministry_id=ministry_id, roles__contains=[Role.MINISTRY_ADMIN.value], user__is_active=True
+    )
     return [m.user for m in rows.select_related("user").order_by("user_id")]
 
 

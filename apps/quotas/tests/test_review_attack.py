@@ -167,3 +167,41 @@ def test_two_platform_admins_setting_the_same_platform_limit_at_once(
     )
     assert errors == [None, None]
     assert PlatformLimit.objects.filter(alias_name="").count() == 1
+
+
+# --- Budget e-mails go to the ministry's admins, not to a deactivated account -------------------
+
+
+def test_a_deactivated_admin_gets_no_budget_notice_or_email(ministries: tuple[Any, Any]) -> None:
+    """The recipients were every membership with ``ministry_admin``, also of an account the IdP
+    disabled: a departed admin kept receiving the ministry's budget figures by e-mail."""
+    from decimal import Decimal
+
+    from django.core import mail
+
+    from apps.console.models import Notification
+    from apps.quotas.alerts import BudgetUse, budget_alerts_send
+
+    a, _ = ministries
+    active = make_user("alert-admin-on", a, ["staff", "ministry_admin"])
+    gone = make_user("alert-admin-off", a, ["staff", "ministry_admin"])
+    for user in (active, gone):
+        user.email = f"{user.username}@digital.example.go.jp"
+    active.save()
+    gone.is_active = False
+    gone.save()
+    line = BudgetUse(
+        level="ministry",
+        subject_id=a.pk,
+        subject_label="",
+        alias_name="",
+        unit="tokens",
+        used=Decimal(900),
+        limit=Decimal(1000),
+    )
+    mail.outbox.clear()
+    with ministry_scope(ministry_id=a.pk):
+        budget_alerts_send(user_id=None, lines=[line])
+        recipients = set(Notification.objects.values_list("recipient_id", flat=True))
+    assert recipients == {active.pk}
+    assert [m.to for m in mail.outbox] == [[active.email]]
