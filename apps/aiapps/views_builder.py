@@ -183,9 +183,15 @@ def preview(request: HttpRequest) -> HttpResponse:
 @require_membership
 @require_POST
 def app_visibility(request: HttpRequest, app_id: int) -> HttpResponse:
-    services.app_set_visibility(
-        actor=request.user, app_id=app_id, visibility=request.POST.get("visibility", "")
-    )
+    try:
+        services.app_set_visibility(
+            actor=request.user, app_id=app_id, visibility=request.POST.get("visibility", "")
+        )
+    except ValidationError as exc:  # a value the form never offers: the page again, with the reason
+        app = get_ministry_app_for_actor(actor=request.user, app_id=app_id, editable=True)
+        data = {k: getattr(app, k) for k in DEFINITION_KEYS}
+        context = _form_context(request, data, app=app, errors=exc.messages)
+        return render(request, "aiapps/builder.html", context, status=400)
     return HttpResponseRedirect(reverse("aiapps:app_edit", args=[app_id]))
 
 

@@ -116,3 +116,13 @@ def test_an_oversized_or_missing_import_file_is_explained(
     for data in ({"file": big}, {}):
         response = client.post("/apps/builder/import", data, headers={"accept-language": language})
         assert response.status_code == 422 and expected in response.content.decode()
+
+
+def test_an_unknown_visibility_is_refused_not_a_server_error(staff_a: Actor) -> None:
+    app = _app(staff_a, "{{a}}")
+    client = client_for(staff_a)
+    response = client.post(f"/apps/builder/{app.pk}/visibility", {"visibility": "everyone"})
+    assert response.status_code == 400 and "公開範囲が正しくありません" in response.content.decode()
+    with ministry_scope(ministry_id=staff_a.ministry.pk):
+        app.refresh_from_db()
+    assert app.visibility == "private"
