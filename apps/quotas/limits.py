@@ -98,7 +98,12 @@ def _require_platform_admin(actor: Any) -> None:
 
 
 def _clean_values(values: dict[str, Any]) -> dict[str, Any]:
-    """Non-negative integers (and a non-negative yen amount with two decimals), or ``None``."""
+    """Non-negative integers within their columns (a ``max_tokens`` cap at least 1) and a
+    non-negative yen amount with two decimals, or ``None``.
+
+    Security: the services check what the forms check, so no caller (the platform
+    form, a command, a script) stores a value the admission cannot use sensibly.
+    """
     cleaned: dict[str, Any] = {}
     for name in LIMIT_FIELDS:
         value = values.get(name)
@@ -115,8 +120,12 @@ def _clean_values(values: dict[str, Any]) -> dict[str, Any]:
             number = number.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
             if number >= Decimal("1e12"):
                 raise ValidationError(_("上限には0以上の数値を指定してください。"))
-        elif number > 2**31 - 1 and name != "monthly_tokens":
+        elif number > (2**63 - 1 if name == "monthly_tokens" else 2**31 - 1):
+            # The columns' range (bigint, integer): beyond it the save was a database error.
             raise ValidationError(_("上限には0以上の数値を指定してください。"))
+        if name == "max_tokens" and number < 1:
+            # A cap of 0 would shorten every answer to one token (admission sends at least 1).
+            raise ValidationError(_("max_tokens の上限には1以上の数値を指定してください。"))
         cleaned[name] = number
     return cleaned
 

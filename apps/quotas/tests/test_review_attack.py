@@ -205,3 +205,41 @@ def test_a_deactivated_admin_gets_no_budget_notice_or_email(ministries: tuple[An
         recipients = set(Notification.objects.values_list("recipient_id", flat=True))
     assert recipients == {active.pk}
     assert [m.to for m in mail.outbox] == [[active.email]]
+
+
+# --- Values the forms refuse are refused by the service too ----------------------------------
+
+
+@pytest.mark.parametrize(
+    "values",
+    [{"max_tokens": 0}, {"monthly_tokens": 2**63}, {"rpm": -1}, {"monthly_yen": "NaN"}],
+)
+def test_limit_values_outside_the_columns_are_refused_by_the_services(
+    ministries: tuple[Any, Any], values: dict[str, Any]
+) -> None:
+    """A ``max_tokens`` cap of 0 (the platform form allowed it) capped every answer to one token,
+    and a token budget past the column's range was a database error (500) instead of a message."""
+    from django.core.exceptions import ValidationError
+
+    from apps.quotas.budget_models import Limit, PlatformLimit
+    from apps.quotas.limits import limit_set, platform_limit_set
+
+    a, _ = ministries
+    admin = make_user("values-admin", a, ["ministry_admin", "platform_admin"])
+    with ministry_scope(ministry_id=a.pk):
+        with pytest.raises(ValidationError):
+            limit_set(actor=admin, level="ministry", **values)
+        assert not Limit.objects.exists()
+    with pytest.raises(ValidationError):
+        platform_limit_set(actor=admin, **values)
+    assert not PlatformLimit.objects.exists()
+
+
+def test_the_largest_values_the_forms_offer_are_kept(ministries: tuple[Any, Any]) -> None:
+    from apps.quotas.limits import limit_set
+
+    a, _ = ministries
+    admin = make_user("values-admin-max", a, ["ministry_admin"])
+    with ministry_scope(ministry_id=a.pk):
+        row = limit_set(actor=admin, level="ministry", monthly_tokens=2**63 - 1, max_tokens=1, rpm=0)
+    assert (row.monthly_tokens, row.max_tokens, row.rpm) == (2**63 - 1, 1, 0)
