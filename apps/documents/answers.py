@@ -278,22 +278,32 @@ def answer_start(
 
 
 def build_prompt(*, answer: Answer) -> list[dict[str, str]]:
-    """System + user messages with the numbered sources ([1] 文書名 p.3 …) and the question."""
+    """System + user messages with the numbered sources ([1] 文書名 p.3 …) and the question.
+
+    Security: a source whose document was deleted since the question was asked
+    is left out, already while it is only marked ``deleting`` (its rows stay
+    until the purge task runs): deletion takes a document out of search at once,
+    and out of every prompt as well.
+    """
     blocks: list[str] = []
     if answer.mode == AnswerMode.WHOLE:
         texts = dict(
             Document.objects.filter(
                 workspace_id=answer.workspace_id, pk__in=[s["document_id"] for s in answer.sources]
-            ).values_list("pk", "text")
+            )
+            .exclude(status=DocumentStatus.DELETING)
+            .values_list("pk", "text")
         )
         for s in answer.sources:
-            blocks.append(f"[{s['n']}] {s['filename']}\n{texts.get(s['document_id'], '')}")
+            if s["document_id"] not in texts:  # deleted since the question was asked: never sent
+                continue
+            blocks.append(f"[{s['n']}] {s['filename']}\n{texts[s['document_id']]}")
     else:
         chunks = {
             c.pk: c
             for c in Chunk.objects.filter(
                 workspace_id=answer.workspace_id, pk__in=[s["chunk_id"] for s in answer.sources]
-            )
+            ).exclude(document__status=DocumentStatus.DELETING)
         }
         for s in answer.sources:
             chunk = chunks.get(s["chunk_id"])

@@ -191,3 +191,58 @@ def test_ocr_renders_a_huge_page_at_a_bounded_size(monkeypatch: pytest.MonkeyPat
     assert page.text == "Word"
     assert page.boxes[0] is not None
     assert page.boxes[0][0] == pytest.approx(100 * 72 / dpi, abs=0.2)
+
+
+# --- A document deleted after the question was asked is never sent to the model ----------
+
+
+@pytest.mark.parametrize("mode", ["chunks", "whole"])
+def test_a_document_deleted_before_the_stream_starts_is_not_sent(
+    mode: str, staff_a: Actor, shared_workspace: Any, answer_of_a: Answer
+) -> None:
+    """Deleting marks the document ``deleting`` and takes it out of search at once; the purge comes later.
+
+    Between the two, the answer's prompt (built when the stream starts) must not
+    carry its text either.
+    """
+    from apps.documents.answers import build_prompt
+    from apps.documents.services import document_delete
+
+    secret = "廃棄予定の人事記録"
+    with ministry_scope(ministry_id=staff_a.ministry.pk):
+        data = secret.encode()
+        document = Document.objects.create(
+            workspace=shared_workspace,
+            filename="人事.txt",
+            file_type="text",
+            size=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),
+            storage_name="x",
+            uploaded_by=staff_a.user,
+            status="ready",
+            text=secret,
+        )
+        chunk = Chunk.objects.create(
+            document=document,
+            workspace=shared_workspace,
+            ordinal=0,
+            text=secret,
+            char_start=0,
+            char_end=len(secret),
+            token_count=len(secret),
+        )
+        source = {
+            "n": 1,
+            "chunk_id": chunk.pk,
+            "document_id": document.pk,
+            "filename": "人事.txt",
+            "page_start": 0,
+            "page_end": 0,
+        }
+        Answer.objects.filter(pk=answer_of_a.pk).update(mode=mode, sources=[source])
+        answer = Answer.objects.get(pk=answer_of_a.pk)
+        assert secret in build_prompt(answer=answer)[1]["content"]  # sent while the document exists
+        document.workspace = shared_workspace  # as the selector returns it (owner's role annotated)
+        document_delete(actor=staff_a.user, document=document)  # marked; purge not run (no eager Celery)
+        assert Document.objects.get(pk=document.pk).status == "deleting"
+        assert secret not in build_prompt(answer=answer)[1]["content"]
