@@ -231,6 +231,15 @@ def _upload_one(*, actor: Any, workspace: Workspace, upload: Any, filename: str)
     sha256 = hashlib.sha256(data).hexdigest()
     existing = Document.objects.filter(workspace=workspace, sha256=sha256).first()
     if existing is not None:
+        if existing.status == DocumentStatus.DELETING:
+            # The same bytes (one row and one stored file per workspace) are on their way
+            # out: answering "already uploaded" would hand back a document that the purge
+            # is about to remove, and its stored original with it.
+            raise Rejection(
+                "being_deleted",
+                "同じファイルを削除している途中です。しばらくしてからもう一度アップロードしてください。",
+                "The same file is being deleted. Upload it again in a moment.",
+            )
         return UploadResult(filename, document=existing, duplicate=True)
     storage = documents_storage()
     name = storage_name(ministry_id=workspace.ministry_id, workspace_id=workspace.pk, sha256=sha256)

@@ -246,3 +246,30 @@ def test_a_document_deleted_before_the_stream_starts_is_not_sent(
         document_delete(actor=staff_a.user, document=document)  # marked; purge not run (no eager Celery)
         assert Document.objects.get(pk=document.pk).status == "deleting"
         assert secret not in build_prompt(answer=answer)[1]["content"]
+
+
+# --- Uploading again a file that is being deleted ------------------------------------------
+
+
+def test_uploading_a_file_again_while_it_is_being_deleted_is_refused_with_a_reason(
+    staff_a: Actor, shared_workspace: Any
+) -> None:
+    """The deleting copy used to come back as "already uploaded", then vanished with the purge."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from apps.documents.services import document_delete, document_upload
+
+    data = "出張旅費の精算は一か月以内に行う。".encode()
+    with ministry_scope(ministry_id=staff_a.ministry.pk):
+        (first,) = document_upload(
+            actor=staff_a.user, workspace=shared_workspace, files=[SimpleUploadedFile("a.txt", data)]
+        )
+        assert first.ok and first.document is not None
+        document = first.document
+        document.workspace = shared_workspace
+        document_delete(actor=staff_a.user, document=document)  # purge not run (no eager Celery)
+        (again,) = document_upload(
+            actor=staff_a.user, workspace=shared_workspace, files=[SimpleUploadedFile("a.txt", data)]
+        )
+    assert not again.ok and again.error_code == "being_deleted"
+    assert again.error("ja") and again.error("en")
