@@ -12,7 +12,7 @@ from typing import TypedDict
 
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -107,10 +107,27 @@ def _check_active(ministry: Ministry) -> None:
         raise ScopeError("console writes need the ministry's own active scope")
 
 
+_LOCK_CLASS = 0x6363_6F6E  # "ccon": pg_advisory_xact_lock(class, ministry id) of these console writes
+
+
+def _serialise(ministry: Ministry) -> None:
+    """Run one of the ministry's check-then-insert writes at a time, until the commit.
+
+    Two admins (or one form sent twice) creating the same team, adding the same
+    member or setting the first retention at once would both pass the "does it
+    exist?" check and both insert: the second hit the unique constraint (a 500).
+    Under this lock the second waits for the first's commit and then gets the
+    ordinary answer (the same error as when it comes later, or the update).
+    """
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_LOCK_CLASS, ministry.pk])
+
+
 @transaction.atomic
 def team_create(*, actor: User, ministry: Ministry, code: str, name: str) -> Team:
     """Create a local team (``source = local``) in ``ministry``; codes are unique per ministry."""
     _check_active(ministry)
+    _serialise(ministry)
     if Team.objects.filter(code=code).exists():
         raise ValidationError({"code": _("このコードのチームは既にあります。")})
     team = Team(ministry=ministry, code=code, name=name, source=TeamSource.LOCAL)
@@ -182,6 +199,7 @@ def team_member_add(*, actor: User, ministry: Ministry, team: Team, user: User) 
     _check_active(ministry)
     if team.ministry_id != ministry.pk:
         raise ScopeError("team of another ministry")
+    _serialise(ministry)
     if not Membership.objects.filter(user=user, ministry=ministry).exists():
         raise ValidationError({"user": _("この府省庁のメンバーではない利用者は追加できません。")})
     if TeamMembership.objects.filter(team=team, user=user).exists():
@@ -242,6 +260,7 @@ def document_retention_set(*, actor: User, ministry: Ministry, days: int | None)
     The daily ``documents.retention_sweep`` applies it.
     """
     _check_active(ministry)
+    _serialise(ministry)
     current = DocumentRetention.objects.select_for_update().first()
     previous = current.days if current else None
     if days is None:

@@ -92,3 +92,123 @@ def test_a_lapsed_local_grant_gives_no_access_to_the_quota_service(world: World)
         with pytest.raises(PermissionDenied):
             limit_set(actor=admin, level="ministry", monthly_tokens=1)
     assert _as(admin).get("/console/limits/").status_code == 403
+
+
+# --- Two admins (or one double-submitted form) at once -------------------------------------------
+
+
+def _race(monkeypatch: pytest.MonkeyPatch, target: Any, name: str, calls: list[Any]) -> list[Any]:
+    """Run ``calls`` in threads that meet inside ``target.name`` (after each checked for an existing row).
+
+    Without serialisation both pass their check and both insert; with it the second waits for
+    the first's commit (the meeting point then times out and is skipped).
+    """
+    import threading
+
+    from django.db import connections
+
+    barrier = threading.Barrier(len(calls))
+    original = getattr(target, name)
+
+    def meeting(*args: Any, **kwargs: Any) -> Any:
+        try:
+            barrier.wait(timeout=3)
+        except threading.BrokenBarrierError:
+            pass
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(target, name, meeting)
+    results: list[Any] = [None] * len(calls)
+
+    def run(index: int) -> None:
+        try:
+            calls[index]()
+        except BaseException as exc:  # noqa: BLE001  (reported to the test)
+            results[index] = exc
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def _in_scope(ministry: Any, call: Any) -> Any:
+    def scoped() -> None:
+        with ministry_scope(ministry_id=ministry.pk):
+            call()
+
+    return scoped
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_team_created_twice_at_once_is_one_team_and_one_clear_refusal(
+    ministries: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both requests passed "no team with this code" and both inserted: the second was a 500."""
+    from django.core.exceptions import ValidationError
+
+    from apps.console import services
+    from apps.tenancy.models import Team
+
+    a, _ = ministries
+    admins = [make_user(f"race-team-admin-{n}", a, ["ministry_admin"]) for n in (1, 2)]
+    calls = [
+        _in_scope(a, lambda admin=admin: services.team_create(actor=admin, ministry=a, code="dup", name="x"))
+        for admin in admins
+    ]
+    results = _race(monkeypatch, Team, "full_clean", calls)
+    assert sorted(type(r).__name__ for r in results) == ["NoneType", "ValidationError"]
+    assert isinstance(next(r for r in results if r is not None), ValidationError)
+    with ministry_scope(ministry_id=a.pk):
+        assert Team.objects.filter(code="dup").count() == 1
+    assert AuditEvent.objects.filter(action="team.create").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_team_member_added_twice_at_once_is_one_membership(
+    ministries: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.core.exceptions import ValidationError
+
+    from apps.console import services
+    from apps.tenancy.models import Team, TeamMembership
+
+    a, _ = ministries
+    admin = make_user("race-member-admin", a, ["ministry_admin"])
+    member = make_user("race-member", a, ["staff"])
+    with ministry_scope(ministry_id=a.pk):
+        team = Team.objects.create(code="race", name="race", source="local")
+    calls = [
+        _in_scope(a, lambda: services.team_member_add(actor=admin, ministry=a, team=team, user=member))
+        for _n in range(2)
+    ]
+    results = _race(monkeypatch, TeamMembership.objects, "create", calls)
+    assert sorted(type(r).__name__ for r in results) == ["NoneType", "ValidationError"]
+    assert isinstance(next(r for r in results if r is not None), ValidationError)
+    with ministry_scope(ministry_id=a.pk):
+        assert TeamMembership.objects.filter(team=team, user=member).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_first_retention_set_twice_at_once_keeps_one_row(
+    ministries: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from apps.console import services
+    from apps.documents.models import DocumentRetention
+
+    a, _ = ministries
+    admin = make_user("race-retention-admin", a, ["ministry_admin"])
+    calls = [
+        _in_scope(a, lambda days=days: services.document_retention_set(actor=admin, ministry=a, days=days))
+        for days in (30, 60)
+    ]
+    results = _race(monkeypatch, DocumentRetention, "full_clean", calls)
+    assert results == [None, None]
+    with ministry_scope(ministry_id=a.pk):
+        assert DocumentRetention.objects.count() == 1
+    events = list(AuditEvent.objects.filter(action="documents.retention_set").order_by("id"))
+    assert [e.data["from"] for e in events] == [None, events[0].data["to"]]
