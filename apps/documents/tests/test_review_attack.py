@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import subprocess
 from typing import Any
 
@@ -273,3 +274,77 @@ def test_uploading_a_file_again_while_it_is_being_deleted_is_refused_with_a_reas
         )
     assert not again.ok and again.error_code == "being_deleted"
     assert again.error("ja") and again.error("en")
+
+
+# --- Roles: found sound, kept as regression tests ------------------------------------------
+
+
+def test_roles_cannot_be_escalated_and_the_owner_cannot_be_removed(
+    staff_a: Actor, staff_b: Actor, colleague_a: Any, shared_workspace: Any
+) -> None:
+    from django.urls import reverse
+
+    from .factories import ready_document_of_staff_a
+
+    members_url = reverse("documents:members", args=[shared_workspace.pk])
+    owner = _client(staff_a.user)
+    assert owner.post(members_url, {"username": "colleague-a", "role": "editor"}).status_code == 302
+    editor = _client(colleague_a)
+    # An editor manages nobody, not even themself: no promotion to owner, no removal of the owner.
+    assert editor.post(members_url, {"username": "colleague-a", "role": "owner"}).status_code == 403
+    assert editor.post(members_url, {"username": "colleague-a", "role": "editor"}).status_code == 403
+    with ministry_scope(ministry_id=staff_a.ministry.pk):
+        owner_row = WorkspaceMember.objects.get(workspace=shared_workspace, user=staff_a.user)
+        editor_row = WorkspaceMember.objects.get(workspace=shared_workspace, user=colleague_a)
+    assert editor.post(members_url, {"remove": owner_row.pk}).status_code == 403
+    # The owner cannot hand out "owner", change or remove their own row, or add unknown / foreign users.
+    for data in (
+        {"username": "colleague-a", "role": "owner"},
+        {"username": "staff-a", "role": "viewer"},
+        {"remove": owner_row.pk},
+        {"username": "no-such-user", "role": "viewer"},
+        {"username": "staff-b", "role": "viewer"},
+        {"remove": "not-a-number"},
+    ):
+        refused = owner.post(members_url, data)
+        assert refused.status_code == 422, data
+
+    # Unknown and foreign users get the same answer (nothing to learn about other ministries).
+    def alerts(data: dict[str, str]) -> list[str]:
+        page = owner.post(members_url, data).content.decode()
+        return re.findall(r'role="alert">([^<]*)<', page)
+
+    assert alerts({"username": "no-such-user", "role": "viewer"}) == alerts(
+        {"username": "staff-b", "role": "viewer"}
+    )
+    assert alerts({"username": "staff-b", "role": "viewer"})
+    # A member row of another workspace cannot be removed through this one.
+    with ministry_scope(ministry_id=staff_a.ministry.pk):
+        other = ready_document_of_staff_a(staff_a.ministry).workspace
+        other_row = WorkspaceMember.objects.get(workspace=other, user=staff_a.user)
+    assert owner.post(members_url, {"remove": other_row.pk}).status_code == 422
+    with ministry_scope(ministry_id=staff_a.ministry.pk):
+        roles = dict(
+            WorkspaceMember.objects.filter(workspace=shared_workspace).values_list("user__username", "role")
+        )
+        assert WorkspaceMember.objects.filter(pk=other_row.pk).exists()
+    assert roles == {"staff-a": MemberRole.OWNER, "colleague-a": MemberRole.EDITOR}
+    assert editor_row.role == MemberRole.EDITOR
+
+
+def test_a_viewer_cannot_delete_a_document(staff_a: Actor, colleague_a: Any) -> None:
+    from django.urls import reverse
+
+    from .factories import ready_document_of_staff_a
+
+    with ministry_scope(ministry_id=staff_a.ministry.pk):
+        document = ready_document_of_staff_a(staff_a.ministry)
+        WorkspaceMember.objects.create(workspace=document.workspace, user=colleague_a, role=MemberRole.VIEWER)
+    viewer = _client(colleague_a)
+    assert viewer.post(reverse("documents:delete", args=[document.pk])).status_code == 403
+    download = viewer.get(reverse("documents:download", args=[document.pk]))
+    assert download.status_code == 200
+    assert download["Content-Disposition"].startswith("attachment")
+    assert download["X-Content-Type-Options"] == "nosniff"
+    with ministry_scope(ministry_id=staff_a.ministry.pk):
+        assert Document.objects.get(pk=document.pk).status == "ready"
