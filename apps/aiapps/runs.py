@@ -180,9 +180,17 @@ def run_start(
     return run
 
 
-def build_prompt(*, run: AppRun, system_prompt: str, template: str) -> list[dict[str, str]]:
-    """System + user messages: the rendered template, with the 校正 findings or numbered sources."""
-    if run.app_kind == AppKind.KOBUN:
+def build_prompt(
+    *, run: AppRun, system_prompt: str, template: str, rendered: bool = False
+) -> list[dict[str, str]]:
+    """System + user messages: the rendered template, with the 校正 findings or numbered sources.
+
+    ``rendered``: ``template`` is the prompt as saved when the run started (its app was deleted
+    since); it is sent as is, never rendered again (a ``{{name}}`` the user typed stays text).
+    """
+    if rendered:
+        user = template
+    elif run.app_kind == AppKind.KOBUN:
         user = kobun_prompt(
             text=run.checked_text,
             findings=[kobun.Finding(**f) for f in run.findings],
@@ -216,13 +224,13 @@ class RunReplay:
     message: Message
 
 
-def _definition(run: AppRun) -> tuple[str, str]:
+def _definition(run: AppRun) -> tuple[str, str, bool]:
+    """System prompt, template, and whether the template is the already rendered prompt."""
     app = run.platform_app or run.ministry_app
     if app is None:  # the app was deleted after the run started: the prompt as it was sent
-        return "", run.conversation.messages.filter(role=Role.USER).values_list(
-            "content", flat=True
-        ).first() or ""
-    return app.system_prompt, app.prompt_template
+        saved = run.conversation.messages.filter(role=Role.USER).values_list("content", flat=True).first()
+        return "", saved or "", True
+    return app.system_prompt, app.prompt_template, False
 
 
 def run_stream_open(*, ministry_id: int, actor: Any, run_id: int) -> chat_services.StreamJob | RunReplay:
@@ -248,10 +256,12 @@ def run_stream_open(*, ministry_id: int, actor: Any, run_id: int) -> chat_servic
             )
             message.refresh_from_db()
             return RunReplay(message=message)
-        system_prompt, template = _definition(run)
+        system_prompt, template, rendered = _definition(run)
         try:
             # The app may have been edited since the run started: rendered (and bounded) again.
-            messages = build_prompt(run=run, system_prompt=system_prompt, template=template)
+            messages = build_prompt(
+                run=run, system_prompt=system_prompt, template=template, rendered=rendered
+            )
         except ValidationError as exc:
             Message.objects.filter(pk=message.pk).update(
                 status=Status.ERROR, error=" ".join(exc.messages)[:1000], updated_at=now

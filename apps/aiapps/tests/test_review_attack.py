@@ -126,3 +126,23 @@ def test_an_unknown_visibility_is_refused_not_a_server_error(staff_a: Actor) -> 
     with ministry_scope(ministry_id=staff_a.ministry.pk):
         app.refresh_from_db()
     assert app.visibility == "private"
+
+
+def test_a_run_whose_app_was_deleted_sends_its_saved_prompt_as_is(staff_a: Actor) -> None:
+    fields = [FIELD, {**FIELD, "name": "b", "label": "補足"}]
+    with ministry_scope(ministry_id=staff_a.ministry.pk):
+        app = services.app_create(
+            actor=staff_a.user, data={"name_ja": "二項目", "prompt_template": "{{a}}/{{b}}", "fields": fields}
+        )
+    with FakeUpstream(tokens=2) as fake:
+        reg = register_alias(upstreams=[Upstream(fake.url)], ministries=[staff_a.ministry])
+        response = client_for(staff_a).post(
+            f"/apps/m{app.pk}/", {"alias": reg.alias.name, "level": "1", "a": "{{b}}", "b": "秘"}
+        )
+        assert response.status_code == 302
+        with ministry_scope(ministry_id=staff_a.ministry.pk):
+            run = AppRun.objects.get(user=staff_a.user)
+            services.app_delete(actor=staff_a.user, app_id=app.pk)
+        run_stream(staff_a.user, f"/apps/runs/{run.pk}/stream")
+    # The value "{{b}}" is text the user typed: never expanded, neither at the start nor now.
+    assert fake.last_body["messages"] == [{"role": "user", "content": "{{b}}/秘"}]
