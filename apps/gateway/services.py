@@ -13,7 +13,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -28,6 +28,7 @@ from .directory import CreatorDirectory
 from .models import ApiKey, RevokeReason
 
 MAX_KEYS_PER_MINISTRY = 200
+_KEY_CREATE_LOCK = 0x676B_6579  # "gkey": pg_advisory_xact_lock(class, ministry id) of key creation
 
 
 def max_lifetime() -> timedelta:
@@ -168,6 +169,10 @@ def api_key_create(
     if int(max_level) not in (1, 2, 3):
         raise ValidationError(_("機密性は1〜3で指定してください。"))
     expires_at = _clean_expiry(expires_at)
+    # One creation per ministry at a time until the commit: two admins creating keys at once
+    # both counted the live keys before either inserted, and together passed the cap.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_KEY_CREATE_LOCK, ministry.pk])
     if ApiKey.objects.filter(ministry=ministry, revoked_at__isnull=True).count() >= MAX_KEYS_PER_MINISTRY:
         raise ValidationError(_("有効なAPIキーが上限に達しています。"))
     alias_names = _clean_aliases(ministry=ministry, aliases=aliases)
