@@ -279,12 +279,26 @@ def _upload_one(*, actor: Any, workspace: Workspace, upload: Any, filename: str)
         existing = Document.objects.filter(workspace=workspace, sha256=sha256).first()
         if existing is None:
             raise
+        if stored_now:
+            _discard_stored(storage, name, workspace=workspace)
         return UploadResult(filename, document=existing, duplicate=True)
     except BaseException:
         if stored_now:
-            storage.delete(name)
+            _discard_stored(storage, name, workspace=workspace)
         raise
     return UploadResult(filename, document=document)
+
+
+def _discard_stored(storage: Any, name: str, *, workspace: Workspace) -> None:
+    """Remove the copy this upload stored, unless a document (the winner of a race) uses it.
+
+    Two uploads of the same bytes at once may both find nothing stored: the
+    second ``save`` then picks another name, and that copy belongs to no
+    document once its row loses on the unique constraint, so no deletion (of the
+    document, of the workspace, by retention) would ever remove it.
+    """
+    if not Document.objects.filter(workspace=workspace, storage_name=name).exists():
+        storage.delete(name)
 
 
 # --- Deletion ---------------------------------------------------------------------------

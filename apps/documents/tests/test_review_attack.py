@@ -348,3 +348,63 @@ def test_a_viewer_cannot_delete_a_document(staff_a: Actor, colleague_a: Any) -> 
     assert download["X-Content-Type-Options"] == "nosniff"
     with ministry_scope(ministry_id=staff_a.ministry.pk):
         assert Document.objects.get(pk=document.pk).status == "ready"
+
+
+# --- Two uploads of the same file at once leave one stored copy -----------------------------
+
+
+def test_the_loser_of_a_simultaneous_upload_leaves_no_stored_copy_behind(
+    staff_a: Actor, shared_workspace: Any, monkeypatch: pytest.MonkeyPatch, media_root: Any
+) -> None:
+    """Both see "not stored yet"; the second save gets another name; its row loses on the unique constraint.
+
+    That second copy belonged to no document, so neither the document's nor the
+    workspace's deletion would ever remove it.
+    """
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from apps.documents import services
+
+    data = "同時にアップロードされた文書".encode()
+    with ministry_scope(ministry_id=staff_a.ministry.pk):
+        (first,) = services.document_upload(
+            actor=staff_a.user, workspace=shared_workspace, files=[SimpleUploadedFile("a.txt", data)]
+        )
+        assert first.ok
+
+        class Racing:
+            """The second request's view of the world: it looked before the first one committed."""
+
+            class objects:  # stands in for Document.objects
+                looked = False
+
+                @classmethod
+                def filter(cls, **kwargs: Any) -> Any:
+                    if not cls.looked:
+                        cls.looked = True
+                        return Document.objects.none()
+                    return Document.objects.filter(**kwargs)
+
+                @staticmethod
+                def create(**kwargs: Any) -> Document:
+                    created: Document = Document.objects.create(**kwargs)
+                    return created
+
+        real = documents_storage()
+
+        class NotYetStored:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(real, name)
+
+            def exists(self, name: str) -> bool:
+                return False
+
+        monkeypatch.setattr(services, "Document", Racing)
+        monkeypatch.setattr(services, "documents_storage", NotYetStored)
+        (second,) = services.document_upload(
+            actor=staff_a.user, workspace=shared_workspace, files=[SimpleUploadedFile("a.txt", data)]
+        )
+    assert second.ok and second.duplicate and second.document is not None
+    assert second.document.pk == first.document.pk  # type: ignore[union-attr]
+    stored = [p for p in media_root.rglob("*") if p.is_file()]
+    assert len(stored) == 1, stored
