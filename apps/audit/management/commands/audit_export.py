@@ -8,6 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from apps.audit.models import AuditEvent
 from apps.audit.selectors import AuditFilter, audit_event_export, audit_jsonl_lines
 from apps.audit.services import audit_export_record
 from apps.tenancy.models import Ministry
@@ -40,6 +41,16 @@ class Command(BaseCommand):
         if end < start:
             raise CommandError("--end is before --start")
         events = audit_event_export(ministry_id=ministry.pk, filters=AuditFilter(start=start, end=end))
+        # Security: the export is on the chain *before* any line leaves, so an export cut short
+        # (a closed pipe, a full disk, Ctrl-C) after most of the trail was written is recorded
+        # too. The lines stop at the last event before that record: the export does not
+        # contain its own record, and ``count`` is exactly what a complete run writes.
+        last_id = AuditEvent.objects.order_by("-id").values_list("id", flat=True).first() or 0
+        events = events.filter(id__lte=last_id)
+        total = events.count()
+        audit_export_record(
+            actor=None, ministry_id=ministry.pk, start=start, end=end, via="command", filters={"count": total}
+        )
         count = 0
         out = open(options["output"], "w", encoding="utf-8") if options["output"] else None
 
@@ -56,8 +67,4 @@ class Command(BaseCommand):
         finally:
             if out is not None:
                 out.close()
-        # Recorded after the lines are written, so the export does not contain its own record.
-        audit_export_record(
-            actor=None, ministry_id=ministry.pk, start=start, end=end, via="command", filters={"count": count}
-        )
         self.stderr.write(f"audit_export: {count} events of {ministry.code} from {start} to {end}")
