@@ -235,6 +235,10 @@ def arena_vote(*, actor: Any, battle: ArenaBattle, outcome: str) -> ArenaVote:
         # A grant revoked since the battle: its model is no longer this ministry's to rate.
         raise ValidationError(_("このモデルは所属府省庁で利用できなくなったため、投票できません。"))
     stream = ArenaStream.objects.select_for_update().filter(battle=battle).first()
+    # Security: one vote per battle, also for two requests at the same moment. The battle row is
+    # locked too (after the stream row: the order arena_side_finish takes them in), so a second
+    # vote waits for the first to commit and is refused below, not by the unique constraint (500).
+    ArenaBattle.objects.select_for_update().filter(pk=battle.pk).values_list("pk", flat=True).first()
     # Security: a chat battle's stream row goes with its conversation (cascade); a battle left
     # without one and without an answer or error on a side was never answered (no model call,
     # nothing metered) and is not voted on, nor are its names revealed.
