@@ -43,7 +43,9 @@ class Rejection(Exception):
 
 TEXT_ENCODINGS = ("utf-8-sig", "cp932", "euc_jp")
 _HTML_START = re.compile(rb"^\s*(<!doctype\s+html|<html|<head|<body|<meta|<title|<!--)", re.IGNORECASE)
-_MD_HINT = re.compile(r"^(#{1,6}\s|\s*[-*+]\s|\s*\d+\.\s|```)", re.MULTILINE)
+# Indentation is whitespace *within* the line ([^\S\n]: full-width spaces too): with ``\s*``
+# every line start rescanned all the blank lines after it (quadratic; 4.5 s for 20,000 of them).
+_MD_HINT = re.compile(r"^(#{1,6}\s|[^\S\n]*[-*+]\s|[^\S\n]*\d+\.\s|```)", re.MULTILINE)
 _BINARY_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f]")
 
 
