@@ -17,6 +17,8 @@ for each backend):
 * After ``delete_document`` / ``delete_workspace`` returns, no search returns
   the removed chunks.
 * ``health`` never raises; it reports what is wrong in ``detail``.
+* ``search`` looks at the first :data:`MAX_QUERY_CHARS` characters of ``query``
+  (:func:`bounded_query`): a long text is searched by its beginning, never an error.
 
 A backend SHOULD fuse a lexical and a vector ranking by reciprocal-rank fusion
 (k=60) when a query embedding is given, and rank lexically otherwise.
@@ -32,6 +34,16 @@ from django.conf import settings
 from django.utils.module_loading import import_string
 
 RRF_K = 60
+# Characters of a query a search looks at: the first ones. Answers and /v1/search refuse
+# longer questions; AI apps pass whole inputs (up to 20,000 characters per field), and on
+# PostgreSQL every distinct word became a tsquery term (≈7,000 of them: "stack depth limit
+# exceeded"; ≈2,900: seconds), on Elasticsearch a clause of the multi_match.
+MAX_QUERY_CHARS = 2000
+
+
+def bounded_query(query: str) -> str:
+    """The part of ``query`` a search uses (its first :data:`MAX_QUERY_CHARS` characters)."""
+    return query[:MAX_QUERY_CHARS]
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from elasticsearch import ApiError, Elasticsearch, NotFoundError, TransportError
 
 from apps.tenancy.scope import ScopeError, current_ministry_id
 
-from .base import ChunkRecord, SearchHealth, SearchHit, rrf_fuse
+from .base import ChunkRecord, SearchHealth, SearchHit, bounded_query, rrf_fuse
 
 TEMPLATE_PATH = Path(settings.BASE_DIR) / "infra" / "elasticsearch" / "chunks-template.json"
 BULK_CHUNK_SIZE = 500  # documents per bulk request
@@ -104,7 +104,7 @@ def build_search_bodies(
                     "must": [
                         {
                             "multi_match": {
-                                "query": query,
+                                "query": bounded_query(query),  # one clause per term: bounded
                                 "fields": ["text", "text.cjk", "heading^2", "heading.cjk^2"],
                                 "type": "most_fields",
                             }

@@ -20,7 +20,7 @@ from django.db import DatabaseError, connection, transaction
 
 from apps.tenancy.scope import ScopeError, current_ministry_id
 
-from .base import ChunkRecord, SearchHealth, SearchHit, rrf_fuse
+from .base import ChunkRecord, SearchHealth, SearchHit, bounded_query, rrf_fuse
 from .fusion import score_fuse
 from .models import IndexedChunk
 from .tokenize import index_terms, query_word_groups
@@ -202,6 +202,7 @@ class PostgresBackend:
         workspaces = sorted({int(w) for w in workspace_ids})
         if not workspaces or limit <= 0:
             return []  # nothing is public by default
+        query = bounded_query(query)  # one tsquery term per word: bounded
         # Security: the access rule is in the SQL of every leg and of the final fetch.
         where = "ministry_id = %s AND workspace_id = ANY(%s)"
         where_t = "t.ministry_id = %s AND t.workspace_id = ANY(%s)"  # the same, on the final join's alias

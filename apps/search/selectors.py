@@ -6,7 +6,7 @@ import logging
 from collections.abc import Sequence
 
 from . import embeddings
-from .base import SearchHit, get_backend
+from .base import SearchHit, bounded_query, get_backend
 
 logger = logging.getLogger("gennai.search")
 
@@ -27,8 +27,10 @@ def hybrid_search(
     the backend filters on them and on the ministry inside the query, and an
     empty list finds nothing. ``level`` is the highest 機密性 of those
     workspaces: the embedding call of the query text is classification-gated
-    at that level.
+    at that level. Only the first :data:`~apps.search.base.MAX_QUERY_CHARS`
+    characters of ``query`` are used, for the embedding and the lexical leg alike.
     """
+    query = bounded_query(query)
     vector: tuple[float, ...] | None
     try:
         vector = embeddings.embed_query(ministry_id=ministry_id, text=query, level=level)
