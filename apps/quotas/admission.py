@@ -543,6 +543,12 @@ def budget_status(*, ministry_id: int, user_id: int, alias_name: str = "") -> li
 
     For "remaining budget" displays and the 80 %/100 % warnings; empty if Redis
     is unreachable (the display is advisory, admission is what enforces).
+
+    Security: the platform level is left out, as in the alerts
+    (:func:`apps.quotas.alerts.budget_levels`): its counter is the usage of every
+    ministry together, which no ministry's member may watch (a live total would
+    show another ministry's activity); platform admins see it in the console.
+    Admission still holds every request to the platform's limits.
     """
     from django.contrib.auth import get_user_model
 
@@ -551,7 +557,8 @@ def budget_status(*, ministry_id: int, user_id: int, alias_name: str = "") -> li
     levels = [
         level
         for level in levels_of(subject, ministry_limits(ministry_id))
-        if level.limits is not None
+        if level.level != PLATFORM
+        and level.limits is not None
         and (level.limits.monthly_tokens is not None or level.limits.monthly_yen_units is not None)
     ]
     if not levels:

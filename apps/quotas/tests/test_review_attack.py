@@ -14,6 +14,8 @@ from apps.tenancy.models import Membership
 from apps.tenancy.scope import ministry_scope
 from tests.support.fixtures import make_user
 
+from .admission_support import quota_redis_fixture  # noqa: F401  (provides quota_redis)
+
 
 def _reader(ministry: Any, name: str) -> Membership:
     user = make_user(name, ministry, ["ministry_auditor"])
@@ -243,3 +245,33 @@ def test_the_largest_values_the_forms_offer_are_kept(ministries: tuple[Any, Any]
     with ministry_scope(ministry_id=a.pk):
         row = limit_set(actor=admin, level="ministry", monthly_tokens=2**63 - 1, max_tokens=1, rpm=0)
     assert (row.monthly_tokens, row.max_tokens, row.rpm) == (2**63 - 1, 1, 0)
+
+
+# --- A staff member's budget meter shows their ministry's lines, never the platform's ---------------
+
+
+def test_the_budget_meter_does_not_show_the_platform_wide_counter(
+    quota_redis: Any, ministries: tuple[Any, Any]
+) -> None:
+    """``budget_status`` (the chat sidebar's meter) listed the platform level too: every staff member
+    of every ministry saw the platform's budget and its live total — the usage of all ministries
+    together, so B's activity could be watched from A — labelled in the sidebar as their own."""
+    from decimal import Decimal
+
+    from apps.quotas import admission, limits
+    from apps.quotas.budget_models import PlatformLimit
+
+    from .admission_support import set_limit, staff_of, user_subject
+
+    a, b = ministries
+    PlatformLimit.objects.create(alias_name="", monthly_tokens=1_000_000)
+    limits.reset_for_tests()
+    user_a, user_b = staff_of(a), staff_of(b)
+    admin_a = make_user("meter-admin-a", a, ["ministry_admin"])
+    set_limit(a, admin_a, level="user", user=user_a, monthly_tokens=500)
+    subject_b = user_subject(b, user_b)
+    held = admission.reserve(subject=subject_b, prompt_tokens=300, max_tokens=0, request_id="m-1")
+    admission.settle(reservation=held, prompt_tokens=300, completion_tokens=0, cost_yen=Decimal(0))
+    lines = admission.budget_status(ministry_id=a.pk, user_id=user_a.pk)
+    assert [line.level for line in lines] == ["user"]
+    assert lines[0].used_tokens == 0 and lines[0].limit_tokens == 500
