@@ -248,6 +248,7 @@ def _upload_one(*, actor: Any, workspace: Workspace, upload: Any, filename: str)
         name = storage.save(name, ContentFile(data))
     try:
         with transaction.atomic():
+            _lock_live_workspace(workspace)
             now = timezone.now()
             document = Document.objects.create(
                 workspace=workspace,
@@ -278,6 +279,8 @@ def _upload_one(*, actor: Any, workspace: Workspace, upload: Any, filename: str)
         # The same file arrived twice at once: the other upload won.
         existing = Document.objects.filter(workspace=workspace, sha256=sha256).first()
         if existing is None:
+            if stored_now:
+                _discard_stored(storage, name, workspace=workspace)
             raise
         if stored_now:
             _discard_stored(storage, name, workspace=workspace)
@@ -287,6 +290,29 @@ def _upload_one(*, actor: Any, workspace: Workspace, upload: Any, filename: str)
             _discard_stored(storage, name, workspace=workspace)
         raise
     return UploadResult(filename, document=document)
+
+
+def _lock_live_workspace(workspace: Workspace) -> None:
+    """Lock the workspace row for this document's insert; refuse when it is being deleted.
+
+    The view fetched the workspace before the files were read and stored; an
+    owner's :func:`workspace_delete` (which takes the same lock) may have
+    committed since. Without the lock a document would be created in a
+    workspace marked ``deleting`` (reported as uploaded, then purged, or an
+    error once the purge removed the workspace).
+    """
+    live = (
+        Workspace.objects.select_for_update()
+        .filter(pk=workspace.pk, deleting=False)
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if live is None:
+        raise Rejection(
+            "workspace_deleted",
+            "このワークスペースは削除されています。",
+            "This workspace has been deleted.",
+        )
 
 
 def _discard_stored(storage: Any, name: str, *, workspace: Workspace) -> None:

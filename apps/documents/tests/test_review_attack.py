@@ -430,3 +430,31 @@ def test_markdown_hint_never_looks_past_the_end_of_a_line() -> None:
     assert detect_type("前書き\n\u3000- 項目\n".encode()) == FileType.MARKDOWN
     assert detect_type("前書き\n  1. 項目\n".encode()) == FileType.MARKDOWN
     assert detect_type(b"\n" * 20_000 + b"x") == FileType.TEXT
+
+
+# --- An upload racing the workspace's deletion ----------------------------------------------
+
+
+def test_an_upload_that_races_the_workspace_deletion_stores_nothing(
+    staff_a: Actor, shared_workspace: Any, media_root: Any
+) -> None:
+    """The upload view fetched the workspace; the owner's deletion committed before the files were stored.
+
+    The documents would be created in a workspace marked ``deleting`` (reported
+    as uploaded, then purged, or a 500 once the purge had removed the workspace).
+    """
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from apps.documents.services import document_upload, workspace_delete
+
+    with ministry_scope(ministry_id=staff_a.ministry.pk):
+        workspace_delete(actor=staff_a.user, workspace=shared_workspace)  # purge not run (no eager Celery)
+        (result,) = document_upload(
+            actor=staff_a.user,
+            workspace=shared_workspace,  # the stale object the view had fetched
+            files=[SimpleUploadedFile("late.txt", "削除と同時のアップロード".encode())],
+        )
+        assert not result.ok and result.error_code == "workspace_deleted"
+        assert result.error("ja") and result.error("en")
+        assert not Document.objects.filter(workspace=shared_workspace).exists()
+    assert not [p for p in media_root.rglob("*") if p.is_file()]
