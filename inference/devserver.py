@@ -67,8 +67,9 @@ def check_llama_cpp() -> None:
         raise DevServerUnavailable(
             "llama-cpp-python with its [server] extra is not installed "
             f"(missing modules: {', '.join(missing)}).\n"
-            f'install it with: .venv/bin/pip install "{LLAMA_CPP_PIP}"  '
-            "(compiles llama.cpp: ~5 minutes on 2 cores)"
+            f"install it with: make setup (builds {LLAMA_CPP_PIP} for portable x86-64-v3; "
+            "a plain pip install compiles for this CPU, whose AMX kernels crashed on our VMs; "
+            "~7 minutes on 2 cores)"
         )
 
 
