@@ -28,7 +28,7 @@ from typing import Any
 from apps.quotas import admission
 from apps.quotas.admission import AdmissionUnavailable, QuotaExceeded, Reservation, Subject
 from apps.quotas.route_charge import plan_price_per_1m, plan_zone
-from apps.quotas.tokens import count_input_tokens, count_prompt_tokens
+from apps.quotas.tokens import count_input_tokens, count_prompt_tokens, prompt_fields
 from apps.registry.router import RoutePlan
 from apps.tenancy.connections import db_hop
 
@@ -107,7 +107,9 @@ async def reserve_chat(
     if "max_completion_tokens" in params:
         params["max_completion_tokens"] = capped
     model_name = plan.candidates[0].model_name if plan.candidates else None
-    prompt_tokens, estimated = count_prompt_tokens(messages=messages, model_name=model_name)
+    prompt_tokens, estimated = count_prompt_tokens(
+        messages=messages, model_name=model_name, extra=prompt_fields(params)
+    )
     return await admission.areserve(
         subject=subject,
         prompt_tokens=prompt_tokens,

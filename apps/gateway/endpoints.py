@@ -33,6 +33,7 @@ from typing import Any
 from apps.quotas.admission import QuotaExceeded
 from apps.quotas.models import UsageStatus
 from apps.quotas.route_charge import reserve_or_release
+from apps.quotas.tokens import prompt_fields
 from apps.registry.models import Alias, ModelKind
 from apps.registry.providers.base import (
     ChatRequest,
@@ -128,6 +129,7 @@ async def chat_completions(
         endpoint="chat",
         started=started,
         messages=chat.messages,
+        prompt_extra=prompt_fields(chat.params),
     )
     outcome = await plan_for(
         caller,

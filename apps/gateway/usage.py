@@ -66,6 +66,7 @@ class UsageMeter:
     started: float  # time.perf_counter() when the request arrived
     revision: int | None = None
     messages: list[dict[str, Any]] | None = None  # chat prompt, for counting when unreported
+    prompt_extra: list[Any] | None = None  # the chat request's tools / response_format (prompt too)
     inputs: list[str] | None = None  # embedding inputs, likewise
     model_name: str | None = None  # the registry model (for its tokenizer), once routed
     deployment: DeploymentInfo | None = None
@@ -94,7 +95,9 @@ class UsageMeter:
         if self.prompt_tokens > 0:
             return self.prompt_tokens, False
         if self.messages:
-            return count_prompt_tokens(messages=self.messages, model_name=self.model_name)
+            return count_prompt_tokens(
+                messages=self.messages, model_name=self.model_name, extra=self.prompt_extra or ()
+            )
         if self.inputs:
             return count_input_tokens(inputs=self.inputs, model_name=self.model_name)
         return 0, False

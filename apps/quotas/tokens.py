@@ -29,10 +29,11 @@ flagged number instead of zero.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 PER_MESSAGE_TOKENS = 4
@@ -98,11 +99,35 @@ def _message_texts(message: dict[str, Any]) -> Iterable[str | None]:
         yield name
 
 
-def count_prompt_tokens(*, messages: list[dict[str, Any]], model_name: str | None) -> tuple[int, bool]:
+#: Fields of a chat request, besides ``messages``, that reach the model as prompt text (tool
+#: names, descriptions and schemas; a structured-output schema). ``/v1`` forwards them.
+PROMPT_FIELDS = ("tools", "tool_choice", "response_format")
+
+
+def prompt_fields(params: Mapping[str, Any]) -> list[Any]:
+    """The :data:`PROMPT_FIELDS` a request carries, for :func:`count_prompt_tokens`'s ``extra``.
+
+    Security: they are prompt the model reads (a body may hold a megabyte of them), so they
+    count towards the reservation and the ledger like the messages do; leaving them out let
+    a caller hide a long prompt in a tool description and be charged for a greeting.
+    """
+    return [params[name] for name in PROMPT_FIELDS if params.get(name) is not None]
+
+
+def _field_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def count_prompt_tokens(
+    *, messages: list[dict[str, Any]], model_name: str | None, extra: Iterable[Any] = ()
+) -> tuple[int, bool]:
     """``(tokens, estimated)`` for a chat prompt; ``estimated`` is False only with a real tokenizer.
 
     ``model_name`` is the registry's model name (``DeploymentInfo.model_name``).
-    A non-empty list of messages never counts as 0.
+    ``extra``: the request's other prompt fields (:func:`prompt_fields`), counted as their
+    JSON text. A non-empty list of messages never counts as 0.
     """
     if not messages:
         return 0, False
@@ -119,6 +144,9 @@ def count_prompt_tokens(*, messages: list[dict[str, Any]], model_name: str | Non
                 count += int(tokenizer(text))
             else:
                 count += estimate_text_tokens(text)
+    for value in extra:
+        text = _field_text(value)
+        count += int(tokenizer(text)) if tokenizer is not None else estimate_text_tokens(text)
     return count, tokenizer is None
 
 
