@@ -81,6 +81,32 @@ def _record_cross_read(
         )
 
 
+def _record_reads_of_all(request: HttpRequest, scope: AuditScope, filters: AuditFilter, events: Any) -> None:
+    """Security: "every ministry" is recorded in the trail of each ministry whose events it showed.
+
+    The read of all ministries is on the chain without a ministry (the platform's record);
+    a ministry's admins read only their own ministry's trail, so each other ministry whose
+    events are on this page gets its own ``audit.cross_ministry_read`` too — they see who
+    looked, whichever way the reader chose to look.
+    """
+    shown = sorted({e.ministry_id for e in events if e.ministry_id not in (None, scope.own_ministry_id)})
+    for ministry_id in shown:
+        audit_cross_ministry_read(
+            actor=request.user,
+            action=CROSS_MINISTRY_AUDIT_READ,
+            own_ministry_id=scope.own_ministry_id,
+            ministry_id=ministry_id,
+            data={
+                "view": "all",
+                "action_filter": filters.action,
+                "actor_filter": filters.actor,
+                "start": filters.start,
+                "end": filters.end,
+                "page": request.GET.get("page", "1")[:10],
+            },
+        )
+
+
 @require_GET
 @audit_reader_required
 def audit_list(request: HttpRequest) -> HttpResponse:
@@ -94,6 +120,8 @@ def audit_list(request: HttpRequest) -> HttpResponse:
     page = Paginator(
         audit_event_list(scope=scope, filters=filters, ministry_id=ministry_id), PAGE_SIZE
     ).get_page(request.GET.get("page"))
+    if scope.platform and ministry_id is None:
+        _record_reads_of_all(request, scope, filters, page.object_list)
     query = request.GET.copy()
     query.pop("page", None)
     context: dict[str, Any] = {

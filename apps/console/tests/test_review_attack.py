@@ -212,3 +212,31 @@ def test_the_first_retention_set_twice_at_once_keeps_one_row(
         assert DocumentRetention.objects.count() == 1
     events = list(AuditEvent.objects.filter(action="documents.retention_set").order_by("id"))
     assert [e.data["from"] for e in events] == [None, events[0].data["to"]]
+
+
+# --- A platform reader's view of every ministry's trail is on each ministry's own trail -----------
+
+
+def test_reading_every_ministrys_trail_at_once_is_visible_to_each_ministry(ministries: Any) -> None:
+    """Choosing "all ministries" wrote one ``audit.cross_ministry_read`` with no ministry: B's events
+    were shown to a platform auditor of A, and B's admins, who read only B's trail, never saw it
+    (choosing B itself is recorded in B's trail)."""
+    from apps.audit.services import CROSS_MINISTRY_AUDIT_READ, audit_record, audit_verify
+
+    from .insight_support import client_for, make_people
+
+    people = make_people(ministries)
+    audit_record(actor=None, action="test.secret_b", target_type="thing", ministry_id=people.b.pk)
+    audit_record(actor=None, action="test.secret_a", target_type="thing", ministry_id=people.a.pk)
+    response = client_for(people.platform_auditor).get("/console/audit/", {"ministry": ""})
+    assert response.status_code == 200 and "test.secret_b" in response.content.decode()
+    reads = AuditEvent.objects.filter(action=CROSS_MINISTRY_AUDIT_READ)
+    assert reads.filter(ministry__isnull=True).count() == 1  # the platform's own record stays
+    [in_b] = reads.filter(ministry=people.b)
+    assert in_b.actor == people.platform_auditor and in_b.data["reader_ministry_id"] == people.a.pk
+    assert in_b.data["view"] == "all"
+    assert not reads.filter(ministry=people.a).exists(), "the reader's own ministry is no cross read"
+    # B's admin finds it in B's trail.
+    trail_b = client_for(people.admin_b).get("/console/audit/").content.decode()
+    assert CROSS_MINISTRY_AUDIT_READ in trail_b
+    assert audit_verify().intact
