@@ -398,6 +398,7 @@ GENNAI_MAX_REQUEST_BYTES = int(env("GENNAI_MAX_REQUEST_BYTES", str(64 * 1024 * 1
 # OOXML (zip) files: total uncompressed size and compression ratio limits (zip bombs).
 GENNAI_DOCUMENT_MAX_UNZIPPED_BYTES = int(env("GENNAI_DOCUMENT_MAX_UNZIPPED_BYTES", str(300 * 1024 * 1024)))
 GENNAI_DOCUMENT_MAX_ZIP_RATIO = int(env("GENNAI_DOCUMENT_MAX_ZIP_RATIO", "100"))
+GENNAI_DOCUMENT_MAX_ZIP_ENTRIES = int(env("GENNAI_DOCUMENT_MAX_ZIP_ENTRIES", "10000"))
 GENNAI_DOCUMENT_EMBED_BATCH = int(env("GENNAI_DOCUMENT_EMBED_BATCH", "16"))
 
 # --- Search (apps/search, docs/search.md) ----------------------------------------

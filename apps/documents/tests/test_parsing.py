@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import itertools
+import zipfile
 
 import pytest
+from django.test import override_settings
 
 from apps.documents.chunking import assemble, chunk_text, raw_indices_by_page
-from apps.documents.detect import FileType, Rejection, detect_type
+from apps.documents.detect import FileType, Rejection, declared_zip_entries, detect_type
 from apps.documents.normalize import normalize
 from apps.documents.parsers import ParseError, parse, pdf_chunk_boxes
 
@@ -139,3 +142,65 @@ def test_chunks_are_deterministic_with_overlap_and_exact_offsets() -> None:
         assert chunk.char_start < previous.char_end  # overlap
         assert chunk.text.startswith("これは") and previous.text.endswith("。")  # sentence boundaries
         assert chunk.token_count <= 400
+
+
+def _zip_of(entries: int, *, force_zip64: bool = False) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("word/document.xml", "<w:document/>")
+        for i in range(entries - 1):
+            archive.writestr(f"p/{i}", b"")
+        if force_zip64:
+            archive.comment = b""
+    data = buffer.getvalue()
+    if force_zip64:
+        # Rewrite the classic end record's counts as 0xFFFF, the way a zip64 archive declares them,
+        # and put a zip64 end record and locator before it: what a writer of >65,535 entries makes.
+        eocd = data.rfind(b"PK\x05\x06")
+        directory_size = int.from_bytes(data[eocd + 12 : eocd + 16], "little")
+        directory_at = int.from_bytes(data[eocd + 16 : eocd + 20], "little")
+        record_at = eocd
+        record = (
+            b"PK\x06\x06"
+            + (44).to_bytes(8, "little")
+            + (45).to_bytes(2, "little")
+            + (45).to_bytes(2, "little")
+            + (0).to_bytes(4, "little")
+            + (0).to_bytes(4, "little")
+            + entries.to_bytes(8, "little")
+            + entries.to_bytes(8, "little")
+            + directory_size.to_bytes(8, "little")
+            + directory_at.to_bytes(8, "little")
+        )
+        locator = (
+            b"PK\x06\x07"
+            + (0).to_bytes(4, "little")
+            + record_at.to_bytes(8, "little")
+            + (1).to_bytes(4, "little")
+        )
+        classic = data[eocd : eocd + 8] + b"\xff\xff\xff\xff" + data[eocd + 12 :]
+        data = data[:eocd] + record + locator + classic
+    return data
+
+
+def test_declared_zip_entries_reads_the_classic_and_the_zip64_end_records() -> None:
+    assert declared_zip_entries(_zip_of(7)) == 7
+    assert declared_zip_entries(_zip_of(7, force_zip64=True)) == 7
+    assert declared_zip_entries(b"PK\x03\x04 not a zip") is None
+
+
+@override_settings(GENNAI_DOCUMENT_MAX_ZIP_ENTRIES=50)
+def test_a_zip_of_too_many_parts_is_refused_before_its_directory_is_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """zipfile is never asked to parse the directory: a 300,000-entry zip cost 400 MB doing so."""
+    monkeypatch.setattr(zipfile.ZipFile, "infolist", lambda self: pytest.fail("directory parsed"))
+    for data in (_zip_of(51), _zip_of(51, force_zip64=True)):
+        with pytest.raises(Rejection) as refused:
+            detect_type(data)
+        assert refused.value.code == "zip_bomb" and "50" in refused.value.en and "50" in refused.value.ja
+
+
+@override_settings(GENNAI_DOCUMENT_MAX_ZIP_ENTRIES=50)
+def test_a_zip_at_the_entry_limit_is_judged_as_before() -> None:
+    assert detect_type(_zip_of(50)) == FileType.DOCX
