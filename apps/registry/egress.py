@@ -207,6 +207,32 @@ class EgressPolicy:
             )
 
 
+def names_host(policy: EgressPolicy, url: str) -> bool:
+    """Whether ``url``'s host is listed in ``policy`` by name, wildcard or (IP literal) CIDR, unresolved."""
+    host = urlsplit(url).hostname or ""
+    ip = _parse_ip(host)
+    if ip is not None:
+        return policy._allowlisted_ip(_normalise_ip(ip))
+    return policy._allowlisted_name(_normalise_name(host))
+
+
+def onprem_policy() -> EgressPolicy:
+    """The hosts a deployment may be labelled on-prem for (``GENNAI_UPSTREAM_ONPREM_HOSTS``).
+
+    Security: routing to an on-prem deployment needs no second approval, so the
+    label must not be whatever its author types: a host outside this list (for
+    example an allowlisted vendor API) cannot be registered as on-prem. Unset,
+    the list is the egress allowlist itself (no distinction; docs/security.md
+    says to set it wherever external hosts are allowlisted).
+    """
+    from django.conf import settings
+
+    entries = getattr(settings, "GENNAI_UPSTREAM_ONPREM_HOSTS", ()) or getattr(
+        settings, "GENNAI_UPSTREAM_ALLOWED_HOSTS", ()
+    )
+    return _cached_policy(tuple(entries))
+
+
 @lru_cache(maxsize=8)
 def _cached_policy(entries: tuple[str, ...]) -> EgressPolicy:
     return EgressPolicy.parse(entries)

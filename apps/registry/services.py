@@ -18,7 +18,7 @@ from apps.audit.services import audit_record
 from apps.tenancy.models import Ministry
 from apps.tenancy.scope import ministry_scope
 
-from . import approvals
+from . import approvals, egress
 from .egress import EgressRefused, current_policy
 from .models import (
     Alias,
@@ -188,6 +188,36 @@ def _is_routed(deployment: Deployment) -> bool:
     ).exists()
 
 
+def _refuse_mislabelled_onprem(*, stored: dict[str, Any] | None, fields: dict[str, Any], zone: str) -> None:
+    """Security: a deployment is labelled on-prem only if its host is an on-prem host.
+
+    Routing an alias to an on-prem deployment needs no second approval, so a
+    self-declared label would let one person send traffic to an allowlisted
+    external host without it. Checked when a deployment is created or its zone
+    or URL changes (``GENNAI_UPSTREAM_ONPREM_HOSTS``, :func:`egress.onprem_policy`).
+    """
+    base_url = fields.get("base_url", stored["base_url"] if stored else "")
+    if stored is not None and zone == stored["zone"] and base_url == stored["base_url"]:
+        return
+    try:
+        current_policy().check_url(base_url)
+    except EgressRefused:
+        return  # not an allowed upstream at all: the URL validator refuses it, with its own message
+    if (
+        zone == DeploymentZone.ON_PREM
+        and base_url
+        and not egress.names_host(egress.onprem_policy(), base_url)
+    ):
+        raise ValidationError(
+            {
+                "zone": _(
+                    "この接続先はオンプレミスの登録先（GENNAI_UPSTREAM_ONPREM_HOSTS）にありません。"
+                    "ガバメントクラウドまたは外部APIを選んでください。"
+                )
+            }
+        )
+
+
 @transaction.atomic
 def deployment_save(
     *, actor: Any, deployment: Deployment | None = None, reason: str = "", **fields: Any
@@ -209,6 +239,7 @@ def deployment_save(
         raise ValidationError(
             {"clearance": _("外部API・商用クラウドのデプロイメントは機密性1までしか扱えません。")}
         )
+    _refuse_mislabelled_onprem(stored=stored, fields=fields, zone=zone)
     if (
         deployment is not None
         and stored is not None

@@ -321,6 +321,12 @@ GENNAI_UPSTREAM_READ_TIMEOUT = float(os.environ.get("GENNAI_UPSTREAM_READ_TIMEOU
 GENNAI_UPSTREAM_ALLOWED_HOSTS = [
     h.strip() for h in os.environ.get("GENNAI_UPSTREAM_ALLOWED_HOSTS", "").split(",") if h.strip()
 ]
+# Hosts a deployment may be labelled on-prem for (same syntax; IP literals against CIDRs,
+# names against names and wildcards, nothing resolved). Routing to on-prem needs no second
+# approval, so set this wherever external hosts are allowlisted; unset = the allowlist itself.
+GENNAI_UPSTREAM_ONPREM_HOSTS = [
+    h.strip() for h in os.environ.get("GENNAI_UPSTREAM_ONPREM_HOSTS", "").split(",") if h.strip()
+]
 # Directory of mounted upstream API keys for ``file:<name>`` secret references.
 GENNAI_UPSTREAM_SECRETS_DIR = os.environ.get("GENNAI_UPSTREAM_SECRETS_DIR", "")
 

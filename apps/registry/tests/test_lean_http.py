@@ -146,6 +146,12 @@ def _event_loop(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 def run(coro: Awaitable[Any]) -> Any:
+    from apps.registry.providers import openai_compatible
+
+    # Clients cached by earlier tests belong to their (closed) event loops: closing them here
+    # would touch a dead loop, so they are dropped; this test's own are closed at its end.
+    openai_compatible._clients.clear()
+
     async def main() -> Any:
         try:
             return await coro
