@@ -87,3 +87,11 @@ def test_an_unchanged_destination_is_not_rechecked() -> None:
     with override_settings(GENNAI_UPSTREAM_ONPREM_HOSTS=["*.gpu.gov.example"]):
         saved = services.deployment_save(actor=None, deployment=deployment, max_concurrency=4)
     assert saved.max_concurrency == 4
+
+
+def test_the_refusal_reads_in_english() -> None:
+    from django.utils import translation
+
+    with SPLIT, translation.override("en"), pytest.raises(ValidationError) as refused:
+        make_deployment("vendor-en", "https://api.vendor.example/v1", clearance=1)
+    assert "not an on-prem host" in refused.value.message_dict["zone"][0]
