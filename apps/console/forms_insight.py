@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
 
 from django import forms
@@ -33,7 +33,7 @@ class PeriodForm(forms.Form):
         end = cleaned.get("end") or (last if start <= last else start)
         if end < start:
             raise forms.ValidationError(_("終了日は開始日以降の日付を指定してください。"))
-        if (end - start) > timedelta(days=MAX_PERIOD_DAYS):
+        if (end - start).days + 1 > MAX_PERIOD_DAYS:  # both ends inclusive
             raise forms.ValidationError(
                 _("期間は%(days)d日以内で指定してください。") % {"days": MAX_PERIOD_DAYS}
             )
@@ -99,14 +99,23 @@ class PlatformLimitForm(forms.Form):
     alias_name = forms.CharField(
         label=_("モデル名（エイリアス、空欄はすべて）"), required=False, max_length=100
     )
-    monthly_tokens = forms.IntegerField(label=_("月間トークン上限"), required=False, min_value=0)
+    # The same ranges as the ministry form (LimitValuesForm) and the service's column checks.
+    monthly_tokens = forms.IntegerField(
+        label=_("月間トークン上限"), required=False, min_value=0, max_value=2**63 - 1
+    )
     monthly_yen = forms.DecimalField(
         label=_("月間予算（円）"), required=False, min_value=0, max_digits=14, decimal_places=2
     )
-    rpm = forms.IntegerField(label=_("毎分リクエスト数上限"), required=False, min_value=0)
-    tpm = forms.IntegerField(label=_("毎分トークン数上限"), required=False, min_value=0)
-    max_concurrent = forms.IntegerField(label=_("同時実行数上限"), required=False, min_value=0)
-    max_tokens = forms.IntegerField(label=_("max_tokens の上限"), required=False, min_value=0)
+    rpm = forms.IntegerField(
+        label=_("毎分リクエスト数上限"), required=False, min_value=0, max_value=2**31 - 1
+    )
+    tpm = forms.IntegerField(label=_("毎分トークン数上限"), required=False, min_value=0, max_value=2**31 - 1)
+    max_concurrent = forms.IntegerField(
+        label=_("同時実行数上限"), required=False, min_value=0, max_value=2**31 - 1
+    )
+    max_tokens = forms.IntegerField(
+        label=_("max_tokens の上限"), required=False, min_value=1, max_value=2**31 - 1
+    )
 
 
 #: Modes of a ministry's local-grant policy (``platform_default`` removes the ministry's override).

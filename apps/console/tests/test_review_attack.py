@@ -240,3 +240,22 @@ def test_reading_every_ministrys_trail_at_once_is_visible_to_each_ministry(minis
     trail_b = client_for(people.admin_b).get("/console/audit/").content.decode()
     assert CROSS_MINISTRY_AUDIT_READ in trail_b
     assert audit_verify().intact
+
+
+def test_the_period_is_at_most_366_days_both_ends_inclusive() -> None:
+    from datetime import date
+
+    from apps.console.forms_insight import PeriodForm
+
+    assert PeriodForm({"start": "2024-01-01", "end": "2024-12-31"}).is_valid()  # 366 days (leap year)
+    too_long = PeriodForm({"start": "2024-01-01", "end": "2025-01-01"})  # 367 days
+    assert not too_long.is_valid() and "366" in str(too_long.errors)
+    assert date(2025, 1, 1) - date(2024, 1, 1) == timedelta(days=366)
+
+
+def test_the_platform_limit_form_has_the_services_ranges() -> None:
+    from apps.console.forms_insight import PlatformLimitForm
+
+    assert not PlatformLimitForm({"max_tokens": "0"}).is_valid()  # every answer cut to one token
+    assert not PlatformLimitForm({"monthly_tokens": str(2**63)}).is_valid()  # past bigint: was a 500
+    assert PlatformLimitForm({"max_tokens": "1", "monthly_tokens": str(2**63 - 1)}).is_valid()
