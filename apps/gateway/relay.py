@@ -172,7 +172,7 @@ async def relay(
             if not chunk.raw:
                 chunk.raw = _synthesized(chunk, usage.alias_name)
             if chunk.usage is None:
-                if chunk.delta:
+                if chunk.produced:  # text, reasoning or tool-call arguments
                     content_chunks += 1
                 batch.append(b"data: " + chunk.raw.replace(needle, alias, 1) + b"\n\n")
             else:

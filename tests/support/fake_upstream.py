@@ -11,7 +11,8 @@ Runs in a thread on a loopback port. Behaviour is chosen per instance
 ``hang_up=N`` makes the next N POSTs close the connection without an answer
 (a keep-alive connection the server dropped as the client reused it).
 ``usage=False`` leaves out the usage chunk, as llama.cpp does (it ignores
-``stream_options.include_usage``). ``requests`` counts requests received;
+``stream_options.include_usage``). ``tool_calls=True`` streams the words as
+one tool call's arguments instead of content. ``requests`` counts requests received;
 ``last_body`` is the last JSON body.
 """
 
@@ -128,6 +129,12 @@ class _Handler(BaseHTTPRequestHandler):
                     "model": fake.model,
                     "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}],
                 }
+                if fake.tool_calls:  # the answer as one tool call's arguments, streamed piece by piece
+                    call: dict[str, Any] = {"index": 0, "function": {"arguments": word}}
+                    if i == 0:
+                        call.update(id="call_fake", type="function")
+                        call["function"]["name"] = "lookup"
+                    payload["choices"][0]["delta"] = {"tool_calls": [call]}
                 self._chunk(b"data: " + json.dumps(payload).encode() + b"\n\n")
                 if fake.delay:
                     time.sleep(fake.delay)
@@ -186,11 +193,13 @@ class FakeUpstream:
         word: str = "tok",
         usage: bool = True,
         hang_up: int = 0,
+        tool_calls: bool = False,
     ) -> None:
         self.mode, self.tokens, self.delay, self.status = mode, tokens, delay, status
         self.first_delay, self.drop_after, self.model, self.word = first_delay, drop_after, model, word
         self.usage = usage
         self.hang_up = hang_up
+        self.tool_calls = tool_calls
         self.requests = 0
         self.last_body: dict[str, Any] = {}
         self.lock = threading.Lock()

@@ -76,6 +76,17 @@ class ChatChunk:
     finish_reason: str | None = None
     usage: dict[str, int] | None = None
     reasoning_delta: str = ""
+    #: The chunk carries tool-call (or legacy ``function_call``) output, relayed in ``raw``.
+    tool_call_delta: bool = False
+
+    @property
+    def produced(self) -> bool:
+        """Whether the model produced output here: text, reasoning or a tool call's arguments.
+
+        Security: what an upstream that reports no usage is charged for is the
+        count of such chunks; output returned as tool-call arguments is output too.
+        """
+        return bool(self.delta or self.reasoning_delta or self.tool_call_delta)
 
 
 @dataclass

@@ -172,6 +172,7 @@ def _parse_chunk(data: bytes) -> ChatChunk:
         delta = choice.get("delta") or {}
         chunk.delta = delta.get("content") or ""
         chunk.reasoning_delta = delta.get("reasoning_content") or delta.get("reasoning") or ""
+        chunk.tool_call_delta = bool(delta.get("tool_calls") or delta.get("function_call"))
         chunk.finish_reason = choice.get("finish_reason")
     usage = payload.get("usage")
     if isinstance(usage, dict):
@@ -290,12 +291,13 @@ class OpenAICompatibleProvider:
                     raise error(f"{name}: malformed chunk") from exc
                 started = True
                 finished = finished or chunk.finish_reason is not None
-                content_chunks += 1 if (chunk.delta or chunk.reasoning_delta) else 0
+                content_chunks += 1 if chunk.produced else 0
                 usage_seen = usage_seen or chunk.usage is not None
                 yield chunk
             if not usage_seen:
                 # Servers that ignore stream_options (llama.cpp) send no usage: count
-                # content chunks (one token each on llama.cpp and vLLM) and say so.
+                # output chunks (text, reasoning, tool-call arguments: one token each on
+                # llama.cpp and vLLM) and say so.
                 yield ChatChunk(
                     usage={"prompt_tokens": 0, "completion_tokens": content_chunks, "estimated": 1}
                 )
