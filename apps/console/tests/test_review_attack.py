@@ -13,6 +13,7 @@ from apps.audit.models import AuditEvent
 from apps.quotas.budget_models import Limit
 from apps.tenancy.scope import ministry_scope
 from tests.support.fixtures import make_user
+from tests.support.races import race_through
 
 from .url_matrix import World, build_world
 
@@ -97,45 +98,6 @@ def test_a_lapsed_local_grant_gives_no_access_to_the_quota_service(world: World)
 # --- Two admins (or one double-submitted form) at once -------------------------------------------
 
 
-def _race(monkeypatch: pytest.MonkeyPatch, target: Any, name: str, calls: list[Any]) -> list[Any]:
-    """Run ``calls`` in threads that meet inside ``target.name`` (after each checked for an existing row).
-
-    Without serialisation both pass their check and both insert; with it the second waits for
-    the first's commit (the meeting point then times out and is skipped).
-    """
-    import threading
-
-    from django.db import connections
-
-    barrier = threading.Barrier(len(calls))
-    original = getattr(target, name)
-
-    def meeting(*args: Any, **kwargs: Any) -> Any:
-        try:
-            barrier.wait(timeout=3)
-        except threading.BrokenBarrierError:
-            pass
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(target, name, meeting)
-    results: list[Any] = [None] * len(calls)
-
-    def run(index: int) -> None:
-        try:
-            calls[index]()
-        except BaseException as exc:  # noqa: BLE001  (reported to the test)
-            results[index] = exc
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return results
-
-
 def _in_scope(ministry: Any, call: Any) -> Any:
     def scoped() -> None:
         with ministry_scope(ministry_id=ministry.pk):
@@ -160,7 +122,7 @@ def test_a_team_created_twice_at_once_is_one_team_and_one_clear_refusal(
         _in_scope(a, lambda admin=admin: services.team_create(actor=admin, ministry=a, code="dup", name="x"))
         for admin in admins
     ]
-    results = _race(monkeypatch, Team, "full_clean", calls)
+    results = race_through(monkeypatch, Team, "full_clean", calls)
     assert sorted(type(r).__name__ for r in results) == ["NoneType", "ValidationError"]
     assert isinstance(next(r for r in results if r is not None), ValidationError)
     with ministry_scope(ministry_id=a.pk):
@@ -186,7 +148,7 @@ def test_a_team_member_added_twice_at_once_is_one_membership(
         _in_scope(a, lambda: services.team_member_add(actor=admin, ministry=a, team=team, user=member))
         for _n in range(2)
     ]
-    results = _race(monkeypatch, TeamMembership.objects, "create", calls)
+    results = race_through(monkeypatch, TeamMembership.objects, "create", calls)
     assert sorted(type(r).__name__ for r in results) == ["NoneType", "ValidationError"]
     assert isinstance(next(r for r in results if r is not None), ValidationError)
     with ministry_scope(ministry_id=a.pk):
@@ -206,7 +168,7 @@ def test_the_first_retention_set_twice_at_once_keeps_one_row(
         _in_scope(a, lambda days=days: services.document_retention_set(actor=admin, ministry=a, days=days))
         for days in (30, 60)
     ]
-    results = _race(monkeypatch, DocumentRetention, "full_clean", calls)
+    results = race_through(monkeypatch, DocumentRetention, "full_clean", calls)
     assert results == [None, None]
     with ministry_scope(ministry_id=a.pk):
         assert DocumentRetention.objects.count() == 1

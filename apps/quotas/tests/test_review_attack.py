@@ -13,6 +13,7 @@ from apps.quotas.selectors import usage_csv_rows
 from apps.tenancy.models import Membership
 from apps.tenancy.scope import ministry_scope
 from tests.support.fixtures import make_user
+from tests.support.races import race_through
 
 from .admission_support import quota_redis_fixture  # noqa: F401  (provides quota_redis)
 
@@ -75,45 +76,11 @@ def test_csv_plain_keys_are_unchanged(ministries: tuple[Any, Any]) -> None:
 
 
 def _race(monkeypatch: pytest.MonkeyPatch, *, calls: list[Any]) -> list[BaseException | None]:
-    """Run ``calls`` in threads that meet right after each looked for the existing row.
-
-    Without serialisation both see "no row" and both insert; with it the second waits
-    for the first's commit (the meeting point then times out and is skipped).
-    """
-    import threading
-
-    from django.db import connections
-
+    """Run ``calls`` at once, meeting right after each looked for the existing limit row."""
     from apps.quotas import limits
 
-    barrier = threading.Barrier(len(calls))
-    snapshot = limits._snapshot
-
-    def meeting_snapshot(row: Any) -> Any:
-        try:
-            barrier.wait(timeout=3)
-        except threading.BrokenBarrierError:
-            pass
-        return snapshot(row)
-
-    monkeypatch.setattr(limits, "_snapshot", meeting_snapshot)
     monkeypatch.setattr(limits, "_queue_reseed", lambda ministry_id: None)
-    errors: list[BaseException | None] = [None] * len(calls)
-
-    def run(index: int) -> None:
-        try:
-            calls[index]()
-        except BaseException as exc:  # noqa: BLE001  (reported to the test)
-            errors[index] = exc
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return errors
+    return race_through(monkeypatch, limits, "_snapshot", calls)
 
 
 @pytest.mark.django_db(transaction=True)
