@@ -59,6 +59,8 @@
       var status = event.detail && event.detail.xhr ? event.detail.xhr.status : 0;
       if (status === 401 || status === 403) {
         showError(body.dataset.gnErrorForbidden);
+      } else if (status === 413) {
+        showError(body.dataset.gnErrorTooLarge);
       } else {
         showError(body.dataset.gnErrorServer);
       }
