@@ -45,6 +45,10 @@ logger = logging.getLogger("gennai.chat")
 STOP_FLAG_SECONDS = 15 * 60
 # A streaming message not touched for this long has lost its stream (process died).
 STALE_STREAM_SECONDS = 5 * 60
+# An answer created by a send this recently but not yet connected to by its page still
+# belongs to that send (the page opens its stream a moment later): a new send is refused.
+# Older, it was left behind (the page was closed before it loaded) and the next send drops it.
+CONNECT_GRACE_SECONDS = 30
 MAX_ANSWER_TOKENS = 2048
 
 
@@ -190,15 +194,36 @@ def _start_answer(conversation: Conversation) -> Message:
     return message
 
 
+class ConversationBusy(ValidationError):
+    """A send or regenerate while another answer of the conversation is pending (HTTP 409)."""
+
+
+def _lock_for_turn(*, actor: Any, conversation: Conversation) -> Conversation:
+    """The actor's conversation, locked (``SELECT … FOR UPDATE``) until the transaction ends.
+
+    Two sends (or a send and a regenerate) of one conversation at once are serialised
+    here: the later one waits for the earlier one's commit and then sees its answer.
+    """
+    conversation = get_conversation_for_actor(actor=actor, conversation_id=conversation.pk)
+    locked: Conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
+    return locked
+
+
 def _ensure_not_generating(conversation: Conversation) -> None:
-    """Refuse a new turn while an answer is being generated; drop answers never started."""
+    """Refuse a new turn while an answer is pending; drop answers left behind unconnected.
+
+    Call with the conversation locked (:func:`_lock_for_turn`). Pending: streaming, or
+    created less than :data:`CONNECT_GRACE_SECONDS` ago and not yet connected (the send
+    that created it is still being answered by its page).
+    """
     pending = Message.objects.filter(conversation=conversation, status=Status.STREAMING)
+    now = timezone.now()
     # Created but never connected (e.g. the page was left before it loaded): give up on it.
-    pending.filter(stream_started_at__isnull=True).update(
-        status=Status.INTERRUPTED, updated_at=timezone.now()
-    )
-    if pending.filter(stream_started_at__isnull=False).exists():
-        raise ValidationError(
+    pending.filter(
+        stream_started_at__isnull=True, created_at__lt=now - timedelta(seconds=CONNECT_GRACE_SECONDS)
+    ).update(status=Status.INTERRUPTED, updated_at=now)
+    if pending.exists():
+        raise ConversationBusy(
             _("前の回答を生成中です。完了するか停止してから送信してください。"), code="busy"
         )
 
@@ -212,9 +237,11 @@ def message_send(*, actor: Any, conversation: Conversation, content: str) -> Sen
     is then an error message that explains the refusal. A month budget that is
     already used up refuses the message *before* anything is saved
     (:class:`apps.chat.quota.QuotaRefused`, HTTP 429): the user keeps the text
-    in the composer and the conversation gets no half turn.
+    in the composer and the conversation gets no half turn. So does a send while
+    another answer of the conversation is pending (:class:`ConversationBusy`, HTTP
+    409): one answer at a time, so history never interleaves two answers.
     """
-    conversation = get_conversation_for_actor(actor=actor, conversation_id=conversation.pk)
+    conversation = _lock_for_turn(actor=actor, conversation=conversation)
     text = validate_content(content)
     message_reap_stale(conversation=conversation)
     _ensure_not_generating(conversation)
@@ -231,7 +258,7 @@ def message_send(*, actor: Any, conversation: Conversation, content: str) -> Sen
 @transaction.atomic
 def message_regenerate(*, actor: Any, conversation: Conversation) -> Message:
     """Replace the answer(s) to the last user message with a new one."""
-    conversation = get_conversation_for_actor(actor=actor, conversation_id=conversation.pk)
+    conversation = _lock_for_turn(actor=actor, conversation=conversation)
     message_reap_stale(conversation=conversation)
     _ensure_not_generating(conversation)
     last_user = Message.objects.filter(conversation=conversation, role=Role.USER).order_by("-id").first()

@@ -99,6 +99,16 @@ def _quota_refused(
     return response
 
 
+def _busy(request: HttpRequest, exc: ValidationError, context: dict[str, Any]) -> HttpResponse:
+    """409: another answer of the conversation is pending; HTMX gets it in the composer's error slot."""
+    if request.htmx:  # type: ignore[attr-defined]
+        response = render(request, "chat/_composer_errors.html", {"errors": exc.messages}, status=409)
+        response["HX-Retarget"] = "#composer-errors"
+        response["HX-Reswap"] = "innerHTML"
+        return response
+    return render(request, "chat/conversation.html", {**context, "errors": exc.messages}, status=409)
+
+
 def _new_form_context(
     request: HttpRequest, *, level: int | None = None, alias_name: str = ""
 ) -> dict[str, Any]:
@@ -277,6 +287,9 @@ def message_create(request: HttpRequest, conversation_id: int) -> HttpResponse:
     except quota.QuotaRefused as exc:
         context = _conversation_context(request, conversation, content=content)
         return _quota_refused(request, exc, "chat/conversation.html", context)
+    except services.ConversationBusy as exc:
+        context = _conversation_context(request, conversation, content=content)
+        return _busy(request, exc, context)
     except ValidationError as exc:
         if request.htmx:  # type: ignore[attr-defined]
             return render(request, "chat/_composer_errors.html", {"errors": exc.messages}, status=422)
@@ -332,6 +345,8 @@ def message_regenerate(request: HttpRequest, conversation_id: int) -> HttpRespon
         return _quota_refused(
             request, exc, "chat/conversation.html", _conversation_context(request, conversation)
         )
+    except services.ConversationBusy as exc:
+        return _busy(request, exc, _conversation_context(request, conversation))
     except ValidationError as exc:
         if request.htmx:  # type: ignore[attr-defined]
             return render(request, "chat/_composer_errors.html", {"errors": exc.messages}, status=422)

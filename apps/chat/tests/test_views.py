@@ -161,7 +161,7 @@ def test_send_while_generating_is_refused_but_page_stays_usable(
     response = client_a.post(
         f"/chat/{conversation.pk}/messages", {"content": "二つ目"}, HTTP_HX_REQUEST="true"
     )
-    assert response.status_code == 422 and "前の回答を生成中です" in response.content.decode()
+    assert response.status_code == 409 and "前の回答を生成中です" in response.content.decode()
 
 
 def test_stale_streaming_message_is_marked_interrupted(client_a: Client, staff_a: Actor) -> None:

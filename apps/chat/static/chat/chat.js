@@ -1,7 +1,8 @@
 /*
  * Gennai chat: small behaviour on top of htmx + htmx-ext-sse. No build step.
  *
- * - 422 responses (validation errors) and 429 (a budget used up; the server
+ * - 422 responses (validation errors), 409 (another answer of the conversation
+ *   is still pending) and 429 (a budget used up; for 409 and 429 the server
  *   retargets the message to the composer's error slot) are swapped like
  *   successes, without the generic error banner of app.js.
  * - After a message is sent: clear the composer, keep focus in it and bring
@@ -18,7 +19,7 @@
 
   document.addEventListener("htmx:beforeSwap", function (event) {
     var xhr = event.detail && event.detail.xhr;
-    if (xhr && (xhr.status === 422 || xhr.status === 429)) {
+    if (xhr && (xhr.status === 409 || xhr.status === 422 || xhr.status === 429)) {
       event.detail.shouldSwap = true;
       event.detail.isError = false;
     }
