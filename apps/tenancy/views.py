@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
@@ -53,9 +54,17 @@ def healthz(request: HttpRequest) -> HttpResponse:
 
 
 def readyz(request: HttpRequest) -> HttpResponse:
-    """Readiness: the critical dependencies answer (503 if not); others may mark it "degraded"."""
+    """Readiness: the critical dependencies answer (503 if not); others may mark it "degraded".
+
+    Security: the endpoint is unauthenticated (probes), so with
+    ``GENNAI_READYZ_DETAILS`` off (production's default) each check shows only
+    ``ok``: no versions, backends, deployment counts, exception class names or
+    timings for anyone on the network.
+    """
     checks = health.run_checks()
     ready = all(c["ok"] for name, c in checks.items() if name in health.CRITICAL)
     degraded = not all(c["ok"] for c in checks.values())
     status = "unavailable" if not ready else ("degraded" if degraded else "ok")
+    if not settings.GENNAI_READYZ_DETAILS:
+        checks = {name: {"ok": check["ok"]} for name, check in checks.items()}
     return JsonResponse({"status": status, "checks": checks}, status=200 if ready else 503)

@@ -276,6 +276,11 @@ GENNAI_OIDC_CLAIMS_TTL_SECONDS = float(env("GENNAI_OIDC_CLAIMS_TTL_SECONDS", "60
 GENNAI_OIDC_CLAIMS_MAX_STALE_SECONDS = float(env("GENNAI_OIDC_CLAIMS_MAX_STALE_SECONDS", "300"))
 GENNAI_OIDC_CLAIMS_RETRY_SECONDS = 5.0
 
+# /readyz shows each check's detail, error class and timing (operators' view). Production
+# turns this off: the probes read only the status code, and versions, backends and counts
+# are nobody's business on the network (gennai.settings.prod, GENNAI_READYZ_DETAILS).
+GENNAI_READYZ_DETAILS = env_bool("GENNAI_READYZ_DETAILS", True)
+
 # Keycloak admin API for `manage.py sync_keycloak`.
 KEYCLOAK_URL = os.environ.get("KEYCLOAK_URL", "")
 KEYCLOAK_REALM = os.environ.get("KEYCLOAK_REALM", "gennai")

@@ -8,11 +8,12 @@ tests select ``gennai.settings.dev`` / ``gennai.settings.test`` explicitly
 """
 
 import os
+from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
 from .base import *  # noqa: F403
-from .base import BASE_DIR, DATABASES, env_bool
+from .base import BASE_DIR, DATABASES, OIDC_ISSUER, env_bool
 
 REQUIRED = (
     "GENNAI_SECRET_KEY",
@@ -41,6 +42,26 @@ def _required(name: str) -> str:
 for _name in REQUIRED:
     _required(_name)
 SECRET_KEY = _required("GENNAI_SECRET_KEY")
+
+
+def _https_issuer(issuer: str) -> str:
+    """Security: the IdP only over HTTPS.
+
+    The JWKS, token and userinfo endpoints derive from the issuer: over plain
+    HTTP anyone on the path could swap the signing keys (and so sign ID tokens
+    naming any user and any ``/ministries/<code>/admins`` group) and would read
+    the client secret sent with every code exchange and refresh.
+    """
+    parts = urlsplit(issuer)
+    if parts.scheme != "https" or not parts.hostname:
+        raise ImproperlyConfigured(
+            f"OIDC_ISSUER must be an https:// URL with a host, not {issuer!r}: the signing keys "
+            "and tokens are fetched from it (e.g. https://sso.example.go.jp/realms/gennai)."
+        )
+    return issuer
+
+
+_https_issuer(OIDC_ISSUER)
 
 DEBUG = False
 STATIC_ROOT = BASE_DIR / "staticfiles"
@@ -71,6 +92,12 @@ SECURE_HSTS_PRELOAD = env_bool("GENNAI_HSTS_PRELOAD", False)
 SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
 SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
+# The language cookie (i18n/setlang) is only ever read by the server: HTTPS-only, no script access.
+LANGUAGE_COOKIE_SECURE = True
+LANGUAGE_COOKIE_HTTPONLY = True
+LANGUAGE_COOKIE_SAMESITE = "Lax"
+# /readyz answers only status and per-check ok to the network (GENNAI_READYZ_DETAILS=1 for more).
+GENNAI_READYZ_DETAILS = env_bool("GENNAI_READYZ_DETAILS", False)
 # Production allows no module unscoped tenant access (base.py); stated again here
 # so that no later edit of base.py can widen it for production by accident.
 GENNAI_UNSCOPED_ALLOWLIST = []

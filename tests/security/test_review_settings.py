@@ -1,0 +1,92 @@
+"""Attacks on the production configuration (security review).
+
+Settings are read once per process, so production settings are loaded in a
+child process with a bare environment (helpers of ``tests/test_settings.py``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from tests.test_settings import PROD_ENV, run_python
+
+DUMP = """
+import json
+from gennai.settings import prod as s
+print(json.dumps({
+    "issuer": s.OIDC_ISSUER,
+    "jwks": s.OIDC_OP_JWKS_ENDPOINT,
+    "readyz_details": s.GENNAI_READYZ_DETAILS,
+    "language_secure": s.LANGUAGE_COOKIE_SECURE,
+    "language_httponly": s.LANGUAGE_COOKIE_HTTPONLY,
+    "language_samesite": s.LANGUAGE_COOKIE_SAMESITE,
+}))
+"""
+
+
+def _prod(**env: str) -> Any:
+    return run_python(["-c", DUMP], **{**PROD_ENV, **env})
+
+
+@pytest.mark.parametrize(
+    "issuer",
+    [
+        "http://sso.example.go.jp/realms/gennai",
+        "HTTP://sso.example.go.jp/realms/gennai",
+        "sso.example.go.jp/realms/gennai",
+        "https:///realms/gennai",
+    ],
+)
+def test_production_refuses_an_issuer_that_is_not_https(issuer: str) -> None:
+    """The JWKS and the token endpoint derive from the issuer: over plain HTTP anyone on the
+    path could substitute the signing keys and sign an ID token that makes them admin of any
+    ministry, and would read the client secret sent with every code exchange."""
+    result = _prod(OIDC_ISSUER=issuer)
+    assert result.returncode != 0, result.stdout
+    assert "OIDC_ISSUER" in result.stderr and "https://" in result.stderr
+
+
+def test_production_accepts_an_https_issuer() -> None:
+    result = _prod()
+    assert result.returncode == 0, result.stderr
+    dumped = json.loads(result.stdout.strip().splitlines()[-1])
+    assert dumped["jwks"].startswith("https://sso.example.go.jp/realms/gennai/")
+
+
+def test_production_readyz_shows_no_details_and_the_language_cookie_is_https_only() -> None:
+    result = _prod()
+    assert result.returncode == 0, result.stderr
+    dumped = json.loads(result.stdout.strip().splitlines()[-1])
+    assert dumped["readyz_details"] is False
+    assert dumped["language_secure"] is True and dumped["language_httponly"] is True
+    assert dumped["language_samesite"] == "Lax"
+    on = _prod(GENNAI_READYZ_DETAILS="1")
+    assert json.loads(on.stdout.strip().splitlines()[-1])["readyz_details"] is True
+
+
+@pytest.mark.django_db
+def test_readyz_without_details_tells_anonymous_callers_nothing_internal(settings: Any) -> None:
+    """Versions (pgvector), backends, deployment counts and exception class names are for
+    operators, not for anyone on the network: the probes read only the status code."""
+    settings.GENNAI_READYZ_DETAILS = False
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"
+    response = Client().get("/readyz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "unavailable"
+    assert body["checks"]["broker"] == {"ok": False}
+    assert body["checks"]["database"] == {"ok": True}
+    text = response.content.decode()
+    for leak in ("pgvector", "postgres", "ConnectionError", "deployments", "registered", "ms"):
+        assert leak not in text, leak
+
+
+@pytest.mark.django_db
+def test_readyz_with_details_keeps_them_for_operators(settings: Any) -> None:
+    settings.GENNAI_READYZ_DETAILS = True
+    checks = Client().get("/readyz").json()["checks"]
+    assert "ms" in checks["database"] and "detail" in checks["search"]
