@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils.translation import gettext as _
 
 from apps.audit.services import audit_record
@@ -84,7 +84,15 @@ def suite_create(
         if MinistrySuite.objects.filter(name=suite.name).exists():
             raise ValidationError(_("同じ名称のスイートがこの府省庁に既にあります。"))
     suite.full_clean()
-    suite.save()
+    try:
+        # Two creations with one name at once both pass the checks above; the database's
+        # unique constraint stops the second, which gets the same form error (not a 500).
+        with transaction.atomic():
+            suite.save()
+    except IntegrityError:
+        if store.is_ministry:
+            raise ValidationError(_("同じ名称のスイートがこの府省庁に既にあります。")) from None
+        raise ValidationError(_("同じ名称のスイートが既にあります。")) from None
     audit_record(
         actor=actor,
         action="evaluation.suite.create",

@@ -64,3 +64,33 @@ def test_two_votes_at_once_record_one_and_explain_the_other(
     assert sorted(outcomes) == ["recorded", "refused: この比較にはすでに投票しています。"]
     with ministry_scope(ministry_id=ministry_id):
         assert ArenaVote.objects.filter(battle_id=battle.pk).count() == 1
+
+
+# --- Two suites with one name created at once ------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("owner", ["ministry", "platform"])
+def test_two_suites_with_one_name_at_once_are_one_suite_and_one_form_error(
+    officer: Any, owner: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both creations passed "no suite with this name" (and ``full_clean``) before either
+    inserted: the second hit the unique constraint, an IntegrityError and an HTTP 500."""
+    from apps.evaluation import services
+    from apps.evaluation.models import MinistrySuite, Suite
+    from tests.support.races import race_through
+
+    model = MinistrySuite if owner == "ministry" else Suite
+    ministry_id = officer.ministry.pk
+
+    def create() -> None:
+        with ministry_scope(ministry_id=ministry_id):
+            services.suite_create(actor=officer.user, name="同時に作る評価", owner=owner, level=1)
+
+    results = race_through(monkeypatch, model, "full_clean", [create, create])
+    assert sorted(type(r).__name__ for r in results) == ["NoneType", "ValidationError"]
+    refusal = next(r for r in results if r is not None)
+    assert isinstance(refusal, ValidationError)
+    assert refusal.messages[0].startswith("同じ名称のスイートが")
+    with ministry_scope(ministry_id=ministry_id):
+        assert model.objects.filter(name="同時に作る評価").count() == 1
