@@ -121,3 +121,67 @@ resource "kubernetes_node_taint" "static_node" {
     effect = var.gpu_taint.effect
   }
 }
+
+# Default deny for the whole inference namespace, ingress and egress.
+#
+# The vLLM servers hold prompts of confidentiality level 2-3 and serve anyone
+# who reaches them. The per-model NetworkPolicy that `python -m inference
+# render` emits admits only the gateway's pods (ingress); this one adds that no
+# pod here (a debug pod, a model whose remote code misbehaves) can send anything
+# anywhere (the internet, the platform's database, Redis) except DNS, and that
+# pods without a rendered policy accept nothing. Weights come from the models
+# PVC with HF_HUB_OFFLINE=1, so vLLM needs no egress. List extra destinations
+# (an internal model mirror) in egress_allowed_cidrs.
+resource "kubernetes_network_policy_v1" "default_deny" {
+  count = var.default_deny_network_policy ? 1 : 0
+
+  metadata {
+    name      = "gennai-default-deny"
+    namespace = local.namespace
+    labels = {
+      "app.kubernetes.io/part-of" = "gennai"
+    }
+  }
+
+  spec {
+    pod_selector {}
+    policy_types = ["Ingress", "Egress"]
+
+    egress {
+      to {
+        namespace_selector {
+          match_labels = {
+            "kubernetes.io/metadata.name" = "kube-system"
+          }
+        }
+        pod_selector {
+          match_labels = {
+            "k8s-app" = "kube-dns"
+          }
+        }
+      }
+      ports {
+        port     = "53"
+        protocol = "UDP"
+      }
+      ports {
+        port     = "53"
+        protocol = "TCP"
+      }
+    }
+
+    dynamic "egress" {
+      for_each = length(var.egress_allowed_cidrs) > 0 ? [var.egress_allowed_cidrs] : []
+      content {
+        dynamic "to" {
+          for_each = egress.value
+          content {
+            ip_block {
+              cidr = to.value
+            }
+          }
+        }
+      }
+    }
+  }
+}

@@ -111,3 +111,20 @@ variable "field_manager" {
   type        = string
   default     = "terraform-gennai"
 }
+
+variable "default_deny_network_policy" {
+  description = "Manage a NetworkPolicy that denies all ingress and all egress but DNS in the namespace (the rendered per-model policies then admit the gateway). Turn off only where the cluster has no NetworkPolicy support and something else isolates the namespace."
+  type        = bool
+  default     = true
+}
+
+variable "egress_allowed_cidrs" {
+  description = "Extra egress destinations of the inference pods (CIDRs, e.g. an internal model mirror). Empty: DNS only."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for cidr in var.egress_allowed_cidrs : can(cidrnetmask(cidr)) && cidr != "0.0.0.0/0"])
+    error_message = "egress_allowed_cidrs must be IPv4 CIDRs, and not 0.0.0.0/0 (that would undo the default deny)."
+  }
+}
