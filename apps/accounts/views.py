@@ -17,7 +17,7 @@ from mozilla_django_oidc.views import OIDCAuthenticationCallbackView
 from apps.audit.login_failures import audit_login_failure
 
 from .oidc import LOGIN_FAILURE_ATTR, TOKENS_ATTR, provider_logout_url, verify_logout_token
-from .recheck import claims_mark_fresh
+from .recheck import ID_TOKEN_SESSION_KEY, claims_mark_fresh
 from .services import oidc_session_forget, oidc_session_record, sessions_end_for_logout_token
 
 logger = logging.getLogger("gennai.accounts")
@@ -31,6 +31,10 @@ def _suspicious_reason(exc: SuspiciousOperation) -> str:
     if "nonce" in message:
         return "nonce_mismatch"
     return "token_rejected"
+
+
+#: What the backend stores in the session for the login in progress, before ``auth.login``.
+LOGIN_SESSION_KEYS = (ID_TOKEN_SESSION_KEY, "oidc_sid", "oidc_login_next")
 
 
 class CallbackView(OIDCAuthenticationCallbackView):  # type: ignore[misc]
@@ -66,7 +70,16 @@ class CallbackView(OIDCAuthenticationCallbackView):  # type: ignore[misc]
         return "not_authenticated"
 
     def login_success(self) -> HttpResponse:
-        """Log in, then keep the IdP session id and the tokens server-side for re-checks."""
+        """Log in, then keep the IdP session id and the tokens server-side for re-checks.
+
+        Security: a browser still signed in as another user is signed out first
+        (its session and stored tokens end), and the new session keeps what the
+        backend just stored for it (:data:`LOGIN_SESSION_KEYS`). Left to
+        ``auth.login``, the other user's session would be flushed *with* the new
+        ID token and IdP session id: the claims re-check would then skip the new
+        session for good and the back-channel logout could not find it.
+        """
+        self._end_other_users_session()
         response: HttpResponse = super().login_success()
         session = self.request.session
         if session.session_key is None:
@@ -82,6 +95,19 @@ class CallbackView(OIDCAuthenticationCallbackView):  # type: ignore[misc]
         # The claims were just verified: the next re-check is due after the TTL.
         claims_mark_fresh(user_id=self.user.pk, session_key=str(session.session_key))
         return response
+
+    def _end_other_users_session(self) -> None:
+        request = self.request
+        previous = getattr(request, "user", None)
+        if previous is None or not previous.is_authenticated or previous.pk == self.user.pk:
+            return
+        session = request.session
+        carried = {key: session[key] for key in LOGIN_SESSION_KEYS if key in session}
+        old_key = session.session_key
+        auth.logout(request)  # flushes the session: nothing of the other user stays
+        if old_key:
+            oidc_session_forget(session_key=old_key)
+        session.update(carried)
 
     def login_failure(self) -> HttpResponse:
         reason = self._failure_reason()

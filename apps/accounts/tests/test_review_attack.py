@@ -1,0 +1,76 @@
+"""Attacks on sign-in found in the security review (apps/accounts)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.contrib.sessions.backends.db import SessionStore
+from django.test import Client
+from mozilla_django_oidc.auth import OIDCAuthenticationBackend
+
+from apps.accounts import oidc
+from apps.accounts.models import OIDCSession
+from apps.accounts.recheck import ID_TOKEN_SESSION_KEY
+from apps.accounts.services import sessions_end_for_logout_token
+from tests.support.fixtures import make_user
+
+pytestmark = pytest.mark.django_db
+
+
+def _sign_in(
+    client: Client, monkeypatch: pytest.MonkeyPatch, *, subject: str, sid: str, id_token: str
+) -> None:
+    """Finish a code flow at our callback for ``subject`` (token endpoint and signature stubbed)."""
+    monkeypatch.setattr(
+        OIDCAuthenticationBackend,
+        "get_token",
+        lambda self, payload: {"id_token": id_token, "access_token": "a", "refresh_token": "r-" + sid},
+    )
+    claims = {"sub": subject, "nonce": "n-" + sid, "sid": sid, "groups": ["/ministries/digital"]}
+    monkeypatch.setattr(oidc, "decode_provider_token", lambda token, **kw: dict(claims))
+    session = client.session
+    session["oidc_states"] = {"st-" + sid: {"nonce": "n-" + sid, "code_verifier": "v", "added_on": 0}}
+    session.save()
+    response = client.get("/accounts/callback/", {"code": "c-" + sid, "state": "st-" + sid})
+    assert response.status_code == 302 and client.session.get("_auth_user_id")
+
+
+def test_signing_in_as_another_user_keeps_the_new_sessions_idp_link(
+    monkeypatch: pytest.MonkeyPatch, ministries: tuple[Any, Any]
+) -> None:
+    """Signing in as B in a browser still signed in as A: Django empties the session
+    (``auth.login`` flushes another user's session), which used to drop the ID token and the
+    IdP session id the backend had just stored. B's session then had no ID token, so the
+    claims re-check skipped it for good (a demotion or removal at the IdP never applied),
+    and Keycloak's back-channel logout (by ``sid``) could not find it."""
+    a, _ = ministries
+    first = make_user("review-first", a, ["staff"])
+    second = make_user("review-second", a, ["ministry_admin"])
+    client = Client()
+    _sign_in(client, monkeypatch, subject=str(first.subject), sid="sid-first", id_token="tok.first")
+    _sign_in(client, monkeypatch, subject=str(second.subject), sid="sid-second", id_token="tok.second")
+
+    session = client.session
+    assert session["_auth_user_id"] == str(second.pk)
+    assert session.get(ID_TOKEN_SESSION_KEY) == "tok.second", "the claims re-check must cover B's session"
+    record = OIDCSession.objects.get(session_key=session.session_key)
+    assert (record.user_id, record.sid, record.refresh_token) == (second.pk, "sid-second", "r-sid-second")
+    assert not OIDCSession.objects.filter(user=first).exists(), "A's session and its refresh token ended"
+
+    assert sessions_end_for_logout_token(subject=str(second.subject), sid="sid-second") == 1
+    key = str(session.session_key)
+    assert not SessionStore(session_key=key).exists(key)
+
+
+def test_signing_in_again_as_the_same_user_keeps_the_idp_link(
+    monkeypatch: pytest.MonkeyPatch, ministries: tuple[Any, Any]
+) -> None:
+    a, _ = ministries
+    user = make_user("review-same", a, ["staff"])
+    client = Client()
+    _sign_in(client, monkeypatch, subject=str(user.subject), sid="sid-one", id_token="tok.one")
+    _sign_in(client, monkeypatch, subject=str(user.subject), sid="sid-two", id_token="tok.two")
+    session = client.session
+    assert session.get(ID_TOKEN_SESSION_KEY) == "tok.two"
+    assert OIDCSession.objects.get(session_key=session.session_key).sid == "sid-two"
