@@ -77,12 +77,21 @@ def _sidebar_context(request: HttpRequest, *, current: Conversation | None = Non
 
 
 def _budget_context(request: HttpRequest) -> dict[str, Any]:
-    """The remaining-budget meter and the unread notices (budget warnings) of the sidebar."""
+    """The remaining-budget meter and the unread notices (budget warnings) of the sidebar.
+
+    Security: while the user has a blind comparison not voted on, no per-model (alias) line
+    or notice is shown: its movement would tell which models answered
+    (:func:`apps.evaluation.arena.arena_blinds_meter`). They come back after the vote.
+    """
     membership = request.membership  # type: ignore[attr-defined]
-    return {
-        "budget_lines": quota.budget_meter(ministry_id=membership.ministry_id, user_id=request.user.pk or 0),
-        "notices": notification_list_unread(actor=request.user),
-    }
+    lines = quota.budget_meter(ministry_id=membership.ministry_id, user_id=request.user.pk or 0)
+    notices = notification_list_unread(actor=request.user)
+    per_model = any(line["alias"] for line in lines) or any((n.data or {}).get("alias") for n in notices)
+    blinded = per_model and arena.arena_blinds_meter(actor=request.user)
+    if blinded:
+        lines = [line for line in lines if not line["alias"]]
+        notices = [n for n in notices if not (n.data or {}).get("alias")]
+    return {"budget_lines": lines, "notices": notices, "budget_models_hidden": blinded}
 
 
 def _quota_refused(

@@ -56,6 +56,10 @@ from .models import ArenaBattle, ArenaOutcome, ArenaVote
 
 MAX_PROMPT_CHARS = 8000
 MAX_TOKENS = 512
+#: How long an unvoted blind comparison hides the per-model budget lines of the chat sidebar
+#: (:func:`arena_blinds_meter`). A battle that can never be voted on (a side without an answer)
+#: keeps its names secret for good; the meter shows the per-model lines again after this.
+METER_BLIND_HOURS = 24
 _rng = random.SystemRandom()
 
 
@@ -218,6 +222,20 @@ def get_battle_for_actor(*, actor: Any, battle_id: int) -> ArenaBattle:
     if battle is None:
         raise Http404
     return battle
+
+
+def arena_blinds_meter(*, actor: Any) -> bool:
+    """Whether the actor has a blind comparison not voted on yet (active ministry scope).
+
+    Security: a per-model (alias) budget line of the chat sidebar's meter moves when that
+    model answers; while a comparison is unvoted the meter must not show any per-model line
+    (nor a notice about one), or it tells the voter which models answered. Hiding only the
+    battle's two models would name them by their absence, so all per-model lines go.
+    """
+    if getattr(actor, "pk", None) is None:
+        return False
+    since = timezone.now() - timedelta(hours=METER_BLIND_HOURS)
+    return ArenaBattle.objects.filter(user_id=actor.pk, created_at__gte=since, vote__isnull=True).exists()
 
 
 @transaction.atomic

@@ -94,3 +94,74 @@ def test_two_suites_with_one_name_at_once_are_one_suite_and_one_form_error(
     assert refusal.messages[0].startswith("同じ名称のスイートが")
     with ministry_scope(ministry_id=ministry_id):
         assert model.objects.filter(name="同時に作る評価").count() == 1
+
+
+# --- The chat sidebar's budget meter must not name an unvoted comparison's models -----------------
+
+
+def test_the_budget_meter_names_no_model_until_the_comparison_is_voted(
+    staff_a: Any, quota_redis: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A meter with a line per model budget (the reviewer's case) showed, after a reload or on any
+    other chat page, which models' lines had moved while the vote was still open; so did a notice
+    about a model's budget.
+
+    Today ``admission.budget_status`` (apps/quotas) gives the sidebar only the all-models lines,
+    and budget notices are computed for all models together: the stub below gives the meter the
+    per-model lines too, read from the same counters, as a meter showing them would.
+    """
+    import re
+
+    from apps.chat.tests.factories import run_stream
+    from apps.quotas import admission, alerts
+    from apps.quotas.tests.admission_support import admin_of, set_limit
+    from apps.registry.snapshot import reset_for_tests
+    from tests.support.fake_upstream import FakeUpstream
+    from tests.support.registry import Upstream, register_alias
+
+    from .test_arena_chat import _ask, _client, _conversation
+
+    a = staff_a.ministry
+    admin = admin_of(a, "arena-meter-admin")
+    names = ("meter-one", "meter-two", "meter-three")
+    real_status = admission.budget_status
+
+    def with_model_lines(*, ministry_id: int, user_id: int, alias_name: str = "") -> list[Any]:
+        lines = list(real_status(ministry_id=ministry_id, user_id=user_id))
+        for name in names:
+            per_model = real_status(ministry_id=ministry_id, user_id=user_id, alias_name=name)
+            lines += [line for line in per_model if line.alias_name]
+        return lines
+
+    monkeypatch.setattr(admission, "budget_status", with_model_lines)
+    with FakeUpstream(tokens=3, word="はい") as up1, FakeUpstream(tokens=3, word="いいえ") as up2:
+        for name, upstream in zip(names, (up1, up2, up1), strict=True):
+            register_alias(upstreams=[Upstream(upstream.url)], ministries=[a], name=name)
+            set_limit(a, admin, level="user", user=staff_a.user, alias_name=name, monthly_tokens=100_000)
+        set_limit(a, admin, level="user", user=staff_a.user, monthly_tokens=100_000)
+        reset_for_tests()
+        battle_id, urls, _html = _ask(staff_a, _conversation(staff_a, alias_name="meter-one"))
+        for url in urls.values():
+            assert run_stream(staff_a.user, url).done is not None
+    with ministry_scope(ministry_id=a.pk):
+        alerts.budget_alerts_send(
+            user_id=staff_a.user.pk,
+            lines=[alerts.BudgetUse("user", staff_a.user.pk, "", "meter-two", "tokens", 85, 100)],  # type: ignore[arg-type]
+        )
+    client = _client(staff_a)
+    model_line = re.compile(r"（meter-(one|two|three)）:")
+    notice = re.compile(r'data-testid="notice" data-kind="budget_warning"')
+
+    before = client.get("/chat/").content.decode()
+    assert not model_line.findall(before), "per-model lines show which models answered"
+    assert not notice.findall(before), "a per-model notice names a model"
+    assert 'data-testid="budget-models-hidden"' in before
+    assert 'data-testid="budget-line" data-level="user"' in before  # the all-models line stays
+    english = client.get("/chat/", HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    assert "until you vote" in english
+
+    vote = client.post(f"/chat/arena/{battle_id}/vote", {"outcome": "a"}, HTTP_HX_REQUEST="true")
+    assert vote.status_code == 200
+    after = client.get("/chat/").content.decode()
+    assert sorted(model_line.findall(after)) == ["one", "three", "two"]
+    assert len(notice.findall(after)) == 1 and 'data-testid="budget-models-hidden"' not in after
