@@ -74,3 +74,28 @@ def test_signing_in_again_as_the_same_user_keeps_the_idp_link(
     session = client.session
     assert session.get(ID_TOKEN_SESSION_KEY) == "tok.two"
     assert OIDCSession.objects.get(session_key=session.session_key).sid == "sid-two"
+
+
+@pytest.mark.parametrize(
+    "url", ["http://sso.example.go.jp", "http://keycloak.keycloak.svc:8080/", "http://10.0.0.5/auth"]
+)
+def test_sync_keycloak_never_sends_admin_credentials_over_plain_http(
+    url: str, monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    """The command authenticates with the realm-management service account's secret (or a
+    master-realm admin's password): over plain HTTP anyone on the path reads it and can then
+    rewrite the realm (redirect URIs, group memberships: admin of any ministry)."""
+    from django.core.management import CommandError, call_command
+
+    settings.KEYCLOAK_URL = url
+    settings.KEYCLOAK_ADMIN_CLIENT_SECRET = "the-secret"
+
+    def no_admin() -> Any:
+        raise AssertionError("no Keycloak client may be built for a plain-HTTP URL")
+
+    monkeypatch.setattr(
+        "apps.accounts.management.commands.sync_keycloak.keycloak_admin_from_settings", no_admin
+    )
+    with pytest.raises(CommandError) as info:
+        call_command("sync_keycloak")
+    assert "https://" in str(info.value) and "the-secret" not in str(info.value)

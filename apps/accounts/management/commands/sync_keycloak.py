@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from argparse import ArgumentParser
 from typing import Any
 from urllib.parse import urlparse
@@ -11,6 +12,21 @@ from django.core.management.base import BaseCommand, CommandError
 
 from apps.accounts.keycloak_sync import KeycloakSyncError, keycloak_admin_from_settings, keycloak_sync
 from apps.tenancy.models import Ministry
+
+
+def _is_loopback(host: str) -> bool:
+    """Security: plain HTTP is accepted only to this host.
+
+    The command sends the service account's secret (or a master-realm admin's
+    password) with its first call; whoever reads it can rewrite the realm's
+    clients and group memberships, i.e. make anyone admin of any ministry.
+    """
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class Command(BaseCommand):
@@ -34,10 +50,17 @@ class Command(BaseCommand):
                 "KEYCLOAK_URL が設定されていません(例: https://sso.example.go.jp)。\n"
                 "KEYCLOAK_URL is not set (e.g. https://sso.example.go.jp); see infra/keycloak/README.md."
             )
-        if urlparse(url).scheme not in ("http", "https"):
+        parts = urlparse(url)
+        if parts.scheme not in ("http", "https"):
             raise CommandError(
                 f"KEYCLOAK_URL は http(s):// で始まる URL にしてください: {url!r}\n"
                 f"KEYCLOAK_URL must be an http(s):// URL: {url!r}"
+            )
+        if parts.scheme == "http" and not _is_loopback(parts.hostname or ""):
+            raise CommandError(
+                f"KEYCLOAK_URL は https:// にしてください(平文の http は自ホストだけ): {url!r}\n"
+                f"KEYCLOAK_URL must be https:// (plain http only for this host): {url!r}. The admin "
+                "credentials would otherwise cross the network in clear."
             )
         admin = keycloak_admin_from_settings()
         try:
