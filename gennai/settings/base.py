@@ -35,7 +35,9 @@ def env_bool(name: str, default: bool = False) -> bool:
     return os.environ.get(name, str(default)).lower() in {"1", "true", "yes", "on"}
 
 
-SECRET_KEY = env("GENNAI_SECRET_KEY", "dev-insecure-gennai-secret-key-change-me")
+#: Public (it is in the repository): development and tests only; production refuses it.
+DEV_SECRET_KEY = "dev-insecure-gennai-secret-key-change-me"
+SECRET_KEY = env("GENNAI_SECRET_KEY", DEV_SECRET_KEY)
 DEBUG = env_bool("GENNAI_DEBUG", False)
 ALLOWED_HOSTS = [h for h in env("GENNAI_ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h]
 

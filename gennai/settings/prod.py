@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from django.core.exceptions import ImproperlyConfigured
 
 from .base import *  # noqa: F403
-from .base import BASE_DIR, DATABASES, OIDC_ISSUER, env_bool
+from .base import BASE_DIR, DATABASES, DEV_SECRET_KEY, OIDC_ISSUER, env_bool
 
 REQUIRED = (
     "GENNAI_SECRET_KEY",
@@ -41,7 +41,34 @@ def _required(name: str) -> str:
 # (base.py's defaults point at loopback servers and a public dev secret).
 for _name in REQUIRED:
     _required(_name)
-SECRET_KEY = _required("GENNAI_SECRET_KEY")
+
+
+def _strong_secret_key(key: str) -> str:
+    """Security: never the repository's development key, nor a short or repetitive one.
+
+    The key signs the messages cookie and keys every HMAC Django derives from
+    it; the development default is public (base.py). Same strength rule as
+    Django's ``security.W009`` (50 characters, 5 distinct), but enforced at
+    start-up rather than only by ``check --deploy``.
+    """
+    weak = (
+        key == DEV_SECRET_KEY
+        or key.startswith("django-insecure-")
+        or len(key) < SECRET_KEY_MIN_LENGTH
+        or len(set(key)) < SECRET_KEY_MIN_UNIQUE
+    )
+    if weak:
+        raise ImproperlyConfigured(
+            "GENNAI_SECRET_KEY is the public development key or too weak: use at least "
+            f"{SECRET_KEY_MIN_LENGTH} random characters "
+            "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(64))')."
+        )
+    return key
+
+
+SECRET_KEY_MIN_LENGTH = 50
+SECRET_KEY_MIN_UNIQUE = 5
+SECRET_KEY = _strong_secret_key(_required("GENNAI_SECRET_KEY"))
 
 
 def _https_issuer(issuer: str) -> str:

@@ -68,6 +68,23 @@ def test_production_readyz_shows_no_details_and_the_language_cookie_is_https_onl
     assert json.loads(on.stdout.strip().splitlines()[-1])["readyz_details"] is True
 
 
+@pytest.mark.parametrize(
+    "key",
+    [
+        "dev-insecure-gennai-secret-key-change-me",  # base.py's public development default
+        "django-insecure-" + "q" * 50,  # startproject's marker
+        "short-but-set",
+        "ab" * 40,  # long, but two distinct characters
+    ],
+)
+def test_production_refuses_a_public_or_weak_secret_key(key: str) -> None:
+    """The key signs the messages cookie and keys every HMAC Django derives from it: the
+    development default is in the repository, so anyone could sign for a deployment using it."""
+    result = _prod(GENNAI_SECRET_KEY=key)
+    assert result.returncode != 0, result.stdout
+    assert "GENNAI_SECRET_KEY" in result.stderr and key not in result.stderr
+
+
 @pytest.mark.django_db
 def test_readyz_without_details_tells_anonymous_callers_nothing_internal(settings: Any) -> None:
     """Versions (pgvector), backends, deployment counts and exception class names are for
