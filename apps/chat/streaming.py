@@ -15,7 +15,8 @@ Events (``Content-Type: text/event-stream``):
 The relay is the hot path (DESIGN §4): per chunk it only appends to a list and
 formats one small event. It never writes to the database per chunk: partial
 text is saved at most once per ``FLUSH_SECONDS`` and at the end, and the stop
-flag is read at most once per ``STOP_CHECK_SECONDS``. All database work goes
+flag is read once before the model is called and then at most once per
+``STOP_CHECK_SECONDS``. All database work goes
 through :func:`~apps.tenancy.connections.db_hop` into services that enter the
 ministry scope themselves, because the middleware's scope has ended before the
 body streams; ``db_hop`` gives the connection back after each call, so an open
@@ -194,6 +195,14 @@ async def relay(job: StreamJob, *, started: float, language: str | None = None) 
                 if final is not None:
                     yield done_event(final, alias_label=alias_label)
                 return
+        # A stop pressed while the stream was starting (after its claim, before any check in the
+        # loop, which waits STOP_CHECK_SECONDS) ends it here, before the model is called: a short
+        # answer would otherwise complete before the first check and the stop would be lost.
+        if await db_hop(stop_requested, job.message_id):
+            final = await finish(Status.INTERRUPTED)
+            if final is not None:
+                yield done_event(final, alias_label=alias_label)
+            return
         stream = stream_chat(job.plan, job.request)
         try:
             try:

@@ -118,3 +118,44 @@ def test_an_answer_left_unconnected_is_given_up_by_the_next_send(staff_a: Actor)
     assert response.status_code == 200
     statuses = [status for _, status, _ in _rows(staff_a, conversation)]
     assert statuses == [Status.COMPLETE, Status.INTERRUPTED, Status.COMPLETE, Status.STREAMING]
+
+
+# --- A stop pressed while the stream starts ------------------------------------------------------
+
+
+def test_a_stop_pressed_while_the_stream_starts_takes_effect(
+    staff_a: Actor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stop after the stream claimed the answer (so it only raises the flag) but before the relay's
+    first check, which came ``STOP_CHECK_SECONDS`` after the start and only between chunks: the
+    model was still called, and an answer shorter than that completed — the stop was lost."""
+    from apps.chat.tests.factories import run_stream
+    from tests.support.fake_upstream import FakeUpstream
+
+    with FakeUpstream(tokens=3) as fake:
+        reg = register_alias(upstreams=[Upstream(fake.url)], ministries=[staff_a.ministry])
+        with ministry_scope(ministry_id=staff_a.ministry.pk):
+            conversation = make_conversation(staff_a.user, staff_a.ministry, alias_name=reg.alias.name)
+        response = _client(staff_a).post(
+            f"/chat/{conversation.pk}/messages", {"content": "一つ目"}, HTTP_HX_REQUEST="true"
+        )
+        match = SSE_URL.search(response.content.decode())
+        assert match is not None
+        real_open = services.stream_open
+
+        def open_then_stop(**kwargs: Any) -> Any:
+            opened = real_open(**kwargs)  # claimed: from now on a stop only raises the flag
+            assert isinstance(opened, services.StreamJob)
+            stop = _client(staff_a).post(
+                f"/chat/{conversation.pk}/messages/{kwargs['message_id']}/stop", HTTP_HX_REQUEST="true"
+            )
+            assert stop.status_code == 200 and "停止しています" in stop.content.decode()
+            return opened
+
+        monkeypatch.setattr(services, "stream_open", open_then_stop)  # as the view calls it
+        result = run_stream(staff_a.user, match.group(1))
+        assert fake.requests == 0, "the model was called after the stop"
+    assert result.done is not None and not result.tokens
+    assert 'data-status="interrupted"' in result.done.data
+    statuses = [status for _, status, _ in _rows(staff_a, conversation)]
+    assert statuses == [Status.COMPLETE, Status.INTERRUPTED]
