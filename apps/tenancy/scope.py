@@ -57,8 +57,12 @@ def ministry_scope(*, ministry_id: int) -> Iterator[None]:
 
     The block runs inside ``transaction.atomic()``; nested scopes restore the
     outer ministry on exit.
+
+    Security: ``ministry_id`` must be a positive ``int`` and not a ``bool``
+    (``True`` is an ``int`` to Python: the ORM would filter on ministry 1 while
+    PostgreSQL received the text ``'True'``).
     """
-    if not isinstance(ministry_id, int) or ministry_id <= 0:
+    if isinstance(ministry_id, bool) or not isinstance(ministry_id, int) or ministry_id <= 0:
         raise ScopeError(f"invalid ministry id: {ministry_id!r}")
     outer = _ministry_id.get()
     # SET LOCAL ends with the transaction: only a scope nested in an outer

@@ -21,7 +21,7 @@ class TenantTask(Task):  # type: ignore[type-arg]
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         ministry_id = kwargs.get("ministry_id")
-        if not isinstance(ministry_id, int):
+        if isinstance(ministry_id, bool) or not isinstance(ministry_id, int):
             raise ScopeError(f"{self.name} needs an integer ministry_id keyword argument")
         with ministry_scope(ministry_id=ministry_id):
             return super().__call__(*args, **kwargs)
