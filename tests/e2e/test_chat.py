@@ -168,6 +168,13 @@ def test_stop_button_interrupts_and_keeps_partial_answer(page: Any, site: tuple[
         """() => { const a = document.querySelector('[data-role="assistant"] [data-testid="answer"]');
                    return a && a.textContent.length > 8; }"""
     )
+    # A second message while the answer streams: refused above the box (409), the text kept.
+    page.get_by_test_id("composer-input").fill("もう一つ質問です")
+    page.get_by_test_id("send").click()
+    page.get_by_test_id("composer-error").wait_for(timeout=10_000)
+    assert "前の回答を生成中です" in page.get_by_test_id("composer-errors").inner_text()
+    assert page.get_by_test_id("composer-input").input_value() == "もう一つ質問です"
+    assert page.locator('article[data-role="user"]').count() == 1
     page.get_by_test_id("stop").click()
     page.locator('article[data-role="assistant"][data-status="interrupted"]').wait_for(timeout=10_000)
     partial = page.locator('article[data-role="assistant"] [data-testid="answer"]').inner_text()
