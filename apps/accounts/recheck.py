@@ -230,13 +230,23 @@ def session_recheck(request: HttpRequest) -> bool:
     Returns False when the session must end (the caller logs the user out).
     Sessions not created by our OIDC callback (no stored ID token, e.g. a
     test's ``force_login``) are left alone: production has no other way in.
+
+    Security: "created by our callback" is the stored ID token *or* an
+    ``OIDCSession`` row for the session, so a session that lost its ID token
+    (e.g. flushed by ``auth.login``) is still re-checked with its stored tokens
+    rather than skipped for good.
     """
     user = getattr(request, "user", None)
     session = getattr(request, "session", None)
     if user is None or session is None or not user.is_authenticated:
         return True
     session_key = session.session_key
-    if not session_key or ID_TOKEN_SESSION_KEY not in session:
+    if not session_key:
+        return True
+    if (
+        ID_TOKEN_SESSION_KEY not in session
+        and not OIDCSession.objects.filter(session_key=session_key).exists()
+    ):
         return True
     if claims_are_fresh(user_id=user.pk, session_key=session_key):
         return True

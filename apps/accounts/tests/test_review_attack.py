@@ -99,3 +99,38 @@ def test_sync_keycloak_never_sends_admin_credentials_over_plain_http(
     with pytest.raises(CommandError) as info:
         call_command("sync_keycloak")
     assert "https://" in str(info.value) and "the-secret" not in str(info.value)
+
+
+def test_a_callback_session_without_its_id_token_is_still_rechecked(
+    monkeypatch: pytest.MonkeyPatch, ministries: tuple[Any, Any]
+) -> None:
+    """Defence in depth for the flush above: a session that came through our callback (it has
+    an ``OIDCSession`` row) is re-checked even if its ID token went missing from the session;
+    only sessions that never met the IdP (tests' ``force_login``) are left alone."""
+    from django.contrib.auth import SESSION_KEY
+    from django.test import RequestFactory
+
+    from apps.accounts import recheck
+    from apps.accounts.middleware import ClaimsRecheckMiddleware
+    from apps.accounts.services import oidc_session_record
+
+    a, _ = ministries
+    user = make_user("review-no-id-token", a, ["ministry_admin"])
+    session = SessionStore()
+    session[SESSION_KEY] = str(user.pk)
+    session.save()
+    key = str(session.session_key)
+    oidc_session_record(user=user, sid="sid-x", session_key=key, refresh_token="r", access_token="a")
+    asked: list[str] = []
+
+    def refused(*, refresh_token: str, subject: str | None) -> Any:
+        asked.append(refresh_token)
+        raise recheck.IdpRefused("user disabled at the IdP")
+
+    monkeypatch.setattr(recheck, "idp_refresh", refused)
+    request = RequestFactory().get("/")
+    request.session = session
+    request.user = user
+    response = ClaimsRecheckMiddleware(lambda r: pytest.fail("the view must not run"))(request)
+    assert asked == ["r"]
+    assert response.status_code == 302 and not OIDCSession.objects.filter(session_key=key).exists()
