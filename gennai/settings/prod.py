@@ -119,6 +119,10 @@ SECURE_HSTS_PRELOAD = env_bool("GENNAI_HSTS_PRELOAD", False)
 SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
 SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
+# __Host- cookies are accepted only from this exact host, over HTTPS, for path /: another
+# service under the same registrable domain cannot toss a session or CSRF cookie onto ours.
+SESSION_COOKIE_NAME = "__Host-gennai_sessionid"
+CSRF_COOKIE_NAME = "__Host-gennai_csrftoken"
 # The language cookie (i18n/setlang) is only ever read by the server: HTTPS-only, no script access.
 LANGUAGE_COOKIE_SECURE = True
 LANGUAGE_COOKIE_HTTPONLY = True

@@ -16,6 +16,7 @@ from tests.test_settings import PROD_ENV, run_python
 
 DUMP = """
 import json
+from django.conf import global_settings as g
 from gennai.settings import prod as s
 print(json.dumps({
     "issuer": s.OIDC_ISSUER,
@@ -24,6 +25,11 @@ print(json.dumps({
     "language_secure": s.LANGUAGE_COOKIE_SECURE,
     "language_httponly": s.LANGUAGE_COOKIE_HTTPONLY,
     "language_samesite": s.LANGUAGE_COOKIE_SAMESITE,
+    "cookies": [s.SESSION_COOKIE_NAME, s.CSRF_COOKIE_NAME],
+    "scope": [
+        getattr(s, name, getattr(g, name))
+        for name in ("SESSION_COOKIE_DOMAIN", "CSRF_COOKIE_DOMAIN", "SESSION_COOKIE_PATH", "CSRF_COOKIE_PATH")
+    ],
 }))
 """
 
@@ -107,3 +113,12 @@ def test_readyz_with_details_keeps_them_for_operators(settings: Any) -> None:
     settings.GENNAI_READYZ_DETAILS = True
     checks = Client().get("/readyz").json()["checks"]
     assert "ms" in checks["database"] and "detail" in checks["search"]
+
+
+def test_production_cookies_cannot_be_tossed_from_a_sibling_subdomain() -> None:
+    """Other services under the same registrable domain (another vendor's *.example.go.jp)
+    could set a session or CSRF cookie for ours; ``__Host-`` cookies can only be set by this
+    exact host, over HTTPS, for path /."""
+    dumped = json.loads(_prod().stdout.strip().splitlines()[-1])
+    assert all(name.startswith("__Host-") for name in dumped["cookies"]), dumped["cookies"]
+    assert dumped["scope"] == [None, None, "/", "/"]
