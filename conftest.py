@@ -33,6 +33,22 @@ def django_db_setup(django_test_environment: Any, django_db_blocker: Any) -> Ite
         teardown_databases(config, verbosity=0)
 
 
+@pytest.fixture(autouse=True)
+def _default_language() -> Iterator[None]:
+    """Every test starts in the default language (ja).
+
+    A request through the test client leaves its language active in the thread
+    (LocaleMiddleware activates and nothing deactivates), so a test that asked
+    for English pages made a later test's service messages English.
+    """
+    from django.conf import settings
+    from django.utils import translation
+
+    translation.activate(settings.LANGUAGE_CODE)
+    yield
+    translation.deactivate()
+
+
 def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
     """Browser tests last: Playwright's sync API keeps an event loop running in the
     main thread while a browser is open, which breaks ``asyncio.run`` in other tests."""
