@@ -198,7 +198,8 @@ def k8s_objects(
     The server requires an API key (``--api-key`` from the Secret
     :func:`api_key_secret_name`), and the NetworkPolicy admits ingress to its
     port only from the platform's pods (``gateway``): the key and the policy
-    are two independent locks on the same door.
+    are two independent locks on the same door. Egress is DNS only: nothing a
+    model pod holds (prompts up to 機密性3) can be sent anywhere else.
     """
     gateway = gateway or GatewayAccess()
     resolved = resolve_tp(profile, gpu)
@@ -337,7 +338,22 @@ def k8s_objects(
         "metadata": {"name": name, "labels": labels},
         "spec": {
             "podSelector": {"matchLabels": selector},
-            "policyTypes": ["Ingress"],
+            "policyTypes": ["Ingress", "Egress"],
+            # Outgoing: DNS only. The server loads weights from its volume and needs nothing
+            # else; prompts of 機密性2/3 must not be able to leave through a model pod.
+            "egress": [
+                {
+                    "to": [
+                        {
+                            "namespaceSelector": {
+                                "matchLabels": {"kubernetes.io/metadata.name": "kube-system"}
+                            },
+                            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+                        }
+                    ],
+                    "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+                }
+            ],
             "ingress": [
                 {
                     "from": [

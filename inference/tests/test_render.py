@@ -128,7 +128,15 @@ def test_network_policy_admits_only_the_gateway() -> None:
     objs = docs(text)
     policy = objs["NetworkPolicy"]["spec"]
     assert policy["podSelector"]["matchLabels"] == objs["Deployment"]["spec"]["selector"]["matchLabels"]
-    assert policy["policyTypes"] == ["Ingress"]
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    (out,) = policy["egress"]  # DNS only: a model pod's prompts cannot leave it
+    assert [p["port"] for p in out["ports"]] == [53, 53]
+    assert out["to"] == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+        }
+    ]
     (rule,) = policy["ingress"]
     (source,) = rule["from"]
     assert source == {
