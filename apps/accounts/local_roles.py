@@ -9,7 +9,7 @@ module guarantees:
 * **Policy.** ``GENNAI_LOCAL_ROLE_GRANTS`` (platform, default off) or the
   ministry's :class:`~apps.accounts.models.LocalGrantPolicy` (set by the
   platform team) decides whether grants exist at all. Grantable:
-  ``ministry_auditor`` and ``procurement_officer``; ``ministry_admin`` only where
+  ``ministry_auditor`` (never ``procurement_officer``); ``ministry_admin`` only where
   the policy says so explicitly; ``staff`` and the platform roles never.
 * **Effective roles** = SSO roles ∪ the unexpired grants the policy allows, on
   the *active* membership only (:func:`membership_apply_local_grants`, called
@@ -42,7 +42,10 @@ from apps.tenancy.models import Role
 from apps.tenancy.scope import ministry_scope
 
 #: Roles a local grant may ever give (ministry_admin additionally needs the policy's consent).
-GRANTABLE_ROLES: tuple[str, ...] = (Role.MINISTRY_AUDITOR.value, Role.PROCUREMENT_OFFICER.value)
+#: Not ``procurement_officer``: the registry and procurement evaluation it opens are
+#: platform-wide and read the IdP's roles only, so a local grant of it could do nothing
+#: (and must never be made to: it would let a ministry admin hand out platform powers).
+GRANTABLE_ROLES: tuple[str, ...] = (Role.MINISTRY_AUDITOR.value,)
 CACHE_SECONDS = 60
 DEFAULT_MAX_DAYS = 90
 

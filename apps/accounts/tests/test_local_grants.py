@@ -204,18 +204,17 @@ def test_turning_the_policy_off_revokes_the_grants(people: dict[str, Any]) -> No
     assert AuditEvent.objects.filter(action="membership.local_grant_policy").count() == 3
 
 
-def test_a_local_procurement_grant_gives_no_power_over_the_platform_registry(people: dict[str, Any]) -> None:
-    """The registry is platform-wide: only the IdP's procurement role opens it, never a ministry's grant.
+def test_procurement_officer_is_not_locally_grantable(people: dict[str, Any]) -> None:
+    """The registry and procurement evaluation are platform-wide: only the IdP gives that role.
 
-    A ministry admin may grant ``procurement_officer`` locally (for the ministry's own
-    evaluation work); the registry reads the SSO roles of every membership, so the
-    grant cannot make anyone able to register deployments or route aliases for all
-    ministries.
+    They read the SSO roles of every membership, so a local grant could do nothing there;
+    offering it would mislead, and honouring it would let a ministry admin hand out
+    platform powers. The form refuses it and the registry stays closed.
     """
     a, member = people["a"], people["member"]
     policy(a, "--enable")
-    assert grant(as_user(people["admin"]), member, "procurement_officer").status_code == 302
+    assert grant(as_user(people["admin"]), member, "procurement_officer").status_code == 400
+    assert grants(a) == []
     member_client = as_user(member)
     assert member_client.get(reverse("registry:dashboard")).status_code == 403
-    created = member_client.post(reverse("registry:vendor_create"), {"name": "Vendor by grant"})
-    assert created.status_code == 403
+    assert member_client.post(reverse("registry:vendor_create"), {"name": "Vendor"}).status_code == 403

@@ -75,7 +75,8 @@ def test_platform_admin_enables_disables_and_resets_audited_with_their_name(peop
     assert response.status_code == 302 and response["Location"] == page(a)
     assert override(a) == (True, True)
     html = client.get(page(a)).content.decode()
-    assert re.search(r'data-testid="local-grants-roles">.*府省庁管理者.*府省庁監査担当.*調達担当', html)
+    assert re.search(r'data-testid="local-grants-roles">.*府省庁管理者.*府省庁監査担当', html)
+    assert not re.search(r'data-testid="local-grants-roles">[^<]*調達担当', html)
     # The form shows what is set now.
     assert re.search(r'value="enable"[^>]*checked', html)
 
@@ -106,14 +107,15 @@ def test_revokes_what_the_new_policy_disallows_and_says_how_many(people: People)
     other = make_user("plg-other-a", a, ["staff"])
     add_grant(a, people.staff_a, "ministry_admin", people.admin_a)
     add_grant(a, other, "ministry_auditor", people.admin_a)
-    add_grant(a, other, "procurement_officer", people.admin_a, days=-1)  # expired, still a row
+    third = make_user("plg-third-a", a, ["staff"])
+    add_grant(a, third, "ministry_auditor", people.admin_a, days=-1)  # expired, still a row
     client = client_for(people.platform_admin)
     html = client.get(page(a)).content.decode()
     assert 'data-testid="local-grants-unexpired">2<' in html
 
     response = client.post(page(a), {"mode": "enable"})  # ministry_admin no longer grantable
     assert response.status_code == 302
-    assert grant_rows(a) == sorted([(other.pk, "ministry_auditor"), (other.pk, "procurement_officer")])
+    assert grant_rows(a) == sorted([(other.pk, "ministry_auditor"), (third.pk, "ministry_auditor")])
     assert any("取り消した付与: 1件" in m for m in message_texts(response))
 
     response = client.post(page(a), {"mode": "disable"}, follow=True)
@@ -263,7 +265,7 @@ def test_management_command_still_works_and_is_audited_as_system(people: People,
     add_grant(a, people.staff_a, "ministry_admin", people.admin_a)
     call_command("local_grant_policy", "--ministry", a.code, "--enable")
     out = capsys.readouterr().out
-    assert "digital: grantable roles: ministry_auditor, procurement_officer" in out
+    assert "digital: grantable roles: ministry_auditor" in out
     assert "digital: revoked 1 grant(s) no longer allowed" in out
     assert override(a) == (True, False) and grant_rows(a) == []
     actors = AuditEvent.objects.filter(action__in=[POLICY_SET, REVOKE]).values_list("actor", flat=True)
