@@ -10,7 +10,7 @@ import pytest
 from django.test import override_settings
 
 from apps.documents.chunking import assemble, chunk_text, raw_indices_by_page
-from apps.documents.detect import FileType, Rejection, declared_zip_entries, detect_type
+from apps.documents.detect import FileType, Rejection, detect_type, zip_directory_entries
 from apps.documents.normalize import normalize
 from apps.documents.parsers import ParseError, parse, pdf_chunk_boxes
 
@@ -183,10 +183,18 @@ def _zip_of(entries: int, *, force_zip64: bool = False) -> bytes:
     return data
 
 
-def test_declared_zip_entries_reads_the_classic_and_the_zip64_end_records() -> None:
-    assert declared_zip_entries(_zip_of(7)) == 7
-    assert declared_zip_entries(_zip_of(7, force_zip64=True)) == 7
-    assert declared_zip_entries(b"PK\x03\x04 not a zip") is None
+def test_zip_directory_entries_counts_classic_and_zip64_directories_and_stops_early() -> None:
+    assert zip_directory_entries(_zip_of(7), stop_after=100) == 7
+    assert zip_directory_entries(_zip_of(7, force_zip64=True), stop_after=100) == 7
+    assert zip_directory_entries(_zip_of(70), stop_after=10) == 11  # stopped past the limit
+    assert zip_directory_entries(b"PK\x03\x04 not a zip", stop_after=10) is None
+
+
+def _declaring_one(data: bytes) -> bytes:
+    """The same zip whose end record declares a single entry (zipfile reads them all anyway)."""
+    eocd = data.rfind(b"PK\x05\x06")
+    one = (1).to_bytes(2, "little")
+    return data[: eocd + 8] + one + one + data[eocd + 12 :]
 
 
 @override_settings(GENNAI_DOCUMENT_MAX_ZIP_ENTRIES=50)
@@ -195,7 +203,7 @@ def test_a_zip_of_too_many_parts_is_refused_before_its_directory_is_read(
 ) -> None:
     """zipfile is never asked to parse the directory: a 300,000-entry zip cost 400 MB doing so."""
     monkeypatch.setattr(zipfile.ZipFile, "infolist", lambda self: pytest.fail("directory parsed"))
-    for data in (_zip_of(51), _zip_of(51, force_zip64=True)):
+    for data in (_zip_of(51), _zip_of(51, force_zip64=True), _declaring_one(_zip_of(51))):
         with pytest.raises(Rejection) as refused:
             detect_type(data)
         assert refused.value.code == "zip_bomb" and "50" in refused.value.en and "50" in refused.value.ja
