@@ -71,14 +71,20 @@ def _record_cross_read(
             action=CROSS_MINISTRY_AUDIT_READ,
             own_ministry_id=scope.own_ministry_id,
             ministry_id=ministry_id,
-            data={
-                "action_filter": filters.action,
-                "actor_filter": filters.actor,
-                "start": filters.start,
-                "end": filters.end,
-                "page": request.GET.get("page", "1")[:10],
-            },
+            data=_read_data(request, filters),
         )
+
+
+def _read_data(request: HttpRequest, filters: AuditFilter, **extra: Any) -> dict[str, Any]:
+    """What a cross-ministry read of the trail records: the filters and the page shown."""
+    return {
+        **extra,
+        "action_filter": filters.action,
+        "actor_filter": filters.actor,
+        "start": filters.start,
+        "end": filters.end,
+        "page": request.GET.get("page", "1")[:10],
+    }
 
 
 def _record_reads_of_all(request: HttpRequest, scope: AuditScope, filters: AuditFilter, events: Any) -> None:
@@ -96,14 +102,7 @@ def _record_reads_of_all(request: HttpRequest, scope: AuditScope, filters: Audit
             action=CROSS_MINISTRY_AUDIT_READ,
             own_ministry_id=scope.own_ministry_id,
             ministry_id=ministry_id,
-            data={
-                "view": "all",
-                "action_filter": filters.action,
-                "actor_filter": filters.actor,
-                "start": filters.start,
-                "end": filters.end,
-                "page": request.GET.get("page", "1")[:10],
-            },
+            data=_read_data(request, filters, view="all"),
         )
 
 
