@@ -154,6 +154,14 @@ class EgressPolicy:
             return True
         return ip.is_multicast or ip.is_unspecified or ip.is_link_local
 
+    def lists_url(self, url: str) -> bool:
+        """Whether ``url``'s host is listed here by name, wildcard or (IP literal) CIDR, unresolved."""
+        host = urlsplit(url).hostname or ""
+        ip = _parse_ip(host)
+        if ip is not None:
+            return self._allowlisted_ip(_normalise_ip(ip))
+        return self._allowlisted_name(_normalise_name(host))
+
     def check_host(self, host: str) -> None:
         """URL-time check of a host (name or IP literal) — rules 1–3 without resolving.
 
@@ -205,15 +213,6 @@ class EgressPolicy:
             raise EgressRefused(
                 "not_allowed", f"{name} → {ip}: a non-public address outside the allowlisted CIDRs"
             )
-
-
-def names_host(policy: EgressPolicy, url: str) -> bool:
-    """Whether ``url``'s host is listed in ``policy`` by name, wildcard or (IP literal) CIDR, unresolved."""
-    host = urlsplit(url).hostname or ""
-    ip = _parse_ip(host)
-    if ip is not None:
-        return policy._allowlisted_ip(_normalise_ip(ip))
-    return policy._allowlisted_name(_normalise_name(host))
 
 
 def onprem_policy() -> EgressPolicy:

@@ -203,11 +203,7 @@ def _refuse_mislabelled_onprem(*, stored: dict[str, Any] | None, fields: dict[st
         current_policy().check_url(base_url)
     except EgressRefused:
         return  # not an allowed upstream at all: the URL validator refuses it, with its own message
-    if (
-        zone == DeploymentZone.ON_PREM
-        and base_url
-        and not egress.names_host(egress.onprem_policy(), base_url)
-    ):
+    if zone == DeploymentZone.ON_PREM and base_url and not egress.onprem_policy().lists_url(base_url):
         raise ValidationError(
             {
                 "zone": _(

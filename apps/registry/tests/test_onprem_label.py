@@ -12,7 +12,7 @@ from django.core.exceptions import ValidationError
 from django.test import override_settings
 
 from apps.registry import services
-from apps.registry.egress import names_host, onprem_policy
+from apps.registry.egress import onprem_policy
 from apps.registry.models import DeploymentZone
 from apps.registry.tests.test_services import clean_registry_state, make_deployment  # noqa: F401
 
@@ -24,20 +24,20 @@ SPLIT = override_settings(
 )
 
 
-def test_names_host_matches_names_wildcards_and_ip_literals_without_resolving() -> None:
+def test_lists_url_matches_names_wildcards_and_ip_literals_without_resolving() -> None:
     with SPLIT:
         policy = onprem_policy()
-        assert names_host(policy, "http://127.0.0.1:8000/v1")
-        assert names_host(policy, "https://llmjp.gpu.gov.example/v1")
-        assert not names_host(policy, "https://api.vendor.example/v1")
-        assert not names_host(policy, "https://localhost/v1")  # a name is not checked against CIDRs
+        assert policy.lists_url("http://127.0.0.1:8000/v1")
+        assert policy.lists_url("https://llmjp.gpu.gov.example/v1")
+        assert not policy.lists_url("https://api.vendor.example/v1")
+        assert not policy.lists_url("https://localhost/v1")  # a name is not checked against CIDRs
 
 
 def test_unset_the_onprem_hosts_are_the_allowlist() -> None:
     with override_settings(
         GENNAI_UPSTREAM_ALLOWED_HOSTS=["api.vendor.example"], GENNAI_UPSTREAM_ONPREM_HOSTS=[]
     ):
-        assert names_host(onprem_policy(), "https://api.vendor.example/v1")
+        assert onprem_policy().lists_url("https://api.vendor.example/v1")
 
 
 def test_a_vendor_host_cannot_be_created_as_onprem() -> None:
