@@ -202,24 +202,28 @@ def server_settings() -> dict[str, str]:
 
 
 def relation_sizes() -> dict[str, str]:
+    """Size of the table and of each index, partitions summed (apps/search/partitions.py)."""
     from django.db import connection
 
     from apps.search.postgres import TABLE
 
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT c.relname, pg_size_pretty(pg_relation_size(c.oid)) FROM pg_class c "
-            "WHERE c.relname = %s "
-            "OR c.oid IN (SELECT indexrelid FROM pg_index WHERE indrelid = %s::regclass) "
-            "ORDER BY pg_relation_size(c.oid) DESC",
-            [TABLE, TABLE],
+            "SELECT name, pg_size_pretty(size) FROM ("
+            "SELECT %s AS name, "
+            "(SELECT sum(pg_relation_size(relid)) FROM pg_partition_tree(%s::regclass)) AS size "
+            "UNION ALL SELECT c.relname, (SELECT sum(pg_relation_size(relid)) FROM pg_partition_tree(c.oid)) "
+            "FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = %s::regclass"
+            ") sizes ORDER BY size DESC",
+            [TABLE, TABLE, TABLE],
         )
         return dict(cursor.fetchall())
 
 
 def prewarm(admin_url: str, database: str) -> dict[str, float]:
     """pg_prewarm the search indexes (read by every query) and as much of the table as still fits in
-    ``shared_buffers`` (table first, so that its pages do not evict the indexes'); seconds each."""
+    ``shared_buffers`` (table first, so that its pages do not evict the indexes'); seconds each.
+    Partitions are prewarmed one by one, the table's room shared equally among them."""
     import psycopg
 
     from apps.search.postgres import TABLE
@@ -230,28 +234,37 @@ def prewarm(admin_url: str, database: str) -> dict[str, float]:
         row = conn.execute("SELECT setting FROM pg_settings WHERE name = 'shared_buffers'").fetchone()
         buffers = int(row[0]) if row else 0
         indexes = conn.execute(
-            "SELECT indexrelid::regclass::text, pg_relation_size(indexrelid) / 8192 FROM pg_index "
-            "WHERE indrelid = %s::regclass ORDER BY pg_relation_size(indexrelid)",
+            "SELECT t.relid::regclass::text, pg_relation_size(t.relid) / 8192 FROM pg_index i, "
+            "pg_partition_tree(i.indexrelid) t WHERE i.indrelid = %s::regclass AND t.isleaf "
+            "ORDER BY pg_relation_size(t.relid)",
+            [TABLE],
+        ).fetchall()
+        tables = conn.execute(
+            "SELECT relid::regclass::text, pg_relation_size(relid) / 8192 "
+            "FROM pg_partition_tree(%s::regclass) "
+            "WHERE isleaf ORDER BY relid::regclass::text",
             [TABLE],
         ).fetchall()
         room = int(buffers * 0.9) - sum(int(pages) for _name, pages in indexes)
-        table_pages = int(conn.execute("SELECT pg_relation_size(%s) / 8192", [TABLE]).fetchone()[0])  # type: ignore[index]
         steps: list[tuple[str, str, list[object]]] = []
-        if room > 0:
-            last = min(room, table_pages) - 1
-            steps.append(
-                (
-                    f"{TABLE}[0..{last}]",
-                    "SELECT pg_prewarm(%s::regclass, 'buffer', 'main', 0, %s)",
-                    [TABLE, last],
-                )
-            )
+        if room > 0 and tables:
+            share = room // len(tables)
+            for name, pages in tables:
+                last = min(share, int(pages)) - 1
+                if last >= 0:
+                    steps.append(
+                        (
+                            f"{name}[0..{last}]",
+                            "SELECT pg_prewarm(%s::regclass, 'buffer', 'main', 0, %s)",
+                            [name, last],
+                        )
+                    )
         steps += [(name, "SELECT pg_prewarm(%s::regclass)", [name]) for name, _pages in indexes]
         for name, statement, params in steps:
             t = time.perf_counter()
             pages = conn.execute(statement, params).fetchone()[0]  # type: ignore[index]
             done[name] = round(time.perf_counter() - t, 1)
-            print(f"prewarm {name}: {pages} pages in {done[name]} s", flush=True)
+        print(f"prewarmed {len(steps)} relations in {round(sum(done.values()), 1)} s", flush=True)
     return done
 
 
@@ -520,6 +533,7 @@ def main() -> int:
     from django.test.utils import setup_databases, teardown_databases
 
     from apps.search.base import ChunkRecord
+    from apps.search.partitions import create_index
     from apps.search.postgres import TABLE, PostgresBackend
     from apps.tenancy.db import owner_mode
     from apps.tenancy.models import Ministry
@@ -599,23 +613,20 @@ def main() -> int:
             cursor.execute("SET maintenance_work_mem = %s", [args.maintenance_work_mem])
             cursor.execute("SHOW max_parallel_maintenance_workers")
             results["max_parallel_maintenance_workers"] = cursor.fetchone()[0]
+            # The indexes as the migrations build them: on the parent and on every partition
+            # (apps/search/partitions.py).
+            quote = connection.ops.quote_name
             t = time.perf_counter()
-            cursor.execute(f"CREATE INDEX search_chunk_tsv ON {TABLE} USING gin (tsv)")
+            create_index(cursor, "search_chunk_tsv", quote=quote)
             results["gin_build_s"] = round(time.perf_counter() - t, 1)
             print("gin_build_s", results["gin_build_s"], os.getloadavg(), flush=True)
             t = time.perf_counter()
-            cursor.execute(
-                f"CREATE INDEX search_chunk_ws_doc_vec ON {TABLE} "
-                "(ministry_id, workspace_id, document_id) INCLUDE (id, embedding)"
-            )
+            create_index(cursor, "search_chunk_ws_doc_vec", quote=quote)
             results["covering_build_s"] = round(time.perf_counter() - t, 1)
             print("covering_build_s", results["covering_build_s"], os.getloadavg(), flush=True)
             if args.hnsw in ("halfvec", "both"):
                 t = time.perf_counter()
-                cursor.execute(
-                    f"CREATE INDEX search_chunk_embedding_half ON {TABLE} USING hnsw "
-                    f"((embedding::halfvec({dims})) halfvec_cosine_ops)"
-                )
+                create_index(cursor, "search_chunk_embedding_half", quote=quote)
                 results["hnsw_halfvec_build_s"] = round(time.perf_counter() - t, 1)
                 print("hnsw_halfvec_build_s", results["hnsw_halfvec_build_s"], os.getloadavg(), flush=True)
             if args.hnsw in ("vector", "both"):

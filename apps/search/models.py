@@ -39,7 +39,11 @@ class IndexedChunk(TenantModel):
 
     Security: ``ministry`` and ``workspace_id`` are on every row and every
     search filters on both in SQL (DESIGN.md invariant 12); RLS hides other
-    ministries' rows on top.
+    ministries' rows on top, on the table and on each of its partitions.
+
+    The table is partitioned by hash of ``workspace_id`` (search/0006,
+    :mod:`apps.search.partitions`): its primary key in the database is
+    ``(id, workspace_id)``; ``id`` alone is still unique (one sequence).
     """
 
     chunk_id = models.BigIntegerField()
@@ -60,8 +64,11 @@ class IndexedChunk(TenantModel):
 
     class Meta:
         constraints = [
-            # Idempotent upsert key: ON CONFLICT (ministry_id, chunk_id).
-            models.UniqueConstraint(fields=["ministry", "chunk_id"], name="search_chunk_unique_per_ministry"),
+            # Idempotent upsert key: ON CONFLICT (ministry_id, workspace_id, chunk_id); a unique key
+            # of a partitioned table must contain the partition key (workspace_id).
+            models.UniqueConstraint(
+                fields=["ministry", "workspace_id", "chunk_id"], name="search_chunk_unique_per_ministry"
+            ),
         ]
         indexes = [
             # Every search: WHERE ministry_id = %s AND workspace_id = ANY(%s) [AND document_id = ANY(%s)].
@@ -72,7 +79,8 @@ class IndexedChunk(TenantModel):
         # GIN (tsv) and HNSW (embedding::halfvec, search/0003) indexes are created in the
         # migrations with SQL: their access methods cannot lead with the ministry column. So is
         # search_chunk_ws_doc_vec (search/0005), the btree above including id and embedding for
-        # the exact vector leg's index-only scan (docs/performance.md: retrieval).
+        # the exact vector leg's index-only scan (docs/performance.md: retrieval). Since
+        # search/0006 every index exists per partition (apps/search/partitions.py).
 
     def __str__(self) -> str:
         return f"chunk {self.chunk_id} (document {self.document_id})"

@@ -151,24 +151,38 @@ class PostgresBackend:
             )
         if not rows:
             return
+        # The upsert key holds the workspace (the partition key, apps/search/partitions.py).
         sql = f"""
             INSERT INTO {TABLE} (ministry_id, chunk_id, workspace_id, document_id, ordinal, text, heading,
                 page_start, page_end, char_start, char_end, tokens, tsv, embedding, indexed_at)
             VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, NULL, %s::vector, now())
-            ON CONFLICT (ministry_id, chunk_id) DO UPDATE SET
-                workspace_id = EXCLUDED.workspace_id, document_id = EXCLUDED.document_id,
+            ON CONFLICT (ministry_id, workspace_id, chunk_id) DO UPDATE SET
+                document_id = EXCLUDED.document_id,
                 ordinal = EXCLUDED.ordinal, text = EXCLUDED.text, heading = EXCLUDED.heading,
                 page_start = EXCLUDED.page_start, page_end = EXCLUDED.page_end,
                 char_start = EXCLUDED.char_start, char_end = EXCLUDED.char_end,
                 tokens = EXCLUDED.tokens, embedding = EXCLUDED.embedding, indexed_at = now()
         """
+        chunk_ids = [r[1] for r in rows]
+        workspaces = sorted({r[2] for r in rows})
         with transaction.atomic(), connection.cursor() as cursor:
+            # Security: a chunk is indexed under one workspace only. A chunk's workspace is its
+            # document's and does not change, but should it ever, the upsert (keyed by workspace)
+            # would leave the old row findable through the old workspace: remove such rows first.
+            cursor.execute(
+                f"DELETE FROM {TABLE} t "
+                "USING unnest(%s::bigint[], %s::bigint[]) AS n(chunk_id, workspace_id) "
+                "WHERE t.ministry_id = %s AND t.document_id = ANY(%s::bigint[]) "
+                "AND t.chunk_id = n.chunk_id AND t.workspace_id <> n.workspace_id",
+                [chunk_ids, [r[2] for r in rows], ministry_id, sorted({r[3] for r in rows})],
+            )
             cursor.executemany(sql, rows)
             # tsv from tokens in one statement (to_tsvector per row in executemany would parse twice).
             cursor.execute(
                 f"UPDATE {TABLE} SET tsv = to_tsvector('simple', tokens) "
-                "WHERE ministry_id = %s AND chunk_id = ANY(%s)",
-                [ministry_id, [r[1] for r in rows]],
+                "WHERE ministry_id = %s AND workspace_id = ANY(%s::bigint[]) "
+                "AND chunk_id = ANY(%s::bigint[])",
+                [ministry_id, workspaces, chunk_ids],
             )
 
     def delete_document(self, *, ministry_id: int, document_id: int) -> int:
@@ -204,12 +218,16 @@ class PostgresBackend:
             return []  # nothing is public by default
         query = bounded_query(query)  # one tsquery term per word: bounded
         # Security: the access rule is in the SQL of every leg and of the final fetch.
-        where = "ministry_id = %s AND workspace_id = ANY(%s)"
-        where_t = "t.ministry_id = %s AND t.workspace_id = ANY(%s)"  # the same, on the final join's alias
+        # The planner reads only the partitions of these workspaces (apps/search/partitions.py).
+        # bigint[]: the column's own type; psycopg sends small ids as smallint[] (pruning and the
+        # btree indexes work with either; the cast keeps one plan shape whatever the ids' size).
+        where = "ministry_id = %s AND workspace_id = ANY(%s::bigint[])"
+        # The same, on the final join's alias.
+        where_t = "t.ministry_id = %s AND t.workspace_id = ANY(%s::bigint[])"
         params: list[Any] = [ministry_id, workspaces]
         if document_ids is not None:
-            where += " AND document_id = ANY(%s)"
-            where_t += " AND t.document_id = ANY(%s)"
+            where += " AND document_id = ANY(%s::bigint[])"
+            where_t += " AND t.document_id = ANY(%s::bigint[])"
             params.append(sorted({int(d) for d in document_ids}))
         depth = max(limit * self.candidates_factor, 40)
         lexeme_query = tsquery_text(query)
