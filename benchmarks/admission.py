@@ -2,7 +2,7 @@
 
     .venv/bin/python -m gennai.devstack env -- .venv/bin/python benchmarks/admission.py \\
         [--concurrency 200] [--requests 20000] [--hold-ms 0,50,1000] [--warmup 2000]
-        [--limits every|typical] [--json out.json] [--baseline DIR [--rounds 3]]
+        [--limits every|typical] [--floor] [--json out.json] [--baseline DIR [--rounds 3]]
 
 It configures Django with ``gennai.settings.test``, creates and migrates a
 scratch database (``bench_gennai_admission``) in owner mode, and creates one
@@ -38,6 +38,18 @@ limits cache's version checks) go through the web process's connection pool
 test settings do, which holds the GIL for milliseconds every check interval).
 Keys live under a scratch prefix, deleted at the end.
 
+The floor in the same run: ``--floor`` also measures, per hold time, requests
+that make the same two awaited round trips with no admission work in them: two
+``EVALSHA`` of a script that only returns 1, sent by ``PipelinedScript`` over
+the loop's own admission client (``apps.quotas.admission_redis.async_scripts``,
+the multiplexed connection of ``apps/quotas/redis_pipe.py``), with the same
+arrival pattern, concurrency, hold times, event loop and frozen heap. The runs
+are interleaved per hold time as floor, admission, floor (each floor run does
+half of ``--requests``; their samples are pooled), so the floor brackets the
+admission run in time and both see the same machine state. Reported next to
+admission's rows: the floor's first and second round trip and its pair (p50 /
+p99 / max), and admission's pair p50 / p99 / max divided by the floor's.
+
 A/B on a shared machine: ``--baseline DIR`` (a checkout of another commit, e.g.
 ``git archive <commit> | tar -x -C DIR``) runs this script on that tree and on
 this one alternately, ``--rounds`` times each, one process per run, and prints
@@ -48,6 +60,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import gc
 import json
 import os
@@ -56,11 +69,16 @@ import random
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# The floor's requests run this instead of admit and settle: the same command (EVALSHA), no work.
+FLOOR_LUA = "return 1"
 
 
 def parse_args() -> argparse.Namespace:
@@ -77,6 +95,12 @@ def parse_args() -> argparse.Namespace:
         default="every",
         help="every: limits on all 8 counters of a request (worst case); "
         "typical: a ministry budget and a default per-user budget + RPM (2 counters)",
+    )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also measure, interleaved per hold time (floor, admission, floor), requests making two "
+        "EVALSHA of a script that returns 1 over the same client: the floor of two awaited round trips",
     )
     parser.add_argument("--database", default="bench_gennai_admission")
     parser.add_argument("--json", type=Path, help="also write the results here as JSON")
@@ -180,16 +204,76 @@ def fill(every: bool) -> list[Any]:
     return subjects
 
 
-async def run(subjects: list[Any], *, concurrency: int, requests: int, hold: float) -> dict[str, Any]:
+# What one request does, made once per coroutine (on the running loop): the first awaited call,
+# and the second, which receives what the first returned.
+First = Callable[[], Awaitable[Any]]
+Second = Callable[[Any], Awaitable[Any]]
+Pair = Callable[[int], tuple[First, Second]]
+ADMISSION = ("reserve", "settle", "reserve+settle")
+FLOOR = ("first", "second", "pair")
+
+
+def admission_pair(subjects: list[Any]) -> Pair:
+    """Admission as a request pays it: ``areserve``, then ``asettle`` of that reservation."""
     from apps.quotas.admission import areserve, asettle
 
-    reserve_s: list[float] = []
-    settle_s: list[float] = []
+    def for_worker(n: int) -> tuple[First, Second]:
+        subject = subjects[n % len(subjects)]
+
+        def reserve() -> Awaitable[Any]:
+            return areserve(
+                subject=subject,
+                prompt_tokens=200,
+                max_tokens=800,
+                request_id=uuid.uuid4().hex,
+                price=Decimal(300),
+            )
+
+        def settle(r: Any) -> Awaitable[Any]:
+            return asettle(
+                reservation=r, prompt_tokens=200, completion_tokens=321, cost_yen=Decimal("0.1563")
+            )
+
+        return reserve, settle
+
+    return for_worker
+
+
+def floor_pair(_n: int) -> tuple[First, Second]:
+    """Two awaited round trips with no admission work: ``EVALSHA`` of :data:`FLOOR_LUA`, twice, over
+    the client admission uses on this loop (its multiplexed connection) by the same call path."""
+    from apps.quotas.admission_redis import async_scripts
+    from apps.quotas.redis_pipe import PipelinedScript
+
+    script = PipelinedScript(async_scripts().client, FLOOR_LUA)
+
+    def first() -> Awaitable[Any]:
+        return script(args=[])
+
+    def second(_previous: Any) -> Awaitable[Any]:
+        return script(args=[])
+
+    return first, second
+
+
+@dataclass
+class Samples:
+    """One run's latencies (s) of the first and second call of each request, and its costs."""
+
+    first: list[float] = field(default_factory=list)
+    second: list[float] = field(default_factory=list)
+    cpu: float = 0.0
+    wall: float = 0.0
+    gc_pauses: list[float] = field(default_factory=list)
+
+
+async def drive(pair: Pair, *, concurrency: int, requests: int, hold: float) -> Samples:
+    samples = Samples()
     remaining = requests
 
     async def worker(n: int) -> None:
         nonlocal remaining
-        subject = subjects[n % len(subjects)]
+        first, second = pair(n)
         jitter = random.Random(n)  # noqa: S311 (spreading arrivals, not a secret)
         if hold:
             # Requests in flight arrive spread out, as real ones do, not in lock-step bursts of N.
@@ -197,37 +281,40 @@ async def run(subjects: list[Any], *, concurrency: int, requests: int, hold: flo
         while remaining > 0:
             remaining -= 1
             t0 = time.perf_counter()
-            r = await areserve(
-                subject=subject,
-                prompt_tokens=200,
-                max_tokens=800,
-                request_id=uuid.uuid4().hex,
-                price=Decimal(300),
-            )
+            r = await first()
             t1 = time.perf_counter()
             if hold:
                 await asyncio.sleep(hold * jitter.uniform(0.5, 1.5))
             t2 = time.perf_counter()
-            await asettle(reservation=r, prompt_tokens=200, completion_tokens=321, cost_yen=Decimal("0.1563"))
+            await second(r)
             t3 = time.perf_counter()
-            reserve_s.append(t1 - t0)
-            settle_s.append(t3 - t2)
+            samples.first.append(t1 - t0)
+            samples.second.append(t3 - t2)
 
-    pauses: list[float] = []
     started: list[float] = []
 
     def on_gc(phase: str, _info: dict[str, Any]) -> None:
         if phase == "start":
             started.append(time.perf_counter())
         elif started:
-            pauses.append(time.perf_counter() - started.pop())
+            samples.gc_pauses.append(time.perf_counter() - started.pop())
 
     gc.callbacks.append(on_gc)
     cpu0, wall0 = time.process_time(), time.perf_counter()
     await asyncio.gather(*(worker(n) for n in range(concurrency)))
-    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    samples.cpu, samples.wall = time.process_time() - cpu0, time.perf_counter() - wall0
     gc.callbacks.remove(on_gc)
-    both = sorted(r + s for r, s in zip(reserve_s, settle_s, strict=True))
+    return samples
+
+
+def summarize(runs: list[Samples], names: tuple[str, str, str]) -> dict[str, Any]:
+    """Latency percentiles over the requests of ``runs`` pooled (``names``: first call, second
+    call, both), requests per second and CPU per request over their time together."""
+    firsts = [v for run in runs for v in run.first]
+    seconds = [v for run in runs for v in run.second]
+    pauses = [v for run in runs for v in run.gc_pauses]
+    both = sorted(r + s for r, s in zip(firsts, seconds, strict=True))
+    wall, cpu = sum(run.wall for run in runs), sum(run.cpu for run in runs)
     out: dict[str, Any] = {
         "requests": len(both),
         "req_per_s": len(both) / wall,
@@ -237,11 +324,7 @@ async def run(subjects: list[Any], *, concurrency: int, requests: int, hold: flo
         "gc_pause_max_ms": max(pauses, default=0.0) * 1e3,
         "gc_pause_total_ms": sum(pauses) * 1e3,
     }
-    for name, values in (
-        ("reserve", sorted(reserve_s)),
-        ("settle", sorted(settle_s)),
-        ("reserve+settle", both),
-    ):
+    for name, values in zip(names, (sorted(firsts), sorted(seconds), both), strict=True):
         out[name] = {
             "p50_ms": percentile(values, 0.50) * 1e3,
             "p99_ms": percentile(values, 0.99) * 1e3,
@@ -263,6 +346,48 @@ def redis_cpu_us(client: Any) -> float | None:
         return None
 
 
+@dataclass
+class Measured:
+    """One measured run and what Redis did during it (``EVALSHA`` calls, their µs, main-thread CPU µs)."""
+
+    samples: Samples
+    scripts: int
+    script_us: float
+    redis_cpu_us: float | None
+
+
+def measure(
+    client: Any, new_loop: Any, pair: Pair, *, concurrency: int, requests: int, hold: float
+) -> Measured:
+    """``drive`` on a new event loop, with Redis's counters reset before and read after."""
+    client.config_resetstat()
+    cpu0 = redis_cpu_us(client)
+    with asyncio.Runner(loop_factory=new_loop) as runner:
+        samples = runner.run(drive(pair, concurrency=concurrency, requests=requests, hold=hold))
+    # Server-side time of the scripts (both calls of a request together), independent of the client.
+    evalsha = client.info("commandstats").get("cmdstat_evalsha", {})
+    cpu1 = redis_cpu_us(client)
+    return Measured(
+        samples=samples,
+        scripts=int(evalsha.get("calls", 0)),
+        script_us=float(evalsha.get("usec", 0.0)),
+        redis_cpu_us=None if cpu0 is None or cpu1 is None else cpu1 - cpu0,
+    )
+
+
+def row_of(runs: list[Measured], names: tuple[str, str, str]) -> dict[str, Any]:
+    """``summarize`` of ``runs`` pooled, with Redis's time per script over them."""
+    row = summarize([run.samples for run in runs], names)
+    scripts = sum(run.scripts for run in runs)
+    row["redis_us_per_script"] = sum(run.script_us for run in runs) / scripts if scripts else 0.0
+    row["redis_scripts"] = scripts
+    cpu = [run.redis_cpu_us for run in runs]
+    if scripts and None not in cpu:
+        # Everything Redis did (reading, parsing, the scripts, replying) per script.
+        row["redis_cpu_us_per_script"] = sum(c for c in cpu if c is not None) / scripts
+    return row
+
+
 def run_ab(args: argparse.Namespace) -> int:
     """This checkout and ``--baseline`` alternately (B A B A …), each in its own process, both
     measured by this script (so both get the same driver, heap handling and statistics)."""
@@ -272,6 +397,7 @@ def run_ab(args: argparse.Namespace) -> int:
     passthrough = [
         *(["--no-gc-freeze"] if args.no_gc_freeze else []),
         *(["--no-pool"] if args.no_pool else []),
+        *(["--floor"] if args.floor else []),
         *([f"--pin={args.pin}"] if args.pin is not None else []),
         f"--loop={args.loop}",
         f"--concurrency={args.concurrency}",
@@ -309,6 +435,7 @@ def run_ab(args: argparse.Namespace) -> int:
         f"{'hold':>6} {'tree':<9} {'load':>9} {'req/s':>6} {'CPU µs/req':>10} {'Redis µs/scr':>12} "
         f"{'Redis CPU µs':>12} {'GC n/max ms':>11}  "
         f"{'reserve p50/p99':>16} {'settle p50/p99':>16} {'pair p50/p99 ms':>16}"
+        + (f" {'floor pair':>16} {'÷ floor p99':>11}" if args.floor else "")
     )
     for hold in runs["this"][0]["results"]:
         for round_ in range(args.rounds):
@@ -327,6 +454,12 @@ def run_ab(args: argparse.Namespace) -> int:
                     f"{'-' if cpu is None else f'{cpu:.1f}':>12} "
                     f"{row['gc_pauses']:>5}/{row['gc_pause_max_ms']:<5.1f}  "
                     f"{lat[0]:>16} {lat[1]:>16} {lat[2]:>16}"
+                    + (
+                        f" {row['floor']['pair']['p50_ms']:>7.3f}/{row['floor']['pair']['p99_ms']:<8.3f}"
+                        f" {row['pair_ratio_to_floor']['p99_ms']:>10.2f}x"
+                        if "floor" in row
+                        else ""
+                    )
                 )
     if args.json:
         args.json.write_text(json.dumps(runs, indent=2))
@@ -375,26 +508,32 @@ def main() -> int:
                 os.sched_setaffinity(int(info["process_id"]), {args.pin})
             except OSError as exc:  # Redis on another machine or owned by another user
                 print(f"Redis not pinned: {exc}", file=sys.stderr)
+        admission_requests = admission_pair(subjects)
         for hold_ms in [float(h) for h in args.hold_ms.split(",")]:
-            with asyncio.Runner(loop_factory=new_loop) as runner:
-                runner.run(
-                    run(subjects, concurrency=args.concurrency, requests=args.warmup, hold=hold_ms / 1000)
-                )
-            client.config_resetstat()
-            cpu0 = redis_cpu_us(client)
-            with asyncio.Runner(loop_factory=new_loop) as runner:
-                row = runner.run(
-                    run(subjects, concurrency=args.concurrency, requests=args.requests, hold=hold_ms / 1000)
-                )
-            # Server-side time of the scripts (admit and settle together), independent of the client.
-            stats = client.info("commandstats")
-            evalsha = stats.get("cmdstat_evalsha", {})
-            row["redis_us_per_script"] = float(evalsha.get("usec_per_call", 0.0))
-            row["redis_scripts"] = int(evalsha.get("calls", 0))
-            cpu1 = redis_cpu_us(client)
-            if cpu0 is not None and cpu1 is not None and row["redis_scripts"]:
-                # Everything Redis did (reading, parsing, the scripts, replying) per script.
-                row["redis_cpu_us_per_script"] = (cpu1 - cpu0) / row["redis_scripts"]
+            hold = hold_ms / 1000
+            for warm in [admission_requests, *([floor_pair] if args.floor else [])]:
+                with asyncio.Runner(loop_factory=new_loop) as runner:
+                    runner.run(drive(warm, concurrency=args.concurrency, requests=args.warmup, hold=hold))
+
+            measured = functools.partial(measure, client, new_loop, concurrency=args.concurrency, hold=hold)
+            # With --floor: floor, admission, floor; the floor's two halves bracket the admission
+            # run in time, so both see the same machine state.
+            half = max(1, args.requests // 2)
+            before = measured(floor_pair, requests=half) if args.floor else None
+            admitted = measured(admission_requests, requests=args.requests)
+            after = measured(floor_pair, requests=max(1, args.requests - half)) if args.floor else None
+            row = row_of([admitted], ADMISSION)
+            if before is not None and after is not None:
+                floor_runs = [before, after]
+                floor = row["floor"] = row_of(floor_runs, FLOOR)
+                # The floor's pair p99 before and after the admission run: how much the machine moved.
+                floor["pair_p99_ms_before_after"] = [
+                    summarize([run.samples], FLOOR)["pair"]["p99_ms"] for run in floor_runs
+                ]
+                row["pair_ratio_to_floor"] = {
+                    key: row["reserve+settle"][key] / floor["pair"][key]
+                    for key in ("p50_ms", "p99_ms", "max_ms")
+                }
             results[f"hold_{hold_ms:g}ms"] = row
         keys = list(client.scan_iter(match=admission.PREFIX + "*", count=1000))
         for i in range(0, len(keys), 1000):
@@ -416,10 +555,16 @@ def main() -> int:
         "loop": args.loop,
         "pin": args.pin,
         "pool": not args.no_pool,
+        "floor": args.floor,
     }
     print(
         f"Redis {env['redis']}, Python {env['python']}, {env['cpus']} CPUs; concurrency {args.concurrency}\n"
     )
+    if args.floor:
+        print(
+            f"floor: each request two EVALSHA of `{FLOOR_LUA}` over the same client, same arrivals "
+            "and holds; floor (half), admission, floor (half) per hold time, floor halves pooled\n"
+        )
     print(
         f"{'hold':>8} {'req/s':>8} {'CPU µs/req':>10}  {'what':<15} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}"
     )
@@ -433,6 +578,24 @@ def main() -> int:
                 else " " * 44
             )
             print(f"{head}  {what:<15} {lat['p50_ms']:>8.3f} {lat['p99_ms']:>8.3f} {lat['max_ms']:>8.2f}")
+        if "floor" in row:
+            floor = row["floor"]
+            for what, label in zip(FLOOR, ("floor 1st", "floor 2nd", "floor pair"), strict=True):
+                lat = floor[what]
+                head = (
+                    f"{'':>8} {floor['req_per_s']:>8.0f} {floor['cpu_us_per_req']:>10.0f} "
+                    f"{floor['redis_us_per_script']:>15.1f}"
+                    if what == "first"
+                    else " " * 44
+                )
+                print(
+                    f"{head}  {label:<15} {lat['p50_ms']:>8.3f} {lat['p99_ms']:>8.3f} {lat['max_ms']:>8.2f}"
+                )
+            ratio = row["pair_ratio_to_floor"]
+            print(
+                f"{'':44}  {'pair ÷ floor':<15} {ratio['p50_ms']:>7.2f}x {ratio['p99_ms']:>7.2f}x "
+                f"{ratio['max_ms']:>7.2f}x"
+            )
     if args.json:
         args.json.write_text(json.dumps({"environment": env, "results": results}, indent=2))
     return 0
