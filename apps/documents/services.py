@@ -242,10 +242,11 @@ def _upload_one(*, actor: Any, workspace: Workspace, upload: Any, filename: str)
             )
         return UploadResult(filename, document=existing, duplicate=True)
     storage = documents_storage()
-    name = storage_name(ministry_id=workspace.ministry_id, workspace_id=workspace.pk, sha256=sha256)
-    stored_now = not storage.exists(name)
-    if stored_now:
-        name = storage.save(name, ContentFile(data))
+    # A name of its own (apps/documents/storage.py): never an object another document uses.
+    name = storage.save(
+        storage_name(ministry_id=workspace.ministry_id, workspace_id=workspace.pk, sha256=sha256),
+        ContentFile(data),
+    )
     try:
         with transaction.atomic():
             _lock_live_workspace(workspace)
@@ -278,16 +279,12 @@ def _upload_one(*, actor: Any, workspace: Workspace, upload: Any, filename: str)
     except IntegrityError:
         # The same file arrived twice at once: the other upload won.
         existing = Document.objects.filter(workspace=workspace, sha256=sha256).first()
+        _discard_stored(storage, name, workspace=workspace)
         if existing is None:
-            if stored_now:
-                _discard_stored(storage, name, workspace=workspace)
             raise
-        if stored_now:
-            _discard_stored(storage, name, workspace=workspace)
         return UploadResult(filename, document=existing, duplicate=True)
     except BaseException:
-        if stored_now:
-            _discard_stored(storage, name, workspace=workspace)
+        _discard_stored(storage, name, workspace=workspace)
         raise
     return UploadResult(filename, document=document)
 
@@ -316,12 +313,13 @@ def _lock_live_workspace(workspace: Workspace) -> None:
 
 
 def _discard_stored(storage: Any, name: str, *, workspace: Workspace) -> None:
-    """Remove the copy this upload stored, unless a document (the winner of a race) uses it.
+    """Remove the copy this upload stored when its document was not created.
 
-    Two uploads of the same bytes at once may both find nothing stored: the
-    second ``save`` then picks another name, and that copy belongs to no
-    document once its row loses on the unique constraint, so no deletion (of the
-    document, of the workspace, by retention) would ever remove it.
+    Each upload stores its own object (:func:`storage_name`); when its row is not
+    created (the same bytes uploaded twice at once lose on the unique constraint,
+    or any error), that object belongs to no document, and no deletion (of the
+    document, of the workspace, by retention) would ever remove it. The check
+    is a guard: a name in use by a document is never deleted here.
     """
     if not Document.objects.filter(workspace=workspace, storage_name=name).exists():
         storage.delete(name)

@@ -430,3 +430,35 @@ def test_ocr_runs_in_page_batches_and_resumes_without_redoing_pages(
     with ministry_scope(ministry_id=shared_workspace.ministry_id):
         spans = list(Chunk.objects.filter(document_id=document_id).values_list("page_start", "page_end"))
     assert spans == [(1, 4)]  # short pages: one chunk spanning them
+
+
+def test_reupload_while_the_purge_deletes_the_file_keeps_the_new_original(
+    staff_a: Any, shared_workspace: Any, embedder: Any, eager: None, django_capture_on_commit_callbacks: Any
+) -> None:
+    """The purge deletes its file after its commit; the same bytes uploaded in between must keep theirs."""
+    [first] = _upload(
+        staff_a, shared_workspace, [_file("a.csv", samples.csv_bytes())], django_capture_on_commit_callbacks
+    )
+    ministry_id = shared_workspace.ministry_id
+    with ministry_scope(ministry_id=ministry_id):
+        from apps.documents.selectors import get_document_for_actor
+
+        document = get_document_for_actor(actor=staff_a.user, document_id=first.document.pk)
+        with django_capture_on_commit_callbacks(execute=False):
+            document_delete(actor=staff_a.user, document=document)
+    with ministry_scope(ministry_id=ministry_id):
+        with django_capture_on_commit_callbacks(execute=False) as purge_callbacks:
+            pipeline.run_purge(document_id=document.pk)  # row gone; its file deletion waits for "commit"
+    [again] = _upload(
+        staff_a, shared_workspace, [_file("a.csv", samples.csv_bytes())], django_capture_on_commit_callbacks
+    )
+    assert again.document is not None and not again.duplicate
+    for callback in purge_callbacks:
+        callback()  # the purge's file deletion runs now
+    storage = documents_storage()
+    assert not storage.exists(document.storage_name)
+    with ministry_scope(ministry_id=ministry_id):
+        stored = Document.objects.get(pk=again.document.pk).storage_name
+    assert stored != document.storage_name
+    with storage.open(stored, "rb") as handle:
+        assert handle.read() == samples.csv_bytes()
