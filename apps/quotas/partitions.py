@@ -39,7 +39,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, connections, transaction
 from django.utils import timezone
 
-from apps.tenancy.operations import _policy_sql
+from apps.tenancy.operations import secure_tenant_table
 
 PARENT = "quotas_usagerecord"
 DEFAULT_PARTITION = f"{PARENT}_default"
@@ -86,11 +86,7 @@ def _exists(cursor: Any, table: str) -> bool:
 
 def _secure(cursor: Any, table: str, quote: Any) -> None:
     """RLS and grants of a partition, exactly like the parent's (partitions inherit neither)."""
-    for sql in _policy_sql(table):
-        cursor.execute(sql)
-    app_role = settings.GENNAI_DB_APP_ROLE
-    if app_role and settings.GENNAI_DB_OWNER_ROLE:
-        cursor.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON {quote(table)} TO {quote(app_role)}")
+    secure_tenant_table(cursor, table, quote=quote)
 
 
 def _create_default(cursor: Any, quote: Any) -> bool:

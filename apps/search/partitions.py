@@ -19,7 +19,7 @@ be found through a workspace it has left.
 Security: PostgreSQL applies the *parent's* row-level security only to queries
 through the parent. A partition is a table of its own, so every partition gets
 the same ENABLE + FORCE ROW LEVEL SECURITY and ``ministry_isolation`` policy
-(:func:`_secure`, as ``apps.quotas.partitions`` does for the usage ledger);
+(``apps.tenancy.operations.secure_tenant_table``, as for the usage ledger's partitions);
 ``tests/test_tenancy_sweep.py`` checks every partition of every tenant table.
 
 Index names: each index exists on the parent (``ON ONLY``) and on every
@@ -33,7 +33,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connections
 
-from apps.tenancy.operations import _policy_sql
+from apps.tenancy.operations import secure_tenant_table
 
 PARENT = "search_indexedchunk"
 LEGACY = f"{PARENT}_legacy"
@@ -83,15 +83,6 @@ def create_index(cursor: Any, name: str, *, quote: Any) -> None:
         child = f"{name}_p{remainder:02d}"
         cursor.execute(f"CREATE INDEX {quote(child)} ON {quote(partition_name(remainder))} {definition}")
         cursor.execute(f"ALTER INDEX {quote(name)} ATTACH PARTITION {quote(child)}")
-
-
-def _secure(cursor: Any, table: str, quote: Any) -> None:
-    """RLS and grants of a table or partition, like every tenant table's (partitions inherit neither)."""
-    for sql in _policy_sql(table):
-        cursor.execute(sql)
-    app_role = settings.GENNAI_DB_APP_ROLE
-    if app_role and settings.GENNAI_DB_OWNER_ROLE:
-        cursor.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON {quote(table)} TO {quote(app_role)}")
 
 
 def _fetch(cursor: Any, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
@@ -236,7 +227,7 @@ def _rebuild(*, using: str, partitioned: bool) -> None:
             else:
                 cursor.execute(f"CREATE INDEX {quote(name)} ON {quote(PARENT)} {definition}")
         for table in tables:
-            _secure(cursor, table, quote)
+            secure_tenant_table(cursor, table, quote=quote)
         app_role = settings.GENNAI_DB_APP_ROLE
         if app_role and settings.GENNAI_DB_OWNER_ROLE:
             cursor.execute("SELECT pg_get_serial_sequence(%s, 'id')", [PARENT])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.db import migrations
 from django.db.backends.base.schema import BaseDatabaseSchemaEditor
 from django.db.migrations.state import ProjectState, StateApps
@@ -22,6 +23,23 @@ def _policy_sql(table: str) -> list[str]:
         f'DROP POLICY IF EXISTS {POLICY_NAME} ON "{table}"',
         f'CREATE POLICY {POLICY_NAME} ON "{table}" USING ({predicate}) WITH CHECK ({predicate})',
     ]
+
+
+def secure_tenant_table(cursor: Any, table: str, *, quote: Any) -> None:
+    """Put ``table`` under the ministry RLS policy and grant the application role DML on it.
+
+    For tables created outside Django's migration state, above all the partitions
+    of a partitioned tenant table (``apps.quotas.partitions``,
+    ``apps.search.partitions``). Security: PostgreSQL applies a parent's
+    row-level security only to queries through the parent; a partition named
+    directly is a table of its own and inherits neither the policy nor the
+    grants, so each one needs this. Runs as the owner role.
+    """
+    for sql in _policy_sql(table):
+        cursor.execute(sql)
+    app_role = settings.GENNAI_DB_APP_ROLE
+    if app_role and settings.GENNAI_DB_OWNER_ROLE:
+        cursor.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON {quote(table)} TO {quote(app_role)}")
 
 
 class EnableRLS(migrations.operations.base.Operation):
