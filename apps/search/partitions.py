@@ -151,6 +151,20 @@ def _rebuild(*, using: str, partitioned: bool) -> None:
             "WHERE i.indrelid = to_regclass(%s) ORDER BY c.relname",
             [PARENT],
         )
+        # Indexes Django made that this module does not define (the foreign key's index on
+        # ministry_id): rebuilt from their own definitions, which name the table by PARENT.
+        other_indexes = [
+            definition
+            for (definition,) in _fetch(
+                cursor,
+                "SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i "
+                "JOIN pg_class c ON c.oid = i.indexrelid "
+                "WHERE i.indrelid = to_regclass(%s) AND c.relname <> ALL(%s) "
+                "AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid) "
+                "ORDER BY c.relname",
+                [PARENT, list(index_definitions())],
+            )
+        ]
         cursor.execute("SELECT pg_get_serial_sequence(%s, 'id')", [PARENT])
         old_sequence = cursor.fetchone()[0]
         old_tables = [
@@ -226,6 +240,8 @@ def _rebuild(*, using: str, partitioned: bool) -> None:
                 create_index(cursor, name, quote=quote)
             else:
                 cursor.execute(f"CREATE INDEX {quote(name)} ON {quote(PARENT)} {definition}")
+        for definition in other_indexes:
+            cursor.execute(definition)
         for table in tables:
             secure_tenant_table(cursor, table, quote=quote)
         app_role = settings.GENNAI_DB_APP_ROLE

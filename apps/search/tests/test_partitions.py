@@ -132,6 +132,11 @@ def test_migration_moves_rows_ids_and_security_both_ways(ministries: tuple[Any, 
         executor.migrate([("search", "0005_vector_leg_covering_index")])
     with connection.cursor() as cursor:
         assert not is_partitioned(cursor)
+        cursor.execute(
+            "SELECT indexname FROM pg_indexes WHERE tablename = %s AND indexdef LIKE %s",
+            [PARENT, "%(ministry_id)"],
+        )
+        [ministry_index] = [name for (name,) in cursor.fetchall()]
     for ministry, workspaces in ((a, (7, 8, 9)), (b, (7, 50))):
         with ministry_scope(ministry_id=ministry.pk), connection.cursor() as cursor:
             for n, workspace in enumerate(workspaces, start=1):
@@ -164,6 +169,12 @@ def test_migration_moves_rows_ids_and_security_both_ways(ministries: tuple[Any, 
         assert len(partitions) == PARTITIONS
         for table in [PARENT, *partitions]:
             assert _security(cursor, table) == (True, True, 1), table
+        # Django's index of the ministry foreign key survives the rebuild, under its own name.
+        cursor.execute(
+            "SELECT indexname FROM pg_indexes WHERE tablename = %s AND indexdef LIKE %s",
+            [PARENT, "%(ministry_id)"],
+        )
+        assert [name for (name,) in cursor.fetchall()] == [ministry_index], "ministry_id index lost"
     # The application role sees its own ministry only, through the parent and through a partition
     # named directly; the sequence goes on after the copied ids; searches work on the new layout.
     with ministry_scope(ministry_id=b.pk), connection.cursor() as cursor:
