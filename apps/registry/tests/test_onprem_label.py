@@ -51,26 +51,8 @@ def test_a_vendor_host_cannot_be_created_as_onprem() -> None:
 
 def test_a_vendor_host_is_registered_as_external() -> None:
     with SPLIT:
-        vendor = services.vendor_save(actor=None, name="Vendor ext")
-        model = services.model_save(
-            actor=None,
-            vendor=vendor,
-            name="m-ext",
-            family="F",
-            version="1",
-            license="Apache-2.0",
-            context_window=8192,
-            kind="chat",
-            clearance=1,
-        )
-        deployment = services.deployment_save(
-            actor=None,
-            model=model,
-            name="vendor-ext",
-            base_url="https://api.vendor.example/v1",
-            served_model_name="m",
-            clearance=1,
-            zone=DeploymentZone.EXTERNAL,
+        deployment = make_deployment(
+            "vendor-ext", "https://api.vendor.example/v1", clearance=1, zone=DeploymentZone.EXTERNAL
         )
         assert deployment.zone == DeploymentZone.EXTERNAL
         # Relabelling it on-prem, or moving an on-prem deployment to the vendor, is refused.

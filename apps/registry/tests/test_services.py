@@ -43,6 +43,7 @@ def make_deployment(
     clearance: int = 2,
     kind: str = "chat",
     enabled: bool = True,
+    zone: str | None = None,
 ) -> Deployment:
     vendor = services.vendor_save(actor=actor, name=f"Vendor {name}")
     # A person's clearance raise is only proposed (four-eyes); the reason is for the approver.
@@ -59,6 +60,7 @@ def make_deployment(
         kind=kind,
         clearance=3,
     )
+    extra: dict[str, Any] = {} if zone is None else {"zone": zone}  # unset: the service's default
     return services.deployment_save(
         actor=actor,
         reason=reason,
@@ -68,6 +70,7 @@ def make_deployment(
         served_model_name=f"served-{name}",
         clearance=clearance,
         enabled=enabled,
+        **extra,
     )
 
 
