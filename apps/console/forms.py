@@ -82,8 +82,12 @@ class RetentionForm(StyledForm):
     )
 
 
-class LimitValuesForm(StyledForm):
-    """The limit values of one subject; an empty field means "no limit of this kind at this level"."""
+class LimitValueFields(forms.Form):
+    """The six limit values and their ranges (those of the service's column checks).
+
+    Shared by the ministry's limit forms (:class:`LimitValuesForm`) and the platform
+    budget's (``forms_insight.PlatformLimitForm``), so the two cannot accept different ranges.
+    """
 
     monthly_tokens = forms.IntegerField(
         label=_("月間トークン上限"), required=False, min_value=0, max_value=2**63 - 1
@@ -106,6 +110,10 @@ class LimitValuesForm(StyledForm):
     )
 
     VALUE_FIELDS = ("monthly_tokens", "monthly_yen", "rpm", "tpm", "max_concurrent", "max_tokens")
+
+
+class LimitValuesForm(StyledForm, LimitValueFields):
+    """The limit values of one subject; an empty field means "no limit of this kind at this level"."""
 
     def __init__(self, *args: Any, exemption_allowed: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

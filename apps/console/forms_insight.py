@@ -11,6 +11,8 @@ from django.utils.translation import gettext_lazy as _
 
 from apps.audit.selectors import AuditFilter
 
+from .forms import LimitValueFields
+
 #: Longest period of one view or export (a year and a day: any calendar year fits).
 MAX_PERIOD_DAYS = 366
 
@@ -93,29 +95,21 @@ class AuditFilterForm(PeriodForm):
         )
 
 
-class PlatformLimitForm(forms.Form):
-    """The platform budget: limits for all aliases together (alias empty) or one alias."""
+class PlatformLimitForm(LimitValueFields):
+    """The platform budget: limits for all aliases together (alias empty) or one alias.
+
+    The values and their ranges are the ministry form's (:class:`LimitValueFields`).
+    """
+
+    field_order = ["alias_name"]
 
     alias_name = forms.CharField(
         label=_("モデル名（エイリアス、空欄はすべて）"), required=False, max_length=100
     )
-    # The same ranges as the ministry form (LimitValuesForm) and the service's column checks.
-    monthly_tokens = forms.IntegerField(
-        label=_("月間トークン上限"), required=False, min_value=0, max_value=2**63 - 1
-    )
-    monthly_yen = forms.DecimalField(
-        label=_("月間予算（円）"), required=False, min_value=0, max_digits=14, decimal_places=2
-    )
-    rpm = forms.IntegerField(
-        label=_("毎分リクエスト数上限"), required=False, min_value=0, max_value=2**31 - 1
-    )
-    tpm = forms.IntegerField(label=_("毎分トークン数上限"), required=False, min_value=0, max_value=2**31 - 1)
-    max_concurrent = forms.IntegerField(
-        label=_("同時実行数上限"), required=False, min_value=0, max_value=2**31 - 1
-    )
-    max_tokens = forms.IntegerField(
-        label=_("max_tokens の上限"), required=False, min_value=1, max_value=2**31 - 1
-    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["max_tokens"].label = _("max_tokens の上限")
 
 
 #: Modes of a ministry's local-grant policy (``platform_default`` removes the ministry's override).
