@@ -8,17 +8,19 @@ every partition is under the same row-level security as the parent.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any
 
 import pytest
-from django.conf import settings
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
 from apps.search.base import ChunkRecord
 from apps.search.partitions import PARENT, PARTITIONS, is_partitioned
 from apps.search.postgres import PostgresBackend, vector_literal
+from apps.search.tests.test_postgres_plans import _chunk as plan_chunk
+from apps.search.tests.test_postgres_plans import _vector
 from apps.tenancy.db import owner_mode
 from apps.tenancy.operations import POLICY_NAME
 from apps.tenancy.scope import ministry_scope
@@ -26,24 +28,9 @@ from apps.tenancy.scope import ministry_scope
 pytestmark = pytest.mark.django_db
 
 
-def _vector(n: int) -> tuple[float, ...]:
-    return (1.0, float(n)) + (0.0,) * (settings.GENNAI_EMBEDDING_DIMENSIONS - 2)
-
-
-def _chunk(ministry_id: int, chunk_id: int, workspace_id: int, text: str = "旅費の規程。") -> ChunkRecord:
-    return ChunkRecord(
-        chunk_id=chunk_id,
-        ministry_id=ministry_id,
-        workspace_id=workspace_id,
-        document_id=chunk_id,
-        ordinal=0,
-        text=text,
-        page_start=1,
-        page_end=1,
-        char_start=0,
-        char_end=len(text),
-        embedding=_vector(chunk_id),
-    )
+def _chunk(ministry_id: int, chunk_id: int, workspace_id: int) -> ChunkRecord:
+    """``test_postgres_plans``' chunk (「旅費の規程。」), in ``workspace_id``."""
+    return dataclasses.replace(plan_chunk(ministry_id, chunk_id, "旅費の規程。"), workspace_id=workspace_id)
 
 
 def _partition_of(workspace_id: int) -> str:
