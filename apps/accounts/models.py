@@ -7,6 +7,8 @@ from django.db import models
 
 from apps.tenancy.models import Role, TenantModel
 
+from .token_crypto import EncryptedTextField
+
 
 class User(AbstractUser):
     """A person signed in through Keycloak.
@@ -33,14 +35,17 @@ class OIDCSession(models.Model):
     session dictionary: the claims re-check (:mod:`apps.accounts.recheck`)
     rotates them while other requests of the same session may be saving their
     own copy of the session, which would otherwise write an old, already used
-    refresh token back. They are never sent to the browser.
+    refresh token back. They are never sent to the browser, and are stored
+    encrypted with a key derived from ``SECRET_KEY`` (:mod:`apps.accounts.token_crypto`):
+    a token that no longer decrypts reads as ``""``, and the re-check then ends
+    the session.
     """
 
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="oidc_sessions")
     sid = models.CharField(max_length=255, blank=True)
     session_key = models.CharField(max_length=40, unique=True)
-    refresh_token = models.TextField(blank=True, default="")
-    access_token = models.TextField(blank=True, default="")
+    refresh_token = EncryptedTextField(blank=True, default="")
+    access_token = EncryptedTextField(blank=True, default="")
     #: Last time the IdP confirmed the user's claims (login or refresh).
     claims_checked_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
