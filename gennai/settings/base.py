@@ -38,6 +38,10 @@ def env_bool(name: str, default: bool = False) -> bool:
 #: Public (it is in the repository): development and tests only; production refuses it.
 DEV_SECRET_KEY = "dev-insecure-gennai-secret-key-change-me"
 SECRET_KEY = env("GENNAI_SECRET_KEY", DEV_SECRET_KEY)
+# Rotation: the previous key(s), comma-separated. Django accepts what they signed (sessions,
+# signed values) and the OIDC tokens they encrypted (apps/accounts/token_crypto.py); new writes
+# use SECRET_KEY. Drop an old key once the sessions that used it have ended.
+SECRET_KEY_FALLBACKS = [k.strip() for k in env("GENNAI_SECRET_KEY_FALLBACKS", "").split(",") if k.strip()]
 DEBUG = env_bool("GENNAI_DEBUG", False)
 ALLOWED_HOSTS = [h for h in env("GENNAI_ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h]
 

@@ -43,7 +43,7 @@ for _name in REQUIRED:
     _required(_name)
 
 
-def _strong_secret_key(key: str) -> str:
+def _strong_secret_key(key: str, *, name: str = "GENNAI_SECRET_KEY") -> str:
     """Security: never the repository's development key, nor a short or repetitive one.
 
     The key signs the messages cookie and keys every HMAC Django derives from
@@ -59,7 +59,7 @@ def _strong_secret_key(key: str) -> str:
     )
     if weak:
         raise ImproperlyConfigured(
-            "GENNAI_SECRET_KEY is the public development key or too weak: use at least "
+            f"{name} is the public development key or too weak: use at least "
             f"{SECRET_KEY_MIN_LENGTH} random characters "
             "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(64))')."
         )
@@ -69,6 +69,13 @@ def _strong_secret_key(key: str) -> str:
 SECRET_KEY_MIN_LENGTH = 50
 SECRET_KEY_MIN_UNIQUE = 5
 SECRET_KEY = _strong_secret_key(_required("GENNAI_SECRET_KEY"))
+# A fallback verifies signatures and decrypts tokens just as the key does: the same rule for each
+# (a public development key among them would let anyone sign a session).
+SECRET_KEY_FALLBACKS = [
+    _strong_secret_key(key.strip(), name="GENNAI_SECRET_KEY_FALLBACKS")
+    for key in os.environ.get("GENNAI_SECRET_KEY_FALLBACKS", "").split(",")
+    if key.strip()
+]
 
 
 def _https_issuer(issuer: str) -> str:

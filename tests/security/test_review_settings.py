@@ -26,6 +26,7 @@ print(json.dumps({
     "language_httponly": s.LANGUAGE_COOKIE_HTTPONLY,
     "language_samesite": s.LANGUAGE_COOKIE_SAMESITE,
     "cookies": [s.SESSION_COOKIE_NAME, s.CSRF_COOKIE_NAME],
+    "fallbacks": s.SECRET_KEY_FALLBACKS,
     "scope": [
         getattr(s, name, getattr(g, name))
         for name in ("SESSION_COOKIE_DOMAIN", "CSRF_COOKIE_DOMAIN", "SESSION_COOKIE_PATH", "CSRF_COOKIE_PATH")
@@ -89,6 +90,27 @@ def test_production_refuses_a_public_or_weak_secret_key(key: str) -> None:
     result = _prod(GENNAI_SECRET_KEY=key)
     assert result.returncode != 0, result.stdout
     assert "GENNAI_SECRET_KEY" in result.stderr and key not in result.stderr
+
+
+OLD_KEY = "r7W2-the-previous-production-key-also-long-and-varied-0123456789"
+
+
+def test_production_reads_the_previous_keys_for_rotation() -> None:
+    """GENNAI_SECRET_KEY_FALLBACKS (comma-separated) becomes SECRET_KEY_FALLBACKS: sessions and
+    encrypted OIDC tokens made under the previous key stay valid through a rotation."""
+    result = _prod(GENNAI_SECRET_KEY_FALLBACKS=f" {OLD_KEY} , ")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1])["fallbacks"] == [OLD_KEY]
+    assert json.loads(_prod().stdout.strip().splitlines()[-1])["fallbacks"] == []
+
+
+@pytest.mark.parametrize("weak", ["dev-insecure-gennai-secret-key-change-me", "short-old-key"])
+def test_production_refuses_a_public_or_weak_fallback_key(weak: str) -> None:
+    """A fallback verifies signatures as the key does: the public development key among them
+    would let anyone sign a session cookie."""
+    result = _prod(GENNAI_SECRET_KEY_FALLBACKS=f"{OLD_KEY},{weak}")
+    assert result.returncode != 0, result.stdout
+    assert "GENNAI_SECRET_KEY_FALLBACKS" in result.stderr and weak not in result.stderr
 
 
 @pytest.mark.django_db
