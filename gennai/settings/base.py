@@ -418,7 +418,8 @@ GENNAI_DOCUMENT_MAX_BYTES = int(env("GENNAI_DOCUMENT_MAX_BYTES", str(50 * 1024 *
 GENNAI_DOCUMENT_MAX_PAGES = int(env("GENNAI_DOCUMENT_MAX_PAGES", "2000"))
 GENNAI_DOCUMENT_MAX_FILES = int(env("GENNAI_DOCUMENT_MAX_FILES", "20"))
 # Largest request body for any path but /v1 and the document upload (gennai/body_limit.py): an
-# AI-app run's files, an evaluation import. The upload view allows MAX_FILES x MAX_BYTES + 1 MiB.
+# AI-app run's files, an evaluation import. The upload view allows MAX_FILES x MAX_BYTES + 1 MiB to
+# signed-in, active users only; anyone else gets this limit there too.
 GENNAI_MAX_REQUEST_BYTES = int(env("GENNAI_MAX_REQUEST_BYTES", str(64 * 1024 * 1024)))
 # OOXML (zip) files: total uncompressed size and compression ratio limits (zip bombs).
 GENNAI_DOCUMENT_MAX_UNZIPPED_BYTES = int(env("GENNAI_DOCUMENT_MAX_UNZIPPED_BYTES", str(300 * 1024 * 1024)))
