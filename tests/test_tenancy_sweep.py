@@ -57,7 +57,7 @@ from apps.evaluation.tests.factories_suites import (
     sweep_ministry_suite,
     sweep_ministry_task,
 )
-from apps.quotas.models import Limit, UsageDaily, UsageRecord
+from apps.quotas.models import GraceWindow, Limit, UsageDaily, UsageRecord
 from apps.registry.models import Alias, AliasGrant
 from apps.search.models import IndexedChunk
 from apps.tenancy.constraints import (
@@ -87,6 +87,7 @@ FACTORIES: dict[type[TenantModel], Callable[[Any], TenantModel]] = {
         ministry=ministry, alias_name="sweep-alias", status="ok", prompt_tokens=3, completion_tokens=5
     ),
     Limit: lambda ministry: Limit(ministry=ministry, level="ministry", alias_name="sweep-alias", rpm=10),
+    GraceWindow: lambda ministry: GraceWindow(ministry=ministry, zone="on_prem", minute=1, admitted=1),
     UsageDaily: lambda ministry: UsageDaily(
         ministry=ministry,
         day=timezone.localdate(),

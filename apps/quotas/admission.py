@@ -60,6 +60,7 @@ from .admission_redis import (
     REDIS_DOWN,
     SETTLE_LUA,
     async_scripts,
+    aunavailable,
     redis_down_policy,
     reset_clients_for_tests,
     sync_scripts,
@@ -422,7 +423,7 @@ async def areserve(
     try:
         reply = await async_scripts().admit(args=args, encoded=plan.level_args, after=_journal_args(journal))
     except REDIS_DOWN as exc:
-        return unavailable(reservation, exc)
+        return await aunavailable(reservation, exc)
     reservation = _outcome(reply, reservation, plan)
     reservation.journaled = journal is not None and int(reply[2]) == 1
     return reservation

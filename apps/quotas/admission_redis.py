@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
 import weakref
 from pathlib import Path
 
@@ -89,36 +88,9 @@ def sync_scripts() -> _SyncScripts:
 def reset_clients_for_tests() -> None:
     _async.clear()
     _sync_local.__dict__.clear()
-    _grace.reset()
 
 
 # --- Redis down: the per-zone policy ------------------------------------------------------------
-
-
-class _Grace:
-    """Per-process admissions allowed per minute while Redis is unreachable (zones on ``grace``)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.minute = 0
-        self.count = 0
-
-    def take(self, per_minute: int) -> bool:
-        minute = int(time.time() // 60)
-        with self.lock:
-            if minute != self.minute:
-                self.minute, self.count = minute, 0
-            if self.count >= per_minute:
-                return False
-            self.count += 1
-            return True
-
-    def reset(self) -> None:
-        with self.lock:
-            self.minute, self.count = 0, 0
-
-
-_grace = _Grace()
 
 
 def redis_down_policy(zone: str) -> str:
@@ -127,11 +99,28 @@ def redis_down_policy(zone: str) -> str:
     return "grace" if policy.get(zone, "closed") == "grace" else "closed"
 
 
-def unavailable(reservation: Reservation, exc: BaseException) -> Reservation:
-    """Security: without Redis no limit can be checked; only a zone on ``grace`` gets a bounded pass."""
+def _grace_per_minute() -> int:
+    return int(getattr(settings, "GENNAI_QUOTA_REDIS_GRACE_PER_MINUTE", 60))
+
+
+def _take_grace(reservation: Reservation) -> bool:
+    """One grace admission of the reservation's ministry and zone (PostgreSQL; False if spent or failing)."""
+    from apps.tenancy.scope import ministry_scope
+
+    from .services import grace_take
+
+    subject = reservation.subject
+    try:
+        with ministry_scope(ministry_id=subject.ministry_id):
+            return grace_take(zone=subject.zone, per_minute=_grace_per_minute())
+    except Exception:
+        logger.exception("admission: the grace count could not be taken; refused")
+        return False
+
+
+def _after_grace(reservation: Reservation, exc: BaseException, granted: bool) -> Reservation:
     zone = reservation.subject.zone
-    per_minute = int(getattr(settings, "GENNAI_QUOTA_REDIS_GRACE_PER_MINUTE", 60))
-    if redis_down_policy(zone) == "grace" and _grace.take(per_minute):
+    if granted:
         logger.warning(
             "admission: Redis unreachable, %s admitted under the %s grace: %s",
             reservation.request_id,
@@ -142,3 +131,24 @@ def unavailable(reservation: Reservation, exc: BaseException) -> Reservation:
         return reservation
     logger.error("admission: Redis unreachable, %s refused (zone %s): %s", reservation.request_id, zone, exc)
     raise AdmissionUnavailable() from exc
+
+
+def unavailable(reservation: Reservation, exc: BaseException) -> Reservation:
+    """Security: without Redis no limit can be checked; only a zone on ``grace`` gets a bounded pass.
+
+    The pass is counted per ministry, zone and minute in PostgreSQL
+    (:func:`apps.quotas.services.grace_take`), shared by every process: it
+    does not multiply with the number of web processes. Raises
+    :class:`AdmissionUnavailable` otherwise.
+    """
+    granted = redis_down_policy(reservation.subject.zone) == "grace" and _take_grace(reservation)
+    return _after_grace(reservation, exc, granted)
+
+
+async def aunavailable(reservation: Reservation, exc: BaseException) -> Reservation:
+    """:func:`unavailable` for the event loop (the grace count is taken in a database hop)."""
+    from apps.tenancy.connections import db_hop
+
+    grace = redis_down_policy(reservation.subject.zone) == "grace"
+    granted = grace and await db_hop(_take_grace, reservation)
+    return _after_grace(reservation, exc, granted)

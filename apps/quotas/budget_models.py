@@ -19,7 +19,7 @@ from django.utils.translation import gettext_lazy as _
 
 from apps.tenancy.models import TenantModel
 
-__all__ = ["Limit", "LimitLevel", "PlatformLimit"]
+__all__ = ["GraceWindow", "Limit", "LimitLevel", "PlatformLimit"]
 
 
 class LimitLevel(models.TextChoices):
@@ -103,3 +103,29 @@ class PlatformLimit(LimitFields):
 
     def __str__(self) -> str:
         return f"platform:{self.alias_name or '*'}"
+
+
+class GraceWindow(TenantModel):
+    """Admissions granted in one minute without Redis, per ministry and zone (shared by every process).
+
+    While Redis cannot be reached no limit can be checked; a zone whose policy is
+    ``grace`` (on-prem models by default) still admits up to
+    ``GENNAI_QUOTA_REDIS_GRACE_PER_MINUTE`` requests per ministry and minute.
+    Security: the count lives in PostgreSQL and is taken with one atomic upsert
+    (:func:`apps.quotas.services.grace_take`), so the allowance does not
+    multiply with the number of web processes or replicas. Rows older than a few
+    minutes are deleted when a new minute's row is created.
+    """
+
+    zone = models.CharField(max_length=16)
+    #: Minutes since the Unix epoch (UTC).
+    minute = models.BigIntegerField()
+    admitted = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["ministry", "zone", "minute"], name="gracewindow_key_uniq")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.zone}:{self.minute}:{self.admitted}"

@@ -1,12 +1,15 @@
-"""Writes of usage records."""
+"""Writes of usage records, and of the grace admissions taken while Redis is down."""
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
+
+from django.db import connection, transaction
 
 from apps.tenancy.scope import ScopeError, current_ministry_id
 
-from .models import UsageRecord
+from .models import GraceWindow, UsageRecord
 from .pricing import cost_yen as price_call
 from .pricing import model_name_for
 
@@ -82,3 +85,43 @@ def usage_record_create(
         cost_yen=cost_yen,
     )
     return record
+
+
+#: Minutes of grace rows kept (older ones are deleted when a minute's first row is written).
+GRACE_KEEP_MINUTES = 5
+
+
+def grace_take(*, zone: str, per_minute: int, now: float | None = None) -> bool:
+    """Take one of the active ministry's grace admissions in ``zone`` for this minute.
+
+    Returns False when ``per_minute`` are already taken this minute (or the
+    allowance is 0). Security: one atomic ``INSERT … ON CONFLICT DO UPDATE …
+    WHERE admitted < per_minute`` in PostgreSQL, so every web process and
+    replica draws on the same count — the allowance does not multiply with the
+    number of processes — and two processes cannot both take the last one.
+    Raises :class:`~apps.tenancy.scope.ScopeError` without an active scope (the
+    row's ministry comes from the scope, under RLS).
+    """
+    ministry_id = current_ministry_id()
+    if ministry_id is None:
+        raise ScopeError("grace_take needs an active ministry scope")
+    if per_minute <= 0:
+        return False
+    minute = int((time.time() if now is None else now) // 60)
+    table = GraceWindow._meta.db_table
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (ministry_id, zone, minute, admitted) VALUES (%s, %s, %s, 1) "
+            f"ON CONFLICT (ministry_id, zone, minute) DO UPDATE SET admitted = {table}.admitted + 1 "
+            f"WHERE {table}.admitted < %s RETURNING admitted",
+            [ministry_id, zone[:16], minute, per_minute],
+        )
+        row = cursor.fetchone()
+        if row is None:
+            return False
+        if row[0] == 1:  # this minute's first grace admission: forget the old minutes
+            cursor.execute(
+                f"DELETE FROM {table} WHERE ministry_id = %s AND zone = %s AND minute < %s",
+                [ministry_id, zone[:16], minute - GRACE_KEEP_MINUTES],
+            )
+    return True

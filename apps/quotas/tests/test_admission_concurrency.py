@@ -8,6 +8,7 @@ import multiprocessing
 import random
 import uuid
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -16,9 +17,11 @@ from django.db import connections
 from django.db.models import F, Sum
 
 from apps.quotas import admission, limits
+from apps.quotas import services as quota_services
 from apps.quotas.admission import AdmissionUnavailable, QuotaExceeded, areserve, asettle, reserve, settle
-from apps.quotas.models import UsageRecord
+from apps.quotas.models import GraceWindow, UsageRecord
 from apps.quotas.reconcile import reconcile
+from apps.quotas.services import GRACE_KEEP_MINUTES, grace_take
 from apps.tenancy.scope import ministry_scope
 
 from .admission_support import (  # noqa: F401  (quota_redis_fixture provides quota_redis)
@@ -188,9 +191,11 @@ def test_two_processes_share_one_set_of_limits(
 
 
 @pytest.fixture
-def redis_down(quota_redis: redis.Redis, settings: Any) -> None:
+def redis_down(quota_redis: redis.Redis, settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
     admission.reset_clients_for_tests()
+    # One minute for the whole test (the grace is counted per minute; forked children inherit it).
+    monkeypatch.setattr(quota_services, "time", SimpleNamespace(time=lambda: 1_800_000_030.0))
 
 
 @pytest.mark.parametrize("zone", ["external", "gov_cloud"])
@@ -207,19 +212,83 @@ def test_redis_down_fails_closed_for_external_and_gov_cloud(
         asyncio.run(areserve(subject=subject, prompt_tokens=1, max_tokens=1, request_id=new_id()))
 
 
+@pytest.mark.django_db(transaction=True)  # the async path takes its grace on its own connection
 def test_redis_down_on_prem_gets_a_bounded_grace(
     redis_down: None, ministries: tuple[Any, Any], settings: Any
 ) -> None:
-    a, _ = ministries
+    a, b = ministries
     settings.GENNAI_QUOTA_REDIS_GRACE_PER_MINUTE = 3
     subject = user_subject(a, staff_of(a), zone="on_prem")
-    granted = [reserve(subject=subject, prompt_tokens=1, max_tokens=1, request_id=new_id()) for _ in range(3)]
+    granted = [reserve(subject=subject, prompt_tokens=1, max_tokens=1, request_id=new_id()) for _ in range(2)]
+    granted.append(asyncio.run(areserve(subject=subject, prompt_tokens=1, max_tokens=1, request_id=new_id())))
     assert all(r.degraded for r in granted)
+    # No per-process state: a fresh client (as in another process) finds the grace spent.
+    admission.reset_clients_for_tests()
     with pytest.raises(AdmissionUnavailable):  # the grace is spent: closed until the next minute
         reserve(subject=subject, prompt_tokens=1, max_tokens=1, request_id=new_id())
+    with pytest.raises(AdmissionUnavailable):
+        asyncio.run(areserve(subject=subject, prompt_tokens=1, max_tokens=1, request_id=new_id()))
+    # Counted per ministry: B's users still have theirs.
+    other = user_subject(b, staff_of(b), zone="on_prem")
+    assert reserve(subject=other, prompt_tokens=1, max_tokens=1, request_id=new_id()).degraded
     settle(
         reservation=granted[0], prompt_tokens=1, completion_tokens=1, cost_yen=Decimal(0)
     )  # no-op, no raise
+
+
+def test_grace_windows_count_per_minute_and_forget_old_minutes(ministries: tuple[Any, Any]) -> None:
+    a, b = ministries
+    now = 1_800_000_000.0
+    with ministry_scope(ministry_id=a.pk):
+        assert [grace_take(zone="on_prem", per_minute=2, now=now) for _ in range(3)] == [True, True, False]
+        assert grace_take(zone="gov_cloud", per_minute=2, now=now)  # zones counted apart
+        assert not grace_take(zone="on_prem", per_minute=0, now=now)
+        assert grace_take(zone="on_prem", per_minute=2, now=now + 60)  # the next minute
+        assert GraceWindow.objects.filter(zone="on_prem").count() == 2
+        assert grace_take(zone="on_prem", per_minute=2, now=now + 60 * (GRACE_KEEP_MINUTES + 2))
+        assert sorted(GraceWindow.objects.filter(zone="on_prem").values_list("admitted", flat=True)) == [1]
+    with ministry_scope(ministry_id=b.pk):
+        assert GraceWindow.objects.count() == 0  # A's rows are not B's (RLS and the scoped manager)
+        assert grace_take(zone="on_prem", per_minute=2, now=now)
+
+
+def _take_grace_in_child(n: int, subject: admission.Subject, out: Any) -> None:
+    """In another process, Redis unreachable: ``n`` admissions at once (threads, each with its own
+    database connection); report how many got the grace."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(_i: int) -> bool:
+        try:
+            reserve(subject=subject, prompt_tokens=1, max_tokens=1, request_id=new_id())
+        except AdmissionUnavailable:
+            return False
+        finally:
+            connections.close_all()
+        return True
+
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        out.put(sum(pool.map(one, range(n))))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_processes_share_one_grace(redis_down: None, ministries: tuple[Any, Any], settings: Any) -> None:
+    """Redis down, grace 5 a minute: two web processes trying 8 each admit exactly 5 in total
+    (a per-process allowance would have let 10 through: limits must not multiply with replicas)."""
+    a, _ = ministries
+    settings.GENNAI_QUOTA_REDIS_GRACE_PER_MINUTE = 5
+    subject = user_subject(a, staff_of(a), zone="on_prem")
+    connections.close_all()  # each child opens its own connection
+    context = multiprocessing.get_context("fork")
+    out = context.Queue()
+    children = [context.Process(target=_take_grace_in_child, args=(8, subject, out)) for _ in range(2)]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(60)
+        assert child.exitcode == 0
+    assert out.get(timeout=5) + out.get(timeout=5) == 5
+    with ministry_scope(ministry_id=a.pk):
+        assert list(GraceWindow.objects.values_list("admitted", flat=True)) == [5]
 
 
 def test_redis_down_policy_is_configurable_and_settle_never_raises(
