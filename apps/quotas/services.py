@@ -89,6 +89,11 @@ def usage_record_create(
 
 #: Minutes of grace rows kept (older ones are deleted when a minute's first row is written).
 GRACE_KEEP_MINUTES = 5
+#: The longest a grace admission waits for its minute's row lock. A caller's own outer transaction
+#: (a sync path inside ``ministry_scope``) holds the lock until it ends; the others fail closed
+#: after this rather than queue behind it (and, on a process's shared database thread, stall
+#: every other hop of that process).
+GRACE_LOCK_TIMEOUT_MS = 200
 
 
 def grace_take(*, zone: str, per_minute: int, now: float | None = None) -> bool:
@@ -100,7 +105,9 @@ def grace_take(*, zone: str, per_minute: int, now: float | None = None) -> bool:
     replica draws on the same count — the allowance does not multiply with the
     number of processes — and two processes cannot both take the last one.
     Raises :class:`~apps.tenancy.scope.ScopeError` without an active scope (the
-    row's ministry comes from the scope, under RLS).
+    row's ministry comes from the scope, under RLS), and the database's error when
+    the minute's row stays locked longer than :data:`GRACE_LOCK_TIMEOUT_MS`
+    (callers refuse then).
     """
     ministry_id = current_ministry_id()
     if ministry_id is None:
@@ -110,6 +117,12 @@ def grace_take(*, zone: str, per_minute: int, now: float | None = None) -> bool:
     minute = int((time.time() if now is None else now) // 60)
     table = GraceWindow._meta.db_table
     with transaction.atomic(), connection.cursor() as cursor:
+        # Transaction-local, restored below (a rollback of this block restores it too).
+        cursor.execute(
+            "SELECT current_setting('lock_timeout'), set_config('lock_timeout', %s, true)",
+            [f"{GRACE_LOCK_TIMEOUT_MS}ms"],
+        )
+        (previous_lock_timeout, _set) = cursor.fetchone()
         cursor.execute(
             f"INSERT INTO {table} (ministry_id, zone, minute, admitted) VALUES (%s, %s, %s, 1) "
             f"ON CONFLICT (ministry_id, zone, minute) DO UPDATE SET admitted = {table}.admitted + 1 "
@@ -117,6 +130,7 @@ def grace_take(*, zone: str, per_minute: int, now: float | None = None) -> bool:
             [ministry_id, zone[:16], minute, per_minute],
         )
         row = cursor.fetchone()
+        cursor.execute("SELECT set_config('lock_timeout', %s, true)", [previous_lock_timeout])
         if row is None:
             return False
         if row[0] == 1:  # this minute's first grace admission: forget the old minutes

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import random
+import threading
 import uuid
 from decimal import Decimal
 from types import SimpleNamespace
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 import redis
-from django.db import connections
+from django.db import connection, connections
 from django.db.models import F, Sum
 
 from apps.quotas import admission, limits
@@ -250,6 +251,42 @@ def test_grace_windows_count_per_minute_and_forget_old_minutes(ministries: tuple
     with ministry_scope(ministry_id=b.pk):
         assert GraceWindow.objects.count() == 0  # A's rows are not B's (RLS and the scoped manager)
         assert grace_take(zone="on_prem", per_minute=2, now=now)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_grace_admission_does_not_queue_behind_a_held_minute(
+    redis_down: None, ministries: tuple[Any, Any], settings: Any
+) -> None:
+    """A sync caller's outer transaction holds the minute's row until it ends: others refuse after
+    GRACE_LOCK_TIMEOUT_MS instead of waiting for it, and the caller's lock_timeout is left as it was."""
+    a, _ = ministries
+    settings.GENNAI_QUOTA_REDIS_GRACE_PER_MINUTE = 5
+    subject = user_subject(a, staff_of(a), zone="on_prem")
+    held, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        try:
+            with ministry_scope(ministry_id=a.pk):  # took a grace admission, and goes on working
+                assert grace_take(zone="on_prem", per_minute=5)
+                held.set()
+                release.wait(30)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    try:
+        assert held.wait(30)
+        with pytest.raises(AdmissionUnavailable):
+            reserve(subject=subject, prompt_tokens=1, max_tokens=1, request_id=new_id())
+    finally:
+        release.set()
+        thread.join(30)
+    assert reserve(subject=subject, prompt_tokens=1, max_tokens=1, request_id=new_id()).degraded
+    with ministry_scope(ministry_id=a.pk), connection.cursor() as cursor:
+        assert grace_take(zone="gov_cloud", per_minute=5)
+        cursor.execute("SHOW lock_timeout")
+        assert cursor.fetchone()[0] == "0"
 
 
 def _take_grace_in_child(n: int, subject: admission.Subject, out: Any) -> None:
