@@ -146,6 +146,21 @@ def test_200_concurrent_requests_never_overspend_and_leave_nothing_held(
     assert ledger["tokens"] == sum(settled_tokens) + PROMPT * len(abandoned)
 
 
+def _in_two_processes(target: Any, n: int, subject: admission.Subject) -> int:
+    """``target(n, subject, queue)`` in two forked processes (two web processes) at once; the sum
+    of what they report."""
+    connections.close_all()  # each child opens its own connection if it needs one
+    context = multiprocessing.get_context("fork")
+    out = context.Queue()
+    children = [context.Process(target=target, args=(n, subject, out)) for _ in range(2)]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(60)
+        assert child.exitcode == 0
+    return int(out.get(timeout=5) + out.get(timeout=5))
+
+
 def _burst(n: int, subject: admission.Subject, out: Any) -> None:
     """In another process: ``n`` reservations at once, never settled; report how many passed."""
 
@@ -174,16 +189,7 @@ def test_two_processes_share_one_set_of_limits(
     set_limit(a, admin_of(a), level="user", user=user, **{limit: value})
     subject = user_subject(a, user)
     limits.ministry_limits(a.pk)
-    connections.close_all()  # the child opens its own connection if it needs one
-    context = multiprocessing.get_context("fork")
-    out = context.Queue()
-    children = [context.Process(target=_burst, args=(15, subject, out)) for _ in range(2)]
-    for child in children:
-        child.start()
-    for child in children:
-        child.join(60)
-        assert child.exitcode == 0
-    passed = out.get(timeout=5) + out.get(timeout=5)
+    passed = _in_two_processes(_burst, 15, subject)
     assert passed == 10
     assert counters(quota_redis, f"m{a.pk}:u{user.pk}")["ht"] == 1000
 
@@ -314,16 +320,7 @@ def test_two_processes_share_one_grace(redis_down: None, ministries: tuple[Any, 
     a, _ = ministries
     settings.GENNAI_QUOTA_REDIS_GRACE_PER_MINUTE = 5
     subject = user_subject(a, staff_of(a), zone="on_prem")
-    connections.close_all()  # each child opens its own connection
-    context = multiprocessing.get_context("fork")
-    out = context.Queue()
-    children = [context.Process(target=_take_grace_in_child, args=(8, subject, out)) for _ in range(2)]
-    for child in children:
-        child.start()
-    for child in children:
-        child.join(60)
-        assert child.exitcode == 0
-    assert out.get(timeout=5) + out.get(timeout=5) == 5
+    assert _in_two_processes(_take_grace_in_child, 8, subject) == 5
     with ministry_scope(ministry_id=a.pk):
         assert list(GraceWindow.objects.values_list("admitted", flat=True)) == [5]
 
