@@ -20,10 +20,10 @@ import httpx
 import pytest
 from asgiref.sync import async_to_sync
 from django.conf import settings
-from django.contrib.sessions.models import Session
 from django.test import Client, override_settings
 from django.utils import timezone
 
+from apps.accounts.models import Session
 from gennai import body_limit
 from gennai.asgi import application
 from gennai.body_limit import MULTIPART_SLACK, RequestBodyLimit, body_limit_for

@@ -13,11 +13,10 @@ import jwt
 import psycopg
 import pytest
 from django.conf import settings
-from django.contrib.sessions.models import Session
 from django.core.cache import cache
 from django.test import Client
 
-from apps.accounts.models import OIDCSession, User
+from apps.accounts.models import OIDCSession, Session, User
 from apps.tenancy.models import Membership
 from tests.support.idp import DevIdP
 from tests.support.oidc import idp_authorize, login_with_test_client

@@ -15,12 +15,12 @@ from typing import Any
 import psycopg
 import pytest
 import requests
-from django.contrib.sessions.models import Session
+from django.conf import settings
 from django.test import Client, override_settings
 from django.utils import timezone
 from psycopg.types.json import Jsonb
 
-from apps.accounts.models import OIDCSession, User
+from apps.accounts.models import OIDCSession, Session, User
 from apps.accounts.recheck import claims_are_fresh, claims_forget
 from apps.devidp.demo_users import demo_groups, get_demo_user
 from apps.gateway.models import ApiKey
@@ -291,7 +291,8 @@ def test_concurrent_requests_at_expiry_refresh_once(
         assert browser.get(callback).status_code == 302
         cookies = dict(browser.cookies)
     user = User.objects.get(username="tanaka")
-    claims_forget(user_id=user.pk, session_key=OIDCSession.objects.get(user=user).session_key)
+    # The browser's cookie is the session key (OIDCSession holds only its digest).
+    claims_forget(user_id=user.pk, session_key=cookies[settings.SESSION_COOKIE_NAME])
 
     def page(_: int) -> str:
         return httpx.get(f"{base}/", cookies=cookies, timeout=30).text

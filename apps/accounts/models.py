@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib.auth.models import AbstractUser
+from django.contrib.sessions.base_session import AbstractBaseSession
 from django.db import models
 
 from apps.tenancy.models import Role, TenantModel
 
+from .session_keys import SessionKeyDigestField
 from .token_crypto import EncryptedTextField
 
 
@@ -25,6 +29,28 @@ class User(AbstractUser):
         return self.display_name or self.username
 
 
+class Session(AbstractBaseSession):
+    """A Django session (engine :mod:`apps.accounts.session_store`), keyed by the digest of its key.
+
+    Security: ``session_key`` holds only the digest of the browser's session
+    cookie (:mod:`apps.accounts.session_keys`), so a database backup or a
+    read-only SQL foothold yields no cookie that names a live session.
+    Replaces ``django_session``, whose primary key was the cookie value itself.
+    """
+
+    session_key = SessionKeyDigestField(max_length=40, primary_key=True)
+    # Declared again after session_key to keep Django's field order, on which
+    # ``Session.objects.save(session_key, session_dict, expire_date)`` relies.
+    session_data = models.TextField()
+    expire_date = models.DateTimeField(db_index=True)
+
+    @classmethod
+    def get_session_store_class(cls) -> Any:
+        from .session_store import SessionStore
+
+        return SessionStore
+
+
 class OIDCSession(models.Model):
     """Links an IdP session (``sid``) to our Django session, and holds its tokens.
 
@@ -38,12 +64,13 @@ class OIDCSession(models.Model):
     refresh token back. They are never sent to the browser, and are stored
     encrypted with a key derived from ``SECRET_KEY`` (:mod:`apps.accounts.token_crypto`):
     a token that no longer decrypts reads as ``""``, and the re-check then ends
-    the session.
+    the session. ``session_key``, like the session table's, holds only a digest.
     """
 
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="oidc_sessions")
     sid = models.CharField(max_length=255, blank=True)
-    session_key = models.CharField(max_length=40, unique=True)
+    #: The Django session's key, stored as its digest (:mod:`apps.accounts.session_keys`).
+    session_key = SessionKeyDigestField(max_length=40, unique=True)
     refresh_token = EncryptedTextField(blank=True, default="")
     access_token = EncryptedTextField(blank=True, default="")
     #: Last time the IdP confirmed the user's claims (login or refresh).

@@ -9,7 +9,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.contrib.sessions.backends.db import SessionStore
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -22,6 +21,7 @@ from apps.tenancy.scope import current_ministry_id, ministry_scope
 from .claims import role_grants_from_claims, team_grants_from_claims
 from .local_roles import grant_policy, grants_forget, sso_admins_among
 from .models import LocalGrantPolicy, LocalRoleGrant, OIDCSession, User
+from .session_store import SessionStore
 
 logger = logging.getLogger("gennai.accounts")
 
@@ -209,6 +209,8 @@ def sessions_end_for_logout_token(*, subject: str | None, sid: str | None) -> in
     from apps.audit.events import audit_logout_backchannel  # no request, so no logout signal
 
     for record in list(records.select_related("user")):
+        # record.session_key is the stored digest (a StoredDigest): the session
+        # store's lookup passes it unchanged and finds the session's row.
         SessionStore(session_key=record.session_key).delete()
         record.delete()
         audit_logout_backchannel(user=record.user, sid=record.sid)

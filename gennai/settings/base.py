@@ -247,7 +247,9 @@ GENNAI_LOCAL_ROLE_GRANTS = {
 # the app's session cookie must have its own name.
 SESSION_COOKIE_NAME = "gennai_sessionid"
 CSRF_COOKIE_NAME = "gennai_csrftoken"
-SESSION_ENGINE = "django.contrib.sessions.backends.db"
+# Django's database engine on a table that holds only digests of session keys
+# (apps/accounts/session_keys.py): a database backup yields no live session.
+SESSION_ENGINE = "apps.accounts.session_store"
 SESSION_COOKIE_AGE = int(env("GENNAI_SESSION_AGE_SECONDS", str(8 * 3600)))
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"

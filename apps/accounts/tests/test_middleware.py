@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
-from django.contrib.sessions.backends.db import SessionStore
 from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse
 from django.test import AsyncRequestFactory, RequestFactory, override_settings
@@ -20,6 +19,7 @@ from django.test import AsyncRequestFactory, RequestFactory, override_settings
 from apps.accounts import recheck
 from apps.accounts.middleware import ClaimsRecheckMiddleware
 from apps.accounts.recheck import claims_cache_key, claims_mark_fresh
+from apps.accounts.session_store import SessionStore
 
 pytestmark = pytest.mark.django_db
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from django.contrib.sessions.backends.db import SessionStore
 from django.test import Client
 from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 
@@ -13,6 +12,7 @@ from apps.accounts import oidc
 from apps.accounts.models import OIDCSession
 from apps.accounts.recheck import ID_TOKEN_SESSION_KEY
 from apps.accounts.services import sessions_end_for_logout_token
+from apps.accounts.session_store import SessionStore
 from tests.support.fixtures import make_user
 
 pytestmark = pytest.mark.django_db

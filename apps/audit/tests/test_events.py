@@ -8,13 +8,13 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.contrib.sessions.backends.db import SessionStore
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
 from apps.accounts.models import OIDCSession
 from apps.accounts.services import sessions_end_for_logout_token, user_sync_from_claims
+from apps.accounts.session_store import SessionStore
 from apps.audit import events
 from apps.audit.models import AuditEvent
 from apps.audit.services import audit_verify
