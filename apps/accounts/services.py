@@ -189,6 +189,22 @@ def oidc_session_forget(*, session_key: str) -> int:
     return deleted
 
 
+def sessions_sweep(*, now: datetime | None = None) -> tuple[int, int]:
+    """Delete expired sessions and the token records of sessions that no longer exist.
+
+    Django never deletes an expired database session by itself (``clearsessions``
+    must be run), and an ``OIDCSession`` outlives its session when the session
+    expires rather than ends by logout: without this both tables only grow, and
+    the token records keep (encrypted) refresh tokens of sessions long over.
+    Returns ``(sessions deleted, token records deleted)``.
+    """
+    model = SessionStore.get_model_class()
+    sessions, _ = model.objects.filter(expire_date__lt=now or timezone.now()).delete()
+    # Digest against digest: a subquery's values are not hashed again.
+    orphans, _ = OIDCSession.objects.exclude(session_key__in=model.objects.values("session_key")).delete()
+    return sessions, orphans
+
+
 def sessions_end_for_logout_token(*, subject: str | None, sid: str | None) -> int:
     """End the Django sessions named by a verified back-channel logout token.
 

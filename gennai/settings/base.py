@@ -173,6 +173,12 @@ CELERY_TASK_ROUTES = {
 # Periodic tasks, run by `celery beat` (or a worker started with -B). A probe that
 # waited longer than its interval is dropped: the next one is already due.
 CELERY_BEAT_SCHEDULE = {
+    # Expired sessions and the OIDC token records of ended sessions (apps.accounts.services).
+    "accounts-sessions": {
+        "task": "accounts.sessions_sweep",
+        "schedule": 3600.0,
+        "options": {"expires": 3500},
+    },
     # Per-ministry document retention (apps.documents.models.DocumentRetention) and
     # documents whose pipeline stalled (a worker that died without redelivery).
     "documents-retention": {
