@@ -1,16 +1,17 @@
-"""The cache never unpickles: values are JSON or bytes (gennai/cache_serializer.py), on the real Redis."""
+"""The cache never unpickles, and takes only values signed for their key (gennai/cache_serializer.py)."""
 
 from __future__ import annotations
 
 import logging
 import pickle
+import time
 from typing import Any
 
 import pytest
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import cache, caches
 
-from gennai.cache_serializer import SafeRedisSerializer
+from gennai.cache_serializer import SafeRedisSerializer, SignedRedisCache, SignedRedisCacheClient
 
 # Filled only if a pickle planted in the cache is ever unpickled.
 UNPICKLED: list[int] = []
@@ -36,10 +37,16 @@ def redis_cache() -> Any:
         cache.delete(key)
 
 
-def test_settings_use_the_safe_serializer() -> None:
-    options = settings.CACHES["default"].get("OPTIONS", {})
-    assert options.get("serializer") == "gennai.cache_serializer.SafeRedisSerializer"
-    assert isinstance(cache._cache._serializer, SafeRedisSerializer)  # type: ignore[attr-defined]
+def test_settings_use_the_signed_cache() -> None:
+    assert settings.CACHES["default"]["BACKEND"] == "gennai.cache_serializer.SignedRedisCache"
+    assert isinstance(cache._cache, SignedRedisCacheClient)  # type: ignore[attr-defined]
+    assert isinstance(caches["default"], SignedRedisCache)
+
+
+def _raw(key: str) -> Any:
+    """The client and full Redis key of cache key ``key`` (to read or plant what Redis holds)."""
+    full = cache.make_key(key)
+    return cache._cache.get_client(full, write=True), full  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(
@@ -105,9 +112,45 @@ def test_a_planted_pickle_is_never_unpickled(
     assert "unknown format" in caplog.text
 
 
+def test_a_value_moved_from_another_key_tampered_or_expired_is_a_miss(
+    redis_cache: list[str], settings: Any
+) -> None:
+    """Someone who can write to Redis cannot grant anything either: a signed value copied from
+    another key (another user's grants), a changed byte, an expired value put back, or values
+    signed under another SECRET_KEY all read as a miss."""
+    admin, mine = "gennai:test:grants:admin", "gennai:test:grants:mine"
+    redis_cache += [admin, mine]
+    cache.set(admin, {"grants": [["ministry_admin", 9e18]]}, timeout=60)
+    client, admin_full = _raw(admin)
+    stolen = client.get(admin_full)
+    _client, mine_full = _raw(mine)
+    client.set(mine_full, stolen)
+    assert cache.get(admin) == {"grants": [["ministry_admin", 9e18]]}
+    assert cache.get(mine) is None
+    tampered = bytearray(stolen)
+    tampered[-3] ^= 1
+    client.set(admin_full, bytes(tampered))
+    assert cache.get(admin) is None
+    serializer = SafeRedisSerializer()
+    old = serializer.dumps({"until": 9e18}, key=admin_full, timeout=60)
+    assert isinstance(old, bytes)
+    assert serializer.loads(old, key=admin_full) == {"until": 9e18}
+    later = time.time() + 120
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("gennai.cache_serializer.time.time", lambda: later)
+        assert serializer.loads(old, key=admin_full) is None  # put back after its time
+    settings.SECRET_KEY = "another-secret-key-for-this-test-only-0123456789-abcdefghij"
+    assert serializer.loads(old, key=admin_full) is None
+
+
 def test_loads_refuses_what_dumps_never_writes() -> None:
     serializer = SafeRedisSerializer()
-    assert serializer.loads(b"\x80\x05K\x01.") is None  # pickle of 1
-    assert serializer.loads(b"X{}") is None
-    assert serializer.loads(b"17") == 17
-    assert serializer.dumps(b"abc") == b"Babc" and serializer.dumps("a") == b'J"a"'
+    key = ":1:gennai:test"
+    assert serializer.loads(b"\x80\x05K\x01.", key=key) is None  # pickle of 1
+    assert serializer.loads(b'J"unsigned"', key=key) is None
+    assert serializer.loads(b"S" + b"\x00" * 30, key=key) is None
+    assert serializer.loads(b"17", key=key) == 17
+    assert serializer.dumps(5, key=key, timeout=None) == 5
+    signed = serializer.dumps(b"abc", key=key, timeout=None)
+    assert isinstance(signed, bytes) and signed.startswith(b"S") and signed.endswith(b"Babc")
+    assert serializer.loads(signed, key=key) == b"abc"

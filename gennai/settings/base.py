@@ -144,15 +144,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache / broker -------------------------------------------------------
 REDIS_URL = env("REDIS_URL", "redis://127.0.0.1:6379/0")
-# Values are JSON or bytes, never pickles (gennai/cache_serializer.py): a planted cache value cannot
-# run code in the web processes.
-CACHES = {
-    "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
-        "LOCATION": REDIS_URL,
-        "OPTIONS": {"serializer": "gennai.cache_serializer.SafeRedisSerializer"},
-    }
-}
+# Values are JSON or bytes, never pickles, and signed with their key (gennai/cache_serializer.py): a
+# value planted in Redis can neither run code in the web processes nor grant anything.
+CACHES = {"default": {"BACKEND": "gennai.cache_serializer.SignedRedisCache", "LOCATION": REDIS_URL}}
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", REDIS_URL)
 CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND", REDIS_URL)
 CELERY_TASK_ACKS_LATE = True
