@@ -223,6 +223,17 @@ def _refused_as_anonymous(sent: list[dict[str, Any]]) -> None:
     assert "Not signed in: the limit is 65536 bytes. Sign in and send it again." in text
 
 
+def _gets_the_general_limit(cookie: str) -> None:
+    """A declared body over the general limit is refused before a byte is read, and a chunked
+    one is cut once past it: both as for an anonymous client."""
+    sent, read, app = _limited(_scope(UPLOAD, content_length=5 * CHUNK, cookie=cookie), chunks=5)
+    assert read == 0 and not app.called
+    _refused_as_anonymous(sent)
+    sent, read, app = _limited(_scope(UPLOAD, cookie=cookie), chunks=5)
+    assert read == 2
+    _refused_as_anonymous(sent)
+
+
 @pytest.fixture
 def hops(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The session keys the wrapper asked the database about."""
@@ -294,12 +305,7 @@ def test_an_inactive_user_gets_the_general_limit(staff_a: Any) -> None:
     cookie = _cookie(staff_a.user)
     staff_a.user.is_active = False
     staff_a.user.save(update_fields=["is_active"])
-    sent, read, app = _limited(_scope(UPLOAD, content_length=5 * CHUNK, cookie=cookie), chunks=5)
-    assert read == 0 and not app.called
-    _refused_as_anonymous(sent)
-    sent, read, app = _limited(_scope(UPLOAD, cookie=cookie), chunks=5)
-    assert read == 2
-    _refused_as_anonymous(sent)
+    _gets_the_general_limit(cookie)
 
 
 @pytest.mark.django_db
@@ -357,12 +363,7 @@ def test_a_session_verified_by_a_fallback_secret_passes_and_keeps_its_key(staff_
 )
 def test_a_forged_session_cookie_gets_the_general_limit(value: str, hops: list[str]) -> None:
     cookie = f"{settings.SESSION_COOKIE_NAME}={value}"
-    sent, read, app = _limited(_scope(UPLOAD, content_length=5 * CHUNK, cookie=cookie), chunks=5)
-    assert read == 0 and not app.called
-    _refused_as_anonymous(sent)
-    sent, read, app = _limited(_scope(UPLOAD, cookie=cookie), chunks=5)
-    assert read == 2
-    _refused_as_anonymous(sent)
+    _gets_the_general_limit(cookie)
 
 
 @pytest.mark.django_db
