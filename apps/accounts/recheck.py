@@ -55,6 +55,9 @@ logger = logging.getLogger("gennai.accounts")
 #: its presence marks a session that was signed in through the IdP.
 ID_TOKEN_SESSION_KEY = "oidc_id_token"  # noqa: S105  (a session key name, not a secret)
 WAIT_STEP_SECONDS = 0.05
+#: What a request checking a session writes to that session's lock key: a string, so the cache
+#: signs it for that key (gennai/cache_serializer.py) and a value planted in Redis cannot pass for it.
+CHECK_LOCK_VALUE = "checking"
 HTTP_UNAUTHORIZED = 401
 HTTP_BAD_REQUEST = 400
 
@@ -251,7 +254,7 @@ def session_recheck(request: HttpRequest) -> bool:
     if claims_are_fresh(user_id=user.pk, session_key=session_key):
         return True
     lock = claims_cache_key(user_id=user.pk, session_key=session_key) + ":lock"
-    if cache.add(lock, 1, timeout=int(settings.OIDC_TIMEOUT) * 2 + 1):
+    if cache.add(lock, CHECK_LOCK_VALUE, timeout=int(settings.OIDC_TIMEOUT) * 2 + 1):
         try:
             return _check_locked(user=user, session_key=session_key)
         finally:
@@ -263,6 +266,16 @@ def session_recheck(request: HttpRequest) -> bool:
         time.sleep(WAIT_STEP_SECONDS)
         if claims_are_fresh(user_id=user.pk, session_key=session_key):
             return True
-        if cache.get(lock) is None:
+        held = cache.get(lock)
+        if held is None and not cache.has_key(lock):
             break
+        if held != CHECK_LOCK_VALUE:
+            # Security: a lock this platform did not write (planted in Redis: an integer, a
+            # value moved from another key) must not let the session's requests skip the check.
+            logger.warning("user %s: a forged claims-check lock; checking without it", user.pk)
+            return _check_locked(user=user, session_key=session_key)
+    else:
+        # No verdict within the IdP's own timeout: whoever held the lock is gone; the session
+        # is not let through unchecked (a lock kept alive from outside would otherwise do that).
+        return _check_locked(user=user, session_key=session_key)
     return OIDCSession.objects.filter(session_key=session_key).exists()

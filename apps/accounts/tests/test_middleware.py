@@ -98,7 +98,7 @@ def test_concurrent_request_waits_for_the_running_check(
     request = oidc_request(RequestFactory(), staff_a.user)
     session_key = str(request.session.session_key)
     lock = claims_cache_key(user_id=staff_a.user.pk, session_key=session_key) + ":lock"
-    assert cache.add(lock, 1, timeout=10)  # "another request" is checking
+    assert cache.add(lock, recheck.CHECK_LOCK_VALUE, timeout=10)  # "another request" is checking
 
     def other_request_finishes() -> None:
         time.sleep(0.2)
@@ -122,7 +122,7 @@ def test_waiting_request_follows_a_check_that_ended_the_session(
     request = oidc_request(RequestFactory(), staff_a.user, headers={"HX-Request": "true"})
     session_key = str(request.session.session_key)  # no OIDCSession: the other check ended it
     lock = claims_cache_key(user_id=staff_a.user.pk, session_key=session_key) + ":lock"
-    assert cache.add(lock, 1, timeout=10)
+    assert cache.add(lock, recheck.CHECK_LOCK_VALUE, timeout=10)
 
     def other_request_ends_the_session() -> None:
         time.sleep(0.1)
@@ -133,6 +133,49 @@ def test_waiting_request_follows_a_check_that_ended_the_session(
     response = ClaimsRecheckMiddleware(lambda r: HttpResponse("page"))(request)
     thread.join()
     assert response.status_code == 401 and response["HX-Redirect"] == "/accounts/login/"
+
+
+def _lock_of(request: Any, user: Any) -> str:
+    return claims_cache_key(user_id=user.pk, session_key=str(request.session.session_key)) + ":lock"
+
+
+@override_settings(OIDC_TIMEOUT=5)
+@pytest.mark.parametrize("planted", ["int", "moved"])
+def test_a_forged_check_lock_does_not_let_requests_skip_the_check(
+    staff_a: Any, monkeypatch: pytest.MonkeyPatch, planted: str
+) -> None:
+    """Someone who can write to Redis plants the session's lock (an integer, or a signed lock value
+    copied from another key) so that its requests wait and then go on unchecked, keeping a role the
+    IdP removed: the request checks the session itself instead."""
+    checked: list[str] = []
+    monkeypatch.setattr(recheck, "_check_locked", lambda **kw: checked.append(kw["session_key"]) or False)
+    request = oidc_request(RequestFactory(), staff_a.user, headers={"HX-Request": "true"})
+    lock = _lock_of(request, staff_a.user)
+    client = cache._cache.get_client(cache.make_key(lock), write=True)  # type: ignore[attr-defined]
+    if planted == "int":
+        client.set(cache.make_key(lock), b"1")
+    else:
+        cache.set("elsewhere:lock", recheck.CHECK_LOCK_VALUE, timeout=60)
+        client.set(cache.make_key(lock), client.get(cache.make_key("elsewhere:lock")))
+    response = ClaimsRecheckMiddleware(lambda r: HttpResponse("page"))(request)
+    assert len(checked) == 1  # at once, not after waiting for a verdict that never comes
+    assert response.status_code == 401  # the check's verdict (here: the IdP removed the session)
+    cache.delete(lock)
+    cache.delete("elsewhere:lock")
+
+
+@override_settings(OIDC_TIMEOUT=0.3)
+def test_a_lock_without_a_verdict_in_time_does_not_let_the_request_through_unchecked(
+    staff_a: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checked: list[bool] = []
+    monkeypatch.setattr(recheck, "_check_locked", lambda **kw: checked.append(True) or False)
+    request = oidc_request(RequestFactory(), staff_a.user, headers={"HX-Request": "true"})
+    lock = _lock_of(request, staff_a.user)
+    assert cache.add(lock, recheck.CHECK_LOCK_VALUE, timeout=10)  # held, and nobody ever decides
+    response = ClaimsRecheckMiddleware(lambda r: HttpResponse("page"))(request)
+    assert checked == [True] and response.status_code == 401
+    cache.delete(lock)
 
 
 def test_claims_entry_never_outlives_the_ttl(staff_a: Any) -> None:
