@@ -142,6 +142,19 @@ GENNAI_DB_APP_ROLE = os.environ.get("GENNAI_DB_APP_ROLE", "gennai_app")
 GENNAI_DB_OWNER_ROLE = os.environ.get("GENNAI_DB_OWNER_ROLE", "gennai_owner")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# --- E-mail (budget and platform alerts: apps/quotas/alerts.py, apps/console/platform_alerts.py) ---
+EMAIL_BACKEND = env("GENNAI_EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = env("GENNAI_EMAIL_HOST", "localhost")
+EMAIL_PORT = int(env("GENNAI_EMAIL_PORT", "25"))
+EMAIL_HOST_USER = env("GENNAI_EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env("GENNAI_EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("GENNAI_EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("GENNAI_EMAIL_USE_SSL", False)
+# A mail server that does not answer must not hold an alert task for minutes.
+EMAIL_TIMEOUT = int(env("GENNAI_EMAIL_TIMEOUT_SECONDS", "10"))
+DEFAULT_FROM_EMAIL = env("GENNAI_DEFAULT_FROM_EMAIL", "gennai@localhost")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+
 # --- Cache / broker -------------------------------------------------------
 REDIS_URL = env("REDIS_URL", "redis://127.0.0.1:6379/0")
 # Values are JSON or bytes, never pickles, and signed with their key (gennai/cache_serializer.py): a

@@ -17,3 +17,5 @@ DEBUG = env_bool("GENNAI_DEBUG", True)
 OIDC_REDIRECT_REQUIRE_HTTPS = False
 # The local model server (`make run`) listens on loopback: allow it as an upstream.
 GENNAI_UPSTREAM_ALLOWED_HOSTS = [*GENNAI_UPSTREAM_ALLOWED_HOSTS, "localhost", "127.0.0.0/8", "::1"]  # noqa: F405
+# Alert e-mails are printed by the worker, unless a mail server is configured.
+EMAIL_BACKEND = env("GENNAI_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")  # noqa: F405

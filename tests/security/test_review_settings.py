@@ -27,6 +27,8 @@ print(json.dumps({
     "language_samesite": s.LANGUAGE_COOKIE_SAMESITE,
     "cookies": [s.SESSION_COOKIE_NAME, s.CSRF_COOKIE_NAME],
     "fallbacks": s.SECRET_KEY_FALLBACKS,
+    "email": [s.EMAIL_BACKEND, s.EMAIL_HOST, s.EMAIL_PORT, s.EMAIL_HOST_USER, s.EMAIL_USE_TLS,
+              s.EMAIL_TIMEOUT, s.DEFAULT_FROM_EMAIL],
     "scope": [
         getattr(s, name, getattr(g, name))
         for name in ("SESSION_COOKIE_DOMAIN", "CSRF_COOKIE_DOMAIN", "SESSION_COOKIE_PATH", "CSRF_COOKIE_PATH")
@@ -102,6 +104,28 @@ def test_production_reads_the_previous_keys_for_rotation() -> None:
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1])["fallbacks"] == [OLD_KEY]
     assert json.loads(_prod().stdout.strip().splitlines()[-1])["fallbacks"] == []
+
+
+def test_production_sends_alert_mail_through_the_configured_server() -> None:
+    """Budget and platform alerts go out by e-mail (docs/admin.md): production must be able to name
+    its mail server from the environment, not only by editing settings."""
+    result = _prod(
+        GENNAI_EMAIL_HOST="smtp.example.go.jp",
+        GENNAI_EMAIL_PORT="587",
+        GENNAI_EMAIL_HOST_USER="gennai",
+        GENNAI_EMAIL_USE_TLS="1",
+        GENNAI_DEFAULT_FROM_EMAIL="gennai@example.go.jp",
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1])["email"] == [
+        "django.core.mail.backends.smtp.EmailBackend",
+        "smtp.example.go.jp",
+        587,
+        "gennai",
+        True,
+        10,
+        "gennai@example.go.jp",
+    ]
 
 
 @pytest.mark.parametrize("weak", ["dev-insecure-gennai-secret-key-change-me", "short-old-key"])
