@@ -25,15 +25,15 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 from django.test import Client
 from django.utils import timezone
-from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 
-from apps.accounts import oidc
 from apps.accounts.models import OIDCSession, Session
 from apps.accounts.services import sessions_end_for_logout_token
 from apps.accounts.session_keys import SessionKeyDigestField, StoredDigest, session_key_digest
 from apps.accounts.session_store import SessionStore
 from apps.tenancy.db import owner_mode
 from tests.support.fixtures import make_user
+
+from .test_review_attack import _sign_in
 
 pytestmark = pytest.mark.django_db
 
@@ -61,18 +61,7 @@ def rows_containing(value: str) -> list[tuple[str, str]]:
 
 def sign_in(client: Client, monkeypatch: pytest.MonkeyPatch, *, subject: str, sid: str) -> str:
     """Finish a code flow at our callback (token endpoint and signature stubbed); the cookie value."""
-    monkeypatch.setattr(
-        OIDCAuthenticationBackend,
-        "get_token",
-        lambda self, payload: {"id_token": "tok." + sid, "access_token": "a", "refresh_token": "r-" + sid},
-    )
-    claims = {"sub": subject, "nonce": "n-" + sid, "sid": sid, "groups": ["/ministries/digital"]}
-    monkeypatch.setattr(oidc, "decode_provider_token", lambda token, **kw: dict(claims))
-    session = client.session
-    session["oidc_states"] = {"st-" + sid: {"nonce": "n-" + sid, "code_verifier": "v", "added_on": 0}}
-    session.save()
-    response = client.get("/accounts/callback/", {"code": "c-" + sid, "state": "st-" + sid})
-    assert response.status_code == 302 and client.session.get("_auth_user_id")
+    _sign_in(client, monkeypatch, subject=subject, sid=sid, id_token="tok." + sid)
     return str(client.cookies[settings.SESSION_COOKIE_NAME].value)
 
 
