@@ -24,6 +24,9 @@ Wire format (what Redis holds):
   back as lists; a value JSON cannot hold raises :class:`TypeError` at
   ``cache.set``: cache its JSON form).
 
+``cache.touch`` extends only Redis's TTL, not a signed value's own expiry (set
+the value again instead); the platform does not use it.
+
 Anything else read from Redis (a pickle written before this module, a planted
 or moved value, a wrong signature, an expired one) is never decoded: it reads
 as a miss (``None``), with a warning on the ``gennai.cache`` logger.
