@@ -92,8 +92,8 @@ def test_incr_stays_an_atomic_redis_counter(redis_cache: list[str]) -> None:
     redis_cache.append(key)
     assert cache.add(key, 1, timeout=60)
     assert cache.incr(key, 41) == 42
-    raw = cache._cache.get_client(key).get(cache.make_key(key))  # type: ignore[attr-defined]
-    assert raw == b"42"
+    client, full = _raw(key)
+    assert client.get(full) == b"42"
 
 
 def test_a_planted_pickle_is_never_unpickled(
@@ -105,7 +105,8 @@ def test_a_planted_pickle_is_never_unpickled(
     assert pickle.loads(payload) is None and UNPICKLED == [1], "the payload runs code"  # noqa: S301
     UNPICKLED.clear()
     # Written straight into Redis, as someone with access to it (or an older release) would.
-    cache._cache.get_client(key, write=True).set(cache.make_key(key), payload)  # type: ignore[attr-defined]
+    client, full = _raw(key)
+    client.set(full, payload)
     with caplog.at_level(logging.WARNING, logger="gennai.cache"):
         assert cache.get(key) is None
     assert UNPICKLED == []

@@ -29,7 +29,6 @@ callback (the only way to sign in):
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import time
@@ -48,6 +47,7 @@ from apps.tenancy.connections import release_connections
 from .models import OIDCSession
 from .oidc import decode_provider_token
 from .services import oidc_session_refresh
+from .session_keys import session_key_digest
 
 logger = logging.getLogger("gennai.accounts")
 
@@ -80,9 +80,8 @@ class IdpAnswer:
 
 
 def claims_cache_key(*, user_id: int, session_key: str) -> str:
-    """Cache key of one session's claims check (the session key is hashed, never stored)."""
-    digest = hashlib.sha256(session_key.encode()).hexdigest()[:32]
-    return f"gennai:oidc:claims:{user_id}:{digest}"
+    """Cache key of one session's claims check (the session key's stored digest, never the key)."""
+    return f"gennai:oidc:claims:{user_id}:{session_key_digest(session_key)}"
 
 
 def claims_mark_fresh(*, user_id: int, session_key: str, seconds: float | None = None) -> None:
@@ -278,4 +277,7 @@ def session_recheck(request: HttpRequest) -> bool:
         # No verdict within the IdP's own timeout: whoever held the lock is gone; the session
         # is not let through unchecked (a lock kept alive from outside would otherwise do that).
         return _check_locked(user=user, session_key=session_key)
+    # The lock went away: the checker's verdict may have landed just after the last look.
+    if claims_are_fresh(user_id=user.pk, session_key=session_key):
+        return True
     return OIDCSession.objects.filter(session_key=session_key).exists()
